@@ -1,0 +1,62 @@
+#!/usr/bin/env bash
+# Makes a fresh Debian 12 machine ready to build and run MeteoRA for .NET. Idempotent: every step checks first.
+#  1. TorchSharp 0.107's native code needs libstdc++ from GCC >= 13 (GLIBCXX_3.4.32); Debian 12 ships GCC 12.
+#     We install libstdc++6 from Debian 13 (trixie); apt brings the libc6 2.41 it depends on.
+#  2. The .NET 10 SDK must be on PATH (it is on the project's machines; we say so clearly if it is not).
+#  3. Restore and build the solution (incremental; quiet unless something fails).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+LIBSTDCXX=/usr/lib/x86_64-linux-gnu/libstdc++.so.6
+need_glibcxx() { ! grep -qa GLIBCXX_3.4.32 "$LIBSTDCXX" 2>/dev/null; }
+
+if need_glibcxx; then
+  if [ "$(id -u)" != 0 ]; then
+    echo "setup: $LIBSTDCXX lacks GLIBCXX_3.4.32 (TorchSharp needs GCC >= 13's libstdc++); run scripts/setup.sh as root once" >&2
+    exit 1
+  fi
+  echo "setup: installing libstdc++6 from Debian 13 (trixie) for TorchSharp ..." >&2
+  # The trixie source is there only for this one install, so later upgrades stay on Debian 12.
+  src=/etc/apt/sources.list.d/meteora-trixie.sources
+  cat > "$src" <<'SRC'
+Types: deb
+URIs: http://deb.debian.org/debian
+Suites: trixie
+Components: main
+Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
+SRC
+  export DEBIAN_FRONTEND=noninteractive
+  status=0
+  { apt-get update -qq && apt-get install -y -qq libstdc++6/trixie; } >/tmp/meteora-setup-apt.log 2>&1 || status=$?
+  rm -f "$src"
+  apt-get update -qq >/dev/null 2>&1 || true
+  if [ "$status" != 0 ]; then
+    echo "setup: apt-get install libstdc++6/trixie failed (exit $status); see /tmp/meteora-setup-apt.log" >&2
+    exit 1
+  fi
+  if need_glibcxx; then
+    echo "setup: libstdc++6 from trixie did not bring GLIBCXX_3.4.32 ($LIBSTDCXX)" >&2
+    exit 1
+  fi
+fi
+
+if ! command -v dotnet >/dev/null 2>&1; then
+  echo "setup: the .NET 10 SDK (dotnet) is not on PATH; install it from Microsoft's Debian packages" >&2
+  exit 1
+fi
+export DOTNET_CLI_TELEMETRY_OPTOUT=1 DOTNET_NOLOGO=1 DOTNET_SKIP_FIRST_TIME_EXPERIENCE=1
+
+# Build only when a source or project file is newer than the CLI (dotnet build itself takes seconds when idle).
+cli=src/Meteora.Cli/bin/Release/net10.0/Meteora.Cli.dll
+stale() {
+  [ ! -f "$cli" ] || [ -n "$(find src tests Directory.Build.props Meteora.slnx \( -name '*.cs' -o -name '*.csproj' -o -name '*.props' -o -name '*.slnx' \) -newer "$cli" -print -quit 2>/dev/null)" ]
+}
+if [ "${METEORA_SKIP_BUILD:-0}" != 1 ] && stale; then
+  echo "setup: building (dotnet build -c Release) ..." >&2
+  if ! dotnet build Meteora.slnx -c Release -nologo -v quiet -clp:ErrorsOnly >/tmp/meteora-build.log 2>&1; then
+    cat /tmp/meteora-build.log >&2
+    echo "setup: build failed" >&2
+    exit 1
+  fi
+  touch "$cli"
+fi

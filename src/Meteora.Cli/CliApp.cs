@@ -1,0 +1,41 @@
+using System.CommandLine;
+using Meteora.Cli.Commands;
+
+namespace Meteora.Cli;
+
+/// <summary>
+/// The <c>meteora</c> command line. User errors (<see cref="MeteoraException"/>) print one line to stderr and
+/// exit 1; unexpected failures print their type and message (and the stack with METEORA_DEBUG=1) and exit 2.
+/// </summary>
+public static class CliApp
+{
+    public static int Run(string[] args, TextWriter stdout, TextWriter stderr)
+    {
+        var root = new RootCommand("MeteoRA for .NET: many LoRA adapters embedded in one LLaMA model with per-token routing");
+        root.Options.Add(GlobalOptions.Device);
+        root.Options.Add(GlobalOptions.DType);
+        CliContext Context(ParseResult p) => new() { Out = stdout, Err = stderr, Parse = p };
+        root.Subcommands.Add(TokenizeCommand.Create(Context));
+        root.Subcommands.Add(ForwardCommand.Create(Context));
+        root.Subcommands.Add(GenerateCommand.Create(Context));
+
+        var parse = root.Parse(args);
+        try
+        {
+            return parse.Invoke(new InvocationConfiguration { Output = stdout, Error = stderr, EnableDefaultExceptionHandler = false });
+        }
+        catch (MeteoraException e)
+        {
+            stderr.WriteLine($"error: {OneLine(e.Message)}");
+            return 1;
+        }
+        catch (Exception e) when (e is not OutOfMemoryException)
+        {
+            stderr.WriteLine($"error: {e.GetType().Name}: {OneLine(e.Message)}");
+            if (Environment.GetEnvironmentVariable("METEORA_DEBUG") == "1") stderr.WriteLine(e);
+            return 2;
+        }
+    }
+
+    private static string OneLine(string s) => s.ReplaceLineEndings(" ").Trim();
+}

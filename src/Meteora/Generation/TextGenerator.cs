@@ -1,0 +1,92 @@
+using Meteora.Llama;
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace Meteora.Generation;
+
+/// <summary>
+/// Batched autoregressive generation over the static KV cache: one prefill of the left-padded prompts, then one
+/// decode step per new token. Callers see each step's tokens through a callback (for streaming).
+/// </summary>
+public sealed class TextGenerator
+{
+    private readonly LlamaForCausalLM _model;
+
+    public TextGenerator(LlamaForCausalLM model) => _model = model;
+
+    /// <summary>
+    /// Generates for every prompt (token ids, BOS included). <paramref name="onStep"/> receives the step index and
+    /// the tokens chosen for each row (-1 for rows that already stopped). Returns the new tokens per row.
+    /// </summary>
+    public int[][] Generate(IReadOnlyList<int[]> prompts, GenerationOptions options, Action<int, int[]>? onStep = null)
+    {
+        options.Validate();
+        if (prompts.Count == 0) return [];
+        if (prompts.Any(p => p.Length == 0)) throw new MeteoraException("generate: a prompt has no tokens");
+        int B = prompts.Count, T = prompts.Max(p => p.Length);
+        var device = _model.Device;
+        var results = Enumerable.Range(0, B).Select(_ => new List<int>()).ToArray();
+        if (options.MaxNewTokens == 0) return results.Select(r => r.ToArray()).ToArray();
+
+        using var noGrad = no_grad();
+        using var cache = new KvCache(_model.Config, B, T + options.MaxNewTokens, _model.DType, device);
+        using var sampler = new TokenSampler(options, device);
+        var eos = options.EosIds.ToHashSet();
+        var done = new bool[B];
+
+        Tensor logits, positions;
+        using (var scope = NewDisposeScope())
+        {
+            var (ids, mask) = LeftPad(prompts, T, PadId());
+            var idsT = tensor(ids, [B, T], device: device);
+            var maskT = tensor(mask, [B, T], device: device);
+            if (mask.Any(m => m == 0)) cache.SetPadding(maskT);
+            // Positions count real tokens only, so a padded row sees the same positions as it would alone.
+            positions = (maskT.cumsum(1) - 1).clamp_min(0);                         // (B, T)
+            logits = _model.forward(idsT, positions, cache, lastOnly: true);       // (B, V)
+            positions = positions.narrow(1, T - 1, 1);                               // (B, 1) last position
+            logits.MoveToOuterDisposeScope(); positions.MoveToOuterDisposeScope();
+        }
+
+        for (int step = 0; step < options.MaxNewTokens; step++)
+        {
+            using var scope = NewDisposeScope();
+            logits.MoveToOtherDisposeScope(scope); positions.MoveToOtherDisposeScope(scope);
+            var next = sampler.Next(logits);                                         // (B,)
+            var chosen = next.to(CPU).data<long>().Select(v => (int)v).ToArray();
+            for (int b = 0; b < B; b++)
+            {
+                if (done[b]) { chosen[b] = -1; continue; }
+                results[b].Add(chosen[b]);
+                if (options.StopAtEos && eos.Contains(chosen[b])) done[b] = true;
+            }
+            onStep?.Invoke(step, chosen);
+            if (step == options.MaxNewTokens - 1 || done.All(d => d)) break;
+            positions = positions + 1;
+            logits = _model.forward(next.view(B, 1), positions, cache, lastOnly: true);
+            logits.MoveToOuterDisposeScope(); positions.MoveToOuterDisposeScope();
+        }
+        logits.Dispose(); positions.Dispose();
+        return results.Select(r => r.ToArray()).ToArray();
+    }
+
+    private int PadId() => _model.Config.PadTokenId ?? (_model.Config.EosTokenIds.Length > 0 ? _model.Config.EosTokenIds[0] : 0);
+
+    /// <summary>Left-pads rows to length <paramref name="T"/>; returns flat (B·T) ids and 0/1 mask.</summary>
+    public static (long[] Ids, long[] Mask) LeftPad(IReadOnlyList<int[]> rows, int T, int padId)
+    {
+        var ids = new long[rows.Count * T];
+        var mask = new long[rows.Count * T];
+        for (int b = 0; b < rows.Count; b++)
+        {
+            int offset = T - rows[b].Length;
+            for (int t = 0; t < T; t++)
+            {
+                bool real = t >= offset;
+                ids[b * T + t] = real ? rows[b][t - offset] : padId;
+                mask[b * T + t] = real ? 1 : 0;
+            }
+        }
+        return (ids, mask);
+    }
+}

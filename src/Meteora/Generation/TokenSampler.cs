@@ -1,0 +1,37 @@
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace Meteora.Generation;
+
+/// <summary>Chooses the next token of every row from last-position logits: argmax, or temperature + top-p.</summary>
+public sealed class TokenSampler : IDisposable
+{
+    private readonly GenerationOptions _options;
+    private readonly Generator? _generator;
+
+    public TokenSampler(GenerationOptions options, Device device)
+    {
+        _options = options;
+        if (!options.Greedy) _generator = new Generator((ulong)options.Seed, device);
+    }
+
+    /// <summary>logits (B, V) → token ids (B,) int64.</summary>
+    public Tensor Next(Tensor logits)
+    {
+        using var scope = NewDisposeScope();
+        if (_options.Greedy) return logits.argmax(-1).MoveToOuterDisposeScope();
+        var probs = (logits.to(ScalarType.Float32) / _options.Temperature).softmax(-1);   // (B, V)
+        if (_options.TopP < 1.0)
+        {
+            // Keep the smallest prefix of tokens (by descending probability) whose mass reaches top_p.
+            var (sorted, order) = probs.sort(-1, descending: true);
+            var before = sorted.cumsum(-1) - sorted;                  // mass strictly before each token
+            var drop = before > _options.TopP;                         // the first token always stays
+            sorted = sorted.masked_fill(drop, 0);
+            probs = zeros_like(probs).scatter_(-1, order, sorted);
+        }
+        return multinomial(probs, 1, false, _generator).squeeze(-1).MoveToOuterDisposeScope();
+    }
+
+    public void Dispose() => _generator?.Dispose();
+}

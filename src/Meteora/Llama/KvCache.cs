@@ -1,0 +1,49 @@
+using static TorchSharp.torch;
+
+namespace Meteora.Llama;
+
+/// <summary>
+/// Static, pre-allocated key/value cache (gpt-fast style): per layer <c>(B, n_kv, MaxLength, head_dim)</c>
+/// tensors written in place, so decoding allocates nothing per step. <see cref="Length"/> positions are filled;
+/// <see cref="KeyValid"/> marks left-padding slots as invalid when the batch was padded.
+/// </summary>
+public sealed class KvCache : IDisposable
+{
+    public Tensor[] Keys { get; }
+    public Tensor[] Values { get; }
+    /// <summary>(B, MaxLength) bool, true where a slot holds a real token; null when no row is padded.</summary>
+    public Tensor? KeyValid { get; private set; }
+    public int BatchSize { get; }
+    public int MaxLength { get; }
+    /// <summary>Slots [0, Length) are filled, for every row.</summary>
+    public int Length { get; set; }
+
+    public KvCache(LlamaConfig config, int batchSize, int maxLength, ScalarType dtype, Device device)
+    {
+        BatchSize = batchSize;
+        MaxLength = maxLength;
+        Keys = new Tensor[config.NumHiddenLayers];
+        Values = new Tensor[config.NumHiddenLayers];
+        for (int i = 0; i < config.NumHiddenLayers; i++)
+        {
+            Keys[i] = zeros(batchSize, config.NumKeyValueHeads, maxLength, config.HeadDim, dtype, device).DetachFromDisposeScope();
+            Values[i] = zeros(batchSize, config.NumKeyValueHeads, maxLength, config.HeadDim, dtype, device).DetachFromDisposeScope();
+        }
+    }
+
+    /// <summary>Records which of the first slots are padding: <paramref name="attentionMask"/> (B, T) of 0/1.</summary>
+    public void SetPadding(Tensor attentionMask)
+    {
+        KeyValid?.Dispose();
+        var valid = ones(BatchSize, MaxLength, ScalarType.Bool, attentionMask.device);
+        valid.narrow(1, 0, attentionMask.shape[1]).copy_(attentionMask.to(ScalarType.Bool));
+        KeyValid = valid.DetachFromDisposeScope();   // owned by the cache, not by the caller's scope
+    }
+
+    public void Dispose()
+    {
+        foreach (var t in Keys) t.Dispose();
+        foreach (var t in Values) t.Dispose();
+        KeyValid?.Dispose();
+    }
+}

@@ -1,0 +1,28 @@
+using TorchSharp;
+using static TorchSharp.torch;
+using Parameter = TorchSharp.Modules.Parameter;
+
+namespace Meteora.Llama;
+
+/// <summary>
+/// A bias-free projection <c>y = x Wᵀ</c> with W <c>(out, in)</c> under the Hugging Face name <c>weight</c>.
+/// LoRA and MeteoRA projections derive from it, so the base weight keeps its checkpoint name everywhere.
+/// </summary>
+public class Linear : nn.Module<Tensor, Tensor>
+{
+    /// <summary>The frozen base weight, (out, in).</summary>
+    public readonly Parameter weight;
+
+    public ProjectionSite Site { get; }
+
+    /// <summary>Allocates an uninitialised weight on <paramref name="device"/>; the loader fills it.</summary>
+    public Linear(ProjectionSite site, ScalarType dtype, Device device) : base(site.Name)
+    {
+        Site = site;
+        weight = new Parameter(empty(site.OutFeatures, site.InFeatures, dtype, device), requires_grad: false);
+        RegisterComponents();
+    }
+
+    /// <summary>(…, in) → (…, out).</summary>
+    public override Tensor forward(Tensor x) => nn.functional.linear(x, weight);
+}

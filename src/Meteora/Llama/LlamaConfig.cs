@@ -1,0 +1,141 @@
+using System.Text.Json;
+using System.Text.Json.Nodes;
+
+namespace Meteora.Llama;
+
+/// <summary>
+/// The architecture of a LLaMA-family model, read from a Hugging Face <c>config.json</c>. Accepts both the Hub
+/// form (<c>rope_theta</c> + <c>rope_scaling</c>) and the transformers-5 form (<c>rope_parameters</c>).
+/// </summary>
+public sealed record LlamaConfig
+{
+    public int HiddenSize { get; init; }
+    public int IntermediateSize { get; init; }
+    public int NumHiddenLayers { get; init; }
+    public int NumAttentionHeads { get; init; }
+    public int NumKeyValueHeads { get; init; }
+    public int HeadDim { get; init; }
+    public int VocabSize { get; init; }
+    public double RmsNormEps { get; init; } = 1e-6;
+    public int MaxPositionEmbeddings { get; init; } = 2048;
+    public bool TieWordEmbeddings { get; init; }
+    public RopeParameters Rope { get; init; } = new(10000.0);
+    public int? BosTokenId { get; init; }
+    public int[] EosTokenIds { get; init; } = [];
+    public int? PadTokenId { get; init; }
+    /// <summary>dtype the checkpoint was saved in ("float32", "bfloat16", …), when the config says.</summary>
+    public string? TorchDtype { get; init; }
+
+    /// <summary>Query heads per key/value head (grouped-query attention).</summary>
+    public int KvGroups => NumAttentionHeads / NumKeyValueHeads;
+
+    /// <summary>Reads and validates <c>config.json</c> in <paramref name="folder"/>.</summary>
+    public static LlamaConfig Load(string folder)
+    {
+        string path = Path.Combine(folder, "config.json");
+        if (!Directory.Exists(folder)) throw new MeteoraException($"{folder}: model folder not found");
+        if (!File.Exists(path)) throw new MeteoraException($"{path}: file not found");
+        JsonObject root;
+        try
+        {
+            root = JsonNode.Parse(File.ReadAllText(path)) as JsonObject
+                   ?? throw new MeteoraException($"{path}: not a JSON object");
+        }
+        catch (JsonException e)
+        {
+            throw new MeteoraException($"{path}: invalid JSON ({e.Message.Split('\n')[0]})");
+        }
+        return Parse(root, path);
+    }
+
+    /// <summary>Parses a config object; <paramref name="path"/> names the source in error messages.</summary>
+    public static LlamaConfig Parse(JsonObject root, string path)
+    {
+        string modelType = Str(root, "model_type") ?? "";
+        if (modelType != "llama")
+            throw new MeteoraException($"{path}: unsupported model_type '{modelType}' (supported: llama)");
+        if (Bool(root, "attention_bias") == true || Bool(root, "mlp_bias") == true)
+            throw new MeteoraException($"{path}: attention_bias/mlp_bias = true is not supported");
+        string act = Str(root, "hidden_act") ?? "silu";
+        if (act != "silu") throw new MeteoraException($"{path}: unsupported hidden_act '{act}' (supported: silu)");
+
+        int hidden = RequiredInt(root, "hidden_size", path);
+        int heads = RequiredInt(root, "num_attention_heads", path);
+        int kvHeads = Int(root, "num_key_value_heads") ?? heads;
+        int headDim = Int(root, "head_dim") ?? (heads > 0 ? hidden / heads : 0);
+        var config = new LlamaConfig
+        {
+            HiddenSize = hidden,
+            IntermediateSize = RequiredInt(root, "intermediate_size", path),
+            NumHiddenLayers = RequiredInt(root, "num_hidden_layers", path),
+            NumAttentionHeads = heads,
+            NumKeyValueHeads = kvHeads,
+            HeadDim = headDim,
+            VocabSize = RequiredInt(root, "vocab_size", path),
+            RmsNormEps = Double(root, "rms_norm_eps") ?? 1e-6,
+            MaxPositionEmbeddings = Int(root, "max_position_embeddings") ?? 2048,
+            TieWordEmbeddings = Bool(root, "tie_word_embeddings") ?? false,
+            Rope = ParseRope(root, path),
+            BosTokenId = Int(root, "bos_token_id"),
+            EosTokenIds = IntList(root, "eos_token_id"),
+            PadTokenId = Int(root, "pad_token_id"),
+            TorchDtype = Str(root, "dtype") ?? Str(root, "torch_dtype"),
+        };
+        config.Validate(path);
+        return config;
+    }
+
+    private void Validate(string path)
+    {
+        if (HiddenSize <= 0 || IntermediateSize <= 0 || NumHiddenLayers <= 0 || NumAttentionHeads <= 0
+            || NumKeyValueHeads <= 0 || HeadDim <= 0 || VocabSize <= 0)
+            throw new MeteoraException($"{path}: sizes must be positive");
+        if (NumAttentionHeads % NumKeyValueHeads != 0)
+            throw new MeteoraException($"{path}: num_attention_heads {NumAttentionHeads} is not a multiple of num_key_value_heads {NumKeyValueHeads}");
+        if (HeadDim % 2 != 0) throw new MeteoraException($"{path}: head_dim {HeadDim} must be even for rotary embeddings");
+    }
+
+    private static RopeParameters ParseRope(JsonObject root, string path)
+    {
+        // transformers 5: rope_parameters holds theta and type; Hub form: rope_theta + optional rope_scaling.
+        JsonObject? p = root["rope_parameters"] as JsonObject;
+        JsonObject? scaling = p ?? root["rope_scaling"] as JsonObject;
+        double theta = (p != null ? Double(p, "rope_theta") : null) ?? Double(root, "rope_theta") ?? 10000.0;
+        string type = scaling == null ? "default" : Str(scaling, "rope_type") ?? Str(scaling, "type") ?? "default";
+        switch (type)
+        {
+            case "default":
+                return new RopeParameters(theta);
+            case "llama3":
+                return new RopeParameters(theta, "llama3",
+                    Double(scaling!, "factor") ?? throw new MeteoraException($"{path}: llama3 rope scaling needs 'factor'"),
+                    Double(scaling!, "low_freq_factor") ?? 1.0,
+                    Double(scaling!, "high_freq_factor") ?? 4.0,
+                    Int(scaling!, "original_max_position_embeddings") ?? 8192);
+            default:
+                throw new MeteoraException($"{path}: unsupported rope_type '{type}' (supported: default, llama3)");
+        }
+    }
+
+    private static string? Str(JsonObject o, string key) =>
+        o[key] is JsonValue v && v.TryGetValue(out string? s) ? s : null;
+
+    private static bool? Bool(JsonObject o, string key) =>
+        o[key] is JsonValue v && v.TryGetValue(out bool b) ? b : null;
+
+    private static double? Double(JsonObject o, string key) =>
+        o[key] is JsonValue v && v.TryGetValue(out double d) ? d : null;
+
+    private static int? Int(JsonObject o, string key) =>
+        o[key] is JsonValue v && v.TryGetValue(out int i) ? i : null;
+
+    private static int[] IntList(JsonObject o, string key) => o[key] switch
+    {
+        JsonArray a => a.Select(x => x!.GetValue<int>()).ToArray(),
+        JsonValue v when v.TryGetValue(out int i) => [i],
+        _ => [],
+    };
+
+    private static int RequiredInt(JsonObject o, string key, string path) =>
+        Int(o, key) ?? throw new MeteoraException($"{path}: missing or non-integer '{key}'");
+}

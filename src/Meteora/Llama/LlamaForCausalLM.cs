@@ -1,0 +1,99 @@
+using TorchSharp;
+using static TorchSharp.torch;
+using Parameter = TorchSharp.Modules.Parameter;
+
+namespace Meteora.Llama;
+
+/// <summary>
+/// A LLaMA-family causal language model with Hugging Face parameter names (<c>model.*</c>, <c>lm_head.weight</c>).
+/// Every adapted projection is created by a factory, so LoRA and MeteoRA models are this class with other
+/// <see cref="Linear"/> subclasses plugged in.
+/// </summary>
+public sealed class LlamaForCausalLM : nn.Module
+{
+    public readonly LlamaModel model;
+    /// <summary>Output head (vocab, hidden); null when tied to the embeddings.</summary>
+    public readonly Parameter? lm_head;
+    private readonly RotaryEmbedding _rope;
+
+    public LlamaConfig Config { get; }
+    public ScalarType DType { get; }
+    public Device Device { get; }
+
+    /// <summary>Allocates an uninitialised model; load weights with <see cref="LlamaLoader"/> or fill them yourself.</summary>
+    public LlamaForCausalLM(LlamaConfig config, ScalarType dtype, Device device,
+        Func<ProjectionSite, Linear>? makeProjection = null) : base("LlamaForCausalLM")
+    {
+        Config = config; DType = dtype; Device = device;
+        makeProjection ??= site => new Linear(site, dtype, device);
+        model = new LlamaModel(config, dtype, device, makeProjection);
+        if (!config.TieWordEmbeddings)
+            lm_head = new Parameter(empty(config.VocabSize, config.HiddenSize, dtype, device), requires_grad: false);
+        _rope = new RotaryEmbedding(config, device);
+        RegisterComponents();
+    }
+
+    /// <summary>Every adapted projection, in layer order then q, k, v, o, gate, up, down.</summary>
+    public IEnumerable<Linear> Projections()
+    {
+        foreach (var layer in model.layers)
+        {
+            var a = layer.self_attn; var m = layer.mlp;
+            yield return a.q_proj; yield return a.k_proj; yield return a.v_proj; yield return a.o_proj;
+            yield return m.gate_proj; yield return m.up_proj; yield return m.down_proj;
+        }
+    }
+
+    /// <summary>The base weights a Hugging Face checkpoint holds, by their checkpoint names.</summary>
+    public IEnumerable<(string Name, Tensor Tensor)> BaseWeights()
+    {
+        yield return ("model.embed_tokens.weight", model.embed_tokens.weight);
+        foreach (var (layer, i) in model.layers.Select((l, i) => (l, i)))
+        {
+            yield return ($"model.layers.{i}.input_layernorm.weight", layer.input_layernorm.weight);
+            yield return ($"model.layers.{i}.post_attention_layernorm.weight", layer.post_attention_layernorm.weight);
+        }
+        foreach (var p in Projections()) yield return ($"{p.Site.Key}.weight", p.weight);
+        yield return ("model.norm.weight", model.norm.weight);
+        if (lm_head is not null) yield return ("lm_head.weight", lm_head);
+    }
+
+    /// <summary>
+    /// One forward pass. ids (B, T) at <paramref name="positions"/> (B, T); new tokens go to cache slots
+    /// [cache.Length, cache.Length+T) and the cache length advances. Returns logits (B, T, V), or (B, V) for the
+    /// last position only when <paramref name="lastOnly"/> (prefill for generation skips the other rows).
+    /// </summary>
+    public Tensor forward(Tensor ids, Tensor positions, KvCache? cache = null, bool lastOnly = false)
+    {
+        using var scope = NewDisposeScope();
+        int B = (int)ids.shape[0], T = (int)ids.shape[1];
+        int start = cache?.Length ?? 0;
+        if (cache is not null && start + T > cache.MaxLength)
+            throw new MeteoraException($"sequence of {start + T} tokens exceeds the KV cache of {cache.MaxLength}");
+        var (cos, sin) = _rope.Compute(positions, DType);
+        var ctx = new AttentionContext
+        {
+            Cos = cos, Sin = sin, Cache = cache, CacheStart = start,
+            Mask = AttentionContext.BuildMask(B, start, T, cache?.KeyValid, ids.device),
+        };
+        var h = model.forward(ids, ctx);                                  // (B, T, hidden)
+        if (cache is not null) cache.Length = start + T;
+        if (lastOnly) h = h.select(1, T - 1);                             // (B, hidden)
+        var logits = nn.functional.linear(h, lm_head ?? model.embed_tokens.weight);  // (B, [T,] V)
+        return logits.MoveToOuterDisposeScope();
+    }
+
+    /// <summary>Forward without a cache over unpadded rows; positions 0…T-1. Returns logits (B, T, V).</summary>
+    public Tensor forward(Tensor ids)
+    {
+        using var scope = NewDisposeScope();
+        var positions = arange(ids.shape[1], ScalarType.Int64, ids.device).unsqueeze(0).expand(ids.shape[0], -1);
+        return forward(ids, positions).MoveToOuterDisposeScope();
+    }
+
+    protected override void Dispose(bool disposing)
+    {
+        if (disposing) _rope.Dispose();
+        base.Dispose(disposing);
+    }
+}

@@ -1,0 +1,119 @@
+using System.Text.Json;
+using System.Text.Json.Nodes;
+
+namespace Meteora.Tokenization;
+
+/// <summary>
+/// A Hugging Face <c>tokenizer.json</c> (byte-level BPE as in Llama 3, Metaspace + byte-fallback BPE as in
+/// Llama 2, …) run by the Rust <c>tokenizers</c> library through Tokenizers.DotNet. Encoding applies the
+/// post-processor (BOS); decoding skips special tokens.
+/// </summary>
+public sealed class HfTokenizer : IDisposable
+{
+    private readonly Tokenizers.DotNet.Tokenizer _inner;
+    private readonly int _leadingSpecial, _trailingSpecial;
+
+    public string Path { get; }
+    /// <summary>Token text → id for the added (special) tokens.</summary>
+    public IReadOnlyDictionary<string, int> SpecialTokens { get; }
+    public int? BosId { get; }
+    public int? EosId { get; }
+
+    private HfTokenizer(string path, Tokenizers.DotNet.Tokenizer inner, Dictionary<string, int> special,
+        int leading, int trailing, int? bos, int? eos)
+    {
+        Path = path; _inner = inner; SpecialTokens = special;
+        _leadingSpecial = leading; _trailingSpecial = trailing; BosId = bos; EosId = eos;
+    }
+
+    /// <summary>Loads <c>tokenizer.json</c> (and <c>tokenizer_config.json</c> for BOS/EOS names) from a model folder.</summary>
+    public static HfTokenizer Load(string folder)
+    {
+        string path = System.IO.Path.Combine(folder, "tokenizer.json");
+        if (!File.Exists(path))
+        {
+            if (File.Exists(System.IO.Path.Combine(folder, "tokenizer.model")))
+                throw new MeteoraException($"{path}: file not found (only a SentencePiece tokenizer.model is present; convert it to tokenizer.json with transformers)");
+            throw new MeteoraException($"{path}: file not found");
+        }
+        JsonObject root;
+        try
+        {
+            root = JsonNode.Parse(File.ReadAllText(path)) as JsonObject ?? throw new MeteoraException($"{path}: not a JSON object");
+        }
+        catch (JsonException e)
+        {
+            throw new MeteoraException($"{path}: invalid JSON ({e.Message.Split('\n')[0]})");
+        }
+        if (root["model"] is not JsonObject) throw new MeteoraException($"{path}: no 'model' section");
+
+        var special = new Dictionary<string, int>();
+        if (root["added_tokens"] is JsonArray added)
+            foreach (var t in added.OfType<JsonObject>())
+                if (t["content"]?.GetValue<string>() is { } content && t["id"] is JsonValue id)
+                    special[content] = id.GetValue<int>();
+        var (leading, trailing) = CountTemplateSpecials(root["post_processor"]);
+
+        var (bosName, eosName) = ReadSpecialNames(folder);
+        int? bos = bosName != null && special.TryGetValue(bosName, out int b) ? b : null;
+        int? eos = eosName != null && special.TryGetValue(eosName, out int eid) ? eid : null;
+
+        Tokenizers.DotNet.Tokenizer inner;
+        try { inner = new Tokenizers.DotNet.Tokenizer(path); }
+        catch (Exception ex) { throw new MeteoraException($"{path}: the tokenizers library rejected it ({ex.Message.Split('\n')[0]})"); }
+        return new HfTokenizer(path, inner, special, leading, trailing, bos, eos);
+    }
+
+    /// <summary>Special tokens the post-processor puts before and after a single sequence.</summary>
+    private static (int Leading, int Trailing) CountTemplateSpecials(JsonNode? processor)
+    {
+        JsonArray? single = processor?["type"]?.GetValue<string>() switch
+        {
+            "TemplateProcessing" => processor["single"] as JsonArray,
+            "Sequence" => (processor["processors"] as JsonArray)?.OfType<JsonObject>()
+                .FirstOrDefault(p => p["type"]?.GetValue<string>() == "TemplateProcessing")?["single"] as JsonArray,
+            _ => null,
+        };
+        if (single is null) return (0, 0);
+        var isSpecial = single.Select(p => p is JsonObject o && o.ContainsKey("SpecialToken")).ToList();
+        int leading = isSpecial.TakeWhile(s => s).Count();
+        int trailing = isSpecial.AsEnumerable().Reverse().TakeWhile(s => s).Count();
+        return (leading, trailing);
+    }
+
+    private static (string? Bos, string? Eos) ReadSpecialNames(string folder)
+    {
+        string path = System.IO.Path.Combine(folder, "tokenizer_config.json");
+        if (!File.Exists(path)) return (null, null);
+        try
+        {
+            var o = JsonNode.Parse(File.ReadAllText(path)) as JsonObject;
+            return (NameOf(o?["bos_token"]), NameOf(o?["eos_token"]));
+        }
+        catch (JsonException e)
+        {
+            throw new MeteoraException($"{path}: invalid JSON ({e.Message.Split('\n')[0]})");
+        }
+
+        // Either a plain string or an AddedToken object {"content": …}.
+        static string? NameOf(JsonNode? n) => n switch
+        {
+            JsonValue v when v.TryGetValue(out string? s) => s,
+            JsonObject o => o["content"]?.GetValue<string>(),
+            _ => null,
+        };
+    }
+
+    /// <summary>Token ids of <paramref name="text"/>; with <paramref name="addSpecialTokens"/> the post-processor's BOS is kept.</summary>
+    public int[] Encode(string text, bool addSpecialTokens = true)
+    {
+        var ids = _inner.Encode(text).Select(i => (int)i).ToArray();
+        if (addSpecialTokens || ids.Length < _leadingSpecial + _trailingSpecial) return ids;
+        return ids[_leadingSpecial..(ids.Length - _trailingSpecial)];
+    }
+
+    /// <summary>Text of <paramref name="ids"/>, special tokens skipped.</summary>
+    public string Decode(IEnumerable<int> ids) => _inner.Decode(ids.Select(i => (uint)i).ToArray());
+
+    public void Dispose() => _inner.Dispose();
+}
