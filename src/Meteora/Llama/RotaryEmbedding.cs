@@ -34,6 +34,9 @@ public sealed class RotaryEmbedding : IDisposable
         return where(medium, smoothed, scaled);
     }
 
+    /// <summary>The inverse frequencies, (head_dim/2,) float32.</summary>
+    internal Tensor InverseFrequencies => _invFreq;
+
     /// <summary>positions (B, T) → cos, sin each (B, T, 1, head_dim) in <paramref name="dtype"/>.</summary>
     public (Tensor Cos, Tensor Sin) Compute(Tensor positions, ScalarType dtype)
     {

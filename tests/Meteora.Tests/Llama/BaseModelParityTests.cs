@@ -98,6 +98,16 @@ public class BaseModelParityTests : IClassFixture<BaseModelParityTests.Model>
     }
 
     [Fact]
+    public void StopAtEosEndsTheRowAtTheFirstEosToken()
+    {
+        // Greedy for prompt 0 produces 127, 282, 60, 111, …: declaring 111 the EOS must stop right after it.
+        var prompt = Fixture.PromptIds(0);
+        var options = new GenerationOptions { MaxNewTokens = 20, StopAtEos = true, EosIds = [111] };
+        Assert.Equal([127, 282, 60, 111], new TextGenerator(_lm).Generate([prompt], options)[0]);
+        Assert.Equal(20, new TextGenerator(_lm).Generate([prompt], options with { StopAtEos = false })[0].Length);
+    }
+
+    [Fact]
     public void SampledGenerationIsReproducibleBySeed()
     {
         var prompt = Fixture.PromptIds(2);

@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Runs the whole test suite (xunit). Setup first: a fresh Debian 12 machine gets what it lacks.
+# Extra arguments go to `dotnet test`, e.g. ./test.sh --filter "FullyQualifiedName~Parity".
+set -uo pipefail
+here="$(cd "$(dirname "$0")" && pwd)"
+cd "$here"
+bash scripts/setup.sh || exit 1
+export DOTNET_CLI_TELEMETRY_OPTOUT=1 DOTNET_NOLOGO=1
+log=$(mktemp /tmp/meteora-test.XXXXXX.log)
+# Per-test lines for failures and skips (with their reasons); passes are counted, not listed.
+dotnet test tests/Meteora.Tests/Meteora.Tests.csproj -c Release -nologo \
+  --logger "console;verbosity=normal" "$@" 2>&1 | tee "$log" | grep -vE '^\s+Passed [A-Z]'
+status=${PIPESTATUS[0]}
+count() { sed -nE "s/^ +$1: +([0-9]+)\$/\\1/p" "$log" | tail -1; }
+# One closing line that CI reads: "N passed, N failed, N skipped".
+echo "tests: $(count Passed || true) passed, $(count Failed || true) failed, $(count Skipped || true) skipped" \
+  | sed -E 's/(^|: | )( passed| failed| skipped)/\10\2/g'
+rm -f "$log"
+exit "$status"
