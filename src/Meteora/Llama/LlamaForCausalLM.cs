@@ -59,6 +59,21 @@ public sealed class LlamaForCausalLM : nn.Module
     }
 
     /// <summary>
+    /// Fills every base weight with N(0, std²) and the norms with ones, from a seeded generator: synthetic
+    /// models for benchmarks and tests, at any size, without a checkpoint.
+    /// </summary>
+    public void InitializeRandom(long seed, double std = 0.02)
+    {
+        using var noGrad = no_grad();
+        using var generator = new Generator((ulong)seed, Device);
+        foreach (var (name, t) in BaseWeights())
+        {
+            if (name.EndsWith("norm.weight")) t.fill_(1.0);
+            else t.normal_(0, std, generator);
+        }
+    }
+
+    /// <summary>
     /// One forward pass. ids (B, T) at <paramref name="positions"/> (B, T); new tokens go to cache slots
     /// [cache.Length, cache.Length+T) and the cache length advances. Returns logits (B, T, V), or (B, V) for the
     /// last position only when <paramref name="lastOnly"/> (prefill for generation skips the other rows).
