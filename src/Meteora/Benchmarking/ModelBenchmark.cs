@@ -24,8 +24,8 @@ public static class ModelBenchmark
         using var noGrad = no_grad();
         var device = lm.Device;
         using var cache = new KvCache(lm.Config, batch, promptLength + newTokens, lm.DType, device);
-        using var gen = new Generator((ulong)seed, device);
-        using var ids = randint(0, lm.Config.VocabSize, [batch, promptLength], generator: gen, device: device);
+        using var gen = new Generator((ulong)seed);
+        using var ids = randint(0, lm.Config.VocabSize, [batch, promptLength], generator: gen).to(device);
         using var positions = arange(promptLength, ScalarType.Int64, device).unsqueeze(0).expand(batch, -1).contiguous();
 
         Tensor Prefill()

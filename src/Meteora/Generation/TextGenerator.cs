@@ -30,7 +30,7 @@ public sealed class TextGenerator
 
         using var noGrad = no_grad();
         using var cache = new KvCache(_model.Config, B, T + options.MaxNewTokens, _model.DType, device);
-        using var sampler = new TokenSampler(options, device);
+        using var sampler = new TokenSampler(options);
         var eos = options.EosIds.ToHashSet();
         var done = new bool[B];
 

@@ -3,16 +3,19 @@ using static TorchSharp.torch;
 
 namespace Meteora.Generation;
 
-/// <summary>Chooses the next token of every row from last-position logits: argmax, or temperature + top-p.</summary>
+/// <summary>
+/// Chooses the next token of every row from last-position logits: argmax, or temperature + top-p. Sampling
+/// draws on the CPU from a seeded generator, so a seed gives the same tokens on every device.
+/// </summary>
 public sealed class TokenSampler : IDisposable
 {
     private readonly GenerationOptions _options;
     private readonly Generator? _generator;
 
-    public TokenSampler(GenerationOptions options, Device device)
+    public TokenSampler(GenerationOptions options)
     {
         _options = options;
-        if (!options.Greedy) _generator = new Generator((ulong)options.Seed, device);
+        if (!options.Greedy) _generator = new Generator((ulong)options.Seed);
     }
 
     /// <summary>logits (B, V) → token ids (B,) int64.</summary>
@@ -20,7 +23,7 @@ public sealed class TokenSampler : IDisposable
     {
         using var scope = NewDisposeScope();
         if (_options.Greedy) return logits.argmax(-1).MoveToOuterDisposeScope();
-        var probs = (logits.to(ScalarType.Float32) / _options.Temperature).softmax(-1);   // (B, V)
+        var probs = (logits.to(ScalarType.Float32).cpu() / _options.Temperature).softmax(-1);   // (B, V)
         if (_options.TopP < 1.0)
         {
             // Keep the smallest prefix of tokens (by descending probability) whose mass reaches top_p.
@@ -30,7 +33,7 @@ public sealed class TokenSampler : IDisposable
             sorted = sorted.masked_fill(drop, 0);
             probs = zeros_like(probs).scatter_(-1, order, sorted);
         }
-        return multinomial(probs, 1, false, _generator).squeeze(-1).MoveToOuterDisposeScope();
+        return multinomial(probs, 1, false, _generator).squeeze(-1).to(logits.device).MoveToOuterDisposeScope();
     }
 
     public void Dispose() => _generator?.Dispose();

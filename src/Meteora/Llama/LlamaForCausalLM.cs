@@ -65,7 +65,9 @@ public sealed class LlamaForCausalLM : nn.Module
     public void InitializeRandom(long seed, double std = 0.02)
     {
         using var noGrad = no_grad();
-        using var generator = new Generator((ulong)seed, Device);
+        // TorchSharp's Generator objects are CPU generators; on CUDA seed the device's default generator instead.
+        using var generator = Device.type == DeviceType.CPU ? new Generator((ulong)seed) : null;
+        if (generator is null) cuda.manual_seed(seed);
         foreach (var (name, t) in BaseWeights())
         {
             if (name.EndsWith("norm.weight")) t.fill_(1.0);
