@@ -5,21 +5,22 @@ using static TorchSharp.torch;
 
 namespace Meteora.Cli.Commands;
 
-/// <summary><c>forward --model DIR --ids 1,2,3 --out F</c>: writes float32 <c>logits</c> (T, V) to a safetensors file.</summary>
+/// <summary><c>forward --model DIR [--adapter DIR] --ids 1,2,3 --out F</c>: writes float32 <c>logits</c> (T, V) to a safetensors file.</summary>
 public static class ForwardCommand
 {
     public static Command Create(Func<ParseResult, CliContext> context)
     {
-        var model = new Option<string>("--model") { Description = "Hugging Face model folder", Required = true };
+        var model = new ModelOptions();
         var ids = new Option<string>("--ids") { Description = "comma-separated token ids, e.g. 0,270,27", Required = true };
         var output = new Option<string>("--out") { Description = "output safetensors file (tensor 'logits', float32, (T, V))", Required = true };
-        var cmd = new Command("forward", "Run one forward pass and write the logits") { model, ids, output };
+        var cmd = new Command("forward", "Run one forward pass and write the logits") { ids, output };
+        model.AddTo(cmd);
         cmd.SetAction(p =>
         {
             var ctx = context(p);
             var tokens = TokenIdList.Parse(p.GetValue(ids)!);
             string outPath = p.GetValue(output)!;
-            using var lm = LlamaLoader.Load(p.GetValue(model)!, ctx.Device, ctx.DType);
+            using var lm = model.Load(p, ctx);
             TokenIdList.CheckRange(tokens, lm.Config.VocabSize);
             using var noGrad = no_grad();
             using var scope = NewDisposeScope();

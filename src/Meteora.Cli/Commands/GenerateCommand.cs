@@ -7,14 +7,14 @@ using Meteora.Tokenization;
 namespace Meteora.Cli.Commands;
 
 /// <summary>
-/// <c>generate --model DIR (--prompt S | --ids …) --max-new-tokens N [--greedy | --temperature-sampling T --top-p P
+/// <c>generate --model DIR [--adapter DIR] (--prompt S | --ids …) --max-new-tokens N [--greedy | --temperature-sampling T --top-p P
 /// --seed S] [--stop-at-eos] [--json]</c>: streams the continuation to stdout, or prints one JSON object.
 /// </summary>
 public static class GenerateCommand
 {
     public static Command Create(Func<ParseResult, CliContext> context)
     {
-        var model = new Option<string>("--model") { Description = "Hugging Face model folder", Required = true };
+        var model = new ModelOptions();
         var prompt = new Option<string?>("--prompt") { Description = "prompt text (tokenized with BOS)" };
         var ids = new Option<string?>("--ids") { Description = "prompt as comma-separated token ids" };
         var maxNew = new Option<int>("--max-new-tokens") { Description = "tokens to generate", DefaultValueFactory = _ => 64 };
@@ -25,7 +25,8 @@ public static class GenerateCommand
         var stopAtEos = new Option<bool>("--stop-at-eos") { Description = "stop a row at its end-of-sequence token" };
         var json = new Option<bool>("--json") { Description = "print {\"prompt_ids\",\"new_token_ids\",\"text\"} instead of streaming" };
         var cmd = new Command("generate", "Generate a continuation with the KV cache")
-            { model, prompt, ids, maxNew, greedy, temperature, topP, seed, stopAtEos, json };
+            { prompt, ids, maxNew, greedy, temperature, topP, seed, stopAtEos, json };
+        model.AddTo(cmd);
         cmd.SetAction(p =>
         {
             var ctx = context(p);
@@ -33,10 +34,10 @@ public static class GenerateCommand
                 throw new MeteoraException("generate: give exactly one of --prompt and --ids");
             if (p.GetValue(greedy) && p.GetValue(temperature) is not null)
                 throw new MeteoraException("generate: --greedy and --temperature-sampling exclude each other");
-            string folder = p.GetValue(model)!;
+            string folder = p.GetValue(model.Model)!;
             using var tokenizer = HfTokenizer.Load(folder);
             int[] promptIds = p.GetValue(prompt) is { } text ? tokenizer.Encode(text) : TokenIdList.Parse(p.GetValue(ids)!);
-            using var lm = LlamaLoader.Load(folder, ctx.Device, ctx.DType);
+            using var lm = model.Load(p, ctx);
             TokenIdList.CheckRange(promptIds, lm.Config.VocabSize);
             var eos = lm.Config.EosTokenIds.Concat(tokenizer.EosId is { } e ? [e] : Array.Empty<int>()).Distinct().ToArray();
             var options = new GenerationOptions
