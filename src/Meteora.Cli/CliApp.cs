@@ -19,6 +19,7 @@ public static class CliApp
         root.Subcommands.Add(ForwardCommand.Create(Context));
         root.Subcommands.Add(GenerateCommand.Create(Context));
         root.Subcommands.Add(MergeCommand.Create(Context));
+        root.Subcommands.Add(TrainLoraCommand.Create(Context));
         root.Subcommands.Add(BenchCommand.Create(Context));
 
         var parse = root.Parse(args);

@@ -31,6 +31,7 @@ public sealed class LlamaForCausalLM : nn.Module
             lm_head = new Parameter(empty(config.VocabSize, config.HiddenSize, dtype, device), requires_grad: false);
         _rope = new RotaryEmbedding(config, device);
         RegisterComponents();
+        eval();   // TorchSharp modules start in training mode; inference is the default here (no dropout)
     }
 
     /// <summary>Every adapted projection, in layer order then q, k, v, o, gate, up, down.</summary>

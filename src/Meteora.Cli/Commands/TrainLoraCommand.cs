@@ -1,0 +1,64 @@
+using System.CommandLine;
+using Meteora.Llama;
+using Meteora.Lora;
+using Meteora.Training;
+
+namespace Meteora.Cli.Commands;
+
+/// <summary><c>train-lora --model DIR --data TASKDIR --out DIR</c>: trains a new PEFT LoRA adapter on one task.</summary>
+public static class TrainLoraCommand
+{
+    public static Command Create(Func<ParseResult, CliContext> context)
+    {
+        var model = new Option<string>("--model") { Description = "base Hugging Face model folder", Required = true };
+        var data = new Option<string>("--data") { Description = "task folder with train.jsonl (and test.jsonl for evaluation)", Required = true };
+        var output = new Option<string>("--out") { Description = "output folder: the PEFT adapter, metrics.jsonl, checkpoint/", Required = true };
+        var r = new Option<int>("--r") { Description = "LoRA rank", DefaultValueFactory = _ => 8 };
+        var alpha = new Option<double>("--alpha") { Description = "LoRA alpha (scale = alpha / r)", DefaultValueFactory = _ => 16 };
+        var rslora = new Option<bool>("--rslora") { Description = "scale = alpha / √r" };
+        var targets = new Option<string>("--targets") { Description = "all-linear or a comma list of q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj", DefaultValueFactory = _ => "all-linear" };
+        var dropout = new Option<double>("--dropout") { Description = "LoRA dropout", DefaultValueFactory = _ => 0.05 };
+        var fullLoss = new Option<bool>("--full-sequence-loss") { Description = "loss on prompt and response (default: response only)" };
+        var train = new TrainingCliOptions(lr: 2e-4, weightDecay: 0.01, clip: 1.0);
+        var cmd = new Command("train-lora", "Train a LoRA adapter on a task folder") { model, data, output, r, alpha, rslora, targets, dropout, fullLoss };
+        train.AddTo(cmd);
+        cmd.SetAction(p =>
+        {
+            var ctx = context(p);
+            var options = train.Read(p, responseOnly: !p.GetValue(fullLoss));
+            string t = p.GetValue(targets)!;
+            var names = t == "all-linear" ? ProjectionSite.AllNames : t.Split(',', StringSplitOptions.TrimEntries | StringSplitOptions.RemoveEmptyEntries);
+            foreach (var n in names)
+                if (!ProjectionSite.AllNames.Contains(n)) throw new MeteoraException($"--targets: '{n}' is not a LLaMA projection");
+            if (p.GetValue(r) < 1) throw new MeteoraException($"--r: {p.GetValue(r)} must be ≥ 1");
+            if (p.GetValue(dropout) is < 0 or >= 1) throw new MeteoraException($"--dropout: {p.GetValue(dropout)} must be in [0, 1)");
+            var lora = new LoraConfig
+            {
+                R = p.GetValue(r), LoraAlpha = p.GetValue(alpha), UseRsLora = p.GetValue(rslora),
+                TargetModules = names, LoraDropout = p.GetValue(dropout),
+            };
+            using var cancel = new CancellationTokenSource();
+            ConsoleCancelEventHandler onCtrlC = (_, e) => { e.Cancel = true; cancel.Cancel(); ctx.Err.WriteLine("\ninterrupted: writing a checkpoint after this step …"); };
+            Console.CancelKeyPress += onCtrlC;
+            try
+            {
+                var progress = new ConsoleProgress(ctx.Err, ctx.Err == Console.Error && !Console.IsErrorRedirected, "loss", "lr");
+                var result = LoraTrainer.Train(p.GetValue(model)!, p.GetValue(data)!, p.GetValue(output)!, lora, options,
+                    ctx.Device, ctx.DType, progress, cancel.Token);
+                if (result.Outcome == TrainingOutcome.Interrupted)
+                {
+                    ctx.Err.WriteLine($"stopped; continue with the same command and --resume");
+                    return cancel.IsCancellationRequested ? 130 : 0;
+                }
+                ctx.Err.WriteLine($"adapter written to {p.GetValue(output)} ({result.TrainExamples} examples" +
+                    (result.FinalEval.TryGetValue("eval_loss", out double l) ? $", eval loss {l:F4}" : "") + ")");
+                return 0;
+            }
+            finally
+            {
+                Console.CancelKeyPress -= onCtrlC;
+            }
+        });
+        return cmd;
+    }
+}

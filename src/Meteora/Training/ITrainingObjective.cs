@@ -1,0 +1,26 @@
+using TorchSharp.Modules;
+using static TorchSharp.torch;
+
+namespace Meteora.Training;
+
+/// <summary>
+/// What a trainer optimises: which parameters, the loss of a batch (with named parts for logging), how to save
+/// the trained parameters as a checkpoint and as the final artifact, and how to restore them on resume.
+/// </summary>
+public interface ITrainingObjective
+{
+    /// <summary>Trainable parameters, in a fixed order.</summary>
+    IReadOnlyList<Parameter> Parameters { get; }
+
+    /// <summary>Loss of one micro-batch (scalar, differentiable) and named float parts for logging.</summary>
+    (Tensor Loss, IReadOnlyDictionary<string, double> Parts) Loss(TrainingBatch batch, bool training);
+
+    /// <summary>Named trainable tensors, written to a checkpoint's safetensors.</summary>
+    IEnumerable<KeyValuePair<string, Tensor>> TrainableState();
+
+    /// <summary>Restores the tensors written by <see cref="TrainableState"/>.</summary>
+    void LoadTrainableState(IReadOnlyDictionary<string, Tensor> state);
+
+    /// <summary>Writes the final artifact (a PEFT adapter, a MeteoRA checkpoint, …) into <paramref name="folder"/>.</summary>
+    void SaveArtifact(string folder);
+}

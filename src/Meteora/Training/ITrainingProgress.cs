@@ -1,0 +1,22 @@
+namespace Meteora.Training;
+
+/// <summary>Receives training progress: one call per optimiser step and one per evaluation.</summary>
+public interface ITrainingProgress
+{
+    void Start(int totalSteps, int startStep);
+    /// <summary>After an optimiser step: losses, learning rate and throughput so far.</summary>
+    void Step(int step, int totalSteps, IReadOnlyDictionary<string, double> metrics, double tokensPerSecond, TimeSpan eta);
+    void Evaluation(int step, IReadOnlyDictionary<string, double> metrics);
+    void Message(string text);
+    void Stop();
+}
+
+/// <summary>Progress that goes nowhere (library use, tests).</summary>
+public sealed class SilentProgress : ITrainingProgress
+{
+    public void Start(int totalSteps, int startStep) { }
+    public void Step(int step, int totalSteps, IReadOnlyDictionary<string, double> metrics, double tokensPerSecond, TimeSpan eta) { }
+    public void Evaluation(int step, IReadOnlyDictionary<string, double> metrics) { }
+    public void Message(string text) { }
+    public void Stop() { }
+}

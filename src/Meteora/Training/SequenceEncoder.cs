@@ -1,0 +1,42 @@
+using Meteora.Tokenization;
+
+namespace Meteora.Training;
+
+/// <summary>
+/// Tokenizes prompt/response pairs for causal-LM training: BOS + prompt, then the response and EOS encoded
+/// without special tokens, so the boundary is exact. The loss covers the response (and EOS) only, or every
+/// token with <c>responseOnly = false</c>. Sequences longer than the maximum are cut at the end and counted.
+/// </summary>
+public sealed class SequenceEncoder
+{
+    private readonly HfTokenizer _tokenizer;
+    private readonly int _maxLength;
+    private readonly bool _responseOnly;
+    private readonly int? _eos;
+
+    public SequenceEncoder(HfTokenizer tokenizer, int maxLength, bool responseOnly, int? eosId)
+    {
+        if (maxLength < 2) throw new MeteoraException($"--max-seq-len: {maxLength} must be ≥ 2");
+        _tokenizer = tokenizer; _maxLength = maxLength; _responseOnly = responseOnly; _eos = eosId;
+    }
+
+    public EncodedExample Encode(TaskExample example, int task = 0)
+    {
+        var prompt = _tokenizer.Encode(example.Prompt);                                  // BOS + prompt
+        var response = _tokenizer.Encode(example.Response, addSpecialTokens: false).ToList();
+        if (_eos is { } eos) response.Add(eos);
+        var ids = prompt.Concat(response).ToArray();
+        // mask[t] = the loss includes predicting ids[t+1] from position t.
+        var mask = new bool[ids.Length];
+        for (int t = 0; t + 1 < ids.Length; t++) mask[t] = !_responseOnly || t + 1 >= prompt.Length;
+        mask[^1] = false;
+        bool truncated = ids.Length > _maxLength;
+        if (truncated)
+        {
+            ids = ids[.._maxLength];
+            mask = mask[.._maxLength];
+            mask[^1] = false;
+        }
+        return new EncodedExample(ids, mask, task, truncated);
+    }
+}

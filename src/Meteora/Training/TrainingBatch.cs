@@ -1,0 +1,54 @@
+using static TorchSharp.torch;
+
+namespace Meteora.Training;
+
+/// <summary>
+/// A right-padded batch: ids (B, T), next-token labels (B, T) with -100 where the loss is off (padding, prompt,
+/// last position), task index per row (B,), and the count of loss tokens. Right padding needs no attention mask:
+/// causal attention never lets a real token see the padding after it.
+/// </summary>
+public sealed class TrainingBatch : IDisposable
+{
+    public const long IgnoreIndex = -100;
+
+    public Tensor Ids { get; }
+    public Tensor Labels { get; }
+    public Tensor Tasks { get; }
+    public int LossTokens { get; }
+    public int Tokens { get; }
+
+    private TrainingBatch(Tensor ids, Tensor labels, Tensor tasks, int lossTokens, int tokens)
+    {
+        Ids = ids; Labels = labels; Tasks = tasks; LossTokens = lossTokens; Tokens = tokens;
+    }
+
+    public static TrainingBatch Collate(IReadOnlyList<EncodedExample> rows, int padId, Device device)
+    {
+        int B = rows.Count, T = rows.Max(r => r.Ids.Length);
+        var ids = new long[B * T];
+        var labels = new long[B * T];
+        Array.Fill(ids, padId);
+        Array.Fill(labels, IgnoreIndex);
+        int lossTokens = 0, tokens = 0;
+        for (int b = 0; b < B; b++)
+        {
+            var r = rows[b];
+            tokens += r.Ids.Length;
+            for (int t = 0; t < r.Ids.Length; t++)
+            {
+                ids[b * T + t] = r.Ids[t];
+                if (r.LossMask[t]) { labels[b * T + t] = r.Ids[t + 1]; lossTokens++; }
+            }
+        }
+        return new TrainingBatch(
+            tensor(ids, [B, T], device: device).DetachFromDisposeScope(),
+            tensor(labels, [B, T], device: device).DetachFromDisposeScope(),
+            tensor(rows.Select(r => (long)r.Task).ToArray(), [B], device: device).DetachFromDisposeScope(),
+            lossTokens, tokens);
+    }
+
+    public void Dispose()
+    {
+        Ids.Dispose(); Labels.Dispose(); Tasks.Dispose();
+    }
+}

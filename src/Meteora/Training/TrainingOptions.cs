@@ -1,0 +1,56 @@
+namespace Meteora.Training;
+
+/// <summary>Optimiser, schedule, batching, evaluation and checkpoint settings shared by the trainers.</summary>
+public sealed record TrainingOptions
+{
+    public double LearningRate { get; init; } = 2e-4;
+    public double WeightDecay { get; init; } = 0.0;
+    public double Beta1 { get; init; } = 0.9;
+    public double Beta2 { get; init; } = 0.999;
+    public double AdamEps { get; init; } = 1e-8;
+    /// <summary>Warm-up as a share of all steps (used when <see cref="WarmupSteps"/> is null).</summary>
+    public double WarmupRatio { get; init; } = 0.03;
+    public int? WarmupSteps { get; init; }
+    public double MinLrRatio { get; init; } = 0.0;
+    /// <summary>Optimiser steps; when null, derived from <see cref="Epochs"/>.</summary>
+    public int? Steps { get; init; }
+    public double Epochs { get; init; } = 1;
+    public int BatchSize { get; init; } = 8;
+    public int GradAccum { get; init; } = 1;
+    public double ClipNorm { get; init; } = 1.0;
+    public int MaxSeqLen { get; init; } = 512;
+    public bool ResponseOnly { get; init; } = true;
+    public int Seed { get; init; } = 42;
+    /// <summary>Evaluate every N optimiser steps (0 = only at the end).</summary>
+    public int EvalEvery { get; init; } = 0;
+    /// <summary>At most this many evaluation examples per evaluation.</summary>
+    public int EvalLimit { get; init; } = 256;
+    /// <summary>Write a resumable checkpoint every N steps (0 = never, except on interruption).</summary>
+    public int CheckpointEvery { get; init; } = 0;
+    public bool Resume { get; init; }
+    /// <summary>Stop after this many steps as if interrupted (writes a checkpoint); for tests and staged runs.</summary>
+    public int? StopAfter { get; init; }
+
+    /// <summary>Optimiser steps for a dataset of <paramref name="examples"/> examples.</summary>
+    public int TotalSteps(int examples) =>
+        Steps ?? Math.Max(1, (int)Math.Ceiling(Epochs * examples / (double)(BatchSize * GradAccum)));
+
+    public int Warmup(int totalSteps) => WarmupSteps ?? (int)Math.Round(WarmupRatio * totalSteps);
+
+    /// <summary>Range checks with one-line errors naming the option.</summary>
+    public void Validate()
+    {
+        void Check(bool ok, string message) { if (!ok) throw new MeteoraException(message); }
+        Check(LearningRate > 0 && LearningRate < 10, $"--lr: {LearningRate} is out of range (0, 10)");
+        Check(WeightDecay >= 0, $"--weight-decay: {WeightDecay} must be ≥ 0");
+        Check(Steps is null or > 0, $"--steps: {Steps} must be ≥ 1");
+        Check(Epochs > 0, $"--epochs: {Epochs} must be > 0");
+        Check(BatchSize is > 0 and <= 65536, $"--batch-size: {BatchSize} is out of range (1…65536)");
+        Check(GradAccum is > 0 and <= 65536, $"--grad-accum: {GradAccum} is out of range (1…65536)");
+        Check(ClipNorm >= 0, $"--clip: {ClipNorm} must be ≥ 0 (0 disables clipping)");
+        Check(MaxSeqLen is >= 2 and <= 1_048_576, $"--max-seq-len: {MaxSeqLen} is out of range (2…1048576)");
+        Check(WarmupSteps is null or >= 0, $"--warmup-steps: {WarmupSteps} must be ≥ 0");
+        Check(WarmupRatio is >= 0 and < 1, $"--warmup-ratio: {WarmupRatio} must be in [0, 1)");
+        Check(EvalEvery >= 0 && CheckpointEvery >= 0, "--eval-every and --checkpoint-every must be ≥ 0");
+    }
+}

@@ -1,0 +1,211 @@
+using Meteora.Evaluation;
+using Meteora.Llama;
+using Meteora.Lora;
+using Meteora.Tokenization;
+using Meteora.Training;
+using Xunit.Abstractions;
+using static TorchSharp.torch;
+
+namespace Meteora.Tests.Training;
+
+public class TrainLoraTests
+{
+    private readonly ITestOutputHelper _out;
+    public TrainLoraTests(ITestOutputHelper output) => _out = output;
+
+    private static readonly LoraConfig Lora = new() { R = 8, LoraAlpha = 16, LoraDropout = 0.0 };
+
+    [Fact]
+    public void TrainingLowersTheLossAndLearnsTheTask()
+    {
+        using var dir = Fixture.TempDir();
+        string data = ReverseDigitsTask.Write(dir["task"], train: 600, test: 100);
+        var options = new TrainingOptions { Steps = 400, BatchSize = 16, LearningRate = 3e-3, WarmupSteps = 20, Seed = 5 };
+        var result = LoraTrainer.Train(Fixture.Base, data, dir["adapter"], Lora, options, CPU, ScalarType.Float32);
+
+        var test = TaskData.ReadJsonl(Path.Combine(data, "test.jsonl"));
+        using var tok = HfTokenizer.Load(Fixture.Base);
+        using var _ = no_grad();
+        using var baseLm = LlamaLoader.Load(Fixture.Base, CPU, ScalarType.Float32);
+        double baseAcc = GreedyAnswers.ExactMatch(baseLm, tok, test, maxNewTokens: 8);
+        using var tuned = LoraModel.Load(Fixture.Base, dir["adapter"], CPU, ScalarType.Float32);
+        double tunedAcc = GreedyAnswers.ExactMatch(tuned, tok, test, maxNewTokens: 8);
+        double before = result.InitialEval!["eval_loss"], after = result.FinalEval["eval_loss"];
+        _out.WriteLine($"eval loss {before:F4} -> {after:F4}; exact match base {baseAcc:P1} -> adapter {tunedAcc:P1}");
+
+        Assert.True(after < 0.5 * before, $"eval loss {before} -> {after}");
+        Assert.True(tunedAcc >= baseAcc + 0.5, $"exact match {baseAcc} -> {tunedAcc}");
+    }
+}
+
+public class TrainLoraResumeAndRoundTripTests
+{
+    private static readonly LoraConfig Lora = new() { R = 4, LoraAlpha = 8, LoraDropout = 0.1, TargetModules = ["q_proj", "v_proj", "down_proj"] };
+
+    private static Dictionary<string, Tensor> AdapterTensors(string folder)
+    {
+        using var f = Meteora.IO.SafeTensorsFile.Open(Path.Combine(folder, "adapter_model.safetensors"));
+        return f.Entries.Keys.ToDictionary(k => k, k => f.Load(k));
+    }
+
+    [Fact]
+    public void ResumeAfterAnInterruptionEndsWithTheSameWeights()
+    {
+        using var dir = Fixture.TempDir();
+        string data = ReverseDigitsTask.Write(dir["task"], train: 120, test: 20);
+        var options = new TrainingOptions { Steps = 24, BatchSize = 4, GradAccum = 2, LearningRate = 2e-3, WarmupSteps = 3, Seed = 9, WeightDecay = 0.01 };
+
+        var straight = LoraTrainer.Train(Fixture.Base, data, dir["straight"], Lora, options, CPU, ScalarType.Float32);
+        Assert.Equal(TrainingOutcome.Completed, straight.Outcome);
+        var first = LoraTrainer.Train(Fixture.Base, data, dir["resumed"], Lora, options with { StopAfter = 10 }, CPU, ScalarType.Float32);
+        Assert.Equal(TrainingOutcome.Interrupted, first.Outcome);
+        Assert.False(File.Exists(Path.Combine(dir["resumed"], "adapter_model.safetensors")));
+        var second = LoraTrainer.Train(Fixture.Base, data, dir["resumed"], Lora, options with { Resume = true }, CPU, ScalarType.Float32);
+        Assert.Equal(TrainingOutcome.Completed, second.Outcome);
+
+        var a = AdapterTensors(dir["straight"]);
+        var b = AdapterTensors(dir["resumed"]);
+        Assert.Equal(a.Keys.Order(), b.Keys.Order());
+        foreach (var k in a.Keys) Assert.True(a[k].equal(b[k]).all().item<bool>(), $"{k} differs after resume");
+        // The metrics log of the resumed run reads as one run: one train line per step.
+        var lines = File.ReadAllLines(Path.Combine(dir["resumed"], "metrics.jsonl")).Where(l => l.Contains("\"train\"")).ToList();
+        Assert.Equal(24, lines.Count);
+    }
+
+    [Fact]
+    public void ResumeWithOtherSettingsIsRefused()
+    {
+        using var dir = Fixture.TempDir();
+        string data = ReverseDigitsTask.Write(dir["task"], train: 40, test: 10);
+        var options = new TrainingOptions { Steps = 8, BatchSize = 4, Seed = 1 };
+        LoraTrainer.Train(Fixture.Base, data, dir["out"], Lora, options with { StopAfter = 3 }, CPU, ScalarType.Float32);
+        var e = Assert.Throws<MeteoraException>(() =>
+            LoraTrainer.Train(Fixture.Base, data, dir["out"], Lora, options with { Resume = true, LearningRate = 1e-2 }, CPU, ScalarType.Float32));
+        Assert.Contains("other settings", e.Message);
+    }
+
+    [Fact]
+    public void TrainedAdapterSavedAndReloadedGivesIdenticalLogits()
+    {
+        using var dir = Fixture.TempDir();
+        string data = ReverseDigitsTask.Write(dir["task"], train: 60, test: 10);
+        var config = LlamaConfig.Load(Fixture.Base);
+        var sites = LoraAdapter.Sites(config).Where(Lora.Targets).Select(s => s.Key).ToHashSet();
+        using var lm = LlamaLoader.Load(Fixture.Base, CPU, ScalarType.Float32,
+            LoraModel.Factory(Lora, s => sites.Contains(s.Key), ScalarType.Float32, ScalarType.Float32, CPU));
+        var objective = new LoraObjective(lm, Lora);
+        objective.Initialize(3);
+        using var tok = HfTokenizer.Load(Fixture.Base);
+        var encoder = new SequenceEncoder(tok, 64, responseOnly: true, eosId: 1);
+        var train = TaskData.ReadTrain(data).Select(e => encoder.Encode(e)).ToList();
+        new TrainingLoop(objective, new TrainingOptions { Steps = 10, BatchSize = 6, LearningRate = 5e-3 }, dir["adapter"], 1, CPU).Run(train, null);
+
+        using var _ = no_grad();
+        var ids = tensor(Fixture.PromptIds(1).Select(i => (long)i).ToArray(), [1, Fixture.PromptIds(1).Length]);
+        lm.eval();
+        var inMemory = lm.forward(ids);
+        using var reloaded = LoraModel.Load(Fixture.Base, dir["adapter"], CPU, ScalarType.Float32);
+        var diff = (inMemory - reloaded.forward(ids)).abs().max().item<float>();
+        Assert.True(diff == 0, $"max difference {diff}");
+        // Training moved B away from zero, so the adapter really changes the output.
+        Assert.False(inMemory.allclose(Fixture.Tensor("base.logits.1").unsqueeze(0), 1e-3, 1e-3));
+    }
+
+    [Fact]
+    public void ModelsLoadInEvalModeSoAdapterDropoutIsOff()
+    {
+        using var dir = Fixture.TempDir();
+        string a = AdapterFolder.Copy(dir, "add");
+        AdapterFolder.EditConfig(a, c => c["lora_dropout"] = 0.5);
+        using var _ = no_grad();
+        using var lm = LoraModel.Load(Fixture.Base, a, CPU, ScalarType.Float32);
+        var ids = tensor(Fixture.PromptIds(0).Select(i => (long)i).ToArray(), [1, Fixture.PromptIds(0).Length]);
+        TensorAssert.Close(Fixture.Tensor("single.add.logits.0"), lm.forward(ids)[0], 1e-3, "dropout must be off at inference");
+    }
+
+    [Fact]
+    public void SavedFolderUsesPeftNamesAndConfigFields()
+    {
+        using var dir = Fixture.TempDir();
+        string data = ReverseDigitsTask.Write(dir["task"], train: 20, test: 5);
+        LoraTrainer.Train(Fixture.Base, data, dir["a"], Lora, new TrainingOptions { Steps = 2, BatchSize = 4 }, CPU, ScalarType.Float32);
+        var keys = AdapterTensors(dir["a"]).Keys.Order().ToList();
+        Assert.Equal(12, keys.Count);   // 2 layers × 3 targets × (A, B)
+        Assert.Contains("base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight", keys);
+        Assert.Contains("base_model.model.model.layers.1.mlp.down_proj.lora_B.weight", keys);
+        var cfg = System.Text.Json.JsonDocument.Parse(File.ReadAllText(Path.Combine(dir["a"], "adapter_config.json"))).RootElement;
+        Assert.Equal("LORA", cfg.GetProperty("peft_type").GetString());
+        Assert.Equal("CAUSAL_LM", cfg.GetProperty("task_type").GetString());
+        Assert.Equal(4, cfg.GetProperty("r").GetInt32());
+        Assert.Equal(8, cfg.GetProperty("lora_alpha").GetDouble());
+        Assert.Equal(["q_proj", "v_proj", "down_proj"], cfg.GetProperty("target_modules").EnumerateArray().Select(e => e.GetString()).ToArray());
+        // And our own loader accepts it against the base.
+        using var adapter = LoraAdapter.Load(dir["a"], LlamaConfig.Load(Fixture.Base));
+        Assert.Equal(6, adapter.Weights.Count);
+    }
+}
+
+public class TaskDataErrorTests
+{
+    [Fact]
+    public void MalformedJsonLineNamesFileAndLine()
+    {
+        using var dir = Fixture.TempDir();
+        string f = dir["train.jsonl"];
+        File.WriteAllLines(f, ["{\"prompt\":\"a\",\"response\":\"b\"}", "", "{\"prompt\": \"a\", \"response\": "]);
+        var e = Assert.Throws<MeteoraException>(() => TaskData.ReadJsonl(f));
+        Assert.StartsWith($"{f}:3: malformed JSON", e.Message);
+    }
+
+    [Fact]
+    public void LineWithoutTheFieldsNamesFileAndLine()
+    {
+        using var dir = Fixture.TempDir();
+        string f = dir["train.jsonl"];
+        File.WriteAllLines(f, ["{\"prompt\":\"a\",\"response\":\"b\"}", "{\"question\":\"a\",\"answer\":\"b\"}"]);
+        var e = Assert.Throws<MeteoraException>(() => TaskData.ReadJsonl(f));
+        Assert.StartsWith($"{f}:2: expected an object with string fields", e.Message);
+    }
+
+    [Fact]
+    public void EmptyDatasetIsAnError()
+    {
+        using var dir = Fixture.TempDir();
+        File.WriteAllText(dir["train.jsonl"], "\n\n");
+        var e = Assert.Throws<MeteoraException>(() => TaskData.ReadJsonl(dir["train.jsonl"]));
+        Assert.Contains("empty", e.Message);
+    }
+
+    [Fact]
+    public void LongSequencesAreTruncatedAndCounted()
+    {
+        using var dir = Fixture.TempDir();
+        File.WriteAllLines(dir["train.jsonl"], [
+            "{\"prompt\":\"reverse: 1 2 3 =>\",\"response\":\" 3 2 1\"}",
+            "{\"prompt\":\"reverse: 1 2 3 4 5 6 7 8 9 1 2 3 4 5 6 7 8 9 =>\",\"response\":\" 9 8 7 6 5 4 3 2 1 9 8 7 6 5 4 3 2 1\"}",
+        ]);
+        var progress = new RecordingProgress();
+        var result = LoraTrainer.Train(Fixture.Base, dir.Path, dir["out"], new LoraConfig(), new TrainingOptions { Steps = 1, BatchSize = 2, MaxSeqLen = 16 }, CPU, ScalarType.Float32, progress);
+        Assert.Equal(1, result.Truncated);
+        Assert.Contains(progress.Messages, m => m.Contains("truncated 1 of 2 training sequences"));
+    }
+
+    [Fact]
+    public void CliTrainLoraReportsAMalformedLine()
+    {
+        using var dir = Fixture.TempDir();
+        File.WriteAllText(dir["train.jsonl"], "not json\n");
+        var r = CliRunner.Run("train-lora", "--model", Fixture.Base, "--data", dir.Path, "--out", dir["out"], "--steps", "1");
+        CliRunner.AssertUserError(r, dir["train.jsonl"] + ":1", "malformed JSON");
+    }
+
+    private sealed class RecordingProgress : ITrainingProgress
+    {
+        public List<string> Messages { get; } = new();
+        public void Start(int totalSteps, int startStep) { }
+        public void Step(int step, int totalSteps, IReadOnlyDictionary<string, double> metrics, double tokensPerSecond, TimeSpan eta) { }
+        public void Evaluation(int step, IReadOnlyDictionary<string, double> metrics) { }
+        public void Message(string text) => Messages.Add(text);
+        public void Stop() { }
+    }
+}
