@@ -46,6 +46,14 @@ public static class TrainingCheckpoint
         }
     }
 
+    /// <summary>Removes the checkpoint (and any leftover of an interrupted swap).</summary>
+    public static void Delete(string outDir)
+    {
+        string final = PathIn(outDir);
+        foreach (var d in new[] { final, $"{final}.old" })
+            if (Directory.Exists(d)) Directory.Delete(d, true);
+    }
+
     /// <summary>The checkpoint folder to resume from (the current one, or the previous if a swap was cut short).</summary>
     public static string? Find(string outDir)
     {

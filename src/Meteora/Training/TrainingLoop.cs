@@ -117,6 +117,7 @@ public sealed class TrainingLoop
             }
         }
         _objective.SaveArtifact(_outDir);
+        TrainingCheckpoint.Delete(_outDir);   // the run is complete; its optimiser state is no longer needed
         _progress.Stop();
         return TrainingOutcome.Completed;
     }

@@ -138,7 +138,7 @@ public class TrainLoraResumeAndRoundTripTests
         Assert.Equal("CAUSAL_LM", cfg.GetProperty("task_type").GetString());
         Assert.Equal(4, cfg.GetProperty("r").GetInt32());
         Assert.Equal(8, cfg.GetProperty("lora_alpha").GetDouble());
-        Assert.Equal(["q_proj", "v_proj", "down_proj"], cfg.GetProperty("target_modules").EnumerateArray().Select(e => e.GetString()).ToArray());
+        Assert.Equal(["q_proj", "v_proj", "down_proj"], cfg.GetProperty("target_modules").EnumerateArray().Select(e => e.GetString()!).ToArray());
         // And our own loader accepts it against the base.
         using var adapter = LoraAdapter.Load(dir["a"], LlamaConfig.Load(Fixture.Base));
         Assert.Equal(6, adapter.Weights.Count);
