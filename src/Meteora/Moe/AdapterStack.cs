@@ -1,0 +1,77 @@
+using Meteora.Llama;
+using Meteora.Lora;
+using static TorchSharp.torch;
+
+namespace Meteora.Moe;
+
+/// <summary>
+/// The N adapters of one projection, stacked once at load in the model dtype: <c>A_all (ΣR, in)</c> with each
+/// adapter's scale folded in, <c>B_all (out, ΣR)</c>, and each adapter's row offset and rank. Adapters that do
+/// not target the projection have rank 0 here (they contribute zero). Strategies read views of these tensors;
+/// only <c>gather</c> builds padded copies (lazily), as the original formulation needs.
+/// </summary>
+public sealed class AdapterStack : IDisposable
+{
+    public int Count { get; }
+    public int[] Ranks { get; }
+    public int[] Offsets { get; }
+    public int TotalRank { get; }
+    /// <summary>(ΣR, in), scales folded in.</summary>
+    public Tensor A { get; }
+    /// <summary>(out, ΣR).</summary>
+    public Tensor B { get; }
+    /// <summary>(ΣR,) int64: the adapter that owns each stacked rank row.</summary>
+    public Tensor Owner { get; }
+
+    private Tensor? _paddedA, _paddedB;
+
+    public AdapterStack(ProjectionSite site, IReadOnlyList<(Tensor A, Tensor B, double Scale)?> perAdapter, ScalarType dtype, Device device)
+    {
+        using var scope = NewDisposeScope();
+        Count = perAdapter.Count;
+        Ranks = perAdapter.Select(p => p is { } x ? (int)x.A.shape[0] : 0).ToArray();
+        Offsets = new int[Count];
+        for (int i = 1; i < Count; i++) Offsets[i] = Offsets[i - 1] + Ranks[i - 1];
+        TotalRank = Ranks.Sum();
+        var aParts = perAdapter.Where(p => p is not null).Select(p => p!.Value.A.to(ScalarType.Float32) * p.Value.Scale).ToList();
+        var bParts = perAdapter.Where(p => p is not null).Select(p => p!.Value.B.to(ScalarType.Float32)).ToList();
+        A = (aParts.Count > 0 ? cat(aParts, 0) : zeros(0, site.InFeatures)).to(dtype, device).DetachFromDisposeScope();     // (ΣR, in)
+        B = (bParts.Count > 0 ? cat(bParts, 1) : zeros(site.OutFeatures, 0)).to(dtype, device).DetachFromDisposeScope();    // (out, ΣR)
+        var owner = Enumerable.Range(0, Count).SelectMany(i => Enumerable.Repeat((long)i, Ranks[i])).ToArray();
+        Owner = tensor(owner, ScalarType.Int64).to(device).DetachFromDisposeScope();
+    }
+
+    /// <summary>A of adapter i, (r_i, in) view (scale folded).</summary>
+    public Tensor AOf(int i) => A.narrow(0, Offsets[i], Ranks[i]);
+    /// <summary>B of adapter i, (out, r_i) view.</summary>
+    public Tensor BOf(int i) => B.narrow(1, Offsets[i], Ranks[i]);
+
+    /// <summary>(L, r_max, in) and (L, out, r_max), zero-padded: the gather formulation's layout.</summary>
+    public (Tensor A, Tensor B) Padded()
+    {
+        if (_paddedA is null)
+        {
+            using var scope = NewDisposeScope();
+            int rMax = Math.Max(1, Ranks.Max());
+            var a = zeros(Count, rMax, A.shape[1], A.dtype, A.device);
+            var b = zeros(Count, B.shape[0], rMax, B.dtype, B.device);
+            for (int i = 0; i < Count; i++)
+            {
+                if (Ranks[i] == 0) continue;
+                a[i].narrow(0, 0, Ranks[i]).copy_(AOf(i));
+                b[i].narrow(1, 0, Ranks[i]).copy_(BOf(i));
+            }
+            _paddedA = a.DetachFromDisposeScope();
+            _paddedB = b.DetachFromDisposeScope();
+        }
+        return (_paddedA, _paddedB!);
+    }
+
+    /// <summary>Bytes held by the stacked tensors (and the padded copies, once built).</summary>
+    public long Bytes => new[] { A, B, Owner, _paddedA, _paddedB }.Where(t => t is not null).Sum(t => t!.numel() * t.element_size());
+
+    public void Dispose()
+    {
+        A.Dispose(); B.Dispose(); Owner.Dispose(); _paddedA?.Dispose(); _paddedB?.Dispose();
+    }
+}

@@ -1,0 +1,31 @@
+using static TorchSharp.torch;
+
+namespace Meteora.Moe;
+
+/// <summary>The MeteoRA router: picks k adapters per token from the gate logits and weights them.</summary>
+public static class Router
+{
+    /// <summary>
+    /// logits (N, L) float32 → indices (N, k) int64 in descending logit order and weights (N, k) float32.
+    /// Inference form: top-k of raw logits, softmax(top-k / T) (1 when k = 1). Training form: softmax over
+    /// all L of logits / T, top-k, renormalised — differentiable through the weights.
+    /// </summary>
+    public static (Tensor Indices, Tensor Weights) Route(Tensor logits, int k, double temperature, bool trainingForm)
+    {
+        using var scope = NewDisposeScope();
+        Tensor indices, weights;
+        if (trainingForm)
+        {
+            var probs = (logits / temperature).softmax(-1);                    // (N, L)
+            (weights, indices) = probs.topk(k, -1);                             // (N, k)
+            weights = weights / weights.sum(-1, keepdim: true);
+        }
+        else
+        {
+            Tensor top;
+            (top, indices) = logits.topk(k, -1);                                // (N, k)
+            weights = k == 1 ? ones_like(top) : (top / temperature).softmax(-1);
+        }
+        return (indices.MoveToOuterDisposeScope(), weights.MoveToOuterDisposeScope());
+    }
+}
