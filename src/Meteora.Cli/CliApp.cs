@@ -18,6 +18,7 @@ public static class CliApp
         root.Subcommands.Add(TokenizeCommand.Create(Context));
         root.Subcommands.Add(ForwardCommand.Create(Context));
         root.Subcommands.Add(GenerateCommand.Create(Context));
+        root.Subcommands.Add(LossCommand.Create(Context));
         root.Subcommands.Add(MergeCommand.Create(Context));
         root.Subcommands.Add(TrainLoraCommand.Create(Context));
         root.Subcommands.Add(BenchCommand.Create(Context));

@@ -7,7 +7,7 @@ using Meteora.Tokenization;
 namespace Meteora.Cli.Commands;
 
 /// <summary>
-/// <c>generate --model DIR [--adapter DIR] (--prompt S | --ids …) --max-new-tokens N [--greedy | --temperature-sampling T --top-p P
+/// <c>generate --model DIR [--adapter DIR | --meteora DIR …] (--prompt S | --ids …) --max-new-tokens N [--greedy | --temperature-sampling T --top-p P
 /// --seed S] [--stop-at-eos] [--json]</c>: streams the continuation to stdout, or prints one JSON object.
 /// </summary>
 public static class GenerateCommand
@@ -37,7 +37,8 @@ public static class GenerateCommand
             string folder = p.GetValue(model.Model)!;
             using var tokenizer = HfTokenizer.Load(folder);
             int[] promptIds = p.GetValue(prompt) is { } text ? tokenizer.Encode(text) : TokenIdList.Parse(p.GetValue(ids)!);
-            using var lm = model.Load(p, ctx);
+            using var loaded = model.Load(p, ctx);
+            var lm = loaded.Lm;
             TokenIdList.CheckRange(promptIds, lm.Config.VocabSize);
             var eos = lm.Config.EosTokenIds.Concat(tokenizer.EosId is { } e ? [e] : Array.Empty<int>()).Distinct().ToArray();
             var options = new GenerationOptions
@@ -60,7 +61,7 @@ public static class GenerateCommand
                 ctx.Out.Flush();
             })[0];
             if (asJson)
-                ctx.Out.WriteLine(JsonSerializer.Serialize(new Dictionary<string, object>
+                ctx.Out.WriteLine(CliJson.Serialize(new Dictionary<string, object>
                 {
                     ["prompt_ids"] = promptIds, ["new_token_ids"] = result, ["text"] = tokenizer.Decode(result),
                 }));

@@ -16,7 +16,7 @@ public static class TokenizeCommand
         {
             var ctx = context(p);
             using var tokenizer = HfTokenizer.Load(p.GetValue(model)!);
-            ctx.Out.WriteLine(JsonSerializer.Serialize(tokenizer.Encode(p.GetValue(text)!)));
+            ctx.Out.WriteLine(CliJson.Serialize(tokenizer.Encode(p.GetValue(text)!)));
             return 0;
         });
         return cmd;

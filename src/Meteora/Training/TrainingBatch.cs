@@ -4,7 +4,8 @@ namespace Meteora.Training;
 
 /// <summary>
 /// A right-padded batch: ids (B, T), next-token labels (B, T) with -100 where the loss is off (padding, prompt,
-/// last position), task index per row (B,), and the count of loss tokens. Right padding needs no attention mask:
+/// last position), task index per row (B,), the gate mask (B, T) of positions that have a next token (where the
+/// MeteoRA gate loss applies, prompt included), and the count of loss tokens. Right padding needs no attention mask:
 /// causal attention never lets a real token see the padding after it.
 /// </summary>
 public sealed class TrainingBatch : IDisposable
@@ -14,12 +15,14 @@ public sealed class TrainingBatch : IDisposable
     public Tensor Ids { get; }
     public Tensor Labels { get; }
     public Tensor Tasks { get; }
+    /// <summary>(B, T) bool: real positions 0…len-2 of each row.</summary>
+    public Tensor GateMask { get; }
     public int LossTokens { get; }
     public int Tokens { get; }
 
-    private TrainingBatch(Tensor ids, Tensor labels, Tensor tasks, int lossTokens, int tokens)
+    private TrainingBatch(Tensor ids, Tensor labels, Tensor tasks, Tensor gateMask, int lossTokens, int tokens)
     {
-        Ids = ids; Labels = labels; Tasks = tasks; LossTokens = lossTokens; Tokens = tokens;
+        Ids = ids; Labels = labels; Tasks = tasks; GateMask = gateMask; LossTokens = lossTokens; Tokens = tokens;
     }
 
     public static TrainingBatch Collate(IReadOnlyList<EncodedExample> rows, int padId, Device device)
@@ -27,6 +30,7 @@ public sealed class TrainingBatch : IDisposable
         int B = rows.Count, T = rows.Max(r => r.Ids.Length);
         var ids = new long[B * T];
         var labels = new long[B * T];
+        var gate = new bool[B * T];
         Array.Fill(ids, padId);
         Array.Fill(labels, IgnoreIndex);
         int lossTokens = 0, tokens = 0;
@@ -37,6 +41,7 @@ public sealed class TrainingBatch : IDisposable
             for (int t = 0; t < r.Ids.Length; t++)
             {
                 ids[b * T + t] = r.Ids[t];
+                gate[b * T + t] = t + 1 < r.Ids.Length;
                 if (r.LossMask[t]) { labels[b * T + t] = r.Ids[t + 1]; lossTokens++; }
             }
         }
@@ -44,11 +49,12 @@ public sealed class TrainingBatch : IDisposable
             tensor(ids, [B, T], device: device).DetachFromDisposeScope(),
             tensor(labels, [B, T], device: device).DetachFromDisposeScope(),
             tensor(rows.Select(r => (long)r.Task).ToArray(), [B], device: device).DetachFromDisposeScope(),
+            tensor(gate, [B, T], device: device).DetachFromDisposeScope(),
             lossTokens, tokens);
     }
 
     public void Dispose()
     {
-        Ids.Dispose(); Labels.Dispose(); Tasks.Dispose();
+        Ids.Dispose(); Labels.Dispose(); Tasks.Dispose(); GateMask.Dispose();
     }
 }

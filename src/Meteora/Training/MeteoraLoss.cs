@@ -1,0 +1,43 @@
+using Meteora.Moe;
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace Meteora.Training;
+
+/// <summary>The three numbers of a MeteoRA loss: total = lm + λ · gate.</summary>
+public sealed record MeteoraLossValue(Tensor Total, Tensor Lm, Tensor Gate);
+
+/// <summary>
+/// The MeteoRA training objective (DESIGN.md): LM cross-entropy + λ · gate cross-entropy, with the router in its
+/// training form. The gate loss is one mean over every (projection, position) pair of the float32 gate logits
+/// against the row's task index, over the positions that have a next token (padding excluded).
+/// </summary>
+public static class MeteoraLoss
+{
+    public static MeteoraLossValue Compute(MeteoraModel m, TrainingBatch batch, double gateLossWeight)
+    {
+        using var scope = NewDisposeScope();
+        using var recorder = new RoutingRecorder { RecordLogits = true };
+        bool trainingForm = m.Routing.TrainingForm;
+        m.Routing.TrainingForm = true;
+        m.Attach(recorder);
+        Tensor logits;
+        try { logits = m.Model.forward(batch.Ids); }                                   // (B, T, V)
+        finally { m.Attach(null); m.Routing.TrainingForm = trainingForm; }
+
+        var lm = LanguageModelLoss.CrossEntropy(logits, batch.Labels);
+        var mask = batch.GateMask;                                                       // (B, T)
+        var targets = batch.Tasks.unsqueeze(1).expand_as(batch.Ids).masked_select(mask); // (M,) task per gated position
+        Tensor sum = zeros(1, ScalarType.Float32, logits.device);
+        long count = 0;
+        foreach (var (_, gateLogits) in recorder.Logits)                                  // (B, T, L) each
+        {
+            var rows = gateLogits.masked_select(mask.unsqueeze(-1)).view(-1, gateLogits.shape[^1]);   // (M, L)
+            sum = sum + nn.functional.cross_entropy(rows, targets, reduction: nn.Reduction.Sum);
+            count += rows.shape[0];
+        }
+        var gate = (sum / Math.Max(count, 1)).squeeze();
+        var total = lm + gateLossWeight * gate;
+        return new MeteoraLossValue(total.MoveToOuterDisposeScope(), lm.MoveToOuterDisposeScope(), gate.MoveToOuterDisposeScope());
+    }
+}
