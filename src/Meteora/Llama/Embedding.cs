@@ -11,7 +11,7 @@ public sealed class Embedding : nn.Module<Tensor, Tensor>
 
     public Embedding(int vocab, int hidden, ScalarType dtype, Device device) : base("embed_tokens")
     {
-        weight = new Parameter(empty(vocab, hidden, dtype, device), requires_grad: false);
+        weight = ModelParameter.Create(empty(vocab, hidden, dtype, device));
         RegisterComponents();
     }
 

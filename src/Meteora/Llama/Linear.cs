@@ -19,7 +19,7 @@ public class Linear : nn.Module<Tensor, Tensor>
     public Linear(ProjectionSite site, ScalarType dtype, Device device) : base(site.Name)
     {
         Site = site;
-        weight = new Parameter(empty(site.OutFeatures, site.InFeatures, dtype, device), requires_grad: false);
+        weight = ModelParameter.Create(empty(site.OutFeatures, site.InFeatures, dtype, device));
         RegisterComponents();
     }
 

@@ -28,7 +28,7 @@ public sealed class LlamaForCausalLM : nn.Module
         makeProjection ??= site => new Linear(site, dtype, device);
         model = new LlamaModel(config, dtype, device, makeProjection);
         if (!config.TieWordEmbeddings)
-            lm_head = new Parameter(empty(config.VocabSize, config.HiddenSize, dtype, device), requires_grad: false);
+            lm_head = ModelParameter.Create(empty(config.VocabSize, config.HiddenSize, dtype, device));
         _rope = new RotaryEmbedding(config, device);
         RegisterComponents();
         eval();   // TorchSharp modules start in training mode; inference is the default here (no dropout)

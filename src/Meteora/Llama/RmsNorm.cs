@@ -12,7 +12,7 @@ public sealed class RmsNorm : nn.Module<Tensor, Tensor>
 
     public RmsNorm(string name, int size, double eps, ScalarType dtype, Device device) : base(name)
     {
-        weight = new Parameter(empty(size, dtype, device), requires_grad: false);
+        weight = ModelParameter.Create(empty(size, dtype, device));
         _eps = eps;
         RegisterComponents();
     }

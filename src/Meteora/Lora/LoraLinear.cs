@@ -21,8 +21,8 @@ public sealed class LoraLinear : Linear
     {
         Scale = scale;
         Dropout = dropout;
-        lora_A = new Parameter(zeros(r, site.InFeatures, adapterDtype, device), requires_grad: false);
-        lora_B = new Parameter(zeros(site.OutFeatures, r, adapterDtype, device), requires_grad: false);
+        lora_A = ModelParameter.Create(zeros(r, site.InFeatures, adapterDtype, device));
+        lora_B = ModelParameter.Create(zeros(site.OutFeatures, r, adapterDtype, device));
         RegisterComponents();
     }
 

@@ -1,6 +1,7 @@
 using Meteora.Llama;
 using Meteora.Lora;
 using static TorchSharp.torch;
+using Parameter = TorchSharp.Modules.Parameter;
 
 namespace Meteora.Moe;
 
@@ -16,10 +17,12 @@ public sealed class AdapterStack : IDisposable
     public int[] Ranks { get; }
     public int[] Offsets { get; }
     public int TotalRank { get; }
-    /// <summary>(ΣR, in), scales folded in.</summary>
-    public Tensor A { get; }
+    /// <summary>(ΣR, in), scales folded in. A parameter so that gate training can also train the adapters.</summary>
+    public Parameter A { get; }
     /// <summary>(out, ΣR).</summary>
-    public Tensor B { get; }
+    public Parameter B { get; }
+    /// <summary>Each adapter's scale (folded into <see cref="A"/>).</summary>
+    public double[] Scales { get; }
     /// <summary>(ΣR,) int64: the adapter that owns each stacked rank row.</summary>
     public Tensor Owner { get; }
 
@@ -27,18 +30,28 @@ public sealed class AdapterStack : IDisposable
 
     public AdapterStack(ProjectionSite site, IReadOnlyList<(Tensor A, Tensor B, double Scale)?> perAdapter, ScalarType dtype, Device device)
     {
-        using var scope = NewDisposeScope();
         Count = perAdapter.Count;
         Ranks = perAdapter.Select(p => p is { } x ? (int)x.A.shape[0] : 0).ToArray();
         Offsets = new int[Count];
         for (int i = 1; i < Count; i++) Offsets[i] = Offsets[i - 1] + Ranks[i - 1];
         TotalRank = Ranks.Sum();
-        var aParts = perAdapter.Where(p => p is not null).Select(p => p!.Value.A.to(ScalarType.Float32) * p.Value.Scale).ToList();
-        var bParts = perAdapter.Where(p => p is not null).Select(p => p!.Value.B.to(ScalarType.Float32)).ToList();
-        A = (aParts.Count > 0 ? cat(aParts, 0) : zeros(0, site.InFeatures)).to(dtype, device).DetachFromDisposeScope();     // (ΣR, in)
-        B = (bParts.Count > 0 ? cat(bParts, 1) : zeros(site.OutFeatures, 0)).to(dtype, device).DetachFromDisposeScope();    // (out, ΣR)
+        Scales = perAdapter.Select(p => p?.Scale ?? 1.0).ToArray();
+        Tensor a, b;
+        using (var scope = NewDisposeScope())
+        {
+            var aParts = perAdapter.Where(p => p is not null).Select(p => p!.Value.A.to(ScalarType.Float32) * p.Value.Scale).ToList();
+            var bParts = perAdapter.Where(p => p is not null).Select(p => p!.Value.B.to(ScalarType.Float32)).ToList();
+            a = (aParts.Count > 0 ? cat(aParts, 0) : zeros(0, site.InFeatures)).to(dtype, device).contiguous();   // (ΣR, in)
+            b = (bParts.Count > 0 ? cat(bParts, 1) : zeros(site.OutFeatures, 0)).to(dtype, device).contiguous();  // (out, ΣR)
+            a.DetachFromDisposeScope();
+            b.DetachFromDisposeScope();
+        }
+        // Parameters are made outside any dispose scope: they own their tensors for the model's lifetime.
+        A = ModelParameter.Create(a);
+        B = ModelParameter.Create(b);
         var owner = Enumerable.Range(0, Count).SelectMany(i => Enumerable.Repeat((long)i, Ranks[i])).ToArray();
-        Owner = tensor(owner, ScalarType.Int64).to(device).DetachFromDisposeScope();
+        using var ownerCpu = tensor(owner, ScalarType.Int64);
+        Owner = ownerCpu.to(device).clone();
     }
 
     /// <summary>A of adapter i, (r_i, in) view (scale folded).</summary>
@@ -49,6 +62,8 @@ public sealed class AdapterStack : IDisposable
     /// <summary>(L, r_max, in) and (L, out, r_max), zero-padded: the gather formulation's layout.</summary>
     public (Tensor A, Tensor B) Padded()
     {
+        if (A.requires_grad)
+            throw new MeteoraException("the gather strategy copies the adapters and cannot train them; use dense, segment or loop");
         if (_paddedA is null)
         {
             using var scope = NewDisposeScope();
@@ -65,6 +80,15 @@ public sealed class AdapterStack : IDisposable
             _paddedB = b.DetachFromDisposeScope();
         }
         return (_paddedA, _paddedB!);
+    }
+
+    /// <summary>Adapter i's (A (r, in) without its scale, B (out, r)) as float32 CPU copies.</summary>
+    public (Tensor A, Tensor B) Unstack(int i)
+    {
+        using var scope = NewDisposeScope();
+        var a = (AOf(i).detach().to(ScalarType.Float32) / Scales[i]).cpu();
+        var b = BOf(i).detach().to(ScalarType.Float32).cpu().clone();
+        return (a.DetachFromDisposeScope(), b.DetachFromDisposeScope());
     }
 
     /// <summary>Bytes held by the stacked tensors (and the padded copies, once built).</summary>

@@ -24,7 +24,7 @@ public sealed class MeteoraLinear : Linear
     {
         Adapters = adapters;
         _routing = routing;
-        moe_gate = new Parameter(zeros(adapters.Count, site.InFeatures, ScalarType.Float32, device), requires_grad: false);
+        moe_gate = ModelParameter.Create(zeros(adapters.Count, site.InFeatures, ScalarType.Float32, device));
         RegisterComponents();
     }
 
@@ -39,7 +39,9 @@ public sealed class MeteoraLinear : Linear
         var (indices, weights) = Router.Route(logits, k, _routing.Temperature, _routing.TrainingForm);
         Recorder?.Add(Site.Key, logits.view([.. shape[..^1], Adapters.Count]), indices.view([.. shape[..^1], k]));
         var y = nn.functional.linear(x2, weight);                                         // (N, out)
-        y = y + Mixers.Mix(_routing.Strategy, Adapters, x2, indices, weights);
+        // Adapters may be kept wider than the model (float32 while training them on a bfloat16 base).
+        var xa = x2.dtype == Adapters.A.dtype ? x2 : x2.to(Adapters.A.dtype);
+        y = y + Mixers.Mix(_routing.Strategy, Adapters, xa, indices, weights).to(y.dtype);
         return y.view([.. shape[..^1], y.shape[^1]]).MoveToOuterDisposeScope();
     }
 

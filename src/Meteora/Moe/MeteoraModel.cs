@@ -56,7 +56,7 @@ public sealed class MeteoraModel : IDisposable
     /// (initialise or load them next). Adapter i has gate index i.
     /// </summary>
     public static MeteoraModel Build(string baseFolder, IReadOnlyList<LoraAdapter> adapters, IReadOnlyList<string> targets,
-        Device device, ScalarType dtype)
+        Device device, ScalarType dtype, ScalarType? adapterDtype = null)
     {
         if (adapters.Count == 0) throw new MeteoraException("MeteoRA needs at least one adapter");
         var duplicate = adapters.GroupBy(a => a.Name).FirstOrDefault(g => g.Count() > 1);
@@ -67,7 +67,7 @@ public sealed class MeteoraModel : IDisposable
             if (!targets.Contains(site.Name)) return new Linear(site, dtype, device);
             var perAdapter = adapters.Select(a => a.Weights.TryGetValue(site.Key, out var w)
                 ? ((Tensor, Tensor, double)?)(w.A, w.B, a.Config.Scale) : null).ToList();
-            return new MeteoraLinear(site, new AdapterStack(site, perAdapter, dtype, device), routing, dtype, device);
+            return new MeteoraLinear(site, new AdapterStack(site, perAdapter, adapterDtype ?? dtype, device), routing, dtype, device);
         });
         return new MeteoraModel(lm, routing, adapters, targets);
     }
@@ -100,7 +100,27 @@ public sealed class MeteoraModel : IDisposable
         }
     }
 
-    /// <summary>Writes a checkpoint folder: config, gates and (when <paramref name="selfContained"/>) the adapters.</summary>
+    /// <summary>
+    /// The adapters as they are now in the stacks (after training them), as float32 LoRA adapters with the
+    /// original configs. Projections an adapter did not target stay absent.
+    /// </summary>
+    public List<LoraAdapter> CurrentAdapters()
+    {
+        var result = new List<LoraAdapter>();
+        for (int i = 0; i < Adapters.Count; i++)
+        {
+            var weights = new Dictionary<string, (Tensor A, Tensor B)>();
+            foreach (var p in Projections.Where(p => p.Adapters.Ranks[i] > 0))
+                weights[p.Site.Key] = p.Adapters.Unstack(i);
+            result.Add(new LoraAdapter(Adapters[i].Name, Adapters[i].Folder, Adapters[i].Config, weights));
+        }
+        return result;
+    }
+
+    /// <summary>
+    /// Writes a checkpoint folder: config, gates and, when <paramref name="selfContained"/>, the adapters as they
+    /// are in the stacks now (so adapters trained with the gates are kept).
+    /// </summary>
     public void Save(string folder, string? baseModel, bool selfContained, IReadOnlyList<string?>? adapterPaths = null)
     {
         Directory.CreateDirectory(folder);
@@ -111,7 +131,12 @@ public sealed class MeteoraModel : IDisposable
             TargetModules = TargetModules, TopK = Routing.TopK, Temperature = Routing.Temperature,
         }.Save(folder);
         MeteoraCheckpoint.SaveGates(folder, Projections.Select(p => (p.Site.Key, (Tensor)p.moe_gate)));
-        if (selfContained) MeteoraCheckpoint.SaveAdapters(folder, Adapters);
+        if (selfContained)
+        {
+            var current = CurrentAdapters();
+            try { MeteoraCheckpoint.SaveAdapters(folder, current); }
+            finally { current.ForEach(a => a.Dispose()); }
+        }
     }
 
     /// <summary>Logits (B, T, V) of a forward over unpadded rows <paramref name="ids"/> (B, T).</summary>

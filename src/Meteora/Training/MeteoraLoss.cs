@@ -4,8 +4,11 @@ using static TorchSharp.torch;
 
 namespace Meteora.Training;
 
-/// <summary>The three numbers of a MeteoRA loss: total = lm + λ · gate.</summary>
-public sealed record MeteoraLossValue(Tensor Total, Tensor Lm, Tensor Gate);
+/// <summary>
+/// The three numbers of a MeteoRA loss (total = lm + λ · gate) and the gate accuracy: the share of (projection,
+/// position) pairs whose top-1 gate logit is the row's task.
+/// </summary>
+public sealed record MeteoraLossValue(Tensor Total, Tensor Lm, Tensor Gate, double GateAccuracy);
 
 /// <summary>
 /// The MeteoRA training objective (DESIGN.md): LM cross-entropy + λ · gate cross-entropy, with the router in its
@@ -29,15 +32,18 @@ public static class MeteoraLoss
         var mask = batch.GateMask;                                                       // (B, T)
         var targets = batch.Tasks.unsqueeze(1).expand_as(batch.Ids).masked_select(mask); // (M,) task per gated position
         Tensor sum = zeros(1, ScalarType.Float32, logits.device);
+        Tensor correct = zeros(1, ScalarType.Int64, logits.device);
         long count = 0;
         foreach (var (_, gateLogits) in recorder.Logits)                                  // (B, T, L) each
         {
             var rows = gateLogits.masked_select(mask.unsqueeze(-1)).view(-1, gateLogits.shape[^1]);   // (M, L)
             sum = sum + nn.functional.cross_entropy(rows, targets, reduction: nn.Reduction.Sum);
+            using (no_grad()) correct = correct + (rows.argmax(-1) == targets).sum();
             count += rows.shape[0];
         }
         var gate = (sum / Math.Max(count, 1)).squeeze();
         var total = lm + gateLossWeight * gate;
-        return new MeteoraLossValue(total.MoveToOuterDisposeScope(), lm.MoveToOuterDisposeScope(), gate.MoveToOuterDisposeScope());
+        double accuracy = correct.item<long>() / (double)Math.Max(count, 1);
+        return new MeteoraLossValue(total.MoveToOuterDisposeScope(), lm.MoveToOuterDisposeScope(), gate.MoveToOuterDisposeScope(), accuracy);
     }
 }

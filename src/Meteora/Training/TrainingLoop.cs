@@ -44,7 +44,8 @@ public sealed class TrainingLoop
         if (train.Count == 0) throw new MeteoraException("training data is empty");
         Directory.CreateDirectory(_outDir);
         var o = _options;
-        int total = o.TotalSteps(train.Count);
+        var order = new DataOrder(train.Select(e => e.Task).ToList(), o.Seed, o.Balance);
+        int total = o.TotalSteps(order.EpochLength);
         var schedule = new CosineSchedule(o.LearningRate, o.Warmup(total), total, o.MinLrRatio);
         foreach (var p in _objective.Parameters) p.requires_grad = true;
         using var optimizer = optim.AdamW(_objective.Parameters, o.LearningRate, o.Beta1, o.Beta2, o.AdamEps, o.WeightDecay);
@@ -58,7 +59,6 @@ public sealed class TrainingLoop
             _progress.Message($"resuming from step {start} of {total}");
         }
         using var metrics = OpenMetrics(start);
-        var order = new DataOrder(train.Count, o.Seed);
         _progress.Start(total, start);
 
         if (start == 0 && eval is { Count: > 0 })

@@ -20,6 +20,8 @@ public sealed record TrainingOptions
     public double ClipNorm { get; init; } = 1.0;
     public int MaxSeqLen { get; init; } = 512;
     public bool ResponseOnly { get; init; } = true;
+    /// <summary>Sample every task equally often (smaller tasks cycled), instead of the data's own mix.</summary>
+    public bool Balance { get; init; }
     public int Seed { get; init; } = 42;
     /// <summary>Evaluate every N optimiser steps (0 = only at the end).</summary>
     public int EvalEvery { get; init; } = 0;
@@ -31,7 +33,7 @@ public sealed record TrainingOptions
     /// <summary>Stop after this many steps as if interrupted (writes a checkpoint); for tests and staged runs.</summary>
     public int? StopAfter { get; init; }
 
-    /// <summary>Optimiser steps for a dataset of <paramref name="examples"/> examples.</summary>
+    /// <summary>Optimiser steps for an epoch of <paramref name="examples"/> examples.</summary>
     public int TotalSteps(int examples) =>
         Steps ?? Math.Max(1, (int)Math.Ceiling(Epochs * examples / (double)(BatchSize * GradAccum)));
 

@@ -48,6 +48,19 @@ public class LlamaLoaderTests
     }
 
     [Fact]
+    public void AModelBuiltInsideADisposeScopeOutlivesIt()
+    {
+        Meteora.Moe.MeteoraModel m;
+        using (var scope = NewDisposeScope())
+            m = Meteora.Moe.MeteoraModel.Load(Fixture.Base, Fixture.Meteora, CPU, ScalarType.Float32);
+        GC.Collect();
+        GC.WaitForPendingFinalizers();
+        using var _ = no_grad();
+        using (m)
+            TensorAssert.Close(Fixture.Tensor("meteora.k2.T1.logits.1"), m.Forward(Prompt)[0], 1e-3, "after the scope");
+    }
+
+    [Fact]
     public void HalfPrecisionCheckpointsLoadIntoFloat32()
     {
         using var dir = Fixture.TempDir();
