@@ -51,7 +51,7 @@ public sealed class AdapterStack : IDisposable
         B = ModelParameter.Create(b);
         var owner = Enumerable.Range(0, Count).SelectMany(i => Enumerable.Repeat((long)i, Ranks[i])).ToArray();
         using var ownerCpu = tensor(owner, ScalarType.Int64);
-        Owner = ownerCpu.to(device).clone();
+        Owner = ownerCpu.to(device).clone().DetachFromDisposeScope();   // owned by the stack
     }
 
     /// <summary>A of adapter i, (r_i, in) view (scale folded).</summary>
