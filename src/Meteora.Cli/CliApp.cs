@@ -23,6 +23,7 @@ public static class CliApp
         root.Subcommands.Add(ConvertCommand.Create(Context));
         root.Subcommands.Add(InspectCommand.Create(Context));
         root.Subcommands.Add(TrainLoraCommand.Create(Context));
+        root.Subcommands.Add(TrainGateCommand.Create(Context));
         root.Subcommands.Add(BenchCommand.Create(Context));
 
         var parse = root.Parse(args);

@@ -37,27 +37,18 @@ public static class TrainLoraCommand
                 R = p.GetValue(r), LoraAlpha = p.GetValue(alpha), UseRsLora = p.GetValue(rslora),
                 TargetModules = names, LoraDropout = p.GetValue(dropout),
             };
-            using var cancel = new CancellationTokenSource();
-            ConsoleCancelEventHandler onCtrlC = (_, e) => { e.Cancel = true; cancel.Cancel(); ctx.Err.WriteLine("\ninterrupted: writing a checkpoint after this step …"); };
-            Console.CancelKeyPress += onCtrlC;
-            try
+            using var ctrlC = new CtrlC(ctx.Err);
+            var progress = new ConsoleProgress(ctx.Err, ctx.Err == Console.Error && !Console.IsErrorRedirected, "loss", "lr");
+            var result = LoraTrainer.Train(p.GetValue(model)!, p.GetValue(data)!, p.GetValue(output)!, lora, options,
+                ctx.Device, ctx.DType, progress, ctrlC.Token);
+            if (result.Outcome == TrainingOutcome.Interrupted)
             {
-                var progress = new ConsoleProgress(ctx.Err, ctx.Err == Console.Error && !Console.IsErrorRedirected, "loss", "lr");
-                var result = LoraTrainer.Train(p.GetValue(model)!, p.GetValue(data)!, p.GetValue(output)!, lora, options,
-                    ctx.Device, ctx.DType, progress, cancel.Token);
-                if (result.Outcome == TrainingOutcome.Interrupted)
-                {
-                    ctx.Err.WriteLine($"stopped; continue with the same command and --resume");
-                    return cancel.IsCancellationRequested ? 130 : 0;
-                }
-                ctx.Err.WriteLine($"adapter written to {p.GetValue(output)} ({result.TrainExamples} examples" +
-                    (result.FinalEval.TryGetValue("eval_loss", out double l) ? $", eval loss {l:F4}" : "") + ")");
-                return 0;
+                ctx.Err.WriteLine("stopped; continue with the same command and --resume");
+                return ctrlC.Requested ? 130 : 0;
             }
-            finally
-            {
-                Console.CancelKeyPress -= onCtrlC;
-            }
+            ctx.Err.WriteLine($"adapter written to {p.GetValue(output)} ({result.TrainExamples} examples" +
+                (result.FinalEval.TryGetValue("eval_loss", out double l) ? $", eval loss {l:F4}" : "") + ")");
+            return 0;
         });
         return cmd;
     }

@@ -1,0 +1,93 @@
+using Meteora.Llama;
+using Meteora.Lora;
+using Meteora.Moe;
+using Meteora.Reporting;
+using Meteora.Tokenization;
+using static TorchSharp.torch;
+
+namespace Meteora.Training;
+
+/// <summary>MeteoRA-specific settings of <c>train-gate</c>.</summary>
+public sealed record GateTrainingOptions
+{
+    public double GateLossWeight { get; init; } = 50;
+    public int TopK { get; init; } = 2;
+    public double Temperature { get; init; } = 1.0;
+    /// <summary>"small" (default) or "normal" (the original's N(0, 1)).</summary>
+    public string GateInit { get; init; } = "small";
+    public bool TrainAdapters { get; init; }
+    /// <summary>Share of each task's train.jsonl held out for evaluation.</summary>
+    public double EvalFraction { get; init; } = 0.1;
+}
+
+/// <summary>Result of a gate training run.</summary>
+public sealed record GateTrainingResult(TrainingOutcome Outcome, int TrainExamples, int EvalExamples, int Truncated,
+    IReadOnlyDictionary<string, double>? InitialEval, IReadOnlyDictionary<string, double> FinalEval);
+
+/// <summary>
+/// <c>train-gate</c>: builds a MeteoRA model from a base and N adapters (adapter i = task i = gate index i),
+/// trains the gates on the union of the tasks' data with the MeteoRA loss, and writes the checkpoint folder
+/// with metrics.jsonl and loss_curve.png beside it.
+/// </summary>
+public static class GateTrainer
+{
+    public static GateTrainingResult Train(string baseFolder, IReadOnlyList<(string Name, string Folder)> adapters,
+        string dataFolder, string outDir, GateTrainingOptions gate, TrainingOptions options, Device device, ScalarType dtype,
+        ITrainingProgress? progress = null, CancellationToken cancel = default)
+    {
+        options.Validate();
+        progress ??= new SilentProgress();
+        if (gate.EvalFraction is < 0 or >= 1) throw new MeteoraException($"--eval-fraction: {gate.EvalFraction} must be in [0, 1)");
+        if (!(gate.GateLossWeight >= 0)) throw new MeteoraException($"--gate-loss-weight: {gate.GateLossWeight} must be ≥ 0");
+        if (adapters.Count == 0) throw new MeteoraException("train-gate: no adapters given");
+        CheckTasks(dataFolder, adapters.Select(a => a.Name).ToList());
+        if (gate.TopK < 1 || gate.TopK > adapters.Count) throw new MeteoraException($"--top-k: {gate.TopK} must be between 1 and the {adapters.Count} adapters");
+
+        using var tokenizer = HfTokenizer.Load(baseFolder);
+        var config = LlamaConfig.Load(baseFolder);
+        int? eos = tokenizer.EosId ?? (config.EosTokenIds.Length > 0 ? config.EosTokenIds[0] : null);
+        var encoder = new SequenceEncoder(tokenizer, options.MaxSeqLen, options.ResponseOnly, eos);
+        var train = new List<EncodedExample>();
+        var eval = new List<EncodedExample>();
+        for (int task = 0; task < adapters.Count; task++)
+        {
+            var rows = TaskData.ReadTrain(Path.Combine(dataFolder, adapters[task].Name));
+            var order = Enumerable.Range(0, rows.Count).ToArray();
+            new Random(unchecked(options.Seed * 31 + task)).Shuffle(order);
+            int held = gate.EvalFraction > 0 && rows.Count >= 2 ? Math.Max(1, (int)Math.Round(gate.EvalFraction * rows.Count)) : 0;
+            eval.AddRange(order.Take(held).Select(i => encoder.Encode(rows[i], task)));
+            train.AddRange(order.Skip(held).Order().Select(i => encoder.Encode(rows[i], task)));
+        }
+        int truncated = train.Count(e => e.Truncated) + eval.Count(e => e.Truncated);
+        if (truncated > 0) progress.Message($"truncated {truncated} of {train.Count + eval.Count} sequences to --max-seq-len {options.MaxSeqLen}");
+        progress.Message($"{adapters.Count} tasks: {string.Join(", ", adapters.Select((a, i) => $"{i}={a.Name} ({train.Count(e => e.Task == i)}+{eval.Count(e => e.Task == i)})"))} train+eval examples");
+
+        var loaded = adapters.Select(a => LoraAdapter.Load(a.Folder, config, a.Name)).ToList();
+        var targets = ProjectionSite.AllNames.Where(n => loaded.Any(a => a.Weights.Keys.Any(k => k.EndsWith("." + n)))).ToList();
+        using var m = MeteoraModel.Build(baseFolder, loaded, targets, device, dtype, gate.TrainAdapters ? ScalarType.Float32 : null);
+        m.Configure(gate.TopK, gate.Temperature, MixingStrategy.Dense);
+        var objective = new MeteoraObjective(m, gate.GateLossWeight, gate.TrainAdapters, Path.GetFullPath(baseFolder),
+            adapters.Select(a => (string?)Path.GetFullPath(a.Folder)).ToList());
+        objective.InitializeGates(gate.GateInit, options.Seed);
+        int padId = config.PadTokenId ?? eos ?? 0;
+        var loop = new TrainingLoop(objective, options, outDir, padId, device, progress);
+        var outcome = loop.Run(train, eval.Count > 0 ? eval : null, cancel);
+
+        string metrics = Path.Combine(outDir, "metrics.jsonl");
+        if (File.Exists(metrics))
+            LossCurvePlot.Write(metrics, Path.Combine(outDir, "loss_curve.png"), ["lm_loss", "gate_loss"], $"train-gate: {adapters.Count} adapters, λ = {gate.GateLossWeight:G}");
+        return new GateTrainingResult(outcome, train.Count, eval.Count, truncated, loop.InitialEvaluation, loop.LastEvaluation);
+    }
+
+    /// <summary>Every adapter needs a task folder of the same name and every task folder an adapter; lists both sides otherwise.</summary>
+    public static void CheckTasks(string dataFolder, IReadOnlyList<string> adapterNames)
+    {
+        if (!Directory.Exists(dataFolder)) throw new MeteoraException($"{dataFolder}: data folder not found");
+        var tasks = Directory.GetDirectories(dataFolder).Where(d => File.Exists(Path.Combine(d, "train.jsonl")))
+            .Select(Path.GetFileName).OfType<string>().ToHashSet();
+        var noAdapter = tasks.Except(adapterNames).Order(StringComparer.Ordinal).ToList();
+        var noTask = adapterNames.Except(tasks).Order(StringComparer.Ordinal).ToList();
+        if (noAdapter.Count > 0 || noTask.Count > 0)
+            throw new MeteoraException($"{dataFolder}: tasks and adapters must match by name — tasks without an adapter: [{string.Join(", ", noAdapter)}]; adapters without a task folder (with train.jsonl): [{string.Join(", ", noTask)}]");
+    }
+}

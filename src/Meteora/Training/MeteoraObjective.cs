@@ -1,0 +1,89 @@
+using Meteora.Moe;
+using TorchSharp.Modules;
+using static TorchSharp.torch;
+
+namespace Meteora.Training;
+
+/// <summary>
+/// Gate training: the MeteoRA loss (LM + λ · gate CE) with the gates as the trainable parameters, and optionally
+/// the stacked adapters too. The artifact is a MeteoRA checkpoint folder (self-contained when adapters trained).
+/// </summary>
+public sealed class MeteoraObjective : ITrainingObjective
+{
+    private readonly MeteoraModel _m;
+    private readonly double _lambda;
+    private readonly bool _trainAdapters;
+    private readonly string? _baseModel;
+    private readonly IReadOnlyList<string?> _adapterPaths;
+
+    public MeteoraObjective(MeteoraModel m, double gateLossWeight, bool trainAdapters, string? baseModel, IReadOnlyList<string?> adapterPaths)
+    {
+        _m = m; _lambda = gateLossWeight; _trainAdapters = trainAdapters; _baseModel = baseModel; _adapterPaths = adapterPaths;
+        var ps = m.Projections.Select(p => (Parameter)p.moe_gate).ToList();
+        if (trainAdapters)
+        {
+            if (m.Projections.Any(p => p.Adapters.A.dtype != ScalarType.Float32))
+                throw new MeteoraException("--train-adapters needs the adapter stacks in float32");
+            ps.AddRange(m.Projections.Where(p => p.Adapters.TotalRank > 0).SelectMany(p => new[] { p.Adapters.A, p.Adapters.B }));
+        }
+        Parameters = ps;
+    }
+
+    public IReadOnlyList<Parameter> Parameters { get; }
+
+    /// <summary>
+    /// Gate initialisation. "normal": N(0, 1), as the original code leaves nn.Linear-sized gates; "small":
+    /// N(0, (0.1/√in)²), logits near zero so routing starts close to uniform (see docs/TRAINING.md).
+    /// </summary>
+    public void InitializeGates(string scheme, int seed)
+    {
+        using var noGrad = no_grad();
+        using var gen = new Generator((ulong)seed);
+        foreach (var p in _m.Projections)
+        {
+            double std = scheme switch
+            {
+                "normal" => 1.0,
+                "small" => 0.1 / Math.Sqrt(p.Site.InFeatures),
+                _ => throw new MeteoraException($"--gate-init: unknown scheme '{scheme}' (use small or normal)"),
+            };
+            using var g = empty(p.moe_gate.shape, ScalarType.Float32).normal_(0, std, gen);
+            p.moe_gate.copy_(g);
+        }
+    }
+
+    public (Tensor Loss, IReadOnlyDictionary<string, double> Parts) Loss(TrainingBatch batch, bool training)
+    {
+        _m.Model.train(training);
+        var v = MeteoraLoss.Compute(_m, batch, _lambda);
+        return (v.Total, new Dictionary<string, double>
+        {
+            ["loss"] = v.Total.item<float>(), ["lm_loss"] = v.Lm.item<float>(), ["gate_loss"] = v.Gate.item<float>(), ["gate_acc"] = v.GateAccuracy,
+        });
+    }
+
+    public IEnumerable<KeyValuePair<string, Tensor>> TrainableState()
+    {
+        foreach (var p in _m.Projections)
+        {
+            yield return new(MeteoraCheckpoint.GateKey(p.Site.Key), p.moe_gate);
+            if (_trainAdapters && p.Adapters.TotalRank > 0)
+            {
+                yield return new($"{p.Site.Key}.stacked_A", p.Adapters.A);
+                yield return new($"{p.Site.Key}.stacked_B", p.Adapters.B);
+            }
+        }
+    }
+
+    public void LoadTrainableState(IReadOnlyDictionary<string, Tensor> state)
+    {
+        using var noGrad = no_grad();
+        foreach (var (name, target) in TrainableState())
+        {
+            if (!state.TryGetValue(name, out var t)) throw new MeteoraException($"checkpoint: missing tensor '{name}'");
+            target.copy_(t);
+        }
+    }
+
+    public void SaveArtifact(string folder) => _m.Save(folder, _baseModel, selfContained: _trainAdapters, _adapterPaths);
+}

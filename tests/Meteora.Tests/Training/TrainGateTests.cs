@@ -1,0 +1,123 @@
+using Meteora.IO;
+using Meteora.Moe;
+using Meteora.Training;
+using Xunit.Abstractions;
+using static TorchSharp.torch;
+
+namespace Meteora.Tests.Training;
+
+public class TrainGateTests
+{
+    private readonly ITestOutputHelper _out;
+    public TrainGateTests(ITestOutputHelper output) => _out = output;
+
+    [Fact]
+    public void GatesLearnToRouteEveryTokenToItsTask()
+    {
+        using var dir = Fixture.TempDir();
+        string data = FixtureTasks.Write(dir["data"]);
+        var options = new TrainingOptions { Steps = 300, BatchSize = 16, LearningRate = 1e-2, WeightDecay = 0.01, ClipNorm = 0.3, Seed = 42, ResponseOnly = false };
+        var result = GateTrainer.Train(Fixture.Base, FixtureTasks.Adapters, data, dir["m"], new GateTrainingOptions(), options, CPU, ScalarType.Float32);
+        double acc = result.FinalEval["eval_gate_acc"], before = result.InitialEval!["eval_loss"], after = result.FinalEval["eval_loss"];
+        _out.WriteLine($"eval gate accuracy {result.InitialEval["eval_gate_acc"]:P1} -> {acc:P1}; eval loss {before:F4} -> {after:F4} ({result.TrainExamples} train, {result.EvalExamples} eval)");
+        Assert.True(acc > 0.95, $"eval gate accuracy {acc}");
+        Assert.True(after < before, $"eval loss {before} -> {after}");
+        Assert.Equal(60, result.EvalExamples);   // 10% of 3 × 200
+
+        // The folder is a checkpoint that loads and routes the way training measured.
+        foreach (var f in new[] { "meteora_config.json", "gates.safetensors", "metrics.jsonl", "loss_curve.png" })
+            Assert.True(File.Exists(Path.Combine(dir["m"], f)), f);
+        Assert.False(Directory.Exists(TrainingCheckpoint.PathIn(dir["m"])));
+        using var m = MeteoraModel.Load(Fixture.Base, dir["m"], CPU, ScalarType.Float32);
+        Assert.Equal(FixtureTasks.Names, m.AdapterNames);
+    }
+
+    [Fact]
+    public void ResumeAfterAnInterruptionEndsWithTheSameGates()
+    {
+        using var dir = Fixture.TempDir();
+        string data = FixtureTasks.Write(dir["data"], perTask: 40);
+        var options = new TrainingOptions { Steps = 12, BatchSize = 4, GradAccum = 2, LearningRate = 1e-2, Seed = 7, Balance = true, CheckpointEvery = 5 };
+        var gate = new GateTrainingOptions { TopK = 2 };
+        GateTrainer.Train(Fixture.Base, FixtureTasks.Adapters, data, dir["straight"], gate, options, CPU, ScalarType.Float32);
+        var stopped = GateTrainer.Train(Fixture.Base, FixtureTasks.Adapters, data, dir["resumed"], gate, options with { StopAfter = 7 }, CPU, ScalarType.Float32);
+        Assert.Equal(TrainingOutcome.Interrupted, stopped.Outcome);
+        GateTrainer.Train(Fixture.Base, FixtureTasks.Adapters, data, dir["resumed"], gate, options with { Resume = true }, CPU, ScalarType.Float32);
+
+        using var a = SafeTensorsFile.Open(Path.Combine(dir["straight"], MeteoraCheckpoint.GatesFile));
+        using var b = SafeTensorsFile.Open(Path.Combine(dir["resumed"], MeteoraCheckpoint.GatesFile));
+        Assert.Equal(14, a.Entries.Count);
+        foreach (var k in a.Entries.Keys)
+            Assert.True(a.Load(k).equal(b.Load(k)).all().item<bool>(), $"{k} differs after resume");
+    }
+
+    [Fact]
+    public void ACheckpointWriteThatDiesMidwayKeepsThePreviousCheckpoint()
+    {
+        using var dir = Fixture.TempDir();
+        string data = FixtureTasks.Write(dir["data"], perTask: 20);
+        var options = new TrainingOptions { Steps = 10, BatchSize = 4, LearningRate = 1e-2, Seed = 1, CheckpointEvery = 3 };
+        try
+        {
+            int writes = 0;
+            // The second checkpoint (step 6) dies after writing its files, before it replaces the step-3 one.
+            TrainingCheckpoint.BeforeCommit = _ => { if (++writes == 2) throw new IOException("disk full (injected)"); };
+            var e = Assert.Throws<IOException>(() =>
+                GateTrainer.Train(Fixture.Base, FixtureTasks.Adapters, data, dir["m"], new GateTrainingOptions(), options, CPU, ScalarType.Float32));
+            Assert.Contains("injected", e.Message);
+        }
+        finally
+        {
+            TrainingCheckpoint.BeforeCommit = null;
+        }
+        string? found = TrainingCheckpoint.Find(dir["m"]);
+        Assert.Equal(TrainingCheckpoint.PathIn(dir["m"]), found);
+        Assert.Contains("\"Step\":3", File.ReadAllText(Path.Combine(found!, "state.json")));
+        Assert.Empty(Directory.GetDirectories(dir["m"], "checkpoint.tmp-*"));
+        // And training resumes from it to the end.
+        var resumed = GateTrainer.Train(Fixture.Base, FixtureTasks.Adapters, data, dir["m"], new GateTrainingOptions(), options with { Resume = true }, CPU, ScalarType.Float32);
+        Assert.Equal(TrainingOutcome.Completed, resumed.Outcome);
+    }
+
+    [Fact]
+    public void TrainingTheAdaptersTooWritesASelfContainedCheckpoint()
+    {
+        using var dir = Fixture.TempDir();
+        string data = FixtureTasks.Write(dir["data"], perTask: 20);
+        var options = new TrainingOptions { Steps = 3, BatchSize = 4, LearningRate = 1e-2 };
+        GateTrainer.Train(Fixture.Base, FixtureTasks.Adapters, data, dir["m"], new GateTrainingOptions { TrainAdapters = true }, options, CPU, ScalarType.Float32);
+        Assert.True(File.Exists(Path.Combine(dir["m"], MeteoraCheckpoint.AdaptersFile)));
+        using var m = MeteoraModel.Load(Fixture.Base, dir["m"], CPU, ScalarType.Float32);
+        var original = Meteora.Lora.LoraAdapter.Load(Fixture.Adapter("add"), Meteora.Llama.LlamaConfig.Load(Fixture.Base));
+        var trained = m.Adapters.Single(a => a.Name == "add");
+        Assert.False(trained.Weights["model.layers.0.self_attn.q_proj"].A.allclose(original.Weights["model.layers.0.self_attn.q_proj"].A));
+    }
+
+    [Fact]
+    public void TasksAndAdaptersMustMatchByName()
+    {
+        using var dir = Fixture.TempDir();
+        string data = FixtureTasks.Write(dir["data"], perTask: 5);
+        Directory.CreateDirectory(Path.Combine(data, "sort"));
+        File.WriteAllText(Path.Combine(data, "sort", "train.jsonl"), "{\"prompt\":\"a\",\"response\":\"b\"}\n");
+        Directory.Delete(Path.Combine(data, "upper"), true);
+        var e = Assert.Throws<MeteoraException>(() => GateTrainer.Train(Fixture.Base, FixtureTasks.Adapters, data, dir["m"],
+            new GateTrainingOptions(), new TrainingOptions { Steps = 1 }, CPU, ScalarType.Float32));
+        Assert.Contains("tasks without an adapter: [sort]", e.Message);
+        Assert.Contains("adapters without a task folder (with train.jsonl): [upper]", e.Message);
+    }
+
+    [Fact]
+    public void CliTrainGateOrdersAdaptersByNameAndRecordsIt()
+    {
+        using var dir = Fixture.TempDir();
+        string data = FixtureTasks.Write(dir["data"], perTask: 10);
+        var r = CliRunner.Run("train-gate", "--model", Fixture.Base, "--adapters-dir", Path.Combine(Fixture.Root, "adapters"), "--data", data,
+            "--out", dir["m"], "--steps", "2", "--batch-size", "4");
+        Assert.Equal(0, r.ExitCode);
+        Assert.Equal(FixtureTasks.Names, MeteoraCheckpointConfig.Load(dir["m"]).Adapters.Select(a => a.Name).ToArray());
+        var bad = CliRunner.Run("train-gate", "--model", Fixture.Base, "--adapters-dir", Path.Combine(Fixture.Root, "adapters"), "--data", data,
+            "--out", dir["m2"], "--order", "upper,add");
+        CliRunner.AssertUserError(bad, "--order", "not listed: [reverse]");
+    }
+}
