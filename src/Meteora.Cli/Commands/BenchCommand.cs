@@ -18,7 +18,47 @@ public static class BenchCommand
     {
         var bench = new Command("bench", "Measure speed (see docs/BENCHMARKS.md)");
         bench.Subcommands.Add(CreateModel(context));
+        bench.Subcommands.Add(CreateTrainGate(context));
         return bench;
+    }
+
+    private static Command CreateTrainGate(Func<ParseResult, CliContext> context)
+    {
+        var config = new Option<string?>("--config") { Description = "preset (llama3-8b, small) or a model folder's config; default llama3-8b on CUDA, small on CPU" };
+        var adapters = new Option<int>("--adapters") { Description = "random rank-r adapters on all 7 projections", DefaultValueFactory = _ => 28 };
+        var rank = new Option<int>("--rank") { Description = "adapter rank", DefaultValueFactory = _ => 8 };
+        var seqLen = new Option<int>("--seq-len") { Description = "tokens per sequence", DefaultValueFactory = _ => 512 };
+        var batch = new Option<int>("--batch-size") { Description = "sequences per step", DefaultValueFactory = _ => 1 };
+        var steps = new Option<int>("--steps") { Description = "optimiser steps", DefaultValueFactory = _ => 50 };
+        var warmup = new Option<int>("--warmup") { Description = "steps excluded from the throughput", DefaultValueFactory = _ => 5 };
+        var json = new Option<string?>("--json") { Description = "also write the result to this JSON file" };
+        var cmd = new Command("train-gate", "Gate-training throughput and device memory on a synthetic MeteoRA model")
+            { config, adapters, rank, seqLen, batch, steps, warmup, json };
+        cmd.SetAction(p =>
+        {
+            var ctx = context(p);
+            var device = ctx.Device;
+            string name = p.GetValue(config) ?? (device.type == TorchSharp.DeviceType.CUDA ? "llama3-8b" : "small");
+            var cfg = LlamaPresets.Resolve(name);
+            int n = p.GetValue(adapters), r = p.GetValue(rank), T = p.GetValue(seqLen), B = p.GetValue(batch), S = p.GetValue(steps), W = p.GetValue(warmup);
+            if (n < 1 || r < 1 || T < 2 || B < 1 || S < 2 || W < 0 || W >= S - 1)
+                throw new MeteoraException("bench train-gate: --adapters, --rank, --batch-size ≥ 1, --seq-len ≥ 2, --steps ≥ 2 and 0 ≤ --warmup < --steps - 1");
+            ctx.Err.WriteLine($"bench train-gate: {name} with {n} rank-{r} adapters, {TorchRuntime.Name(ctx.DType)} on {device}, {B} × {T} tokens per step, {S} steps ({W} warm-up)");
+            var result = GateTrainingBenchmark.Run(cfg, n, r, T, B, S, W, device, ctx.DType, ctx.Err.WriteLine);
+            var table = new Table().AddColumns("config", "adapters", "tokens/step", "s/step", "tokens/s", "peak device memory", "before model");
+            table.AddRow(name, $"{n} × r{r}", result.TokensPerStep.ToString(), $"{result.SecondsPerStep:F3}", $"{result.TokensPerSecond:F0}",
+                result.PeakDeviceBytes is { } pk ? $"{pk / (double)(1L << 30):F2} GiB" : "n/a", result.BaselineDeviceBytes is { } b0 ? $"{b0 / (double)(1L << 30):F2} GiB" : "n/a");
+            Render(ctx.Out, table);
+            if (p.GetValue(json) is { } jsonPath)
+                AtomicFile.WriteAllText(jsonPath, JsonSerializer.Serialize(new
+                {
+                    config = name, device = device.ToString(), dtype = TorchRuntime.Name(ctx.DType), adapters = n, rank = r, seq_len = T, batch = B,
+                    steps = S, warmup = W, seconds_per_step = result.SecondsPerStep, tokens_per_s = result.TokensPerSecond,
+                    peak_device_bytes = result.PeakDeviceBytes, baseline_device_bytes = result.BaselineDeviceBytes,
+                }, new JsonSerializerOptions { WriteIndented = true }));
+            return 0;
+        });
+        return cmd;
     }
 
     private static Command CreateModel(Func<ParseResult, CliContext> context)

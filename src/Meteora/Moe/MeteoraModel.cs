@@ -56,13 +56,21 @@ public sealed class MeteoraModel : IDisposable
     /// (initialise or load them next). Adapter i has gate index i.
     /// </summary>
     public static MeteoraModel Build(string baseFolder, IReadOnlyList<LoraAdapter> adapters, IReadOnlyList<string> targets,
-        Device device, ScalarType dtype, ScalarType? adapterDtype = null)
+        Device device, ScalarType dtype, ScalarType? adapterDtype = null) =>
+        Build(factory => LlamaLoader.Load(baseFolder, device, dtype, factory), adapters, targets, device, dtype, adapterDtype);
+
+    /// <summary>
+    /// Builds a MeteoRA model around a base that <paramref name="makeBase"/> creates with the projection factory
+    /// it is given (loaded from a folder, or synthetic for benchmarks).
+    /// </summary>
+    public static MeteoraModel Build(Func<Func<ProjectionSite, Linear>, LlamaForCausalLM> makeBase, IReadOnlyList<LoraAdapter> adapters,
+        IReadOnlyList<string> targets, Device device, ScalarType dtype, ScalarType? adapterDtype = null)
     {
         if (adapters.Count == 0) throw new MeteoraException("MeteoRA needs at least one adapter");
         var duplicate = adapters.GroupBy(a => a.Name).FirstOrDefault(g => g.Count() > 1);
         if (duplicate is not null) throw new MeteoraException($"adapter '{duplicate.Key}' is given twice");
         var routing = new RoutingOptions();
-        var lm = LlamaLoader.Load(baseFolder, device, dtype, site =>
+        var lm = makeBase(site =>
         {
             if (!targets.Contains(site.Name)) return new Linear(site, dtype, device);
             var perAdapter = adapters.Select(a => a.Weights.TryGetValue(site.Key, out var w)
