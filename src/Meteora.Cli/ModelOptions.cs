@@ -29,7 +29,7 @@ public sealed class ModelOptions
     public Option<string?> Meteora { get; } = new("--meteora") { Description = "MeteoRA checkpoint folder" };
     public Option<int?> TopK { get; } = new("--top-k") { Description = "adapters per token (default: the checkpoint's)" };
     public Option<double?> Temperature { get; } = new("--temperature") { Description = "routing softmax temperature (default: the checkpoint's)" };
-    public Option<string> Strategy { get; } = new("--strategy") { Description = "mixing strategy: dense, segment, gather or loop", DefaultValueFactory = _ => "dense" };
+    public Option<string> Strategy { get; } = new("--strategy") { Description = "mixing strategy: auto (dense or segment by size), dense, segment, gather or loop", DefaultValueFactory = _ => "auto" };
 
     public void AddTo(Command command)
     {

@@ -23,6 +23,17 @@ public class Linear : nn.Module<Tensor, Tensor>
         RegisterComponents();
     }
 
+    /// <summary>
+    /// Uses <paramref name="weightView"/> (out, in) as the weight: a row block of a larger buffer that a subclass
+    /// multiplies in one GEMM (the view is consumed and becomes the parameter).
+    /// </summary>
+    protected Linear(ProjectionSite site, Tensor weightView) : base(site.Name)
+    {
+        Site = site;
+        weight = ModelParameter.Create(weightView);
+        RegisterComponents();
+    }
+
     /// <summary>(…, in) → (…, out).</summary>
     public override Tensor forward(Tensor x) => nn.functional.linear(x, weight);
 }

@@ -28,7 +28,12 @@ public sealed class AdapterStack : IDisposable
 
     private Tensor? _paddedA, _paddedB;
 
-    public AdapterStack(ProjectionSite site, IReadOnlyList<(Tensor A, Tensor B, double Scale)?> perAdapter, ScalarType dtype, Device device)
+    /// <summary>
+    /// Stacks the adapters of one projection (null = the adapter does not target it). When
+    /// <paramref name="aDestination"/> (ΣR, in) is given, A lives there (a row block of a fused weight buffer).
+    /// </summary>
+    public AdapterStack(ProjectionSite site, IReadOnlyList<(Tensor A, Tensor B, double Scale)?> perAdapter, ScalarType dtype, Device device,
+        Tensor? aDestination = null)
     {
         Count = perAdapter.Count;
         Ranks = perAdapter.Select(p => p is { } x ? (int)x.A.shape[0] : 0).ToArray();
@@ -47,6 +52,12 @@ public sealed class AdapterStack : IDisposable
             b.DetachFromDisposeScope();
         }
         // Parameters are made outside any dispose scope: they own their tensors for the model's lifetime.
+        if (aDestination is not null)
+        {
+            using (no_grad()) aDestination.copy_(a);
+            a.Dispose();
+            a = aDestination;
+        }
         A = ModelParameter.Create(a);
         B = ModelParameter.Create(b);
         var owner = Enumerable.Range(0, Count).SelectMany(i => Enumerable.Repeat((long)i, Ranks[i])).ToArray();

@@ -7,26 +7,63 @@ namespace Meteora.Moe;
 
 /// <summary>
 /// A projection with N LoRA adapters embedded as a mixture of experts: <c>y = W x + Σ_j w_j · s_j B_j A_j x</c>
-/// over the top-k adapters that the gate <c>moe_gate (N, in)</c> picks for each token. The gate is float32 (it
-/// is what gate training updates); base and adapters are in the model dtype.
+/// over the top-k adapters that the gate <c>moe_gate (N, in)</c> picks for each token.
+/// <para>
+/// When the adapters are kept in the model dtype, the base weight, a model-dtype copy of the gate and the stacked
+/// A share one buffer <c>[W; G; A_all]</c> (out + N + ΣR, in), so inference runs one GEMM for all three, then
+/// scales the rank columns by the routing weights and accumulates <c>z B_allᵀ</c> into the output with addmm.
+/// The float32 <c>moe_gate</c> stays the trained and saved weight; <see cref="SyncFusedGate"/> refreshes the copy.
+/// </para>
 /// </summary>
 public sealed class MeteoraLinear : Linear
 {
     public readonly Parameter moe_gate;
     private readonly RoutingOptions _routing;
+    private readonly Tensor? _fused;          // (out + N + ΣR, in) or null when adapters are kept wider
+    private readonly Tensor? _fusedGate;      // (N, in) rows of _fused
+    private readonly int _n;
 
     public AdapterStack Adapters { get; }
     /// <summary>Where routing decisions go when set (trace, gate loss); null = not recorded.</summary>
     public RoutingRecorder? Recorder { get; set; }
 
-    public MeteoraLinear(ProjectionSite site, AdapterStack adapters, RoutingOptions routing, ScalarType dtype, Device device)
-        : base(site, dtype, device)
+    /// <summary>Creates the projection and stacks <paramref name="perAdapter"/> (null where an adapter does not target it).</summary>
+    public static MeteoraLinear Create(ProjectionSite site, IReadOnlyList<(Tensor A, Tensor B, double Scale)?> perAdapter,
+        RoutingOptions routing, ScalarType dtype, ScalarType adapterDtype, Device device)
     {
-        Adapters = adapters;
-        _routing = routing;
-        moe_gate = ModelParameter.Create(zeros(adapters.Count, site.InFeatures, ScalarType.Float32, device));
-        RegisterComponents();
+        int n = perAdapter.Count;
+        int totalRank = perAdapter.Sum(p => p is { } x ? (int)x.A.shape[0] : 0);
+        Tensor? fused = adapterDtype == dtype ? empty(site.OutFeatures + n + totalRank, site.InFeatures, dtype, device) : null;
+        return new MeteoraLinear(site, perAdapter, routing, dtype, adapterDtype, device, fused);
     }
+
+    private MeteoraLinear(ProjectionSite site, IReadOnlyList<(Tensor A, Tensor B, double Scale)?> perAdapter, RoutingOptions routing,
+        ScalarType dtype, ScalarType adapterDtype, Device device, Tensor? fused)
+        : base(site, fused is null ? empty(site.OutFeatures, site.InFeatures, dtype, device) : fused.narrow(0, 0, site.OutFeatures))
+    {
+        _n = perAdapter.Count;
+        _routing = routing;
+        _fused = fused?.DetachFromDisposeScope();
+        _fusedGate = _fused?.narrow(0, site.OutFeatures, _n);
+        var aRows = _fused?.narrow(0, site.OutFeatures + _n, _fused.shape[0] - site.OutFeatures - _n);
+        Adapters = new AdapterStack(site, perAdapter, adapterDtype, device, aRows);
+        moe_gate = ModelParameter.Create(zeros(_n, site.InFeatures, ScalarType.Float32, device));
+        RegisterComponents();
+        SyncFusedGate();
+    }
+
+    /// <summary>Copies the float32 gate into the fused buffer (after loading or editing <see cref="moe_gate"/>).</summary>
+    public void SyncFusedGate()
+    {
+        if (_fusedGate is null) return;
+        using var noGrad = no_grad();
+        _fusedGate.copy_(moe_gate);
+    }
+
+    /// <summary>The strategy this call uses: <see cref="MixingStrategy.Auto"/> picks dense or segment by size.</summary>
+    public MixingStrategy Resolve(long tokens) =>
+        _routing.Strategy != MixingStrategy.Auto ? _routing.Strategy
+        : StrategyChooser.Choose(tokens, Adapters.TotalRank, Site.InFeatures, Site.OutFeatures);
 
     /// <summary>(…, in) → (…, out).</summary>
     public override Tensor forward(Tensor x)
@@ -34,20 +71,65 @@ public sealed class MeteoraLinear : Linear
         using var scope = NewDisposeScope();
         var shape = x.shape;
         var x2 = x.reshape(-1, shape[^1]);                                               // (N, in)
+        var strategy = Resolve(x2.shape[0]);
+        bool fused = _fused is not null && !_routing.TrainingForm && !moe_gate.requires_grad && x2.dtype == _fused.dtype;
+        var y = fused && strategy == MixingStrategy.Dense ? FusedDense(x2, shape)
+            : fused ? FusedBaseAndGate(x2, shape, strategy)
+            : Unfused(x2, shape, strategy);
+        return y.view([.. shape[..^1], y.shape[^1]]).MoveToOuterDisposeScope();
+    }
+
+    /// <summary>One GEMM for base, gate and A; routing weights on the rank columns; addmm for B.</summary>
+    private Tensor FusedDense(Tensor x2, long[] shape)
+    {
+        int outF = Site.OutFeatures, R = Adapters.TotalRank;
+        var h = x2.matmul(_fused!.t());                                                  // (N, out + L + ΣR)
+        var logits = h.narrow(1, outF, _n).to(ScalarType.Float32);                       // (N, L)
+        var (indices, weights) = Route(logits, shape);
+        var y = h.narrow(1, 0, outF);                                                    // (N, out) view
+        if (R == 0) return y.contiguous();
+        var route = zeros(x2.shape[0], _n, ScalarType.Float32, x2.device).scatter_(1, indices, weights);   // (N, L)
+        var z = h.narrow(1, outF + _n, R) * route.index_select(1, Adapters.Owner).to(x2.dtype);             // (N, ΣR)
+        return y.addmm(z, Adapters.B.t(), 1, 1);                                          // y + z B_allᵀ
+    }
+
+    /// <summary>One GEMM for base and gate; the adapters through another strategy (segment for large ΣR).</summary>
+    private Tensor FusedBaseAndGate(Tensor x2, long[] shape, MixingStrategy strategy)
+    {
+        int outF = Site.OutFeatures;
+        var h = x2.matmul(_fused!.narrow(0, 0, outF + _n).t());                         // (N, out + L)
+        var (indices, weights) = Route(h.narrow(1, outF, _n).to(ScalarType.Float32), shape);
+        return h.narrow(1, 0, outF) + Mixers.Mix(strategy, Adapters, x2, indices, weights);
+    }
+
+    /// <summary>Separate float32 gate (differentiable), base GEMM and mixer: training and wide adapters.</summary>
+    private Tensor Unfused(Tensor x2, long[] shape, MixingStrategy strategy)
+    {
         var logits = nn.functional.linear(x2.to(ScalarType.Float32), moe_gate);          // (N, L) float32
-        int k = Math.Min(_routing.TopK, Adapters.Count);
-        var (indices, weights) = Router.Route(logits, k, _routing.Temperature, _routing.TrainingForm);
-        Recorder?.Add(Site.Key, logits.view([.. shape[..^1], Adapters.Count]), indices.view([.. shape[..^1], k]));
+        var (indices, weights) = Route(logits, shape);
         var y = nn.functional.linear(x2, weight);                                         // (N, out)
         // Adapters may be kept wider than the model (float32 while training them on a bfloat16 base).
         var xa = x2.dtype == Adapters.A.dtype ? x2 : x2.to(Adapters.A.dtype);
-        y = y + Mixers.Mix(_routing.Strategy, Adapters, xa, indices, weights).to(y.dtype);
-        return y.view([.. shape[..^1], y.shape[^1]]).MoveToOuterDisposeScope();
+        var mix = strategy == MixingStrategy.Auto ? MixingStrategy.Dense : strategy;
+        return y + Mixers.Mix(mix, Adapters, xa, indices, weights).to(y.dtype);
+    }
+
+    private (Tensor Indices, Tensor Weights) Route(Tensor logits, long[] shape)
+    {
+        int k = Math.Min(_routing.TopK, _n);
+        var (indices, weights) = Router.Route(logits, k, _routing.Temperature, _routing.TrainingForm);
+        Recorder?.Add(Site.Key, logits.view([.. shape[..^1], _n]), indices.view([.. shape[..^1], k]));
+        return (indices, weights);
     }
 
     protected override void Dispose(bool disposing)
     {
-        if (disposing) Adapters.Dispose();
+        if (disposing)
+        {
+            Adapters.Dispose();
+            _fusedGate?.Dispose();
+            _fused?.Dispose();
+        }
         base.Dispose(disposing);
     }
 }

@@ -75,7 +75,7 @@ public sealed class MeteoraModel : IDisposable
             if (!targets.Contains(site.Name)) return new Linear(site, dtype, device);
             var perAdapter = adapters.Select(a => a.Weights.TryGetValue(site.Key, out var w)
                 ? ((Tensor, Tensor, double)?)(w.A, w.B, a.Config.Scale) : null).ToList();
-            return new MeteoraLinear(site, new AdapterStack(site, perAdapter, adapterDtype ?? dtype, device), routing, dtype, device);
+            return MeteoraLinear.Create(site, perAdapter, routing, dtype, adapterDtype ?? dtype, device);
         });
         return new MeteoraModel(lm, routing, adapters, targets);
     }
@@ -106,6 +106,13 @@ public sealed class MeteoraModel : IDisposable
                     : $"{path}: gate '{entry.Name}' has shape {entry.ShapeText} but {p.Site.Name} takes {p.Site.InFeatures} inputs (expected ({AdapterNames.Count}, {p.Site.InFeatures}))");
             file.ReadInto(entry.Name, p.moe_gate);
         }
+        SyncGates();
+    }
+
+    /// <summary>Refreshes the fused copies of the gates after <c>moe_gate</c> was loaded, trained or edited.</summary>
+    public void SyncGates()
+    {
+        foreach (var p in Projections) p.SyncFusedGate();
     }
 
     /// <summary>

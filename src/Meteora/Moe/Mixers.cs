@@ -14,6 +14,7 @@ public static class Mixers
         MixingStrategy.Gather => Gather(s, x, indices, weights),
         MixingStrategy.Dense => Dense(s, x, indices, weights),
         MixingStrategy.Segment => Segment(s, x, indices, weights),
+        MixingStrategy.Auto => Dense(s, x, indices, weights),
         _ => throw new ArgumentOutOfRangeException(nameof(strategy)),
     };
 

@@ -11,6 +11,8 @@ public enum MixingStrategy
     Dense,
     /// <summary>Token-slots sorted by adapter, one GEMM per active adapter on contiguous rows.</summary>
     Segment,
+    /// <summary>Default: dense or segment per projection and call, by stacked rank and token count (<see cref="StrategyChooser"/>).</summary>
+    Auto,
 }
 
 public static class MixingStrategies
@@ -21,6 +23,7 @@ public static class MixingStrategies
         "gather" => MixingStrategy.Gather,
         "dense" => MixingStrategy.Dense,
         "segment" => MixingStrategy.Segment,
-        _ => throw new MeteoraException($"--strategy: unknown strategy '{text}' (use loop, gather, dense or segment)"),
+        "auto" => MixingStrategy.Auto,
+        _ => throw new MeteoraException($"--strategy: unknown strategy '{text}' (use auto, dense, segment, gather or loop)"),
     };
 }

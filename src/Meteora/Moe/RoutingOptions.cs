@@ -23,7 +23,7 @@ public sealed class RoutingOptions
         set => _temperature = value > 0 && double.IsFinite(value) ? value : throw new MeteoraException($"--temperature: {value} must be a positive number");
     }
 
-    public MixingStrategy Strategy { get; set; } = MixingStrategy.Dense;
+    public MixingStrategy Strategy { get; set; } = MixingStrategy.Auto;
 
     /// <summary>
     /// Training form: softmax over all N logits (float32), top-k, renormalise; otherwise the inference form:

@@ -50,6 +50,7 @@ public sealed class MeteoraObjective : ITrainingObjective
             using var g = empty(p.moe_gate.shape, ScalarType.Float32).normal_(0, std, gen);
             p.moe_gate.copy_(g);
         }
+        _m.SyncGates();
     }
 
     public (Tensor Loss, IReadOnlyDictionary<string, double> Parts) Loss(TrainingBatch batch, bool training)

@@ -22,7 +22,7 @@ public class MeteoraParityTests : IClassFixture<MeteoraParityTests.Loaded>
     {
         var data = new TheoryData<int, int, string>();
         foreach (var (k, t) in new[] { (1, 1), (2, 1), (2, 15), (3, 1) })
-            foreach (var s in new[] { "loop", "gather", "dense", "segment" })
+            foreach (var s in new[] { "loop", "gather", "dense", "segment", "auto" })
                 data.Add(k, t, s);
         return data;
     }

@@ -117,6 +117,7 @@ public class MeteoraPropertyTests
         }).ToList();
         using var m = MeteoraModel.Build(Fixture.Base, adapters, ProjectionSite.AllNames, CPU, ScalarType.Float32);
         foreach (var g in m.Projections) g.moe_gate.copy_(randn(g.moe_gate.shape));
+        m.SyncGates();
         foreach (int k in new[] { 1, 2, 3 })
         {
             m.Configure(topK: k, temperature: 1.3, strategy: MixingStrategy.Loop);
