@@ -4,6 +4,8 @@ using Meteora.Benchmarking;
 using Meteora.IO;
 using Meteora.Llama;
 using Meteora.Runtime;
+using Meteora.Moe;
+using Meteora.Lora;
 using Spectre.Console;
 
 namespace Meteora.Cli.Commands;
@@ -19,7 +21,69 @@ public static class BenchCommand
         var bench = new Command("bench", "Measure speed (see docs/BENCHMARKS.md)");
         bench.Subcommands.Add(CreateModel(context));
         bench.Subcommands.Add(CreateTrainGate(context));
+        bench.Subcommands.Add(CreateLayer(context));
         return bench;
+    }
+
+    private static int[] Ints(string s, string option) =>
+        s.Split(',', StringSplitOptions.TrimEntries | StringSplitOptions.RemoveEmptyEntries)
+            .Select(v => int.TryParse(v, out int i) && i > 0 ? i : throw new MeteoraException($"{option}: '{v}' is not a positive integer")).ToArray();
+
+    private static Command CreateLayer(Func<ParseResult, CliContext> context)
+    {
+        var shapes = new Option<string?>("--shapes") { Description = "in×out list, e.g. 4096x4096,4096x1024 (default: LLaMA-3-8B's four on CUDA, small on CPU)" };
+        var adapters = new Option<string?>("--adapters") { Description = "adapter counts L (default 8,28,64,256 on CUDA)" };
+        var ranks = new Option<string>("--ranks") { Description = "ranks r", DefaultValueFactory = _ => "8,16" };
+        var topK = new Option<string>("--top-k") { Description = "k values", DefaultValueFactory = _ => "1,2" };
+        var tokens = new Option<string?>("--tokens") { Description = "token counts N (default 1,16,256,4096 on CUDA)" };
+        var runs = new Option<int>("--runs") { Description = "timed runs (median reported)", DefaultValueFactory = _ => 10 };
+        var warmup = new Option<int>("--warmup") { Description = "untimed runs first", DefaultValueFactory = _ => 3 };
+        var json = new Option<string?>("--json") { Description = "also write every row to this JSON file" };
+        var cmd = new Command("layer", "Time one MeteoRA projection with every strategy and the bare projection")
+            { shapes, adapters, ranks, topK, tokens, runs, warmup, json };
+        cmd.SetAction(p =>
+        {
+            var ctx = context(p);
+            bool cuda = ctx.Device.type == TorchSharp.DeviceType.CUDA;
+            var shapeList = (p.GetValue(shapes) ?? (cuda ? "4096x4096,4096x1024,4096x14336,14336x4096" : "256x256,256x704"))
+                .Split(',', StringSplitOptions.TrimEntries | StringSplitOptions.RemoveEmptyEntries).Select(s =>
+                {
+                    var parts = s.Split('x');
+                    return parts.Length == 2 && int.TryParse(parts[0], out int i) && int.TryParse(parts[1], out int o) && i > 0 && o > 0
+                        ? (i, o) : throw new MeteoraException($"--shapes: '{s}' is not in×out");
+                }).ToList();
+            var ls = Ints(p.GetValue(adapters) ?? (cuda ? "8,28,64,256" : "8,28"), "--adapters");
+            var rs = Ints(p.GetValue(ranks)!, "--ranks");
+            var ks = Ints(p.GetValue(topK)!, "--top-k");
+            var ns = Ints(p.GetValue(tokens) ?? (cuda ? "1,16,256,4096" : "1,16,256"), "--tokens");
+            int R = p.GetValue(runs), W = p.GetValue(warmup);
+            if (R < 1 || W < 0) throw new MeteoraException("bench layer: --runs ≥ 1 and --warmup ≥ 0");
+            bool pool = CudaRuntime.PoolUsedBytes() is not null;
+            ctx.Err.WriteLine($"bench layer: {TorchRuntime.Name(ctx.DType)} on {ctx.Device}; timing {(cuda ? "CUDA events" : "stopwatch")}, median of {R} after {W} warm-up; " +
+                (cuda ? pool ? "memory from the cudaMallocAsync pool" : "no memory figures (set PYTORCH_CUDA_ALLOC_CONF=backend:cudaMallocAsync)" : "no memory figures on CPU"));
+            var rows = LayerBenchmark.Run(shapeList, ls, rs, ks, ns, ctx.Device, ctx.DType, W, R, ctx.Err.WriteLine).ToList();
+
+            var table = new Table().AddColumns(["in→out", "L", "r", "k", "N", .. LayerBenchmark.Variants.Select(v => v + " ms"), "dense/base", "gather/dense", "extra MB gather", "extra MB dense"]);
+            foreach (var g in rows.GroupBy(r => (r.In, r.Out, r.Adapters, r.Rank, r.TopK, r.Tokens)))
+            {
+                var by = g.ToDictionary(r => r.Variant);
+                string Mb(string v) => by[v].ExtraBytes is { } b ? $"{b / 1048576.0:F1}" : "n/a";
+                table.AddRow([$"{g.Key.In}→{g.Key.Out}", g.Key.Adapters.ToString(), g.Key.Rank.ToString(), g.Key.TopK.ToString(), g.Key.Tokens.ToString(),
+                    .. LayerBenchmark.Variants.Select(v => $"{by[v].Milliseconds:F3}"),
+                    $"{by["dense"].Milliseconds / by["base"].Milliseconds:F2}", $"{by["gather"].Milliseconds / by["dense"].Milliseconds:F1}", Mb("gather"), Mb("dense")]);
+            }
+            Render(ctx.Out, table);
+            foreach (var v in LayerBenchmark.Variants.Where(v => v is not ("base" or "loop")))
+                ctx.Out.WriteLine($"max relative error vs loop, {v}: {rows.Where(r => r.Variant == v).Max(r => r.RelErrorVsLoop ?? 0):G3}");
+            if (p.GetValue(json) is { } jsonPath)
+                AtomicFile.WriteAllText(jsonPath, JsonSerializer.Serialize(new
+                {
+                    device = ctx.Device.ToString(), dtype = TorchRuntime.Name(ctx.DType), runs = R, warmup = W,
+                    rows = rows.Select(r => new { r.In, r.Out, r.Adapters, r.Rank, r.TopK, r.Tokens, r.Variant, ms = r.Milliseconds, extra_bytes = r.ExtraBytes, rel_error_vs_loop = r.RelErrorVsLoop }),
+                }, new JsonSerializerOptions { WriteIndented = true }));
+            return 0;
+        });
+        return cmd;
     }
 
     private static Command CreateTrainGate(Func<ParseResult, CliContext> context)
@@ -64,14 +128,20 @@ public static class BenchCommand
     private static Command CreateModel(Func<ParseResult, CliContext> context)
     {
         var config = new Option<string?>("--config") { Description = "preset (llama3-8b, small) or a model folder; default llama3-8b on CUDA, small on CPU" };
-        var batch = new Option<int[]>("--batch") { Description = "batch sizes", DefaultValueFactory = _ => [1], AllowMultipleArgumentsPerToken = true };
+        var batch = new Option<int[]>("--batch") { Description = "batch sizes (prefill batch × --prompt-len, and decode)", DefaultValueFactory = _ => [1], AllowMultipleArgumentsPerToken = true };
         var promptLen = new Option<int>("--prompt-len") { Description = "prompt tokens per row", DefaultValueFactory = _ => 512 };
+        var prefill = new Option<string?>("--prefill") { Description = "prefill shapes B×T, e.g. 1x2048,8x512 (overrides --batch/--prompt-len for prefill)" };
+        var decode = new Option<string?>("--decode") { Description = "decode batch sizes, e.g. 1,8,32 (after a --prompt-len prefill; overrides --batch for decode)" };
         var newTokens = new Option<int>("--new-tokens") { Description = "decode steps", DefaultValueFactory = _ => 128 };
+        var variants = new Option<string>("--variants") { Description = "base, lora (one rank-r adapter), top1, top2 (MeteoRA)", DefaultValueFactory = _ => "base" };
+        var strategies = new Option<string>("--strategies") { Description = "MeteoRA strategies: auto, dense, segment, gather, loop", DefaultValueFactory = _ => "auto" };
+        var adapters = new Option<int>("--adapters") { Description = "MeteoRA adapters (random rank-r, all 7 projections)", DefaultValueFactory = _ => 28 };
+        var rank = new Option<int>("--rank") { Description = "adapter rank", DefaultValueFactory = _ => 8 };
         var runs = new Option<int>("--runs") { Description = "timed runs (median reported)", DefaultValueFactory = _ => 10 };
         var warmup = new Option<int>("--warmup") { Description = "untimed runs first", DefaultValueFactory = _ => 2 };
         var json = new Option<string?>("--json") { Description = "also write the results to this JSON file" };
-        var cmd = new Command("model", "Prefill and decode tokens/s of a model with random weights")
-            { config, batch, promptLen, newTokens, runs, warmup, json };
+        var cmd = new Command("model", "Prefill and decode tokens/s (and peak memory) of a model with random weights: base, one adapter, MeteoRA")
+            { config, batch, promptLen, prefill, decode, newTokens, variants, strategies, adapters, rank, runs, warmup, json };
         cmd.SetAction(p =>
         {
             var ctx = context(p);
@@ -80,35 +150,99 @@ public static class BenchCommand
             string configName = p.GetValue(config) ?? (device.type == TorchSharp.DeviceType.CUDA ? "llama3-8b" : "small");
             var cfg = LlamaPresets.Resolve(configName);
             int P = p.GetValue(promptLen), N = p.GetValue(newTokens), R = p.GetValue(runs), W = p.GetValue(warmup);
+            int L = p.GetValue(adapters), r = p.GetValue(rank);
             var batches = p.GetValue(batch)!;
-            if (P < 1 || N < 1 || R < 1 || W < 0 || batches.Length == 0 || batches.Any(b => b < 1))
-                throw new MeteoraException("bench model: --prompt-len, --new-tokens, --runs and --batch must be ≥ 1, --warmup ≥ 0");
+            if (P < 1 || N < 1 || R < 1 || W < 0 || L < 1 || r < 1 || batches.Length == 0 || batches.Any(b => b < 1))
+                throw new MeteoraException("bench model: --prompt-len, --new-tokens, --runs, --adapters, --rank and --batch must be ≥ 1, --warmup ≥ 0");
+            var prefillShapes = p.GetValue(prefill) is { } ps
+                ? ps.Split(',', StringSplitOptions.TrimEntries | StringSplitOptions.RemoveEmptyEntries).Select(x =>
+                {
+                    var bt = x.Split('x');
+                    return bt.Length == 2 && int.TryParse(bt[0], out int b) && int.TryParse(bt[1], out int t) && b > 0 && t > 0 ? (b, t)
+                        : throw new MeteoraException($"--prefill: '{x}' is not B×T");
+                }).ToList()
+                : batches.Select(b => (b, P)).ToList();
+            var decodeBatches = p.GetValue(decode) is { } ds ? Ints(ds, "--decode") : batches;
+            var variantNames = p.GetValue(variants)!.Split(',', StringSplitOptions.TrimEntries | StringSplitOptions.RemoveEmptyEntries);
+            var strategyNames = p.GetValue(strategies)!.Split(',', StringSplitOptions.TrimEntries | StringSplitOptions.RemoveEmptyEntries);
+            foreach (var v in variantNames)
+                if (v is not ("base" or "lora" or "top1" or "top2")) throw new MeteoraException($"--variants: unknown variant '{v}' (base, lora, top1, top2)");
+            var strategyList = strategyNames.Select(MixingStrategies.Parse).ToList();
 
-            ctx.Err.WriteLine($"bench model: {configName} ({cfg.NumHiddenLayers} layers, hidden {cfg.HiddenSize}), {TorchRuntime.Name(dtype)} on {device}, random weights");
-            using var lm = new LlamaForCausalLM(cfg, dtype, device);
-            lm.InitializeRandom(seed: 0);
+            ctx.Err.WriteLine($"bench model: {configName} ({cfg.NumHiddenLayers} layers, hidden {cfg.HiddenSize}), {TorchRuntime.Name(dtype)} on {device}, random weights; " +
+                (CudaRuntime.PoolUsedBytes() is not null ? "memory from the cudaMallocAsync pool" : "no memory figures"));
             var results = new List<ModelBenchResult>();
-            foreach (int b in batches)
+            void Measure(LlamaForCausalLM lm, string name, bool slow)
             {
-                ctx.Err.WriteLine($"  batch {b}: prefill {P} tokens, decode {N} tokens, {W} warm-up + {R} runs …");
-                results.Add(ModelBenchmark.Run(lm, "base", b, P, N, W, R));
+                // loop and gather synchronise or copy per adapter: fewer steps and runs keep the run bounded.
+                int runsHere = slow ? Math.Min(R, 3) : R, newHere = slow ? Math.Min(N, 16) : N;
+                foreach (var (b, t) in prefillShapes)
+                {
+                    ctx.Err.WriteLine($"  {name}: prefill {b} × {t}");
+                    results.Add(ModelBenchmark.Prefill(lm, name, b, t, W, runsHere));
+                }
+                foreach (int b in decodeBatches)
+                {
+                    ctx.Err.WriteLine($"  {name}: decode batch {b}, {newHere} tokens after a {P}-token prompt");
+                    results.Add(ModelBenchmark.Decode(lm, name, b, P, newHere, W, runsHere));
+                }
             }
 
-            var table = new Table().AddColumns("variant", "batch", "prompt", "prefill tok/s", "prefill ms", "new", "decode tok/s", "ms/step");
-            foreach (var r in results)
-                table.AddRow(r.Variant, r.Batch.ToString(), r.PromptLength.ToString(), $"{r.PrefillTokensPerSecond:F0}",
-                    $"{r.PrefillSeconds * 1e3:F2}", r.NewTokens.ToString(), $"{r.DecodeTokensPerSecond:F1}", $"{r.DecodeSeconds * 1e3 / r.NewTokens:F2}");
+            if (variantNames.Contains("base"))
+            {
+                using var lm = new LlamaForCausalLM(cfg, dtype, device);
+                lm.InitializeRandom(seed: 0);
+                Measure(lm, "base", false);
+            }
+            if (variantNames.Contains("lora"))
+            {
+                var adapter = SyntheticAdapters.Create(cfg, 1, r, ProjectionSite.AllNames, seed: 1)[0];
+                using var lm = new LlamaForCausalLM(cfg, dtype, device, LoraModel.Factory(adapter.Config, adapter.Targets, dtype, dtype, device));
+                lm.InitializeRandom(seed: 0);
+                LoraModel.CopyWeights(lm, adapter);
+                adapter.Dispose();
+                Measure(lm, "lora", false);
+            }
+            var topKs = variantNames.Where(v => v.StartsWith("top")).Select(v => int.Parse(v[3..])).ToList();
+            if (topKs.Count > 0)
+            {
+                var loras = SyntheticAdapters.Create(cfg, L, r, ProjectionSite.AllNames, seed: 1);
+                using var m = MeteoraModel.Build(factory =>
+                {
+                    var lm = new LlamaForCausalLM(cfg, dtype, device, factory);
+                    lm.InitializeRandom(seed: 0);
+                    return lm;
+                }, loras, ProjectionSite.AllNames, device, dtype);
+                using (TorchSharp.torch.no_grad())
+                {
+                    using var gen = new TorchSharp.torch.Generator(3);
+                    foreach (var g in m.Projections)
+                        g.moe_gate.copy_(TorchSharp.torch.empty(g.moe_gate.shape).normal_(0, 1 / Math.Sqrt(g.Site.InFeatures), gen));
+                }
+                m.SyncGates();
+                foreach (int k in topKs)
+                foreach (var s in strategyList)
+                {
+                    m.Configure(topK: Math.Min(k, L), strategy: s);
+                    Measure(m.Model, $"meteora top{k} {s.ToString().ToLowerInvariant()}", s is MixingStrategy.Loop or MixingStrategy.Gather);
+                }
+            }
+
+            var table = new Table().AddColumns("variant", "phase", "batch", "tokens", "tok/s", "ms", "ms/step", "peak GiB");
+            foreach (var x in results)
+                table.AddRow(x.Variant, x.Phase, x.Batch.ToString(), (x.Phase == "prefill" ? x.PromptLength : x.NewTokens).ToString(),
+                    $"{x.TokensPerSecond:F1}", $"{x.Seconds * 1e3:F2}", x.Phase == "decode" ? $"{x.Seconds * 1e3 / x.NewTokens:F2}" : "",
+                    x.PeakBytes is { } pk ? $"{pk / (double)(1L << 30):F2}" : "n/a");
             Render(ctx.Out, table);
 
             if (p.GetValue(json) is { } jsonPath)
                 AtomicFile.WriteAllText(jsonPath, JsonSerializer.Serialize(new
                 {
-                    config = configName, device = device.ToString(), dtype = TorchRuntime.Name(dtype), runs = R, warmup = W,
-                    results = results.Select(r => new
+                    config = configName, device = device.ToString(), dtype = TorchRuntime.Name(dtype), runs = R, warmup = W, adapters = L, rank = r,
+                    results = results.Select(x => new
                     {
-                        variant = r.Variant, batch = r.Batch, prompt_len = r.PromptLength, new_tokens = r.NewTokens,
-                        prefill_s = r.PrefillSeconds, decode_s = r.DecodeSeconds,
-                        prefill_tok_s = r.PrefillTokensPerSecond, decode_tok_s = r.DecodeTokensPerSecond,
+                        variant = x.Variant, phase = x.Phase, batch = x.Batch, prompt_len = x.PromptLength, new_tokens = x.NewTokens,
+                        seconds = x.Seconds, tokens_per_s = x.TokensPerSecond, peak_bytes = x.PeakBytes,
                     }),
                 }, new JsonSerializerOptions { WriteIndented = true }));
             return 0;

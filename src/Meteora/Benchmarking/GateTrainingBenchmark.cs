@@ -22,7 +22,7 @@ public static class GateTrainingBenchmark
     public static GateTrainingBenchResult Run(LlamaConfig config, int adapters, int rank, int seqLen, int batch, int steps,
         int warmupSteps, Device device, ScalarType dtype, Action<string>? log = null)
     {
-        long? baseline = device.type == TorchSharp.DeviceType.CUDA ? CudaMemory.UsedBytes() : null;
+        long? baseline = device.type == TorchSharp.DeviceType.CUDA ? CudaRuntime.DeviceUsedBytes() : null;
         var loras = SyntheticAdapters.Create(config, adapters, rank, ProjectionSite.AllNames, seed: 1);
         log?.Invoke($"built {adapters} random rank-{rank} adapters");
         using var m = MeteoraModel.Build(factory =>
@@ -69,7 +69,7 @@ public static class GateTrainingBenchmark
         {
             DeviceClock.Synchronize(device);
             Times.Add(_clock.Elapsed.TotalSeconds);
-            if (device.type == TorchSharp.DeviceType.CUDA && CudaMemory.UsedBytes() is { } used)
+            if (device.type == TorchSharp.DeviceType.CUDA && CudaRuntime.DeviceUsedBytes() is { } used)
                 PeakBytes = Math.Max(PeakBytes ?? 0, used);
         }
 

@@ -75,6 +75,12 @@ public sealed class AdapterStack : IDisposable
     {
         if (A.requires_grad)
             throw new MeteoraException("the gather strategy copies the adapters and cannot train them; use dense, segment or loop");
+        if (_paddedA is null && Ranks.All(r => r == Ranks[0]) && Ranks[0] > 0)
+        {
+            // Equal ranks: the stacks already are the padded layout, as views (no copy).
+            _paddedA = A.view(Count, Ranks[0], A.shape[1]).DetachFromDisposeScope();                 // (L, r, in)
+            _paddedB = B.view(B.shape[0], Count, Ranks[0]).permute(1, 0, 2).DetachFromDisposeScope(); // (L, out, r)
+        }
         if (_paddedA is null)
         {
             using var scope = NewDisposeScope();
