@@ -9,18 +9,21 @@ namespace Meteora.Moe;
 /// A projection with N LoRA adapters embedded as a mixture of experts: <c>y = W x + Σ_j w_j · s_j B_j A_j x</c>
 /// over the top-k adapters that the gate <c>moe_gate (N, in)</c> picks for each token.
 /// <para>
-/// When the adapters are kept in the model dtype, the base weight, a model-dtype copy of the gate and the stacked
-/// A share one buffer <c>[W; G; A_all]</c> (out + N + ΣR, in), so inference runs one GEMM for all three, then
-/// scales the rank columns by the routing weights and accumulates <c>z B_allᵀ</c> into the output with addmm.
-/// The float32 <c>moe_gate</c> stays the trained and saved weight; <see cref="SyncFusedGate"/> refreshes the copy.
+/// When the adapters are kept in the model dtype, the base weight and the stacked A share one buffer
+/// <c>[W; A_all; 0]</c> (rows padded to a multiple of 64 so the GEMM stays on its fast kernels), so inference
+/// runs one GEMM for both, scales the rank columns by the routing weights in place and accumulates
+/// <c>z B_allᵀ</c> into the output with an in-place addmm. The gate logits come from one small GEMM shared by
+/// every strategy (float32 in float32 models; in bfloat16 models from a bfloat16 copy of the gate, as the
+/// original's bfloat16 gate layer does), so all strategies route identically. The float32 <c>moe_gate</c> is
+/// the trained and saved weight; <see cref="SyncFusedGate"/> refreshes the copy.
 /// </para>
 /// </summary>
 public sealed class MeteoraLinear : Linear
 {
     public readonly Parameter moe_gate;
     private readonly RoutingOptions _routing;
-    private readonly Tensor? _fused;          // (out + N + ΣR, in) or null when adapters are kept wider
-    private readonly Tensor? _fusedGate;      // (N, in) rows of _fused
+    private readonly Tensor? _fused;          // (out + ΣR + pad, in), or null when adapters are kept wider
+    private readonly Tensor? _gateCopy;       // (N, in) gate in the model dtype when that is not float32
     private readonly int _n;
 
     public AdapterStack Adapters { get; }
@@ -31,9 +34,9 @@ public sealed class MeteoraLinear : Linear
     public static MeteoraLinear Create(ProjectionSite site, IReadOnlyList<(Tensor A, Tensor B, double Scale)?> perAdapter,
         RoutingOptions routing, ScalarType dtype, ScalarType adapterDtype, Device device)
     {
-        int n = perAdapter.Count;
         int totalRank = perAdapter.Sum(p => p is { } x ? (int)x.A.shape[0] : 0);
-        Tensor? fused = adapterDtype == dtype ? empty(site.OutFeatures + n + totalRank, site.InFeatures, dtype, device) : null;
+        int rows = (site.OutFeatures + totalRank + 63) / 64 * 64;
+        Tensor? fused = adapterDtype == dtype ? zeros(rows, site.InFeatures, dtype, device) : null;
         return new MeteoraLinear(site, perAdapter, routing, dtype, adapterDtype, device, fused);
     }
 
@@ -44,20 +47,19 @@ public sealed class MeteoraLinear : Linear
         _n = perAdapter.Count;
         _routing = routing;
         _fused = fused?.DetachFromDisposeScope();
-        _fusedGate = _fused?.narrow(0, site.OutFeatures, _n);
-        var aRows = _fused?.narrow(0, site.OutFeatures + _n, _fused.shape[0] - site.OutFeatures - _n);
-        Adapters = new AdapterStack(site, perAdapter, adapterDtype, device, aRows);
+        int totalRank = perAdapter.Sum(p => p is { } x ? (int)x.A.shape[0] : 0);
+        Adapters = new AdapterStack(site, perAdapter, adapterDtype, device, _fused?.narrow(0, site.OutFeatures, totalRank));
         moe_gate = ModelParameter.Create(zeros(_n, site.InFeatures, ScalarType.Float32, device));
+        if (dtype != ScalarType.Float32) _gateCopy = zeros(_n, site.InFeatures, dtype, device).DetachFromDisposeScope();
         RegisterComponents();
-        SyncFusedGate();
     }
 
-    /// <summary>Copies the float32 gate into the fused buffer (after loading or editing <see cref="moe_gate"/>).</summary>
+    /// <summary>Copies the float32 gate into its model-dtype copy (after loading or editing <see cref="moe_gate"/>).</summary>
     public void SyncFusedGate()
     {
-        if (_fusedGate is null) return;
+        if (_gateCopy is null) return;
         using var noGrad = no_grad();
-        _fusedGate.copy_(moe_gate);
+        _gateCopy.copy_(moe_gate);
     }
 
     /// <summary>The strategy this call uses: <see cref="MixingStrategy.Auto"/> picks dense or segment by size.</summary>
@@ -72,34 +74,30 @@ public sealed class MeteoraLinear : Linear
         var shape = x.shape;
         var x2 = x.reshape(-1, shape[^1]);                                               // (N, in)
         var strategy = Resolve(x2.shape[0]);
-        bool fused = _fused is not null && !_routing.TrainingForm && !moe_gate.requires_grad && x2.dtype == _fused.dtype;
-        var y = fused && strategy == MixingStrategy.Dense ? FusedDense(x2, shape)
-            : fused ? FusedBaseAndGate(x2, shape, strategy)
-            : Unfused(x2, shape, strategy);
+        bool training = _routing.TrainingForm || moe_gate.requires_grad;
+        Tensor y;
+        if (training || _fused is null || x2.dtype != _fused.dtype)
+            y = Unfused(x2, shape, strategy);
+        else
+        {
+            var logits = nn.functional.linear(x2, _gateCopy ?? moe_gate).to(ScalarType.Float32);   // (N, L)
+            var (indices, weights) = Route(logits, shape);
+            y = strategy == MixingStrategy.Dense ? FusedDense(x2, indices, weights)
+                : nn.functional.linear(x2, weight) + Mixers.Mix(strategy, Adapters, x2, indices, weights);
+        }
         return y.view([.. shape[..^1], y.shape[^1]]).MoveToOuterDisposeScope();
     }
 
-    /// <summary>One GEMM for base, gate and A; routing weights on the rank columns; addmm for B.</summary>
-    private Tensor FusedDense(Tensor x2, long[] shape)
+    /// <summary>One GEMM for base and A; routing weights on the rank columns (in place); addmm_ for B.</summary>
+    private Tensor FusedDense(Tensor x2, Tensor indices, Tensor weights)
     {
         int outF = Site.OutFeatures, R = Adapters.TotalRank;
-        var h = x2.matmul(_fused!.t());                                                  // (N, out + L + ΣR)
-        var logits = h.narrow(1, outF, _n).to(ScalarType.Float32);                       // (N, L)
-        var (indices, weights) = Route(logits, shape);
+        var h = x2.matmul(_fused!.t());                                                  // (N, out + ΣR + pad)
         var y = h.narrow(1, 0, outF);                                                    // (N, out) view
-        if (R == 0) return y.contiguous();
+        if (R == 0) return y;
         var route = zeros(x2.shape[0], _n, ScalarType.Float32, x2.device).scatter_(1, indices, weights);   // (N, L)
-        var z = h.narrow(1, outF + _n, R) * route.index_select(1, Adapters.Owner).to(x2.dtype);             // (N, ΣR)
-        return y.addmm(z, Adapters.B.t(), 1, 1);                                          // y + z B_allᵀ
-    }
-
-    /// <summary>One GEMM for base and gate; the adapters through another strategy (segment for large ΣR).</summary>
-    private Tensor FusedBaseAndGate(Tensor x2, long[] shape, MixingStrategy strategy)
-    {
-        int outF = Site.OutFeatures;
-        var h = x2.matmul(_fused!.narrow(0, 0, outF + _n).t());                         // (N, out + L)
-        var (indices, weights) = Route(h.narrow(1, outF, _n).to(ScalarType.Float32), shape);
-        return h.narrow(1, 0, outF) + Mixers.Mix(strategy, Adapters, x2, indices, weights);
+        var z = h.narrow(1, outF, R).mul_(route.index_select(1, Adapters.Owner).to(x2.dtype));             // (N, ΣR)
+        return y.addmm_(z, Adapters.B.t());                                               // y += z B_allᵀ, in h
     }
 
     /// <summary>Separate float32 gate (differentiable), base GEMM and mixer: training and wide adapters.</summary>
@@ -127,7 +125,7 @@ public sealed class MeteoraLinear : Linear
         if (disposing)
         {
             Adapters.Dispose();
-            _fusedGate?.Dispose();
+            _gateCopy?.Dispose();
             _fused?.Dispose();
         }
         base.Dispose(disposing);
