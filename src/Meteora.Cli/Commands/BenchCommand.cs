@@ -174,7 +174,7 @@ public static class BenchCommand
             var results = new List<ModelBenchResult>();
             void Measure(LlamaForCausalLM lm, string name, bool slow)
             {
-                // loop and gather synchronise or copy per adapter: fewer steps and runs keep the run bounded.
+                // loop, gather and segment synchronise or copy per projection: fewer steps and runs keep the run bounded.
                 int runsHere = slow ? Math.Min(R, 3) : R, newHere = slow ? Math.Min(N, 16) : N;
                 foreach (var (b, t) in prefillShapes)
                 {
@@ -224,7 +224,7 @@ public static class BenchCommand
                 foreach (var s in strategyList)
                 {
                     m.Configure(topK: Math.Min(k, L), strategy: s);
-                    Measure(m.Model, $"meteora top{k} {s.ToString().ToLowerInvariant()}", s is MixingStrategy.Loop or MixingStrategy.Gather);
+                    Measure(m.Model, $"meteora top{k} {s.ToString().ToLowerInvariant()}", s is MixingStrategy.Loop or MixingStrategy.Gather or MixingStrategy.Segment);
                 }
             }
 

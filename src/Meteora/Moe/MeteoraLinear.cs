@@ -80,24 +80,43 @@ public sealed class MeteoraLinear : Linear
             y = Unfused(x2, shape, strategy);
         else
         {
-            var logits = nn.functional.linear(x2, _gateCopy ?? moe_gate).to(ScalarType.Float32);   // (N, L)
+            // The big GEMM goes first, so the GPU is busy with it while the host queues the small routing ops.
+            var h = x2.matmul(_fused.t());                                               // (N, out + ΣR + pad)
+            var logits = nn.functional.linear(x2, _gateCopy ?? moe_gate);                 // (N, L) in the model dtype
             var (indices, weights) = Route(logits, shape);
-            y = strategy == MixingStrategy.Dense ? FusedDense(x2, indices, weights)
-                : nn.functional.linear(x2, weight) + Mixers.Mix(strategy, Adapters, x2, indices, weights);
+            var baseOut = h.narrow(1, 0, Site.OutFeatures);                               // (N, out) view of h
+            y = strategy == MixingStrategy.Dense ? FusedDense(h, baseOut, indices, weights)
+                : baseOut + Mixers.Mix(strategy, Adapters, x2, indices, weights);
         }
         return y.view([.. shape[..^1], y.shape[^1]]).MoveToOuterDisposeScope();
     }
 
-    /// <summary>One GEMM for base and A; routing weights on the rank columns (in place); addmm_ for B.</summary>
-    private Tensor FusedDense(Tensor x2, Tensor indices, Tensor weights)
+    /// <summary>
+    /// Dense mixing on the fused GEMM's output: the rank columns z = x A_allᵀ are scaled in place by each token's
+    /// routing weight for the owning adapter, then <c>y += z B_allᵀ</c> (addmm_, in h).
+    /// </summary>
+    private Tensor FusedDense(Tensor h, Tensor y, Tensor indices, Tensor weights)
     {
-        int outF = Site.OutFeatures, R = Adapters.TotalRank;
-        var h = x2.matmul(_fused!.t());                                                  // (N, out + ΣR + pad)
-        var y = h.narrow(1, 0, outF);                                                    // (N, out) view
+        int R = Adapters.TotalRank;
         if (R == 0) return y;
-        var route = zeros(x2.shape[0], _n, ScalarType.Float32, x2.device).scatter_(1, indices, weights);   // (N, L)
-        var z = h.narrow(1, outF, R).mul_(route.index_select(1, Adapters.Owner).to(x2.dtype));             // (N, ΣR)
-        return y.addmm_(z, Adapters.B.t());                                               // y += z B_allᵀ, in h
+        long N = h.shape[0], k = indices.shape[1];
+        Tensor perRank;                                                                   // (N, ΣR) in the model dtype
+        int r = Adapters.Ranks[0];
+        if (Adapters.Ranks.All(x => x == r))
+        {
+            // Equal ranks: scatter each token's weights straight into its adapters' rank blocks.
+            var blocks = zeros(N, _n, r, h.dtype, h.device);                               // (N, L, r)
+            var index = indices.unsqueeze(-1).expand(N, k, r);
+            blocks.scatter_(1, index, weights.to(h.dtype).unsqueeze(-1).expand(N, k, r));
+            perRank = blocks.view(N, R);
+        }
+        else
+        {
+            var route = zeros(N, _n, ScalarType.Float32, h.device).scatter_(1, indices, weights);   // (N, L)
+            perRank = route.index_select(1, Adapters.Owner).to(h.dtype);
+        }
+        var z = h.narrow(1, Site.OutFeatures, R).mul_(perRank);                           // (N, ΣR)
+        return y.addmm_(z, Adapters.B.t());
     }
 
     /// <summary>Separate float32 gate (differentiable), base GEMM and mixer: training and wide adapters.</summary>
@@ -116,7 +135,8 @@ public sealed class MeteoraLinear : Linear
     {
         int k = Math.Min(_routing.TopK, _n);
         var (indices, weights) = Router.Route(logits, k, _routing.Temperature, _routing.TrainingForm);
-        Recorder?.Add(Site.Key, logits.view([.. shape[..^1], _n]), indices.view([.. shape[..^1], k]));
+        if (Recorder is not null)
+            Recorder.Add(Site.Key, logits.to(ScalarType.Float32).view([.. shape[..^1], _n]), indices.view([.. shape[..^1], k]));
         return (indices, weights);
     }
 

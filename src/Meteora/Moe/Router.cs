@@ -6,7 +6,8 @@ namespace Meteora.Moe;
 public static class Router
 {
     /// <summary>
-    /// logits (N, L) float32 → indices (N, k) int64 in descending logit order and weights (N, k) float32.
+    /// logits (N, L) → indices (N, k) int64 in descending logit order and weights (N, k) float32. The training
+    /// form needs float32 logits; the inference form ranks logits in their own dtype and weighs in float32.
     /// Inference form: top-k of raw logits, softmax(top-k / T) (1 when k = 1). Training form: softmax over
     /// all L of logits / T, top-k, renormalised — differentiable through the weights.
     /// </summary>
@@ -24,7 +25,8 @@ public static class Router
         {
             Tensor top;
             (top, indices) = logits.topk(k, -1);                                // (N, k)
-            weights = k == 1 ? ones_like(top) : (top / temperature).softmax(-1);
+            top = top.to(ScalarType.Float32);
+            weights = k == 1 ? ones_like(top) : (temperature == 1.0 ? top : top / temperature).softmax(-1);
         }
         return (indices.MoveToOuterDisposeScope(), weights.MoveToOuterDisposeScope());
     }
