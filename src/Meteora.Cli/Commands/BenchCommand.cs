@@ -132,7 +132,7 @@ public static class BenchCommand
         var promptLen = new Option<int>("--prompt-len") { Description = "prompt tokens per row", DefaultValueFactory = _ => 512 };
         var prefill = new Option<string?>("--prefill") { Description = "prefill shapes B×T, e.g. 1x2048,8x512 (overrides --batch/--prompt-len for prefill)" };
         var decode = new Option<string?>("--decode") { Description = "decode batch sizes, e.g. 1,8,32 (after a --prompt-len prefill; overrides --batch for decode)" };
-        var newTokens = new Option<int>("--new-tokens") { Description = "decode steps", DefaultValueFactory = _ => 128 };
+        var newTokens = new Option<int>("--new-tokens") { Description = "timed decode steps (median step reported)", DefaultValueFactory = _ => 128 };
         var variants = new Option<string>("--variants") { Description = "base, lora (one rank-r adapter), top1, top2 (MeteoRA)", DefaultValueFactory = _ => "base" };
         var strategies = new Option<string>("--strategies") { Description = "MeteoRA strategies: auto, dense, segment, gather, loop", DefaultValueFactory = _ => "auto" };
         var adapters = new Option<int>("--adapters") { Description = "MeteoRA adapters (random rank-r, all 7 projections)", DefaultValueFactory = _ => 28 };
@@ -172,20 +172,20 @@ public static class BenchCommand
             ctx.Err.WriteLine($"bench model: {configName} ({cfg.NumHiddenLayers} layers, hidden {cfg.HiddenSize}), {TorchRuntime.Name(dtype)} on {device}, random weights; " +
                 (CudaRuntime.PoolUsedBytes() is not null ? "memory from the cudaMallocAsync pool" : "no memory figures"));
             var results = new List<ModelBenchResult>();
+            void Report(ModelBenchResult x)
+            {
+                results.Add(x);
+                // One line per measurement as it lands, so a long run that is cut short keeps what it measured.
+                ctx.Err.WriteLine($"  {x.Variant,-24} {x.Phase,-7} batch {x.Batch,3} × {(x.Phase == "prefill" ? x.PromptLength : x.NewTokens),5}: {x.TokensPerSecond,10:F1} tok/s" +
+                    (x.PeakBytes is { } pk ? $", peak {pk / (double)(1L << 30):F2} GiB" : ""));
+                ctx.Err.Flush();
+            }
             void Measure(LlamaForCausalLM lm, string name, bool slow)
             {
-                // loop, gather and segment synchronise or copy per projection: fewer steps and runs keep the run bounded.
-                int runsHere = slow ? Math.Min(R, 3) : R, newHere = slow ? Math.Min(N, 16) : N;
-                foreach (var (b, t) in prefillShapes)
-                {
-                    ctx.Err.WriteLine($"  {name}: prefill {b} × {t}");
-                    results.Add(ModelBenchmark.Prefill(lm, name, b, t, W, runsHere));
-                }
-                foreach (int b in decodeBatches)
-                {
-                    ctx.Err.WriteLine($"  {name}: decode batch {b}, {newHere} tokens after a {P}-token prompt");
-                    results.Add(ModelBenchmark.Decode(lm, name, b, P, newHere, W, runsHere));
-                }
+                // loop, gather and segment synchronise or copy per projection: fewer steps keep the run bounded.
+                int stepsHere = slow ? Math.Min(N, 12) : N;
+                foreach (var (b, t) in prefillShapes) Report(ModelBenchmark.Prefill(lm, name, b, t, W, slow ? Math.Min(R, 10) : R));
+                foreach (int b in decodeBatches) Report(ModelBenchmark.Decode(lm, name, b, P, stepsHere, W));
             }
 
             if (variantNames.Contains("base"))

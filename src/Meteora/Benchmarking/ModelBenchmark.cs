@@ -14,9 +14,10 @@ public sealed record ModelBenchResult(string Variant, string Phase, int Batch, i
 
 /// <summary>
 /// Throughput of a <see cref="LlamaForCausalLM"/> through the static-KV-cache path that generation uses.
-/// Prefill: one forward over (B, P) prompt tokens, last-position logits. Decode: N greedy steps after a prefill,
-/// each taking the argmax and copying it to the host as generation does. Median of the runs after warm-up; device
-/// memory is the pool's high-water mark during the measurement (with the cudaMallocAsync backend).
+/// Prefill: one forward over (B, P) prompt tokens, last-position logits; median of the runs after warm-up.
+/// Decode: greedy steps after a prefill, each taking the argmax and copying it to the host as generation does;
+/// median of the timed steps. Device memory is the pool's high-water mark during the measurement (with the
+/// cudaMallocAsync backend).
 /// </summary>
 public static class ModelBenchmark
 {
@@ -35,33 +36,34 @@ public static class ModelBenchmark
         return new ModelBenchResult(variant, "prefill", batch, promptLength, 0, seconds, CudaRuntime.PoolPeakBytes());
     }
 
-    public static ModelBenchResult Decode(LlamaForCausalLM lm, string variant, int batch, int promptLength, int newTokens, int warmup, int runs)
+    /// <summary>
+    /// Decode throughput: one prefill, <paramref name="warmup"/> untimed steps, then <paramref name="steps"/> timed
+    /// steps (each one token per row, synchronised); the median step time gives tokens/s.
+    /// </summary>
+    public static ModelBenchResult Decode(LlamaForCausalLM lm, string variant, int batch, int promptLength, int steps, int warmup)
     {
         using var noGrad = no_grad();
-        using var cache = new KvCache(lm.Config, batch, promptLength + newTokens, lm.DType, lm.Device);
+        using var cache = new KvCache(lm.Config, batch, promptLength + warmup + steps, lm.DType, lm.Device);
         using var ids = RandomIds(lm, batch, promptLength);
         using var positions = Positions(lm, batch, promptLength);
         CudaRuntime.ResetPoolPeak();
         var times = new List<double>();
-        for (int r = 0; r < warmup + runs; r++)
+        using var scope = NewDisposeScope();
+        var next = lm.forward(ids, positions, cache, lastOnly: true).argmax(-1).view(batch, 1);   // (B, 1)
+        var pos = positions.narrow(1, promptLength - 1, 1);
+        for (int s = 0; s < warmup + steps; s++)
         {
-            using var scope = NewDisposeScope();
-            cache.Length = 0;
-            var next = lm.forward(ids, positions, cache, lastOnly: true).argmax(-1).view(batch, 1);   // (B, 1)
-            var pos = positions.narrow(1, promptLength - 1, 1);
             double seconds = DeviceClock.Time(lm.Device, () =>
             {
-                for (int s = 0; s < newTokens; s++)
-                {
-                    using var step = NewDisposeScope();
-                    pos = (pos + 1).MoveToOuterDisposeScope();
-                    next = lm.forward(next, pos, cache, lastOnly: true).argmax(-1).view(batch, 1).MoveToOuterDisposeScope();
-                    _ = next.cpu();                                             // generation reads every token on the host
-                }
+                using var step = NewDisposeScope();
+                pos = (pos + 1).MoveToOuterDisposeScope();
+                next = lm.forward(next, pos, cache, lastOnly: true).argmax(-1).view(batch, 1).MoveToOuterDisposeScope();
+                _ = next.cpu();                                                 // generation reads every token on the host
             });
-            if (r >= warmup) times.Add(seconds);
+            if (s >= warmup) times.Add(seconds);
         }
-        return new ModelBenchResult(variant, "decode", batch, promptLength, newTokens, DeviceClock.MedianOf(times), CudaRuntime.PoolPeakBytes());
+        // Seconds for all steps at the median step time, so TokensPerSecond = batch / median step.
+        return new ModelBenchResult(variant, "decode", batch, promptLength, steps, DeviceClock.MedianOf(times) * steps, CudaRuntime.PoolPeakBytes());
     }
 
     private static Tensor RandomIds(LlamaForCausalLM lm, int batch, int length)
