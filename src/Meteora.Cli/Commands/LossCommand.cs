@@ -9,7 +9,8 @@ namespace Meteora.Cli.Commands;
 /// <summary>
 /// <c>loss --model DIR --meteora DIR --ids … --task-label I [--gate-loss-weight 50] [--top-k K] [--out F]</c>:
 /// prints <c>{"lm_loss","gate_loss","total_loss"}</c> of the MeteoRA training objective on one sequence; F gets
-/// d(total)/d(gate) for every gate under the gates.safetensors keys.
+/// d(total)/d(gate) for every gate under the gates.safetensors keys (<c>--grad-of lm</c>: d(lm)/d(gate), which
+/// is what the fixture's <c>train.grad.*</c> tensors hold).
 /// </summary>
 public static class LossCommand
 {
@@ -23,7 +24,8 @@ public static class LossCommand
         var topK = new Option<int?>("--top-k") { Description = "adapters per token (default: the checkpoint's)" };
         var temperature = new Option<double?>("--temperature") { Description = "routing temperature (default: the checkpoint's)" };
         var output = new Option<string?>("--out") { Description = "write the gate gradients to this safetensors file" };
-        var cmd = new Command("loss", "MeteoRA training loss (and gate gradients) of one sequence") { model, meteora, ids, label, weight, topK, temperature, output };
+        var gradOf = new Option<string>("--grad-of") { Description = "gradients of: total (lm + λ·gate, what training uses) or lm (the LM part only)", DefaultValueFactory = _ => "total" };
+        var cmd = new Command("loss", "MeteoRA training loss (and gate gradients) of one sequence") { model, meteora, ids, label, weight, topK, temperature, output, gradOf };
         cmd.SetAction(p =>
         {
             var ctx = context(p);
@@ -40,7 +42,12 @@ public static class LossCommand
             var example = new EncodedExample(tokens, tokens.Select((_, t) => t + 1 < tokens.Length).ToArray(), task, false);
             using var batch = TrainingBatch.Collate([example], padId: 0, ctx.Device);
             var loss = MeteoraLoss.Compute(m, batch, p.GetValue(weight));
-            loss.Total.backward();
+            switch (p.GetValue(gradOf))
+            {
+                case "total": loss.Total.backward(); break;
+                case "lm": loss.Lm.backward(); break;
+                default: throw new MeteoraException($"--grad-of: '{p.GetValue(gradOf)}' must be total or lm");
+            }
             ctx.Out.WriteLine(CliJson.Serialize(new Dictionary<string, double>
             {
                 ["lm_loss"] = loss.Lm.item<float>(), ["gate_loss"] = loss.Gate.item<float>(), ["total_loss"] = loss.Total.item<float>(),

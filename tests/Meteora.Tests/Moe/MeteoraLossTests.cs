@@ -10,7 +10,8 @@ namespace Meteora.Tests.Moe;
 /// <summary>
 /// The MeteoRA objective on the fixture. Note on the reference: its <c>train.grad.*</c> tensors equal
 /// d(lm_loss)/d(gate) (they match ours to 1e-6 with λ = 0), although the fixture README calls them
-/// d(total_loss)/d(gate). We check the reference against our λ = 0 gradients, and the full d(total)/d(gate)
+/// d(total_loss)/d(gate). We check the reference against our LM-part gradients (`loss --grad-of lm`, or λ = 0),
+/// and the full d(total)/d(gate)
 /// (what `loss --out` writes and gate training uses) against central finite differences of the total loss.
 /// </summary>
 public class MeteoraLossTests
@@ -18,11 +19,11 @@ public class MeteoraLossTests
     private static readonly JsonElement Training = Fixture.Reference.GetProperty("training");
     private static int[] Ids => Fixture.PromptIds(Training.GetProperty("prompt").GetInt32());
 
-    private static CliRunner.Result RunLoss(double weight, string? outPath) => CliRunner.Run([
+    private static CliRunner.Result RunLoss(double weight, string? outPath, string gradOf = "total") => CliRunner.Run([
         "loss", "--model", Fixture.Base, "--meteora", Fixture.Meteora, "--ids", string.Join(",", Ids),
         "--task-label", Training.GetProperty("task_label").GetInt32().ToString(),
         "--gate-loss-weight", weight.ToString(CultureInfo.InvariantCulture),
-        "--top-k", Training.GetProperty("top_k").GetInt32().ToString(), .. outPath is null ? Array.Empty<string>() : ["--out", outPath]]);
+        "--top-k", Training.GetProperty("top_k").GetInt32().ToString(), "--grad-of", gradOf, .. outPath is null ? Array.Empty<string>() : ["--out", outPath]]);
 
     [Fact]
     public void LossValuesMatchTheReference()
@@ -37,11 +38,13 @@ public class MeteoraLossTests
         }
     }
 
-    [Fact]
-    public void ReferenceGradientsEqualOurLanguageModelPart()
+    [Theory]
+    [InlineData(0.0, "total")]   // λ = 0: the total is the LM loss
+    [InlineData(50.0, "lm")]     // the fixture's λ, gradients of the LM part
+    public void ReferenceGradientsEqualOurLanguageModelPart(double weight, string gradOf)
     {
         using var dir = Fixture.TempDir();
-        Assert.Equal(0, RunLoss(0, dir["grad.safetensors"]).ExitCode);
+        Assert.Equal(0, RunLoss(weight, dir["grad.safetensors"], gradOf).ExitCode);
         using var grads = SafeTensorsFile.Open(dir["grad.safetensors"]);
         Assert.Equal(14, grads.Entries.Count);
         foreach (var t in Training.GetProperty("grad_tensors").EnumerateArray().Select(e => e.GetString()!))
