@@ -34,7 +34,7 @@ public static class AdapterFolder
         string path = Path.Combine(folder, "adapter_model.safetensors");
         List<KeyValuePair<string, Tensor>> list;
         using (var f = SafeTensorsFile.Open(path))
-            list = f.Entries.Values.OrderBy(e => e.Begin).Select(e => new KeyValuePair<string, Tensor>(e.Name, f.Load(e.Name))).ToList();
+            list = f.LoadAll();
         SafeTensorsWriter.Write(path, edit(list).ToList());
     }
 }

@@ -30,6 +30,6 @@ public static class ModelFolder
     public static List<KeyValuePair<string, Tensor>> ReadWeights(string folder)
     {
         using var f = SafeTensorsFile.Open(Path.Combine(folder, "model.safetensors"));
-        return f.Entries.Values.OrderBy(e => e.Begin).Select(e => new KeyValuePair<string, Tensor>(e.Name, f.Load(e.Name))).ToList();
+        return f.LoadAll();
     }
 }

@@ -40,7 +40,7 @@ public static class GenerateCommand
             using var loaded = model.Load(p, ctx);
             var lm = loaded.Lm;
             TokenIdList.CheckRange(promptIds, lm.Config.VocabSize);
-            var eos = lm.Config.EosTokenIds.Concat(tokenizer.EosId is { } e ? [e] : Array.Empty<int>()).Distinct().ToArray();
+            var eos = SpecialTokens.EosIds(lm.Config, tokenizer);
             var options = new GenerationOptions
             {
                 MaxNewTokens = p.GetValue(maxNew),

@@ -12,7 +12,7 @@ public static class GreedyAnswers
     public static List<string> Generate(LlamaForCausalLM lm, HfTokenizer tokenizer, IReadOnlyList<string> prompts,
         int maxNewTokens, int batchSize = 16, Action<int>? onBatch = null)
     {
-        var eos = lm.Config.EosTokenIds.Concat(tokenizer.EosId is { } e ? [e] : Array.Empty<int>()).Distinct().ToArray();
+        var eos = SpecialTokens.EosIds(lm.Config, tokenizer);
         var options = new GenerationOptions { MaxNewTokens = maxNewTokens, StopAtEos = true, EosIds = eos };
         var generator = new TextGenerator(lm);
         var answers = new List<string>();

@@ -70,7 +70,7 @@ public sealed class TextGenerator
         return results.Select(r => r.ToArray()).ToArray();
     }
 
-    private int PadId() => _model.Config.PadTokenId ?? (_model.Config.EosTokenIds.Length > 0 ? _model.Config.EosTokenIds[0] : 0);
+    private int PadId() => SpecialTokens.PadId(_model.Config);
 
     /// <summary>Left-pads rows to length <paramref name="T"/>; returns flat (B·T) ids and 0/1 mask.</summary>
     public static (long[] Ids, long[] Mask) LeftPad(IReadOnlyList<int[]> rows, int T, int padId)

@@ -163,6 +163,10 @@ public sealed class SafeTensorsFile : IDisposable
         return result;
     }
 
+    /// <summary>Every tensor of the file, in file order (for small files: tests, edits, conversions).</summary>
+    public List<KeyValuePair<string, Tensor>> LoadAll() =>
+        Entries.Values.OrderBy(e => e.Begin).Select(e => new KeyValuePair<string, Tensor>(e.Name, Load(e.Name))).ToList();
+
     private void ReadExactly(Span<byte> buffer, long offset)
     {
         while (buffer.Length > 0)

@@ -1,3 +1,4 @@
+using Meteora.Generation;
 using Meteora.Llama;
 using Meteora.Lora;
 using Meteora.Moe;
@@ -45,7 +46,7 @@ public static class GateTrainer
 
         using var tokenizer = HfTokenizer.Load(baseFolder);
         var config = LlamaConfig.Load(baseFolder);
-        int? eos = tokenizer.EosId ?? (config.EosTokenIds.Length > 0 ? config.EosTokenIds[0] : null);
+        int? eos = SpecialTokens.TrainingEos(config, tokenizer);
         var encoder = new SequenceEncoder(tokenizer, options.MaxSeqLen, options.ResponseOnly, eos);
         var train = new List<EncodedExample>();
         var eval = new List<EncodedExample>();
@@ -69,7 +70,7 @@ public static class GateTrainer
         var objective = new MeteoraObjective(m, gate.GateLossWeight, gate.TrainAdapters, Path.GetFullPath(baseFolder),
             adapters.Select(a => (string?)Path.GetFullPath(a.Folder)).ToList());
         objective.InitializeGates(gate.GateInit, options.Seed);
-        int padId = config.PadTokenId ?? eos ?? 0;
+        int padId = SpecialTokens.PadId(config, eos);
         var loop = new TrainingLoop(objective, options, outDir, padId, device, progress);
         var outcome = loop.Run(train, eval.Count > 0 ? eval : null, cancel);
 

@@ -1,3 +1,4 @@
+using Meteora.Generation;
 using Meteora.Llama;
 using Meteora.Lora;
 using Meteora.Tokenization;
@@ -25,7 +26,7 @@ public static class LoraTrainer
         var test = TaskData.ReadTestIfPresent(taskFolder);
         using var tokenizer = HfTokenizer.Load(baseFolder);
         var config = LlamaConfig.Load(baseFolder);
-        int? eos = tokenizer.EosId ?? (config.EosTokenIds.Length > 0 ? config.EosTokenIds[0] : null);
+        int? eos = SpecialTokens.TrainingEos(config, tokenizer);
         var encoder = new SequenceEncoder(tokenizer, options.MaxSeqLen, options.ResponseOnly, eos);
         var trainEncoded = train.Select(e => encoder.Encode(e)).ToList();
         var testEncoded = test?.Select(e => encoder.Encode(e)).ToList();
@@ -40,7 +41,7 @@ public static class LoraTrainer
             LoraModel.Factory(lora, s => sites.Contains(s.Key), dtype, ScalarType.Float32, device));
         var objective = new LoraObjective(lm, lora);
         objective.Initialize(options.Seed);
-        int padId = config.PadTokenId ?? eos ?? 0;
+        int padId = SpecialTokens.PadId(config, eos);
         var loop = new TrainingLoop(objective, options, outDir, padId, device, progress);
         var outcome = loop.Run(trainEncoded, testEncoded, cancel);
         return new LoraTrainingResult(outcome, trainEncoded.Count, truncated, loop.InitialEvaluation, loop.LastEvaluation);

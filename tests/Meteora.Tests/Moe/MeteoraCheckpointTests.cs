@@ -56,7 +56,7 @@ public class MeteoraCheckpointTests
         // An original whose stacked weights for adapter 1 ("add") at one projection were trained further.
         List<KeyValuePair<string, Tensor>> tensors;
         using (var f = SafeTensorsFile.Open(Original))
-            tensors = f.Entries.Values.OrderBy(e => e.Begin).Select(e => new KeyValuePair<string, Tensor>(e.Name, f.Load(e.Name))).ToList();
+            tensors = f.LoadAll();
         const string key = "base_model.model.model.layers.1.self_attn.v_proj.lora_B.weight";
         var b = tensors.Single(t => t.Key == key).Value;
         b.narrow(1, 8, 8).add_(0.25);
@@ -115,7 +115,7 @@ public class MeteoraCheckpointTests
         string m = CopyCheckpoint(dir);
         string gates = Path.Combine(m, MeteoraCheckpoint.GatesFile);
         List<KeyValuePair<string, Tensor>> list;
-        using (var f = SafeTensorsFile.Open(gates)) list = f.Entries.Keys.Select(k => new KeyValuePair<string, Tensor>(k, f.Load(k))).ToList();
+        using (var f = SafeTensorsFile.Open(gates)) list = f.LoadAll();
         SafeTensorsWriter.Write(gates, list.Select(kv => kv.Key == "model.layers.1.mlp.down_proj.moe_gate.weight" ? new(kv.Key, zeros(3, 64)) : kv));
         AssertRefused(m, "model.layers.1.mlp.down_proj.moe_gate.weight", "takes 176 inputs");
     }
@@ -127,7 +127,7 @@ public class MeteoraCheckpointTests
         string m = CopyCheckpoint(dir);
         string gates = Path.Combine(m, MeteoraCheckpoint.GatesFile);
         List<KeyValuePair<string, Tensor>> list;
-        using (var f = SafeTensorsFile.Open(gates)) list = f.Entries.Keys.Select(k => new KeyValuePair<string, Tensor>(k, f.Load(k))).ToList();
+        using (var f = SafeTensorsFile.Open(gates)) list = f.LoadAll();
         SafeTensorsWriter.Write(gates, list.Where(kv => !kv.Key.StartsWith("model.layers.0.self_attn.k_proj")));
         AssertRefused(m, "missing tensor 'model.layers.0.self_attn.k_proj.moe_gate.weight'");
     }
