@@ -9,7 +9,8 @@ namespace Meteora.Moe;
 /// The N adapters of one projection, stacked once at load in the model dtype: <c>A_all (ΣR, in)</c> with each
 /// adapter's scale folded in, <c>B_all (out, ΣR)</c>, and each adapter's row offset and rank. Adapters that do
 /// not target the projection have rank 0 here (they contribute zero). Strategies read views of these tensors;
-/// only <c>gather</c> builds padded copies (lazily), as the original formulation needs.
+/// <c>gather</c> needs them as (L, r, in) / (L, out, r): views when all ranks are equal, zero-padded copies
+/// (built on first use) when they differ.
 /// </summary>
 public sealed class AdapterStack : IDisposable
 {
