@@ -1,0 +1,72 @@
+using System.Text.Json;
+using Meteora.Evaluation;
+using Meteora.Training;
+
+namespace Meteora.Tests.Evaluation;
+
+public class TaskSuiteTests
+{
+    [Fact]
+    public void TwelveDistinctTasksWithAKnownMetric()
+    {
+        Assert.Equal(12, TaskSuite.All.Count);
+        Assert.Equal(12, TaskSuite.All.Select(t => t.Name).Distinct().Count());
+        Assert.All(TaskSuite.All, t => Assert.Contains(t.Metric, new[] { "exact", "numeric" }));
+    }
+
+    [Fact]
+    public void GenerationIsDeterministicAndIndependentOfTheOtherTasks()
+    {
+        using var dir = Fixture.TempDir();
+        TaskSuite.Write(dir["a"], 50, 10, seed: 3);
+        TaskSuite.Write(dir["b"], 50, 10, seed: 3, only: ["caesar"]);
+        TaskSuite.Write(dir["c"], 50, 10, seed: 4, only: ["caesar"]);
+        string A(string root, string f) => File.ReadAllText(Path.Combine(dir[root], "caesar", f));
+        Assert.Equal(A("a", "train.jsonl"), A("b", "train.jsonl"));
+        Assert.Equal(A("a", "test.jsonl"), A("b", "test.jsonl"));
+        Assert.NotEqual(A("a", "train.jsonl"), A("c", "train.jsonl"));
+        Assert.Equal(12, Directory.GetDirectories(dir["a"]).Length);
+    }
+
+    [Fact]
+    public void ResponsesAreRightAndTrainTestPromptsDisjoint()
+    {
+        using var dir = Fixture.TempDir();
+        TaskSuite.Write(dir.Path, 200, 50, seed: 1);
+        foreach (var task in TaskSuite.All)
+        {
+            var train = TaskData.ReadJsonl(Path.Combine(dir.Path, task.Name, "train.jsonl"));
+            var test = TaskData.ReadJsonl(Path.Combine(dir.Path, task.Name, "test.jsonl"));
+            Assert.Empty(train.Select(e => e.Prompt).Intersect(test.Select(e => e.Prompt)));
+            var manifest = JsonDocument.Parse(File.ReadAllText(Path.Combine(dir.Path, task.Name, "task.json"))).RootElement;
+            Assert.Equal(task.Metric, manifest.GetProperty("metric").GetString());
+            Assert.Equal(train.Count, manifest.GetProperty("train").GetInt32());
+            foreach (var e in train.Concat(test))
+            {
+                Assert.EndsWith(" =>", e.Prompt);
+                Assert.StartsWith(" ", e.Response);
+                string arg = e.Prompt[(e.Prompt.IndexOf(':') + 2)..^3];
+                string answer = e.Response[1..];
+                switch (task.Name)
+                {
+                    case "reverse": Assert.Equal(new string(arg.Reverse().ToArray()), answer); break;
+                    case "add": Assert.Equal(arg.Split(" + ").Sum(int.Parse).ToString(), answer); break;
+                    case "caesar": Assert.Equal(new string(arg.Select(c => c == 'z' ? 'a' : (char)(c + 1)).ToArray()), answer); break;
+                    case "count": Assert.Equal(arg.Split(' ').Length.ToString(), answer); break;
+                    case "length": Assert.Equal(arg.Length.ToString(), answer); break;
+                    case "larger": Assert.Equal(arg.Split(" or ").Max(int.Parse).ToString(), answer); break;
+                }
+            }
+        }
+    }
+
+    [Fact]
+    public void CliWritesTheSuiteAndRefusesUnknownTasks()
+    {
+        using var dir = Fixture.TempDir();
+        var ok = CliRunner.Run("make-tasks", "--out", dir.Path, "--train", "5", "--test", "2", "--tasks", "add,weekday");
+        Assert.Equal(0, ok.ExitCode);
+        Assert.Equal(["add", "weekday"], Directory.GetDirectories(dir.Path).Select(d => Path.GetFileName(d)!).Order().ToArray());
+        CliRunner.AssertUserError(CliRunner.Run("make-tasks", "--out", dir.Path, "--tasks", "add,juggle"), "unknown task(s) juggle");
+    }
+}
