@@ -144,8 +144,11 @@ public static class TaskSuite
         }
     }
 
+    // Readable lines: "=>" and "+" stay as they are instead of \u003E and \u002B.
+    private static readonly JsonSerializerOptions Readable = new() { Encoder = System.Text.Encodings.Web.JavaScriptEncoder.UnsafeRelaxedJsonEscaping };
+
     private static string Jsonl(IEnumerable<(string Prompt, string Response)> rows) =>
-        string.Concat(rows.Select(r => JsonSerializer.Serialize(new { prompt = r.Prompt, response = r.Response }) + "\n"));
+        string.Concat(rows.Select(r => JsonSerializer.Serialize(new { prompt = r.Prompt, response = r.Response }, Readable) + "\n"));
 
     /// <summary>FNV-1a: a string hash that is the same in every process (string.GetHashCode is not).</summary>
     private static int StableHash(string s)
