@@ -51,6 +51,7 @@ public static class GenerateCommand
                 StopAtEos = p.GetValue(stopAtEos),
                 EosIds = eos,
             };
+            options.Validate();   // before anything is printed
             bool asJson = p.GetValue(json);
             var stream = new StreamingDetokenizer(tokenizer, promptIds);
             if (!asJson) ctx.Out.Write(tokenizer.Decode(promptIds));
