@@ -21,6 +21,7 @@ public static class CliApp
         root.Subcommands.Add(LossCommand.Create(Context));
         root.Subcommands.Add(MergeCommand.Create(Context));
         root.Subcommands.Add(MakeTasksCommand.Create(Context));
+        root.Subcommands.Add(MakeBaseCommand.Create(Context));
         root.Subcommands.Add(ConvertCommand.Create(Context));
         root.Subcommands.Add(InspectCommand.Create(Context));
         root.Subcommands.Add(TrainLoraCommand.Create(Context));

@@ -117,6 +117,43 @@ public sealed record LlamaConfig
         }
     }
 
+    /// <summary>This config as a Hugging Face <c>config.json</c> (transformers-5 form: rope in <c>rope_parameters</c>).</summary>
+    public string ToJson(string dtype = "float32")
+    {
+        var rope = new JsonObject { ["rope_theta"] = Rope.Theta, ["rope_type"] = Rope.RopeType };
+        if (Rope.RopeType == "llama3")
+        {
+            rope["factor"] = Rope.Factor;
+            rope["low_freq_factor"] = Rope.LowFreqFactor;
+            rope["high_freq_factor"] = Rope.HighFreqFactor;
+            rope["original_max_position_embeddings"] = Rope.OriginalMaxPositionEmbeddings;
+        }
+        return new JsonObject
+        {
+            ["architectures"] = new JsonArray("LlamaForCausalLM"),
+            ["model_type"] = "llama",
+            ["attention_bias"] = false,
+            ["attention_dropout"] = 0.0,
+            ["mlp_bias"] = false,
+            ["hidden_act"] = "silu",
+            ["hidden_size"] = HiddenSize,
+            ["intermediate_size"] = IntermediateSize,
+            ["num_hidden_layers"] = NumHiddenLayers,
+            ["num_attention_heads"] = NumAttentionHeads,
+            ["num_key_value_heads"] = NumKeyValueHeads,
+            ["head_dim"] = HeadDim,
+            ["vocab_size"] = VocabSize,
+            ["rms_norm_eps"] = RmsNormEps,
+            ["max_position_embeddings"] = MaxPositionEmbeddings,
+            ["tie_word_embeddings"] = TieWordEmbeddings,
+            ["rope_parameters"] = rope,
+            ["bos_token_id"] = BosTokenId,
+            ["eos_token_id"] = EosTokenIds.Length == 1 ? JsonValue.Create(EosTokenIds[0]) : new JsonArray(EosTokenIds.Select(i => (JsonNode)JsonValue.Create(i)).ToArray()),
+            ["pad_token_id"] = PadTokenId,
+            ["dtype"] = dtype,
+        }.ToJsonString(new JsonSerializerOptions { WriteIndented = true });
+    }
+
     private static string? Str(JsonObject o, string key) =>
         o[key] is JsonValue v && v.TryGetValue(out string? s) ? s : null;
 
