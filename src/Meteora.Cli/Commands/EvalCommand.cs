@@ -1,0 +1,108 @@
+using System.CommandLine;
+using Meteora.Evaluation;
+using Meteora.Llama;
+using Meteora.Lora;
+using Meteora.Moe;
+using Meteora.Tokenization;
+
+namespace Meteora.Cli.Commands;
+
+/// <summary>
+/// <c>eval --model DIR --mode base|peft|meteora|lora-b --data DATADIR --out REPORTDIR [...]</c>: per-task accuracy of
+/// greedy answers on each task's test.jsonl, as results.json and results.md. peft uses
+/// <c>--adapters-dir/&lt;task&gt;</c> for each task (the oracle), lora-b one <c>--adapter</c> for all tasks, meteora
+/// a <c>--meteora</c> checkpoint.
+/// </summary>
+public static class EvalCommand
+{
+    public static Command Create(Func<ParseResult, CliContext> context)
+    {
+        var model = new Option<string>("--model") { Description = "base model folder", Required = true };
+        var mode = new Option<string>("--mode") { Description = "base, peft (the right adapter per task), meteora, or lora-b (one adapter for all tasks)", Required = true };
+        var meteora = new Option<string?>("--meteora") { Description = "MeteoRA checkpoint (mode meteora)" };
+        var adaptersDir = new Option<string?>("--adapters-dir") { Description = "folder of adapters named like the tasks (mode peft)" };
+        var adapter = new Option<string?>("--adapter") { Description = "one adapter for every task (mode lora-b)" };
+        var data = new Option<string>("--data") { Description = "folder of task folders (test.jsonl, optional task.json)", Required = true };
+        var tasks = new Option<string?>("--tasks") { Description = "comma-separated subset of tasks" };
+        var limit = new Option<int>("--limit") { Description = "at most N test examples per task", DefaultValueFactory = _ => 100 };
+        var batch = new Option<int>("--batch-size") { Description = "prompts generated together", DefaultValueFactory = _ => 16 };
+        var maxNew = new Option<int>("--max-new-tokens") { Description = "answer length limit", DefaultValueFactory = _ => 32 };
+        var topK = new Option<int?>("--top-k") { Description = "MeteoRA top-k (default: the checkpoint's)" };
+        var temperature = new Option<double?>("--temperature") { Description = "MeteoRA routing temperature (default: the checkpoint's)" };
+        var output = new Option<string>("--out") { Description = "report folder", Required = true };
+        var cmd = new Command("eval", "Per-task accuracy of base, PEFT-oracle, LoRA-B or MeteoRA on task data")
+            { model, mode, meteora, adaptersDir, adapter, data, tasks, limit, batch, maxNew, topK, temperature, output };
+        cmd.SetAction(p =>
+        {
+            var ctx = context(p);
+            string baseFolder = p.GetValue(model)!, dataFolder = p.GetValue(data)!, m = p.GetValue(mode)!;
+            if (!Directory.Exists(dataFolder)) throw new MeteoraException($"{dataFolder}: data folder not found");
+            int n = p.GetValue(limit), b = p.GetValue(batch), maxTokens = p.GetValue(maxNew);
+            if (n < 1 || b < 1 || maxTokens < 1) throw new MeteoraException("eval: --limit, --batch-size and --max-new-tokens must be ≥ 1");
+            var names = Directory.GetDirectories(dataFolder).Where(d => File.Exists(Path.Combine(d, "test.jsonl")))
+                .Select(d => Path.GetFileName(d)!).Order(StringComparer.Ordinal).ToList();
+            if (p.GetValue(tasks) is { } subset)
+            {
+                var wanted = subset.Split(',', StringSplitOptions.TrimEntries | StringSplitOptions.RemoveEmptyEntries);
+                var missing = wanted.Except(names).ToList();
+                if (missing.Count > 0) throw new MeteoraException($"{dataFolder}: no task folder with test.jsonl for {string.Join(", ", missing)}");
+                names = wanted.ToList();
+            }
+            if (names.Count == 0) throw new MeteoraException($"{dataFolder}: no task folders with test.jsonl");
+
+            using var tokenizer = HfTokenizer.Load(baseFolder);
+            var scores = new List<TaskScore>();
+            void Run(string task, LlamaForCausalLM lm)
+            {
+                var s = TaskEvaluator.Evaluate(task, Path.Combine(dataFolder, task), lm, tokenizer, n, b, maxTokens);
+                scores.Add(s);
+                ctx.Err.WriteLine($"  {task,-12} {s.Metric,-8} accuracy {s.Accuracy:F3} ({s.Examples} examples)");
+            }
+            switch (m)
+            {
+                case "base":
+                {
+                    using var lm = LlamaLoader.Load(baseFolder, ctx.Device, ctx.DType);
+                    foreach (var t in names) Run(t, lm);
+                    break;
+                }
+                case "lora-b":
+                {
+                    string one = p.GetValue(adapter) ?? throw new MeteoraException("eval --mode lora-b needs --adapter");
+                    using var lm = LoraModel.Load(baseFolder, one, ctx.Device, ctx.DType);
+                    foreach (var t in names) Run(t, lm);
+                    break;
+                }
+                case "peft":
+                {
+                    string dir = p.GetValue(adaptersDir) ?? throw new MeteoraException("eval --mode peft needs --adapters-dir");
+                    foreach (var t in names)
+                    {
+                        using var lm = LoraModel.Load(baseFolder, Path.Combine(dir, t), ctx.Device, ctx.DType);
+                        Run(t, lm);
+                    }
+                    break;
+                }
+                case "meteora":
+                {
+                    string mdir = p.GetValue(meteora) ?? throw new MeteoraException("eval --mode meteora needs --meteora");
+                    using var mm = MeteoraModel.Load(baseFolder, mdir, ctx.Device, ctx.DType);
+                    mm.Configure(p.GetValue(topK), p.GetValue(temperature));
+                    foreach (var t in names) Run(t, mm.Model);
+                    break;
+                }
+                default:
+                    throw new MeteoraException($"--mode: unknown mode '{m}' (base, peft, meteora, lora-b)");
+            }
+            string outDir = p.GetValue(output)!;
+            EvaluationReport.Write(outDir, m, scores, new Dictionary<string, string>
+            {
+                ["model"] = baseFolder, ["data"] = dataFolder, ["limit"] = n.ToString(), ["max_new_tokens"] = maxTokens.ToString(),
+            });
+            ctx.Out.Write(EvaluationReport.Markdown(m, scores));
+            ctx.Err.WriteLine($"report written to {outDir} (results.json, results.md)");
+            return 0;
+        });
+        return cmd;
+    }
+}

@@ -1,0 +1,43 @@
+using System.Text.Json;
+using Meteora.Lora;
+using Meteora.Tests.Training;
+using Meteora.Training;
+using static TorchSharp.torch;
+
+namespace Meteora.Tests.Evaluation;
+
+public class EvalCommandTests
+{
+    [Fact]
+    public void PeftOracleBeatsTheBaseAndTheReportSaysSo()
+    {
+        using var dir = Fixture.TempDir();
+        string data = dir["data"];
+        ReverseDigitsTask.Write(Path.Combine(data, "rev"), train: 400, test: 40);
+        File.WriteAllText(Path.Combine(data, "rev", "task.json"), """{"name":"rev","metric":"exact"}""");
+        LoraTrainer.Train(Fixture.Base, Path.Combine(data, "rev"), Path.Combine(dir["adapters"], "rev"),
+            new LoraConfig { R = 8, LoraAlpha = 16, LoraDropout = 0 },
+            new TrainingOptions { Steps = 250, BatchSize = 16, LearningRate = 3e-3, WarmupSteps = 20, Seed = 5 }, CPU, ScalarType.Float32);
+
+        var peft = CliRunner.Run("eval", "--model", Fixture.Base, "--mode", "peft", "--adapters-dir", dir["adapters"], "--data", data,
+            "--max-new-tokens", "8", "--out", dir["peft"]);
+        Assert.Equal(0, peft.ExitCode);
+        var baseRun = CliRunner.Run("eval", "--model", Fixture.Base, "--mode", "base", "--data", data, "--max-new-tokens", "8", "--out", dir["base"]);
+        Assert.Equal(0, baseRun.ExitCode);
+
+        double Mean(string report) => JsonDocument.Parse(File.ReadAllText(Path.Combine(report, "results.json"))).RootElement.GetProperty("mean_accuracy").GetDouble();
+        Assert.True(Mean(dir["peft"]) >= 0.5, $"peft accuracy {Mean(dir["peft"])}");
+        Assert.Equal(0, Mean(dir["base"]));
+        Assert.Contains("| rev | exact | 40 |", File.ReadAllText(Path.Combine(dir["peft"], "results.md")));
+    }
+
+    [Fact]
+    public void BadModeAndMissingOptionsAreOneLineErrors()
+    {
+        using var dir = Fixture.TempDir();
+        ReverseDigitsTask.Write(Path.Combine(dir["data"], "rev"), train: 5, test: 2);
+        CliRunner.AssertUserError(CliRunner.Run("eval", "--model", Fixture.Base, "--mode", "merge-avg", "--data", dir["data"], "--out", dir["o"]), "unknown mode 'merge-avg'");
+        CliRunner.AssertUserError(CliRunner.Run("eval", "--model", Fixture.Base, "--mode", "peft", "--data", dir["data"], "--out", dir["o"]), "needs --adapters-dir");
+        CliRunner.AssertUserError(CliRunner.Run("eval", "--model", Fixture.Base, "--mode", "base", "--data", dir["data"], "--tasks", "nope", "--out", dir["o"]), "no task folder with test.jsonl for nope");
+    }
+}
