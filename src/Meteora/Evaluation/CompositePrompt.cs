@@ -1,0 +1,70 @@
+using System.Text;
+using System.Text.RegularExpressions;
+using Meteora.Training;
+
+namespace Meteora.Evaluation;
+
+/// <summary>One sub-problem of a composite prompt: its task and the expected answer.</summary>
+public sealed record CompositePart(string Task, string Prompt, string Reference);
+
+/// <summary>A composite-n prompt: n sub-problems from different tasks, with two solved examples first.</summary>
+public sealed record CompositeExample(string Prompt, IReadOnlyList<CompositePart> Parts);
+
+/// <summary>
+/// Composite-n evaluation as the paper describes it: a 2-shot prompt whose shots are solved composite examples
+/// built from training data, followed by n test sub-prompts from n different tasks; the model answers on
+/// numbered lines "i. …", parsed back into one answer per sub-problem and scored per sub-task.
+/// </summary>
+public static partial class CompositePrompt
+{
+    private const string Instruction = "Solve each problem. Answer on numbered lines.";
+
+    /// <summary>
+    /// Builds one composite-n example: shots from <paramref name="train"/>, parts from <paramref name="test"/>, over
+    /// n distinct tasks drawn with <paramref name="rng"/>.
+    /// </summary>
+    public static CompositeExample Build(IReadOnlyDictionary<string, List<TaskExample>> train,
+        IReadOnlyDictionary<string, List<TaskExample>> test, int n, Random rng, int shots = 2)
+    {
+        var tasks = test.Keys.Order(StringComparer.Ordinal).ToList();
+        if (n < 1 || n > tasks.Count) throw new MeteoraException($"--composite: n = {n} needs between 1 and {tasks.Count} tasks");
+        var sb = new StringBuilder().AppendLine(Instruction);
+        for (int s = 0; s < shots; s++)
+        {
+            var shotTasks = tasks.OrderBy(_ => rng.Next()).Take(n).ToList();
+            var shot = shotTasks.Select(t => train[t][rng.Next(train[t].Count)]).ToList();
+            AppendProblems(sb, shot.Select(e => e.Prompt));
+            sb.AppendLine("Answers:");
+            for (int i = 0; i < shot.Count; i++) sb.AppendLine($"{i + 1}. {shot[i].Response.Trim()}");
+        }
+        var chosen = tasks.OrderBy(_ => rng.Next()).Take(n).ToList();
+        var parts = chosen.Select(t => { var e = test[t][rng.Next(test[t].Count)]; return new CompositePart(t, e.Prompt, e.Response.Trim()); }).ToList();
+        AppendProblems(sb, parts.Select(p => p.Prompt));
+        sb.Append("Answers:\n");
+        return new CompositeExample(sb.ToString(), parts);
+    }
+
+    private static void AppendProblems(StringBuilder sb, IEnumerable<string> prompts)
+    {
+        sb.AppendLine("Problems:");
+        int i = 1;
+        foreach (var p in prompts) sb.AppendLine($"{i++}. {p}");
+    }
+
+    [GeneratedRegex(@"^\s*(\d+)\.\s*(.*?)\s*$")] private static partial Regex NumberedLine();
+
+    /// <summary>Answers by number from "i. …" lines; missing numbers give empty answers. Stops at a new "Problems:" block.</summary>
+    public static string[] ParseAnswers(string generated, int n)
+    {
+        var answers = new string[n];
+        Array.Fill(answers, "");
+        foreach (var line in generated.Split('\n'))
+        {
+            if (line.StartsWith("Problems:", StringComparison.Ordinal)) break;
+            var m = NumberedLine().Match(line);
+            if (m.Success && int.TryParse(m.Groups[1].Value, out int i) && i >= 1 && i <= n && answers[i - 1].Length == 0)
+                answers[i - 1] = m.Groups[2].Value;
+        }
+        return answers;
+    }
+}
