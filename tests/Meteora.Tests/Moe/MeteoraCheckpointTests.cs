@@ -24,6 +24,15 @@ public class MeteoraCheckpointTests
         return m;
     }
 
+    /// <summary>Rewrites the checkpoint's gates.safetensors through <paramref name="edit"/>.</summary>
+    private static void EditGates(string checkpoint, Func<List<KeyValuePair<string, Tensor>>, IEnumerable<KeyValuePair<string, Tensor>>> edit)
+    {
+        string gates = Path.Combine(checkpoint, MeteoraCheckpoint.GatesFile);
+        List<KeyValuePair<string, Tensor>> list;
+        using (var f = SafeTensorsFile.Open(gates)) list = f.LoadAll();
+        SafeTensorsWriter.Write(gates, edit(list).ToList());
+    }
+
     private static void AssertRefused(string folder, params string[] fragments)
     {
         var e = Assert.Throws<MeteoraException>(() => MeteoraModel.Load(Fixture.Base, folder, CPU, ScalarType.Float32).Dispose());
@@ -113,10 +122,7 @@ public class MeteoraCheckpointTests
     {
         using var dir = Fixture.TempDir();
         string m = CopyCheckpoint(dir);
-        string gates = Path.Combine(m, MeteoraCheckpoint.GatesFile);
-        List<KeyValuePair<string, Tensor>> list;
-        using (var f = SafeTensorsFile.Open(gates)) list = f.LoadAll();
-        SafeTensorsWriter.Write(gates, list.Select(kv => kv.Key == "model.layers.1.mlp.down_proj.moe_gate.weight" ? new(kv.Key, zeros(3, 64)) : kv));
+        EditGates(m, list => list.Select(kv => kv.Key == "model.layers.1.mlp.down_proj.moe_gate.weight" ? new(kv.Key, zeros(3, 64)) : kv));
         AssertRefused(m, "model.layers.1.mlp.down_proj.moe_gate.weight", "takes 176 inputs");
     }
 
@@ -125,10 +131,7 @@ public class MeteoraCheckpointTests
     {
         using var dir = Fixture.TempDir();
         string m = CopyCheckpoint(dir);
-        string gates = Path.Combine(m, MeteoraCheckpoint.GatesFile);
-        List<KeyValuePair<string, Tensor>> list;
-        using (var f = SafeTensorsFile.Open(gates)) list = f.LoadAll();
-        SafeTensorsWriter.Write(gates, list.Where(kv => !kv.Key.StartsWith("model.layers.0.self_attn.k_proj")));
+        EditGates(m, list => list.Where(kv => !kv.Key.StartsWith("model.layers.0.self_attn.k_proj")));
         AssertRefused(m, "missing tensor 'model.layers.0.self_attn.k_proj.moe_gate.weight'");
     }
 
