@@ -30,8 +30,9 @@ public static class EvalCommand
         var topK = new Option<int?>("--top-k") { Description = "MeteoRA top-k (default: the checkpoint's)" };
         var temperature = new Option<double?>("--temperature") { Description = "MeteoRA routing temperature (default: the checkpoint's)" };
         var output = new Option<string>("--out") { Description = "report folder", Required = true };
+        var paper = new Option<bool>("--paper-metrics") { Description = "accuracy as the original code computes it (reference in the lower-cased hypothesis)" };
         var cmd = new Command("eval", "Per-task accuracy of base, PEFT-oracle, LoRA-B or MeteoRA on task data")
-            { model, mode, meteora, adaptersDir, adapter, data, tasks, limit, batch, maxNew, topK, temperature, output };
+            { model, mode, meteora, adaptersDir, adapter, data, tasks, limit, batch, maxNew, topK, temperature, output, paper };
         cmd.SetAction(p =>
         {
             var ctx = context(p);
@@ -55,6 +56,7 @@ public static class EvalCommand
             void Run(string task, LlamaForCausalLM lm)
             {
                 var s = TaskEvaluator.Evaluate(task, Path.Combine(dataFolder, task), lm, tokenizer, n, b, maxTokens);
+                if (p.GetValue(paper)) s = s with { Metric = "paper", Accuracy = s.PaperAccuracy };
                 scores.Add(s);
                 ctx.Err.WriteLine($"  {task,-12} {s.Metric,-8} accuracy {s.Accuracy:F3} ({s.Examples} examples)");
             }

@@ -11,7 +11,8 @@ public static class TrainLoraCommand
     public static Command Create(Func<ParseResult, CliContext> context)
     {
         var model = new Option<string>("--model") { Description = "base Hugging Face model folder", Required = true };
-        var data = new Option<string>("--data") { Description = "task folder with train.jsonl (and test.jsonl for evaluation)", Required = true };
+        var data = new Option<string>("--data") { Description = "task folder with train.jsonl (and test.jsonl for evaluation), or a folder of task folders (their union)", Required = true };
+        var balance = new Option<bool>("--balance") { Description = "with a folder of tasks: sample every task equally often" };
         var output = new Option<string>("--out") { Description = "output folder: the PEFT adapter, metrics.jsonl, checkpoint/", Required = true };
         var r = new Option<int>("--r") { Description = "LoRA rank", DefaultValueFactory = _ => 8 };
         var alpha = new Option<double>("--alpha") { Description = "LoRA alpha (scale = alpha / r)", DefaultValueFactory = _ => 16 };
@@ -20,12 +21,12 @@ public static class TrainLoraCommand
         var dropout = new Option<double>("--dropout") { Description = "LoRA dropout", DefaultValueFactory = _ => 0.05 };
         var fullLoss = new Option<bool>("--full-sequence-loss") { Description = "loss on prompt and response (default: response only)" };
         var train = new TrainingCliOptions(lr: 2e-4, weightDecay: 0.01, clip: 1.0);
-        var cmd = new Command("train-lora", "Train a LoRA adapter on a task folder") { model, data, output, r, alpha, rslora, targets, dropout, fullLoss };
+        var cmd = new Command("train-lora", "Train a LoRA adapter on a task folder") { model, data, output, r, alpha, rslora, targets, dropout, fullLoss, balance };
         train.AddTo(cmd);
         cmd.SetAction(p =>
         {
             var ctx = context(p);
-            var options = train.Read(p, responseOnly: !p.GetValue(fullLoss));
+            var options = train.Read(p, responseOnly: !p.GetValue(fullLoss)) with { Balance = p.GetValue(balance) };
             string t = p.GetValue(targets)!;
             var names = t == "all-linear" ? ProjectionSite.AllNames : t.Split(',', StringSplitOptions.TrimEntries | StringSplitOptions.RemoveEmptyEntries);
             foreach (var n in names)

@@ -16,20 +16,35 @@ public sealed record LoraTrainingResult(TrainingOutcome Outcome, int TrainExampl
 /// </summary>
 public static class LoraTrainer
 {
+    /// <summary>
+    /// One task folder (train.jsonl, optional test.jsonl), or a folder of task folders: then the union, each
+    /// example tagged with its task index (sorted names) so that <c>--balance</c> can mix the tasks evenly — the
+    /// paper's multi-task "LoRA-B" baseline.
+    /// </summary>
+    public static (List<(TaskExample Example, int Task)> Train, List<(TaskExample Example, int Task)>? Test) ReadData(string folder)
+    {
+        if (File.Exists(Path.Combine(folder, "train.jsonl")) || !Directory.Exists(folder))
+            return (TaskData.ReadTrain(folder).Select(e => (e, 0)).ToList(), TaskData.ReadTestIfPresent(folder)?.Select(e => (e, 0)).ToList());
+        var tasks = Directory.GetDirectories(folder).Where(d => File.Exists(Path.Combine(d, "train.jsonl"))).Order(StringComparer.Ordinal).ToList();
+        if (tasks.Count == 0) throw new MeteoraException($"{folder}: no train.jsonl, and no task folders with one");
+        var train = tasks.SelectMany((d, i) => TaskData.ReadTrain(d).Select(e => (e, i))).ToList();
+        var test = tasks.SelectMany((d, i) => (TaskData.ReadTestIfPresent(d) ?? []).Select(e => (e, i))).ToList();
+        return (train, test.Count > 0 ? test : null);
+    }
+
     public static LoraTrainingResult Train(string baseFolder, string taskFolder, string outDir, LoraConfig lora,
         TrainingOptions options, Device device, ScalarType dtype, ITrainingProgress? progress = null,
         CancellationToken cancel = default)
     {
         options.Validate();
         progress ??= new SilentProgress();
-        var train = TaskData.ReadTrain(taskFolder);
-        var test = TaskData.ReadTestIfPresent(taskFolder);
+        var (train, test) = ReadData(taskFolder);
         using var tokenizer = HfTokenizer.Load(baseFolder);
         var config = LlamaConfig.Load(baseFolder);
         int? eos = SpecialTokens.TrainingEos(config, tokenizer);
         var encoder = new SequenceEncoder(tokenizer, options.MaxSeqLen, options.ResponseOnly, eos);
-        var trainEncoded = train.Select(e => encoder.Encode(e)).ToList();
-        var testEncoded = test?.Select(e => encoder.Encode(e)).ToList();
+        var trainEncoded = train.Select(e => encoder.Encode(e.Example, e.Task)).ToList();
+        var testEncoded = test?.Select(e => encoder.Encode(e.Example, e.Task)).ToList();
         int truncated = trainEncoded.Count(e => e.Truncated);
         if (truncated > 0) progress.Message($"truncated {truncated} of {trainEncoded.Count} training sequences to --max-seq-len {options.MaxSeqLen}");
         if (trainEncoded.All(e => e.LossTokens == 0))

@@ -29,6 +29,10 @@ public class EvalCommandTests
         Assert.True(Mean(dir["peft"]) >= 0.5, $"peft accuracy {Mean(dir["peft"])}");
         Assert.Equal(0, Mean(dir["base"]));
         Assert.Contains("| rev | exact | 40 |", File.ReadAllText(Path.Combine(dir["peft"], "results.md")));
+        var paper = CliRunner.Run("eval", "--model", Fixture.Base, "--mode", "peft", "--adapters-dir", dir["adapters"], "--data", data,
+            "--max-new-tokens", "8", "--paper-metrics", "--out", dir["paper"]);
+        Assert.Equal(0, paper.ExitCode);
+        Assert.Contains("| rev | paper | 40 |", File.ReadAllText(Path.Combine(dir["paper"], "results.md")));
     }
 
     [Fact]
@@ -39,5 +43,23 @@ public class EvalCommandTests
         CliRunner.AssertUserError(CliRunner.Run("eval", "--model", Fixture.Base, "--mode", "merge-avg", "--data", dir["data"], "--out", dir["o"]), "unknown mode 'merge-avg'");
         CliRunner.AssertUserError(CliRunner.Run("eval", "--model", Fixture.Base, "--mode", "peft", "--data", dir["data"], "--out", dir["o"]), "needs --adapters-dir");
         CliRunner.AssertUserError(CliRunner.Run("eval", "--model", Fixture.Base, "--mode", "base", "--data", dir["data"], "--tasks", "nope", "--out", dir["o"]), "no task folder with test.jsonl for nope");
+    }
+}
+
+public class MultiTaskLoraTests
+{
+    [Fact]
+    public void TrainLoraOnAFolderOfTasksUsesTheirBalancedUnion()
+    {
+        using var dir = Fixture.TempDir();
+        Meteora.Evaluation.TaskSuite.Write(dir["data"], trainPerTask: 30, testPerTask: 5, seed: 2, only: ["add", "upper"]);
+        var (train, test) = LoraTrainer.ReadData(dir["data"]);
+        Assert.Equal(60, train.Count);
+        Assert.Equal([0, 1], train.Select(e => e.Task).Distinct().Order().ToArray());
+        Assert.Equal(10, test!.Count);
+        var r = CliRunner.Run("train-lora", "--model", Fixture.Base, "--data", dir["data"], "--out", dir["lora-b"], "--steps", "3", "--batch-size", "4", "--balance");
+        Assert.Equal(0, r.ExitCode);
+        Assert.True(File.Exists(Path.Combine(dir["lora-b"], "adapter_model.safetensors")));
+        CliRunner.AssertUserError(CliRunner.Run("train-lora", "--model", Fixture.Base, "--data", dir["o"], "--out", dir["x"], "--steps", "1"), "task folder not found");
     }
 }
