@@ -30,9 +30,12 @@ public static class EvalCommand
         var topK = new Option<int?>("--top-k") { Description = "MeteoRA top-k (default: the checkpoint's)" };
         var temperature = new Option<double?>("--temperature") { Description = "MeteoRA routing temperature (default: the checkpoint's)" };
         var output = new Option<string>("--out") { Description = "report folder", Required = true };
+        var composite = new Option<int?>("--composite") { Description = "evaluate composite-n prompts (n sub-problems from different tasks) instead of single tasks" };
+        var compositeExamples = new Option<int>("--composite-examples") { Description = "composite prompts to evaluate", DefaultValueFactory = _ => 50 };
+        var seed = new Option<int>("--seed") { Description = "seed for building composite prompts", DefaultValueFactory = _ => 0 };
         var paper = new Option<bool>("--paper-metrics") { Description = "accuracy as the original code computes it (reference in the lower-cased hypothesis)" };
         var cmd = new Command("eval", "Per-task accuracy of base, PEFT-oracle, LoRA-B or MeteoRA on task data")
-            { model, mode, meteora, adaptersDir, adapter, data, tasks, limit, batch, maxNew, topK, temperature, output, paper };
+            { model, mode, meteora, adaptersDir, adapter, data, tasks, limit, batch, maxNew, topK, temperature, output, paper, composite, compositeExamples, seed };
         cmd.SetAction(p =>
         {
             var ctx = context(p);
@@ -52,6 +55,9 @@ public static class EvalCommand
             if (names.Count == 0) throw new MeteoraException($"{dataFolder}: no task folders with test.jsonl");
 
             using var tokenizer = HfTokenizer.Load(baseFolder);
+            if (p.GetValue(composite) is { } cn)
+                return RunComposite(ctx, p, m, baseFolder, dataFolder, names, cn, p.GetValue(compositeExamples), p.GetValue(seed), b, maxTokens,
+                    p.GetValue(adapter), p.GetValue(meteora), p.GetValue(topK), p.GetValue(temperature), p.GetValue(output)!, tokenizer);
             var scores = new List<TaskScore>();
             void Run(string task, LlamaForCausalLM lm)
             {
@@ -106,5 +112,50 @@ public static class EvalCommand
             return 0;
         });
         return cmd;
+    }
+
+    /// <summary>Composite-n: one model (base, lora-b with --adapter, or meteora) answers n sub-problems per prompt.</summary>
+    private static int RunComposite(CliContext ctx, ParseResult p, string mode, string baseFolder, string dataFolder, List<string> names,
+        int n, int examples, int seed, int batch, int maxTokens, string? adapter, string? meteora, int? topK, double? temperature,
+        string outDir, HfTokenizer tokenizer)
+    {
+        if (examples < 1) throw new MeteoraException("--composite-examples must be ≥ 1");
+        CompositeScore score;
+        switch (mode)
+        {
+            case "base":
+            {
+                using var lm = LlamaLoader.Load(baseFolder, ctx.Device, ctx.DType);
+                score = CompositeEvaluator.Evaluate(lm, tokenizer, dataFolder, names, n, examples, seed, batch, maxTokens);
+                break;
+            }
+            case "lora-b":
+            {
+                using var lm = LoraModel.Load(baseFolder, adapter ?? throw new MeteoraException("eval --mode lora-b needs --adapter"), ctx.Device, ctx.DType);
+                score = CompositeEvaluator.Evaluate(lm, tokenizer, dataFolder, names, n, examples, seed, batch, maxTokens);
+                break;
+            }
+            case "meteora":
+            {
+                using var mm = MeteoraModel.Load(baseFolder, meteora ?? throw new MeteoraException("eval --mode meteora needs --meteora"), ctx.Device, ctx.DType);
+                mm.Configure(topK, temperature);
+                score = CompositeEvaluator.Evaluate(mm.Model, tokenizer, dataFolder, names, n, examples, seed, batch, maxTokens);
+                break;
+            }
+            default:
+                throw new MeteoraException($"--composite works with --mode base, lora-b or meteora (one model for every sub-problem), not '{mode}'");
+        }
+        Directory.CreateDirectory(outDir);
+        var md = new System.Text.StringBuilder($"# Composite-{n}: {mode}\n\n| task | accuracy |\n| --- | ---: |\n");
+        foreach (var (task, acc) in score.PerTask.OrderBy(kv => kv.Key, StringComparer.Ordinal)) md.AppendLine($"| {task} | {acc:F3} |");
+        md.AppendLine($"| **average correct** | **{score.AverageCorrect:F3}** |");
+        Meteora.IO.AtomicFile.WriteAllText(Path.Combine(outDir, $"composite-{n}.md"), md.ToString());
+        Meteora.IO.AtomicFile.WriteAllText(Path.Combine(outDir, $"composite-{n}.json"), CliJson.Serialize(new
+        {
+            mode, n, examples = score.Examples, seed, per_task = score.PerTask, average_correct = score.AverageCorrect,
+        }, indented: true));
+        ctx.Out.Write(md.ToString());
+        ctx.Err.WriteLine($"report written to {outDir} (composite-{n}.json, composite-{n}.md)");
+        return 0;
     }
 }

@@ -63,3 +63,26 @@ public class MultiTaskLoraTests
         CliRunner.AssertUserError(CliRunner.Run("train-lora", "--model", Fixture.Base, "--data", dir["o"], "--out", dir["x"], "--steps", "1"), "task folder not found");
     }
 }
+
+public class CompositeEvalTests
+{
+    [Fact]
+    public void CompositeEvalRunsAMeteoraModelAndReportsEverySubTask()
+    {
+        using var dir = Fixture.TempDir();
+        Meteora.Evaluation.TaskSuite.Write(dir["data"], trainPerTask: 10, testPerTask: 10, seed: 1, only: ["add", "reverse", "upper"]);
+        var r = CliRunner.Run("eval", "--model", Fixture.Base, "--mode", "meteora", "--meteora", Fixture.Meteora, "--data", dir["data"],
+            "--composite", "3", "--composite-examples", "4", "--max-new-tokens", "4", "--out", dir["report"]);
+        Assert.Equal(0, r.ExitCode);
+        var json = JsonDocument.Parse(File.ReadAllText(Path.Combine(dir["report"], "composite-3.json"))).RootElement;
+        Assert.Equal(4, json.GetProperty("examples").GetInt32());
+        Assert.Equal(["add", "reverse", "upper"], json.GetProperty("per_task").EnumerateObject().Select(p => p.Name).Order().ToArray());
+        double avg = json.GetProperty("average_correct").GetDouble();
+        Assert.InRange(avg, 0, 1);
+        Assert.Contains("average correct", File.ReadAllText(Path.Combine(dir["report"], "composite-3.md")));
+        CliRunner.AssertUserError(CliRunner.Run("eval", "--model", Fixture.Base, "--mode", "peft", "--adapters-dir", "x", "--data", dir["data"],
+            "--composite", "3", "--out", dir["r2"]), "--composite works with --mode base, lora-b or meteora");
+        CliRunner.AssertUserError(CliRunner.Run("eval", "--model", Fixture.Base, "--mode", "base", "--data", dir["data"],
+            "--composite", "5", "--out", dir["r3"]), "n = 5 needs between 1 and 3 tasks");
+    }
+}
