@@ -107,11 +107,37 @@ public static class EvalCommand
             {
                 ["model"] = baseFolder, ["data"] = dataFolder, ["limit"] = n.ToString(), ["max_new_tokens"] = maxTokens.ToString(),
             });
+            Meteora.Reporting.AccuracyChart.Write(Path.Combine(outDir, "results.png"), $"{m}: accuracy per task", scores.Select(x => (x.Task, x.Accuracy)).ToList());
             ctx.Out.Write(EvaluationReport.Markdown(m, scores));
-            ctx.Err.WriteLine($"report written to {outDir} (results.json, results.md)");
+            ctx.Err.WriteLine($"report written to {outDir} (results.json, results.md, results.png)");
             return 0;
         });
         return cmd;
+    }
+
+    /// <summary>Routing of the first composite answer: which adapter each answer token went to, as PNG and HTML.</summary>
+    private static void WriteHeatmap(MeteoraModel mm, HfTokenizer tokenizer, int[] prompt, int[] output, string outDir, int n)
+    {
+        if (output.Length == 0) return;
+        using var recorder = new RoutingRecorder { RecordIndices = true };
+        using (TorchSharp.torch.no_grad())
+        {
+            mm.Attach(recorder);
+            try
+            {
+                var all = prompt.Concat(output).Select(i => (long)i).ToArray();
+                using var ids = TorchSharp.torch.tensor(all, [1, all.Length], device: mm.Model.Device);
+                using var _ = mm.Forward(ids);
+            }
+            finally { mm.Attach(null); }
+        }
+        // Keep the answer tokens only: position t routes the token at t, so the answer starts at prompt.Length.
+        var answerTrace = recorder.Trace().ToDictionary(kv => kv.Key, kv => kv.Value[prompt.Length..]);
+        var share = Meteora.Reporting.RoutingHeatmap.Shares(answerTrace, mm.AdapterNames.Count);
+        var tokens = output.Select(t => tokenizer.Decode([t])).ToList();
+        Directory.CreateDirectory(outDir);
+        Meteora.Reporting.RoutingHeatmap.Write(Path.Combine(outDir, $"routing-composite-{n}.png"), Path.Combine(outDir, $"routing-composite-{n}.html"),
+            share, tokens, mm.AdapterNames, $"MeteoRA routing, first composite-{n} answer");
     }
 
     /// <summary>Composite-n: one model (base, lora-b with --adapter, or meteora) answers n sub-problems per prompt.</summary>
@@ -140,6 +166,7 @@ public static class EvalCommand
                 using var mm = MeteoraModel.Load(baseFolder, meteora ?? throw new MeteoraException("eval --mode meteora needs --meteora"), ctx.Device, ctx.DType);
                 mm.Configure(topK, temperature);
                 score = CompositeEvaluator.Evaluate(mm.Model, tokenizer, dataFolder, names, n, examples, seed, batch, maxTokens);
+                if (score.First is { } first) WriteHeatmap(mm, tokenizer, first.Prompt, first.Output, outDir, n);
                 break;
             }
             default:
@@ -148,6 +175,8 @@ public static class EvalCommand
         Directory.CreateDirectory(outDir);
         var md = new System.Text.StringBuilder($"# Composite-{n}: {mode}\n\n| task | accuracy |\n| --- | ---: |\n");
         foreach (var (task, acc) in score.PerTask.OrderBy(kv => kv.Key, StringComparer.Ordinal)) md.AppendLine($"| {task} | {acc:F3} |");
+        Meteora.Reporting.AccuracyChart.Write(Path.Combine(outDir, $"composite-{n}.png"), $"composite-{n} ({mode}): accuracy per sub-task",
+            score.PerTask.OrderBy(kv => kv.Key, StringComparer.Ordinal).Select(kv => (kv.Key, kv.Value)).ToList());
         md.AppendLine($"| **average correct** | **{score.AverageCorrect:F3}** |");
         Meteora.IO.AtomicFile.WriteAllText(Path.Combine(outDir, $"composite-{n}.md"), md.ToString());
         Meteora.IO.AtomicFile.WriteAllText(Path.Combine(outDir, $"composite-{n}.json"), CliJson.Serialize(new

@@ -6,7 +6,11 @@ using Meteora.Training;
 namespace Meteora.Evaluation;
 
 /// <summary>Composite-n results: accuracy per sub-task and the mean share of sub-problems answered right.</summary>
-public sealed record CompositeScore(int N, int Examples, IReadOnlyDictionary<string, double> PerTask, double AverageCorrect);
+public sealed record CompositeScore(int N, int Examples, IReadOnlyDictionary<string, double> PerTask, double AverageCorrect)
+{
+    /// <summary>The first composite prompt's token ids and the model's answer ids (for a routing heatmap).</summary>
+    public (int[] Prompt, int[] Output)? First { get; init; }
+}
 
 /// <summary>
 /// Runs composite-n prompts (<see cref="CompositePrompt"/>) through one model with greedy decoding and scores each
@@ -29,10 +33,13 @@ public static class CompositeEvaluator
         var correct = tasks.ToDictionary(t => t, _ => 0);
         var seen = tasks.ToDictionary(t => t, _ => 0);
         double sumShare = 0;
+        (int[], int[])? first = null;
         for (int i = 0; i < built.Count; i += batchSize)
         {
             var batch = built.Skip(i).Take(batchSize).ToList();
-            var outputs = generator.Generate(batch.Select(b => tokenizer.Encode(b.Prompt)).ToList(), options);
+            var prompts = batch.Select(b => tokenizer.Encode(b.Prompt)).ToList();
+            var outputs = generator.Generate(prompts, options);
+            first ??= (prompts[0], outputs[0]);
             foreach (var (example, ids) in batch.Zip(outputs))
             {
                 var answers = CompositePrompt.ParseAnswers(tokenizer.Decode(ids), n);
@@ -49,6 +56,6 @@ public static class CompositeEvaluator
             }
         }
         var perTask = tasks.Where(t => seen[t] > 0).ToDictionary(t => t, t => correct[t] / (double)seen[t]);
-        return new CompositeScore(n, built.Count, perTask, built.Count > 0 ? sumShare / built.Count : 0);
+        return new CompositeScore(n, built.Count, perTask, built.Count > 0 ? sumShare / built.Count : 0) { First = first };
     }
 }

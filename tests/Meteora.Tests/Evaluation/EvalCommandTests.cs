@@ -29,6 +29,7 @@ public class EvalCommandTests
         Assert.True(Mean(dir["peft"]) >= 0.5, $"peft accuracy {Mean(dir["peft"])}");
         Assert.Equal(0, Mean(dir["base"]));
         Assert.Contains("| rev | exact | 40 |", File.ReadAllText(Path.Combine(dir["peft"], "results.md")));
+        Assert.True(File.Exists(Path.Combine(dir["peft"], "results.png")));
         var paper = CliRunner.Run("eval", "--model", Fixture.Base, "--mode", "peft", "--adapters-dir", dir["adapters"], "--data", data,
             "--max-new-tokens", "8", "--paper-metrics", "--out", dir["paper"]);
         Assert.Equal(0, paper.ExitCode);
@@ -80,6 +81,9 @@ public class CompositeEvalTests
         double avg = json.GetProperty("average_correct").GetDouble();
         Assert.InRange(avg, 0, 1);
         Assert.Contains("average correct", File.ReadAllText(Path.Combine(dir["report"], "composite-3.md")));
+        foreach (var f in new[] { "composite-3.png", "routing-composite-3.png", "routing-composite-3.html" })
+            Assert.True(new FileInfo(Path.Combine(dir["report"], f)).Length > 0, f);
+        Assert.Contains("<th>reverse</th>", File.ReadAllText(Path.Combine(dir["report"], "routing-composite-3.html")));
         CliRunner.AssertUserError(CliRunner.Run("eval", "--model", Fixture.Base, "--mode", "peft", "--adapters-dir", "x", "--data", dir["data"],
             "--composite", "3", "--out", dir["r2"]), "--composite works with --mode base, lora-b or meteora");
         CliRunner.AssertUserError(CliRunner.Run("eval", "--model", Fixture.Base, "--mode", "base", "--data", dir["data"],
