@@ -18,6 +18,8 @@ public sealed class AdapterStack : IDisposable
     public int[] Ranks { get; }
     public int[] Offsets { get; }
     public int TotalRank { get; }
+    /// <summary>The rank every adapter has here, or null when ranks differ or an adapter is absent.</summary>
+    public int? UniformRank { get; }
     /// <summary>(ΣR, in), scales folded in. A parameter so that gate training can also train the adapters.</summary>
     public Parameter A { get; }
     /// <summary>(out, ΣR).</summary>
@@ -41,6 +43,7 @@ public sealed class AdapterStack : IDisposable
         Offsets = new int[Count];
         for (int i = 1; i < Count; i++) Offsets[i] = Offsets[i - 1] + Ranks[i - 1];
         TotalRank = Ranks.Sum();
+        UniformRank = Ranks.All(r => r == Ranks[0]) && Ranks[0] > 0 ? Ranks[0] : null;
         Scales = perAdapter.Select(p => p?.Scale ?? 1.0).ToArray();
         Tensor a, b;
         using (var scope = NewDisposeScope())
@@ -76,11 +79,11 @@ public sealed class AdapterStack : IDisposable
     {
         if (A.requires_grad)
             throw new MeteoraException("the gather strategy copies the adapters and cannot train them; use dense, segment or loop");
-        if (_paddedA is null && Ranks.All(r => r == Ranks[0]) && Ranks[0] > 0)
+        if (_paddedA is null && UniformRank is { } r)
         {
             // Equal ranks: the stacks already are the padded layout, as views (no copy).
-            _paddedA = A.view(Count, Ranks[0], A.shape[1]).DetachFromDisposeScope();                 // (L, r, in)
-            _paddedB = B.view(B.shape[0], Count, Ranks[0]).permute(1, 0, 2).DetachFromDisposeScope(); // (L, out, r)
+            _paddedA = A.view(Count, r, A.shape[1]).DetachFromDisposeScope();                 // (L, r, in)
+            _paddedB = B.view(B.shape[0], Count, r).permute(1, 0, 2).DetachFromDisposeScope(); // (L, out, r)
         }
         if (_paddedA is null)
         {

@@ -101,8 +101,7 @@ public sealed class MeteoraLinear : Linear
         if (R == 0) return y;
         long N = h.shape[0], k = indices.shape[1];
         Tensor perRank;                                                                   // (N, ΣR) in the model dtype
-        int r = Adapters.Ranks[0];
-        if (Adapters.Ranks.All(x => x == r))
+        if (Adapters.UniformRank is { } r)
         {
             // Equal ranks: scatter each token's weights straight into its adapters' rank blocks.
             var blocks = zeros(N, _n, r, h.dtype, h.device);                               // (N, L, r)
@@ -127,8 +126,7 @@ public sealed class MeteoraLinear : Linear
         var y = nn.functional.linear(x2, weight);                                         // (N, out)
         // Adapters may be kept wider than the model (float32 while training them on a bfloat16 base).
         var xa = x2.dtype == Adapters.A.dtype ? x2 : x2.to(Adapters.A.dtype);
-        var mix = strategy == MixingStrategy.Auto ? MixingStrategy.Dense : strategy;
-        return y + Mixers.Mix(mix, Adapters, xa, indices, weights).to(y.dtype);
+        return y + Mixers.Mix(strategy, Adapters, xa, indices, weights).to(y.dtype);   // Mix runs Auto as dense
     }
 
     private (Tensor Indices, Tensor Weights) Route(Tensor logits, long[] shape)
