@@ -25,6 +25,10 @@ public static class BenchCommand
         return bench;
     }
 
+    /// <summary>The --config given, else the 8B shapes on CUDA and the small preset on the CPU.</summary>
+    private static string ConfigName(string? given, TorchSharp.torch.Device device) =>
+        given ?? (device.type == TorchSharp.DeviceType.CUDA ? "llama3-8b" : "small");
+
     private static int[] Ints(string s, string option) =>
         s.Split(',', StringSplitOptions.TrimEntries | StringSplitOptions.RemoveEmptyEntries)
             .Select(v => int.TryParse(v, out int i) && i > 0 ? i : throw new MeteoraException($"{option}: '{v}' is not a positive integer")).ToArray();
@@ -102,7 +106,7 @@ public static class BenchCommand
         {
             var ctx = context(p);
             var device = ctx.Device;
-            string name = p.GetValue(config) ?? (device.type == TorchSharp.DeviceType.CUDA ? "llama3-8b" : "small");
+            string name = ConfigName(p.GetValue(config), device);
             var cfg = LlamaPresets.Resolve(name);
             int n = p.GetValue(adapters), r = p.GetValue(rank), T = p.GetValue(seqLen), B = p.GetValue(batch), S = p.GetValue(steps), W = p.GetValue(warmup);
             if (n < 1 || r < 1 || T < 2 || B < 1 || S < 2 || W < 0 || W >= S - 1)
@@ -147,7 +151,7 @@ public static class BenchCommand
             var ctx = context(p);
             var device = ctx.Device;
             var dtype = ctx.DType;
-            string configName = p.GetValue(config) ?? (device.type == TorchSharp.DeviceType.CUDA ? "llama3-8b" : "small");
+            string configName = ConfigName(p.GetValue(config), device);
             var cfg = LlamaPresets.Resolve(configName);
             int P = p.GetValue(promptLen), N = p.GetValue(newTokens), R = p.GetValue(runs), W = p.GetValue(warmup);
             int L = p.GetValue(adapters), r = p.GetValue(rank);

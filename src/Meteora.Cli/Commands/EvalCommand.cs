@@ -56,7 +56,7 @@ public static class EvalCommand
 
             using var tokenizer = HfTokenizer.Load(baseFolder);
             if (p.GetValue(composite) is { } cn)
-                return RunComposite(ctx, p, m, baseFolder, dataFolder, names, cn, p.GetValue(compositeExamples), p.GetValue(seed), b, maxTokens,
+                return RunComposite(ctx, m, baseFolder, dataFolder, names, cn, p.GetValue(compositeExamples), p.GetValue(seed), b, maxTokens,
                     p.GetValue(adapter), p.GetValue(meteora), p.GetValue(topK), p.GetValue(temperature), p.GetValue(output)!, tokenizer);
             var scores = new List<TaskScore>();
             void Run(string task, LlamaForCausalLM lm)
@@ -66,41 +66,20 @@ public static class EvalCommand
                 scores.Add(s);
                 ctx.Err.WriteLine($"  {task,-12} {s.Metric,-8} accuracy {s.Accuracy:F3} ({s.Examples} examples)");
             }
-            switch (m)
+            if (m == "peft")
             {
-                case "base":
+                string dir = p.GetValue(adaptersDir) ?? throw new MeteoraException("eval --mode peft needs --adapters-dir");
+                foreach (var t in names)
                 {
-                    using var lm = LlamaLoader.Load(baseFolder, ctx.Device, ctx.DType);
-                    foreach (var t in names) Run(t, lm);
-                    break;
+                    using var lm = LoraModel.Load(baseFolder, Path.Combine(dir, t), ctx.Device, ctx.DType);
+                    Run(t, lm);
                 }
-                case "lora-b":
-                {
-                    string one = p.GetValue(adapter) ?? throw new MeteoraException("eval --mode lora-b needs --adapter");
-                    using var lm = LoraModel.Load(baseFolder, one, ctx.Device, ctx.DType);
-                    foreach (var t in names) Run(t, lm);
-                    break;
-                }
-                case "peft":
-                {
-                    string dir = p.GetValue(adaptersDir) ?? throw new MeteoraException("eval --mode peft needs --adapters-dir");
-                    foreach (var t in names)
-                    {
-                        using var lm = LoraModel.Load(baseFolder, Path.Combine(dir, t), ctx.Device, ctx.DType);
-                        Run(t, lm);
-                    }
-                    break;
-                }
-                case "meteora":
-                {
-                    string mdir = p.GetValue(meteora) ?? throw new MeteoraException("eval --mode meteora needs --meteora");
-                    using var mm = MeteoraModel.Load(baseFolder, mdir, ctx.Device, ctx.DType);
-                    mm.Configure(p.GetValue(topK), p.GetValue(temperature));
-                    foreach (var t in names) Run(t, mm.Model);
-                    break;
-                }
-                default:
-                    throw new MeteoraException($"--mode: unknown mode '{m}' (base, peft, meteora, lora-b)");
+            }
+            else
+            {
+                using var loaded = LoadOneModel(ctx, m, baseFolder, p.GetValue(adapter), p.GetValue(meteora), p.GetValue(topK), p.GetValue(temperature))
+                    ?? throw new MeteoraException($"--mode: unknown mode '{m}' (base, peft, meteora, lora-b)");
+                foreach (var t in names) Run(t, loaded.Lm);
             }
             string outDir = p.GetValue(output)!;
             EvaluationReport.Write(outDir, m, scores, new Dictionary<string, string>
@@ -113,6 +92,31 @@ public static class EvalCommand
             return 0;
         });
         return cmd;
+    }
+
+    /// <summary>
+    /// The one model that answers every task in modes base, lora-b (one --adapter) and meteora; null for other
+    /// modes (peft loads a model per task).
+    /// </summary>
+    private static LoadedModel? LoadOneModel(CliContext ctx, string mode, string baseFolder, string? adapter, string? meteora,
+        int? topK, double? temperature)
+    {
+        switch (mode)
+        {
+            case "base":
+                return new LoadedModel { Lm = LlamaLoader.Load(baseFolder, ctx.Device, ctx.DType) };
+            case "lora-b":
+                string one = adapter ?? throw new MeteoraException("eval --mode lora-b needs --adapter");
+                return new LoadedModel { Lm = LoraModel.Load(baseFolder, one, ctx.Device, ctx.DType) };
+            case "meteora":
+                string mdir = meteora ?? throw new MeteoraException("eval --mode meteora needs --meteora");
+                var mm = MeteoraModel.Load(baseFolder, mdir, ctx.Device, ctx.DType);
+                try { mm.Configure(topK, temperature); }
+                catch { mm.Dispose(); throw; }
+                return new LoadedModel { Lm = mm.Model, Meteora = mm };
+            default:
+                return null;
+        }
     }
 
     /// <summary>Routing of the first composite answer: which adapter each answer token went to, as PNG and HTML.</summary>
@@ -141,37 +145,15 @@ public static class EvalCommand
     }
 
     /// <summary>Composite-n: one model (base, lora-b with --adapter, or meteora) answers n sub-problems per prompt.</summary>
-    private static int RunComposite(CliContext ctx, ParseResult p, string mode, string baseFolder, string dataFolder, List<string> names,
+    private static int RunComposite(CliContext ctx, string mode, string baseFolder, string dataFolder, List<string> names,
         int n, int examples, int seed, int batch, int maxTokens, string? adapter, string? meteora, int? topK, double? temperature,
         string outDir, HfTokenizer tokenizer)
     {
         if (examples < 1) throw new MeteoraException("--composite-examples must be ≥ 1");
-        CompositeScore score;
-        switch (mode)
-        {
-            case "base":
-            {
-                using var lm = LlamaLoader.Load(baseFolder, ctx.Device, ctx.DType);
-                score = CompositeEvaluator.Evaluate(lm, tokenizer, dataFolder, names, n, examples, seed, batch, maxTokens);
-                break;
-            }
-            case "lora-b":
-            {
-                using var lm = LoraModel.Load(baseFolder, adapter ?? throw new MeteoraException("eval --mode lora-b needs --adapter"), ctx.Device, ctx.DType);
-                score = CompositeEvaluator.Evaluate(lm, tokenizer, dataFolder, names, n, examples, seed, batch, maxTokens);
-                break;
-            }
-            case "meteora":
-            {
-                using var mm = MeteoraModel.Load(baseFolder, meteora ?? throw new MeteoraException("eval --mode meteora needs --meteora"), ctx.Device, ctx.DType);
-                mm.Configure(topK, temperature);
-                score = CompositeEvaluator.Evaluate(mm.Model, tokenizer, dataFolder, names, n, examples, seed, batch, maxTokens);
-                if (score.First is { } first) WriteHeatmap(mm, tokenizer, first.Prompt, first.Output, outDir, n);
-                break;
-            }
-            default:
-                throw new MeteoraException($"--composite works with --mode base, lora-b or meteora (one model for every sub-problem), not '{mode}'");
-        }
+        using var loaded = LoadOneModel(ctx, mode, baseFolder, adapter, meteora, topK, temperature)
+            ?? throw new MeteoraException($"--composite works with --mode base, lora-b or meteora (one model for every sub-problem), not '{mode}'");
+        var score = CompositeEvaluator.Evaluate(loaded.Lm, tokenizer, dataFolder, names, n, examples, seed, batch, maxTokens);
+        if (loaded.Meteora is { } mm && score.First is { } first) WriteHeatmap(mm, tokenizer, first.Prompt, first.Output, outDir, n);
         Directory.CreateDirectory(outDir);
         var md = new System.Text.StringBuilder($"# Composite-{n}: {mode}\n\n| task | accuracy |\n| --- | ---: |\n");
         foreach (var (task, acc) in score.PerTask.OrderBy(kv => kv.Key, StringComparer.Ordinal)) md.AppendLine($"| {task} | {acc:F3} |");
