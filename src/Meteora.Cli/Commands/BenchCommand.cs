@@ -144,8 +144,10 @@ public static class BenchCommand
         var runs = new Option<int>("--runs") { Description = "timed runs (median reported)", DefaultValueFactory = _ => 10 };
         var warmup = new Option<int>("--warmup") { Description = "untimed runs first", DefaultValueFactory = _ => 2 };
         var json = new Option<string?>("--json") { Description = "also write the results to this JSON file" };
+        var decodeTiming = new Option<string>("--decode-timing") { Description = "step: median of individually synchronised steps; loop: total time of the steps run back to back", DefaultValueFactory = _ => "step" };
+        decodeTiming.AcceptOnlyFromAmong("step", "loop");
         var cmd = new Command("model", "Prefill and decode tokens/s (and peak memory) of a model with random weights: base, one adapter, MeteoRA")
-            { config, batch, promptLen, prefill, decode, newTokens, variants, strategies, adapters, rank, runs, warmup, json };
+            { config, batch, promptLen, prefill, decode, newTokens, variants, strategies, adapters, rank, runs, warmup, json, decodeTiming };
         cmd.SetAction(p =>
         {
             var ctx = context(p);
@@ -155,6 +157,7 @@ public static class BenchCommand
             var cfg = LlamaPresets.Resolve(configName);
             int P = p.GetValue(promptLen), N = p.GetValue(newTokens), R = p.GetValue(runs), W = p.GetValue(warmup);
             int L = p.GetValue(adapters), r = p.GetValue(rank);
+            bool perStep = p.GetValue(decodeTiming) == "step";
             var batches = p.GetValue(batch)!;
             if (P < 1 || N < 1 || R < 1 || W < 0 || L < 1 || r < 1 || batches.Length == 0 || batches.Any(b => b < 1))
                 throw new MeteoraException("bench model: --prompt-len, --new-tokens, --runs, --adapters, --rank and --batch must be ≥ 1, --warmup ≥ 0");
@@ -189,7 +192,7 @@ public static class BenchCommand
                 // loop, gather and segment synchronise or copy per projection: fewer steps keep the run bounded.
                 int stepsHere = slow ? Math.Min(N, 12) : N;
                 foreach (var (b, t) in prefillShapes) Report(ModelBenchmark.Prefill(lm, name, b, t, W, slow ? Math.Min(R, 10) : R));
-                foreach (int b in decodeBatches) Report(ModelBenchmark.Decode(lm, name, b, P, stepsHere, W));
+                foreach (int b in decodeBatches) Report(ModelBenchmark.Decode(lm, name, b, P, stepsHere, W, perStep));
             }
 
             if (variantNames.Contains("base"))

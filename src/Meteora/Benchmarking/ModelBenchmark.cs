@@ -38,32 +38,40 @@ public static class ModelBenchmark
 
     /// <summary>
     /// Decode throughput: one prefill, <paramref name="warmup"/> untimed steps, then <paramref name="steps"/> timed
-    /// steps (each one token per row, synchronised); the median step time gives tokens/s.
+    /// steps. <paramref name="perStep"/>: each step is synchronised and timed on its own and the median step time
+    /// gives tokens/s; otherwise the timed steps run back to back (each still reading its token on the host, as
+    /// generation does) and their total time gives tokens/s.
     /// </summary>
-    public static ModelBenchResult Decode(LlamaForCausalLM lm, string variant, int batch, int promptLength, int steps, int warmup)
+    public static ModelBenchResult Decode(LlamaForCausalLM lm, string variant, int batch, int promptLength, int steps, int warmup,
+        bool perStep = true)
     {
         using var noGrad = no_grad();
         using var cache = new KvCache(lm.Config, batch, promptLength + warmup + steps, lm.DType, lm.Device);
         using var ids = RandomIds(lm, batch, promptLength);
         using var positions = Positions(lm, batch, promptLength);
         CudaRuntime.ResetPoolPeak();
-        var times = new List<double>();
         using var scope = NewDisposeScope();
         var next = lm.forward(ids, positions, cache, lastOnly: true).argmax(-1).view(batch, 1);   // (B, 1)
         var pos = positions.narrow(1, promptLength - 1, 1);
-        for (int s = 0; s < warmup + steps; s++)
+        void Step()
         {
-            double seconds = DeviceClock.Time(lm.Device, () =>
-            {
-                using var step = NewDisposeScope();
-                pos = (pos + 1).MoveToOuterDisposeScope();
-                next = lm.forward(next, pos, cache, lastOnly: true).argmax(-1).view(batch, 1).MoveToOuterDisposeScope();
-                _ = next.cpu();                                                 // generation reads every token on the host
-            });
-            if (s >= warmup) times.Add(seconds);
+            using var step = NewDisposeScope();
+            pos = (pos + 1).MoveToOuterDisposeScope();
+            next = lm.forward(next, pos, cache, lastOnly: true).argmax(-1).view(batch, 1).MoveToOuterDisposeScope();
+            _ = next.cpu();                                                     // generation reads every token on the host
         }
-        // Seconds for all steps at the median step time, so TokensPerSecond = batch / median step.
-        return new ModelBenchResult(variant, "decode", batch, promptLength, steps, DeviceClock.MedianOf(times) * steps, CudaRuntime.PoolPeakBytes());
+        for (int s = 0; s < warmup; s++) Step();
+        double seconds;
+        if (perStep)
+        {
+            var times = new List<double>();
+            for (int s = 0; s < steps; s++) times.Add(DeviceClock.Time(lm.Device, Step));
+            // Seconds for all steps at the median step time, so TokensPerSecond = batch / median step.
+            seconds = DeviceClock.MedianOf(times) * steps;
+        }
+        else
+            seconds = DeviceClock.Time(lm.Device, () => { for (int s = 0; s < steps; s++) Step(); });
+        return new ModelBenchResult(variant, "decode", batch, promptLength, steps, seconds, CudaRuntime.PoolPeakBytes());
     }
 
     private static Tensor RandomIds(LlamaForCausalLM lm, int batch, int length)

@@ -1,3 +1,4 @@
+using Meteora.Runtime;
 using TorchSharp;
 using static TorchSharp.torch;
 using Parameter = TorchSharp.Modules.Parameter;
@@ -25,6 +26,7 @@ public sealed class LlamaForCausalLM : nn.Module
         Func<ProjectionSite, Linear>? makeProjection = null) : base("LlamaForCausalLM")
     {
         Config = config; DType = dtype; Device = device;
+        if (device.type == DeviceType.CUDA) AttentionBackends.DisableCuDnnAttention();   // per-length plan builds: see there
         makeProjection ??= site => new Linear(site, dtype, device);
         model = new LlamaModel(config, dtype, device, makeProjection);
         if (!config.TieWordEmbeddings)
