@@ -16,4 +16,19 @@ count() { sed -nE "s/^ +$1: +([0-9]+)\$/\\1/p" "$log" | tail -1; }
 echo "tests: $(count Passed || true) passed, $(count Failed || true) failed, $(count Skipped || true) skipped" \
   | sed -E 's/(^|: | )( passed| failed| skipped)/\10\2/g'
 rm -f "$log"
+
+# The demo end to end on its smoke settings (`demo --quick`): every stage runs and the report is written.
+demo=$(mktemp -d /tmp/meteora-demo-quick.XXXXXX)
+report_complete() {
+  for f in results.md results.json results.png routing-composite-3.png routing-composite-3.html; do
+    [ -s "$demo/report/$f" ] || { echo "missing $demo/report/$f" >> "$demo.err"; return 1; }
+  done
+}
+echo "demo --quick in $demo ..."
+if ./meteora demo --quick --dir "$demo" > "$demo.out" 2> "$demo.err" && report_complete && grep -q "PEFT-oracle mean" "$demo.out"; then
+  echo "demo --quick: ok ($(grep '^total' "$demo.out"))"
+else
+  echo "demo --quick: FAILED"; tail -20 "$demo.err"; status=1
+fi
+rm -rf "$demo" "$demo.out" "$demo.err"
 exit "$status"

@@ -28,6 +28,7 @@ public static class CliApp
         root.Subcommands.Add(TrainLoraCommand.Create(Context));
         root.Subcommands.Add(TrainGateCommand.Create(Context));
         root.Subcommands.Add(BenchCommand.Create(Context));
+        root.Subcommands.Add(DemoCommand.Create(Context));
 
         var parse = root.Parse(args);
         try

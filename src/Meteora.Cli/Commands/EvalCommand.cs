@@ -8,7 +8,7 @@ using Meteora.Tokenization;
 namespace Meteora.Cli.Commands;
 
 /// <summary>
-/// <c>eval --model DIR --mode base|peft|meteora|lora-b --data DATADIR --out REPORTDIR [...]</c>: per-task accuracy of
+/// <c>eval --model DIR --mode base|peft|meteora|merge-avg|lora-b --data DATADIR --out REPORTDIR [...]</c>: per-task accuracy of
 /// greedy answers on each task's test.jsonl, as results.json and results.md. peft uses
 /// <c>--adapters-dir/&lt;task&gt;</c> for each task (the oracle), lora-b one <c>--adapter</c> for all tasks, meteora
 /// a <c>--meteora</c> checkpoint.
@@ -18,9 +18,9 @@ public static class EvalCommand
     public static Command Create(Func<ParseResult, CliContext> context)
     {
         var model = new Option<string>("--model") { Description = "base model folder", Required = true };
-        var mode = new Option<string>("--mode") { Description = "base, peft (the right adapter per task), meteora, or lora-b (one adapter for all tasks)", Required = true };
+        var mode = new Option<string>("--mode") { Description = "base, peft (the right adapter per task), meteora, merge-avg (all adapters averaged into the base) or lora-b (one adapter for all tasks)", Required = true };
         var meteora = new Option<string?>("--meteora") { Description = "MeteoRA checkpoint (mode meteora)" };
-        var adaptersDir = new Option<string?>("--adapters-dir") { Description = "folder of adapters named like the tasks (mode peft)" };
+        var adaptersDir = new Option<string?>("--adapters-dir") { Description = "folder of adapters named like the tasks (mode peft), or of the adapters to average (mode merge-avg)" };
         var adapter = new Option<string?>("--adapter") { Description = "one adapter for every task (mode lora-b)" };
         var data = new Option<string>("--data") { Description = "folder of task folders (test.jsonl, optional task.json)", Required = true };
         var tasks = new Option<string?>("--tasks") { Description = "comma-separated subset of tasks" };
@@ -57,7 +57,7 @@ public static class EvalCommand
             using var tokenizer = HfTokenizer.Load(baseFolder);
             if (p.GetValue(composite) is { } cn)
                 return RunComposite(ctx, m, baseFolder, dataFolder, names, cn, p.GetValue(compositeExamples), p.GetValue(seed), b, maxTokens,
-                    p.GetValue(adapter), p.GetValue(meteora), p.GetValue(topK), p.GetValue(temperature), p.GetValue(output)!, tokenizer);
+                    p.GetValue(adapter), p.GetValue(adaptersDir), p.GetValue(meteora), p.GetValue(topK), p.GetValue(temperature), p.GetValue(output)!, tokenizer);
             var scores = new List<TaskScore>();
             void Run(string task, LlamaForCausalLM lm)
             {
@@ -77,8 +77,8 @@ public static class EvalCommand
             }
             else
             {
-                using var loaded = LoadOneModel(ctx, m, baseFolder, p.GetValue(adapter), p.GetValue(meteora), p.GetValue(topK), p.GetValue(temperature))
-                    ?? throw new MeteoraException($"--mode: unknown mode '{m}' (base, peft, meteora, lora-b)");
+                using var loaded = LoadOneModel(ctx, m, baseFolder, p.GetValue(adapter), p.GetValue(adaptersDir), p.GetValue(meteora), p.GetValue(topK), p.GetValue(temperature))
+                    ?? throw new MeteoraException($"--mode: unknown mode '{m}' (base, peft, meteora, merge-avg, lora-b)");
                 foreach (var t in names) Run(t, loaded.Lm);
             }
             string outDir = p.GetValue(output)!;
@@ -98,8 +98,8 @@ public static class EvalCommand
     /// The one model that answers every task in modes base, lora-b (one --adapter) and meteora; null for other
     /// modes (peft loads a model per task).
     /// </summary>
-    private static LoadedModel? LoadOneModel(CliContext ctx, string mode, string baseFolder, string? adapter, string? meteora,
-        int? topK, double? temperature)
+    private static LoadedModel? LoadOneModel(CliContext ctx, string mode, string baseFolder, string? adapter, string? adaptersDir,
+        string? meteora, int? topK, double? temperature)
     {
         switch (mode)
         {
@@ -108,6 +108,25 @@ public static class EvalCommand
             case "lora-b":
                 string one = adapter ?? throw new MeteoraException("eval --mode lora-b needs --adapter");
                 return new LoadedModel { Lm = LoraModel.Load(baseFolder, one, ctx.Device, ctx.DType) };
+            case "merge-avg":
+            {
+                string dir = adaptersDir ?? throw new MeteoraException("eval --mode merge-avg needs --adapters-dir");
+                var folders = Directory.Exists(dir)
+                    ? Directory.GetDirectories(dir).Where(d => File.Exists(Path.Combine(d, "adapter_config.json"))).Order(StringComparer.Ordinal).ToList()
+                    : throw new MeteoraException($"{dir}: adapters folder not found");
+                if (folders.Count == 0) throw new MeteoraException($"{dir}: no adapter folders (with adapter_config.json) inside");
+                var lm = LlamaLoader.Load(baseFolder, ctx.Device, ctx.DType);
+                var adapters = new List<LoraAdapter>();
+                try
+                {
+                    foreach (var f in folders) adapters.Add(LoraAdapter.Load(f, lm.Config));
+                    int changed = LoraMerger.AverageMerge(lm, adapters);
+                    ctx.Err.WriteLine($"average-merged {adapters.Count} adapters into {changed} projections");
+                }
+                catch { lm.Dispose(); throw; }
+                finally { foreach (var a in adapters) a.Dispose(); }
+                return new LoadedModel { Lm = lm };
+            }
             case "meteora":
                 string mdir = meteora ?? throw new MeteoraException("eval --mode meteora needs --meteora");
                 var mm = MeteoraModel.Load(baseFolder, mdir, ctx.Device, ctx.DType);
@@ -119,41 +138,16 @@ public static class EvalCommand
         }
     }
 
-    /// <summary>Routing of the first composite answer: which adapter each answer token went to, as PNG and HTML.</summary>
-    private static void WriteHeatmap(MeteoraModel mm, HfTokenizer tokenizer, int[] prompt, int[] output, string outDir, int n)
-    {
-        if (output.Length == 0) return;
-        using var recorder = new RoutingRecorder { RecordIndices = true };
-        using (TorchSharp.torch.no_grad())
-        {
-            mm.Attach(recorder);
-            try
-            {
-                var all = prompt.Concat(output).Select(i => (long)i).ToArray();
-                using var ids = TorchSharp.torch.tensor(all, [1, all.Length], device: mm.Model.Device);
-                using var _ = mm.Forward(ids);
-            }
-            finally { mm.Attach(null); }
-        }
-        // Keep the answer tokens only: position t routes the token at t, so the answer starts at prompt.Length.
-        var answerTrace = recorder.Trace().ToDictionary(kv => kv.Key, kv => kv.Value[prompt.Length..]);
-        var share = Meteora.Reporting.RoutingHeatmap.Shares(answerTrace, mm.AdapterNames.Count);
-        var tokens = output.Select(t => tokenizer.Decode([t])).ToList();
-        Directory.CreateDirectory(outDir);
-        Meteora.Reporting.RoutingHeatmap.Write(Path.Combine(outDir, $"routing-composite-{n}.png"), Path.Combine(outDir, $"routing-composite-{n}.html"),
-            share, tokens, mm.AdapterNames, $"MeteoRA routing, first composite-{n} answer");
-    }
-
     /// <summary>Composite-n: one model (base, lora-b with --adapter, or meteora) answers n sub-problems per prompt.</summary>
     private static int RunComposite(CliContext ctx, string mode, string baseFolder, string dataFolder, List<string> names,
-        int n, int examples, int seed, int batch, int maxTokens, string? adapter, string? meteora, int? topK, double? temperature,
+        int n, int examples, int seed, int batch, int maxTokens, string? adapter, string? adaptersDir, string? meteora, int? topK, double? temperature,
         string outDir, HfTokenizer tokenizer)
     {
         if (examples < 1) throw new MeteoraException("--composite-examples must be ≥ 1");
-        using var loaded = LoadOneModel(ctx, mode, baseFolder, adapter, meteora, topK, temperature)
-            ?? throw new MeteoraException($"--composite works with --mode base, lora-b or meteora (one model for every sub-problem), not '{mode}'");
+        using var loaded = LoadOneModel(ctx, mode, baseFolder, adapter, adaptersDir, meteora, topK, temperature)
+            ?? throw new MeteoraException($"--composite works with --mode base, lora-b, merge-avg or meteora (one model for every sub-problem), not '{mode}'");
         var score = CompositeEvaluator.Evaluate(loaded.Lm, tokenizer, dataFolder, names, n, examples, seed, batch, maxTokens);
-        if (loaded.Meteora is { } mm && score.First is { } first) WriteHeatmap(mm, tokenizer, first.Prompt, first.Output, outDir, n);
+        if (loaded.Meteora is { } mm && score.First is { } first) Meteora.Reporting.RoutingHeatmap.WriteForAnswer(mm, tokenizer, first.Prompt, first.Output, outDir, n);
         Directory.CreateDirectory(outDir);
         var md = new System.Text.StringBuilder($"# Composite-{n}: {mode}\n\n| task | accuracy |\n| --- | ---: |\n");
         foreach (var (task, acc) in score.PerTask.OrderBy(kv => kv.Key, StringComparer.Ordinal)) md.AppendLine($"| {task} | {acc:F3} |");

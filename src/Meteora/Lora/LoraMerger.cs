@@ -43,4 +43,31 @@ public static class LoraMerger
             new Dictionary<string, string> { ["format"] = "pt" });
         log?.Invoke($"merged {merged} projections of {adapterFolder} into {outFolder}");
     }
+
+    /// <summary>
+    /// The average-merge baseline: folds every adapter into <paramref name="lm"/>'s base weights in place with
+    /// weight 1/N, <c>W ← W + (1/N) Σ_i scale_i · B_i A_i</c> (computed in float32). Projections an adapter does
+    /// not target get nothing from it. Returns the number of projections changed.
+    /// </summary>
+    public static int AverageMerge(LlamaForCausalLM lm, IReadOnlyList<LoraAdapter> adapters)
+    {
+        if (adapters.Count == 0) throw new MeteoraException("average merge: no adapters given");
+        int changed = 0;
+        using var noGrad = no_grad();
+        foreach (var p in lm.Projections())
+        {
+            using var scope = NewDisposeScope();
+            Tensor? sum = null;                                                      // (out, in) float32
+            foreach (var a in adapters)
+            {
+                if (!a.Weights.TryGetValue(p.Site.Key, out var w)) continue;
+                var delta = w.B.matmul(w.A) * a.Config.Scale;
+                sum = sum is null ? delta : sum.add_(delta);
+            }
+            if (sum is null) continue;
+            p.weight.copy_((p.weight.to(ScalarType.Float32) + sum / adapters.Count).to(p.weight.dtype));
+            changed++;
+        }
+        return changed;
+    }
 }

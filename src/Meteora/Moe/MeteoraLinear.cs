@@ -9,22 +9,26 @@ namespace Meteora.Moe;
 /// A projection with N LoRA adapters embedded as a mixture of experts: <c>y = W x + Σ_j w_j · s_j B_j A_j x</c>
 /// over the top-k adapters that the gate <c>moe_gate (N, in)</c> picks for each token.
 /// <para>
-/// When the adapters are kept in the model dtype, the base weight and the stacked A share one buffer
-/// <c>[W; A_all; 0]</c> (rows padded to a multiple of 64 so the GEMM stays on its fast kernels), so inference
-/// runs one GEMM for both, scales the rank columns by the routing weights in place and accumulates
-/// <c>z B_allᵀ</c> into the output with an in-place addmm. The gate logits come from one small GEMM shared by
-/// every strategy (float32 in float32 models; in bfloat16 models from a bfloat16 copy of the gate, as the
-/// original's bfloat16 gate layer does), so all strategies route identically. The float32 <c>moe_gate</c> is
-/// the trained and saved weight; <see cref="SyncFusedGate"/> refreshes the copy.
+/// When the adapters are kept in the model dtype, the base weight, the stacked A and (in bfloat16/float16 models)
+/// a model-dtype copy of the gate share one buffer <c>[W; A_all; G; 0]</c> (rows padded to a multiple of 64 so the
+/// GEMM stays on its fast kernels). Inference runs that one GEMM for all three, takes the top-k of the gate
+/// columns, scales the rank columns by the routing weights in place and accumulates <c>z B_allᵀ</c> into the
+/// output with an in-place addmm: one GEMM, one small routing chain and one addmm per projection. Every strategy
+/// reads its logits from the same place, so all strategies route identically. Float32 models compute the
+/// logits with the float32 gate itself (a separate small GEMM), exactly as specified. The float32
+/// <c>moe_gate</c> is the trained and saved weight; <see cref="SyncFusedGate"/> refreshes the copy.
 /// </para>
 /// </summary>
 public sealed class MeteoraLinear : Linear
 {
     public readonly Parameter moe_gate;
     private readonly RoutingOptions _routing;
-    private readonly Tensor? _fused;          // (out + ΣR + pad, in), or null when adapters are kept wider
-    private readonly Tensor? _gateCopy;       // (N, in) gate in the model dtype when that is not float32
+    private readonly Tensor? _fused;          // (out + ΣR + [N] + pad, in), or null when adapters are kept wider
+    private readonly Tensor? _fusedT;         // its transpose (view), the GEMM's right operand
+    private readonly Tensor? _gateCopy;       // (N, in) gate in the model dtype when that is not float32 (rows of _fused when fused)
+    private readonly Tensor? _bT;             // (ΣR, out) view of B_allᵀ for the addmm
     private readonly int _n;
+    private readonly long _gateColumn;        // where the gate logits start in the fused GEMM's output, or -1
 
     public AdapterStack Adapters { get; }
     /// <summary>Where routing decisions go when set (trace, gate loss); null = not recorded.</summary>
@@ -35,7 +39,8 @@ public sealed class MeteoraLinear : Linear
         RoutingOptions routing, ScalarType dtype, ScalarType adapterDtype, Device device)
     {
         int totalRank = perAdapter.Sum(p => p is { } x ? (int)x.A.shape[0] : 0);
-        int rows = (site.OutFeatures + totalRank + 63) / 64 * 64;
+        int gateRows = dtype == ScalarType.Float32 ? 0 : perAdapter.Count;
+        int rows = (site.OutFeatures + totalRank + gateRows + 63) / 64 * 64;
         Tensor? fused = adapterDtype == dtype ? zeros(rows, site.InFeatures, dtype, device) : null;
         return new MeteoraLinear(site, perAdapter, routing, dtype, adapterDtype, device, fused);
     }
@@ -50,7 +55,21 @@ public sealed class MeteoraLinear : Linear
         int totalRank = perAdapter.Sum(p => p is { } x ? (int)x.A.shape[0] : 0);
         Adapters = new AdapterStack(site, perAdapter, adapterDtype, device, _fused?.narrow(0, site.OutFeatures, totalRank));
         moe_gate = ModelParameter.Create(zeros(_n, site.InFeatures, ScalarType.Float32, device));
-        if (dtype != ScalarType.Float32) _gateCopy = zeros(_n, site.InFeatures, dtype, device).DetachFromDisposeScope();
+        _gateColumn = -1;
+        if (dtype != ScalarType.Float32)
+        {
+            if (_fused is not null)
+            {
+                _gateColumn = site.OutFeatures + totalRank;
+                _gateCopy = _fused.narrow(0, _gateColumn, _n).DetachFromDisposeScope();
+            }
+            else _gateCopy = zeros(_n, site.InFeatures, dtype, device).DetachFromDisposeScope();
+        }
+        if (_fused is not null)
+        {
+            _fusedT = _fused.t().DetachFromDisposeScope();
+            _bT = Adapters.B.t().DetachFromDisposeScope();
+        }
         RegisterComponents();
     }
 
@@ -81,14 +100,44 @@ public sealed class MeteoraLinear : Linear
         else
         {
             // The big GEMM goes first, so the GPU is busy with it while the host queues the small routing ops.
-            var h = x2.matmul(_fused.t());                                               // (N, out + ΣR + pad)
-            var logits = nn.functional.linear(x2, _gateCopy ?? moe_gate);                 // (N, L) in the model dtype
-            var (indices, weights) = Route(logits, shape);
+            var h = x2.matmul(_fusedT!);                                                  // (N, out + ΣR + [L] + pad)
+            var logits = _gateColumn >= 0 ? h.narrow(1, _gateColumn, _n)                   // (N, L) in the model dtype
+                : nn.functional.linear(x2, moe_gate);                                     // float32 models: the gate itself
             var baseOut = h.narrow(1, 0, Site.OutFeatures);                               // (N, out) view of h
-            y = strategy == MixingStrategy.Dense ? FusedDense(h, baseOut, indices, weights)
-                : baseOut + Mixers.Mix(strategy, Adapters, x2, indices, weights);
+            if (strategy == MixingStrategy.Dense && Recorder is null && Adapters.UniformRank is not null)
+                y = FusedDenseUniform(h, baseOut, logits);
+            else
+            {
+                var (indices, weights) = Route(logits, shape);
+                y = strategy == MixingStrategy.Dense ? FusedDense(h, baseOut, indices, weights)
+                    : baseOut + Mixers.Mix(strategy, Adapters, x2, indices, weights);
+            }
         }
         return y.view([.. shape[..^1], y.shape[^1]]).MoveToOuterDisposeScope();
+    }
+
+    /// <summary>
+    /// The decode-critical path (dense, equal ranks, nothing recorded) with as few library calls as possible:
+    /// top-k of the gate columns, softmax of the k kept logits (the inference router), a (N, L) routing matrix by
+    /// one scatter, the rank columns z = x A_allᵀ scaled per adapter in place, then <c>y += z B_allᵀ</c>.
+    /// Same routing and weights as <see cref="Router.Route"/> in its inference form.
+    /// </summary>
+    private Tensor FusedDenseUniform(Tensor h, Tensor y, Tensor logits)
+    {
+        int R = Adapters.TotalRank, r = Adapters.UniformRank!.Value;
+        long N = h.shape[0];
+        int k = Math.Min(_routing.TopK, _n);
+        var (top, indices) = logits.topk(k, -1);                                          // (N, k)
+        var route = zeros(N, _n, h.dtype, h.device);                                      // (N, L)
+        if (k == 1) route.scatter_(1, indices, ones_like(top));                            // weight 1
+        else
+        {
+            // softmax in float32 (as the router weighs), rounded once to the model dtype.
+            var w = _routing.Temperature == 1.0 ? top.softmax(-1, ScalarType.Float32) : (top.to(ScalarType.Float32) / _routing.Temperature).softmax(-1);
+            route.scatter_(1, indices, w.to(h.dtype));
+        }
+        h.narrow(1, Site.OutFeatures, R).view(N, _n, r).mul_(route.unsqueeze(-1));       // z (N, L, r) *= route
+        return y.addmm_(h.narrow(1, Site.OutFeatures, R), _bT!);
     }
 
     /// <summary>
@@ -115,7 +164,7 @@ public sealed class MeteoraLinear : Linear
             perRank = route.index_select(1, Adapters.Owner).to(h.dtype);
         }
         var z = h.narrow(1, Site.OutFeatures, R).mul_(perRank);                           // (N, ΣR)
-        return y.addmm_(z, Adapters.B.t());
+        return y.addmm_(z, _bT!);
     }
 
     /// <summary>Separate float32 gate (differentiable), base GEMM and mixer: training and wide adapters.</summary>
@@ -144,6 +193,8 @@ public sealed class MeteoraLinear : Linear
         {
             Adapters.Dispose();
             _gateCopy?.Dispose();
+            _fusedT?.Dispose();
+            _bT?.Dispose();
             _fused?.Dispose();
         }
         base.Dispose(disposing);

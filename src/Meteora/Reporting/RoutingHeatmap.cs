@@ -1,3 +1,5 @@
+using Meteora.Tokenization;
+using Meteora.Moe;
 using System.Net;
 using System.Text;
 using Meteora.IO;
@@ -53,5 +55,33 @@ public static class RoutingHeatmap
         }
         html.Append("</table><p>Cell = share of MeteoRA projections whose top-1 adapter at that token is the row's adapter.</p></body></html>");
         AtomicFile.WriteAllText(htmlPath, html.ToString());
+    }
+
+    /// <summary>
+    /// Routing of one composite answer: re-runs prompt + answer through <paramref name="mm"/> with a recorder and writes
+    /// which adapter each answer token went to as <c>routing-composite-n.png</c> and <c>.html</c> in <paramref name="outDir"/>.
+    /// </summary>
+    public static void WriteForAnswer(MeteoraModel mm, HfTokenizer tokenizer, int[] prompt, int[] output, string outDir, int n)
+    {
+        if (output.Length == 0) return;
+        using var recorder = new RoutingRecorder { RecordIndices = true };
+        using (TorchSharp.torch.no_grad())
+        {
+            mm.Attach(recorder);
+            try
+            {
+                var all = prompt.Concat(output).Select(i => (long)i).ToArray();
+                using var ids = TorchSharp.torch.tensor(all, [1, all.Length], device: mm.Model.Device);
+                using var _ = mm.Forward(ids);
+            }
+            finally { mm.Attach(null); }
+        }
+        // Keep the answer tokens only: position t routes the token at t, so the answer starts at prompt.Length.
+        var answerTrace = recorder.Trace().ToDictionary(kv => kv.Key, kv => kv.Value[prompt.Length..]);
+        var share = Shares(answerTrace, mm.AdapterNames.Count);
+        var tokens = output.Select(t => tokenizer.Decode([t])).ToList();
+        Directory.CreateDirectory(outDir);
+        Write(Path.Combine(outDir, $"routing-composite-{n}.png"), Path.Combine(outDir, $"routing-composite-{n}.html"),
+            share, tokens, mm.AdapterNames, $"MeteoRA routing, first composite-{n} answer");
     }
 }

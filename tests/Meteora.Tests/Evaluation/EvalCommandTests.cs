@@ -41,7 +41,7 @@ public class EvalCommandTests
     {
         using var dir = Fixture.TempDir();
         ReverseDigitsTask.Write(Path.Combine(dir["data"], "rev"), train: 5, test: 2);
-        CliRunner.AssertUserError(CliRunner.Run("eval", "--model", Fixture.Base, "--mode", "merge-avg", "--data", dir["data"], "--out", dir["o"]), "unknown mode 'merge-avg'");
+        CliRunner.AssertUserError(CliRunner.Run("eval", "--model", Fixture.Base, "--mode", "bogus", "--data", dir["data"], "--out", dir["o"]), "unknown mode 'bogus'");
         CliRunner.AssertUserError(CliRunner.Run("eval", "--model", Fixture.Base, "--mode", "peft", "--data", dir["data"], "--out", dir["o"]), "needs --adapters-dir");
         CliRunner.AssertUserError(CliRunner.Run("eval", "--model", Fixture.Base, "--mode", "base", "--data", dir["data"], "--tasks", "nope", "--out", dir["o"]), "no task folder with test.jsonl for nope");
     }
@@ -85,7 +85,7 @@ public class CompositeEvalTests
             Assert.True(new FileInfo(Path.Combine(dir["report"], f)).Length > 0, f);
         Assert.Contains("<th>reverse</th>", File.ReadAllText(Path.Combine(dir["report"], "routing-composite-3.html")));
         CliRunner.AssertUserError(CliRunner.Run("eval", "--model", Fixture.Base, "--mode", "peft", "--adapters-dir", "x", "--data", dir["data"],
-            "--composite", "3", "--out", dir["r2"]), "--composite works with --mode base, lora-b or meteora");
+            "--composite", "3", "--out", dir["r2"]), "--composite works with --mode base, lora-b, merge-avg or meteora");
         CliRunner.AssertUserError(CliRunner.Run("eval", "--model", Fixture.Base, "--mode", "base", "--data", dir["data"],
             "--composite", "5", "--out", dir["r3"]), "n = 5 needs between 1 and 3 tasks");
     }

@@ -1,0 +1,276 @@
+using System.Diagnostics;
+using System.Text;
+using System.Text.Json;
+using Meteora.Evaluation;
+using Meteora.IO;
+using Meteora.Llama;
+using Meteora.Lora;
+using Meteora.Moe;
+using Meteora.Reporting;
+using Meteora.Tokenization;
+using Meteora.Training;
+using static TorchSharp.torch;
+
+namespace Meteora.Demo;
+
+/// <summary>Everything one demo run measured.</summary>
+public sealed record DemoResult(
+    IReadOnlyList<string> Tasks,
+    IReadOnlyDictionary<string, IReadOnlyList<TaskScore>> PerTask,
+    IReadOnlyDictionary<int, IReadOnlyDictionary<string, CompositeScore>> Composite,
+    IReadOnlyDictionary<string, double> StageSeconds)
+{
+    public double Mean(string mode) => PerTask[mode].Average(s => s.Accuracy);
+
+    /// <summary>The single-task adapter with the highest composite-n average correct, and that score.</summary>
+    public (string Adapter, double Score) BestSingle(int n) =>
+        Composite[n].Where(kv => kv.Key.StartsWith("single:")).Select(kv => (kv.Key["single:".Length..], kv.Value.AverageCorrect))
+            .MaxBy(x => x.AverageCorrect);
+}
+
+/// <summary>
+/// The end-to-end demo: the built-in task suite and the tiny base (both cached in the demo folder), one LoRA per
+/// task, the LoRA-B baseline (one adapter of the same rank on all tasks, balanced), MeteoRA gates trained on the
+/// union, then per-task accuracy of PEFT-oracle, MeteoRA top-1/top-2, LoRA-B, average-merge and the base, and
+/// composite-n of MeteoRA against LoRA-B and every single adapter. Writes the report folder.
+/// </summary>
+public sealed class DemoRunner
+{
+    private readonly string _dir;
+    private readonly DemoSettings _s;
+    private readonly Device _device;
+    private readonly ScalarType _dtype;
+    private readonly Action<string> _log;
+    private readonly Func<string, ITrainingProgress> _progress;
+    private readonly Dictionary<string, double> _stages = new();
+
+    /// <summary>
+    /// A demo in folder <paramref name="dir"/>; <paramref name="log"/> receives one line per stage and result,
+    /// <paramref name="progress"/> makes the progress sink of one training stage from its title.
+    /// </summary>
+    public DemoRunner(string dir, DemoSettings settings, Device device, ScalarType dtype, Action<string> log,
+        Func<string, ITrainingProgress>? progress = null)
+    {
+        _dir = Path.GetFullPath(dir); _s = settings; _device = device; _dtype = dtype; _log = log;
+        _progress = progress ?? (_ => new SilentProgress());
+    }
+
+    private string TasksDir => Path.Combine(_dir, "tasks");
+    private string BaseDir => Path.Combine(_dir, "base");
+    private string AdaptersDir => Path.Combine(_dir, "adapters");
+    private string LoraBDir => Path.Combine(_dir, "lora-b");
+    private string MeteoraDir => Path.Combine(_dir, "meteora");
+    /// <summary>Where the report goes.</summary>
+    public string ReportDir => Path.Combine(_dir, "report");
+
+    public DemoResult Run(CancellationToken cancel = default)
+    {
+        Directory.CreateDirectory(_dir);
+        var tasks = (_s.Tasks ?? TaskSuite.All.Select(t => t.Name).ToList()).Order(StringComparer.Ordinal).ToList();
+        Stage("task data", () => MakeData(tasks));
+        Stage("base model", () => MakeBase(cancel));
+        foreach (var d in new[] { AdaptersDir, LoraBDir, MeteoraDir }) if (Directory.Exists(d)) Directory.Delete(d, true);
+
+        var lora = new LoraConfig { R = _s.LoraRank, LoraAlpha = 2 * _s.LoraRank, TargetModules = ProjectionSite.AllNames, LoraDropout = 0 };
+        var loraOptions = new TrainingOptions
+        {
+            LearningRate = _s.LoraLr, WeightDecay = 0.01, Steps = _s.LoraSteps, BatchSize = _s.LoraBatch, MaxSeqLen = 128, EvalLimit = 64,
+        };
+        Stage("task LoRAs", () =>
+        {
+            foreach (var t in tasks)
+            {
+                cancel.ThrowIfCancellationRequested();
+                var r = LoraTrainer.Train(BaseDir, Path.Combine(TasksDir, t), Path.Combine(AdaptersDir, t), lora, loraOptions,
+                    _device, _dtype, _progress($"LoRA {t}"), cancel);
+                Interrupted(r.Outcome);
+                _log($"  LoRA {t,-10} eval loss {r.FinalEval.GetValueOrDefault("eval_loss", double.NaN):F3}");
+            }
+        });
+        Stage("LoRA-B", () =>
+        {
+            var r = LoraTrainer.Train(BaseDir, TasksDir, LoraBDir, lora, loraOptions with { Steps = _s.LoraBSteps, Balance = true },
+                _device, _dtype, _progress("LoRA-B (all tasks)"), cancel);
+            Interrupted(r.Outcome);
+            _log($"  LoRA-B eval loss {r.FinalEval.GetValueOrDefault("eval_loss", double.NaN):F3}");
+        });
+        Stage("gates", () =>
+        {
+            var gate = new GateTrainingOptions { TopK = 2 };
+            var options = new TrainingOptions
+            {
+                LearningRate = _s.GateLr, WeightDecay = 0.01, ClipNorm = 0.3, Steps = _s.GateSteps, BatchSize = _s.GateBatch,
+                MaxSeqLen = 128, Balance = true, EvalLimit = 128,
+            };
+            var r = GateTrainer.Train(BaseDir, tasks.Select(t => (t, Path.Combine(AdaptersDir, t))).ToList(), TasksDir, MeteoraDir, gate,
+                options, _device, _dtype, _progress("MeteoRA gates"), cancel);
+            Interrupted(r.Outcome);
+            _log($"  gates: eval gate accuracy {r.FinalEval.GetValueOrDefault("eval_gate_acc", double.NaN):P1}");
+        });
+
+        var perTask = new Dictionary<string, IReadOnlyList<TaskScore>>();
+        var composite = _s.CompositeSizes.ToDictionary(n => n, _ => new Dictionary<string, CompositeScore>());
+        using var tokenizer = HfTokenizer.Load(BaseDir);
+        Stage("evaluation", () => Evaluate(tasks, tokenizer, perTask, composite, cancel));
+        var result = new DemoResult(tasks, perTask,
+            composite.ToDictionary(kv => kv.Key, kv => (IReadOnlyDictionary<string, CompositeScore>)kv.Value), _stages);
+        WriteReport(result);
+        return result;
+    }
+
+    private static void Interrupted(TrainingOutcome outcome)
+    {
+        if (outcome == TrainingOutcome.Interrupted) throw new OperationCanceledException("demo interrupted");
+    }
+
+    private void Stage(string name, Action work)
+    {
+        var sw = Stopwatch.StartNew();
+        _log($"[{name}]");
+        work();
+        _stages[name] = sw.Elapsed.TotalSeconds;
+        _log($"[{name}] {sw.Elapsed.TotalSeconds:F0} s");
+    }
+
+    /// <summary>Cached when the stamp written after the last complete build matches these settings.</summary>
+    private bool Cached(string folder, string stamp) =>
+        File.Exists(Path.Combine(folder, ".demo-stamp")) && File.ReadAllText(Path.Combine(folder, ".demo-stamp")) == stamp;
+
+    private void MakeData(IReadOnlyList<string> tasks)
+    {
+        string stamp = $"tasks {string.Join(',', tasks)} train {_s.TrainPerTask} test {_s.TestPerTask} seed {_s.DataSeed}";
+        if (Cached(TasksDir, stamp)) { _log($"  cached in {TasksDir}"); return; }
+        if (Directory.Exists(TasksDir)) Directory.Delete(TasksDir, true);
+        TaskSuite.Write(TasksDir, _s.TrainPerTask, _s.TestPerTask, _s.DataSeed, tasks.ToList());
+        AtomicFile.WriteAllText(Path.Combine(TasksDir, ".demo-stamp"), stamp);
+        _log($"  {tasks.Count} tasks written to {TasksDir}");
+    }
+
+    private void MakeBase(CancellationToken cancel)
+    {
+        string stamp = $"steps {_s.BaseSteps} batch {_s.BaseBatch} lines {_s.BaseLines} lr {_s.BaseLr}";
+        if (Cached(BaseDir, stamp)) { _log($"  cached in {BaseDir}"); return; }
+        if (Directory.Exists(BaseDir)) Directory.Delete(BaseDir, true);
+        var options = new TrainingOptions
+        {
+            LearningRate = _s.BaseLr, WeightDecay = 0.01, Steps = _s.BaseSteps, BatchSize = _s.BaseBatch, MaxSeqLen = 256, EvalLimit = 256,
+        };
+        var (initial, final) = TinyBaseBuilder.Build(BaseDir, TinyBaseBuilder.DefaultConfig, options, _s.BaseLines, _device,
+            _progress("base pretraining"), cancel);
+        if (cancel.IsCancellationRequested) throw new OperationCanceledException("demo interrupted");
+        AtomicFile.WriteAllText(Path.Combine(BaseDir, ".demo-stamp"), stamp);
+        _log($"  held-out loss {initial:F3} → {final:F3}");
+    }
+
+    private void Evaluate(IReadOnlyList<string> tasks, HfTokenizer tokenizer, Dictionary<string, IReadOnlyList<TaskScore>> perTask,
+        Dictionary<int, Dictionary<string, CompositeScore>> composite, CancellationToken cancel)
+    {
+        List<TaskScore> All(LlamaForCausalLM lm) => tasks.Select(t => Score(t, lm)).ToList();
+        TaskScore Score(string task, LlamaForCausalLM lm)
+        {
+            cancel.ThrowIfCancellationRequested();
+            return TaskEvaluator.Evaluate(task, Path.Combine(TasksDir, task), lm, tokenizer, _s.EvalLimit, _s.EvalBatch, _s.MaxNewTokens);
+        }
+        CompositeScore Composite(LlamaForCausalLM lm, int n)
+        {
+            cancel.ThrowIfCancellationRequested();
+            return CompositeEvaluator.Evaluate(lm, tokenizer, TasksDir, tasks, n, _s.CompositeExamples, seed: 0, _s.EvalBatch, _s.MaxNewTokens);
+        }
+        void Report(string mode) => _log($"  {mode,-14} mean accuracy {perTask[mode].Average(s => s.Accuracy):F3}");
+        var sizes = _s.CompositeSizes.Where(n => n <= tasks.Count).ToList();
+
+        using (var lm = LlamaLoader.Load(BaseDir, _device, _dtype)) { perTask["base"] = All(lm); Report("base"); }
+        perTask["peft"] = tasks.Select(t =>
+        {
+            using var lm = LoraModel.Load(BaseDir, Path.Combine(AdaptersDir, t), _device, _dtype);
+            var score = Score(t, lm);
+            foreach (int n in sizes) composite[n][$"single:{t}"] = Composite(lm, n);   // one adapter answering every sub-problem
+            return score;
+        }).ToList();
+        Report("peft");
+        using (var mm = MeteoraModel.Load(BaseDir, MeteoraDir, _device, _dtype))
+        {
+            foreach (int k in new[] { 1, 2 })
+            {
+                mm.Configure(topK: Math.Min(k, tasks.Count));
+                perTask[$"meteora-top{k}"] = All(mm.Model);
+                Report($"meteora-top{k}");
+            }
+            mm.Configure(topK: Math.Min(2, tasks.Count));
+            foreach (int n in sizes)
+            {
+                var score = Composite(mm.Model, n);
+                composite[n]["meteora-top2"] = score;
+                if (score.First is { } first) RoutingHeatmap.WriteForAnswer(mm, tokenizer, first.Prompt, first.Output, ReportDir, n);
+            }
+        }
+        using (var lm = LoraModel.Load(BaseDir, LoraBDir, _device, _dtype))
+        {
+            perTask["lora-b"] = All(lm);
+            Report("lora-b");
+            foreach (int n in sizes) composite[n]["lora-b"] = Composite(lm, n);
+        }
+        using (var lm = LlamaLoader.Load(BaseDir, _device, _dtype))
+        {
+            var adapters = tasks.Select(t => LoraAdapter.Load(Path.Combine(AdaptersDir, t), lm.Config)).ToList();
+            try { LoraMerger.AverageMerge(lm, adapters); }
+            finally { foreach (var a in adapters) a.Dispose(); }
+            perTask["merge-avg"] = All(lm);
+            Report("merge-avg");
+        }
+    }
+
+    /// <summary>The modes of the per-task table, in column order.</summary>
+    public static readonly string[] Modes = ["peft", "meteora-top1", "meteora-top2", "lora-b", "merge-avg", "base"];
+
+    /// <summary>The report as Markdown: per-task accuracy by mode, then composite-n average correct.</summary>
+    public static string Markdown(DemoResult r)
+    {
+        var sb = new StringBuilder();
+        sb.AppendLine("## Per-task accuracy").AppendLine();
+        sb.AppendLine("| task | metric | " + string.Join(" | ", Modes) + " |");
+        sb.AppendLine("| --- | --- | " + string.Join(" | ", Modes.Select(_ => "---:")) + " |");
+        for (int i = 0; i < r.Tasks.Count; i++)
+            sb.AppendLine($"| {r.Tasks[i]} | {r.PerTask["peft"][i].Metric} | " + string.Join(" | ", Modes.Select(m => $"{r.PerTask[m][i].Accuracy:F2}")) + " |");
+        sb.AppendLine("| **mean** | | " + string.Join(" | ", Modes.Select(m => $"**{r.Mean(m):F3}**")) + " |");
+        foreach (var (n, scores) in r.Composite.OrderBy(kv => kv.Key))
+        {
+            if (scores.Count == 0) continue;
+            sb.AppendLine().AppendLine($"## Composite-{n} (average correct, {scores.First().Value.Examples} prompts)").AppendLine();
+            sb.AppendLine("| model | average correct |").AppendLine("| --- | ---: |");
+            foreach (var (name, s) in scores.OrderByDescending(kv => kv.Value.AverageCorrect))
+                sb.AppendLine($"| {name} | {s.AverageCorrect:F3} |");
+        }
+        return sb.ToString();
+    }
+
+    private void WriteReport(DemoResult r)
+    {
+        Directory.CreateDirectory(ReportDir);
+        AtomicFile.WriteAllText(Path.Combine(ReportDir, "results.md"), "# MeteoRA demo\n\n" + Markdown(r));
+        AtomicFile.WriteAllText(Path.Combine(ReportDir, "results.json"), JsonSerializer.Serialize(new
+        {
+            tasks = r.Tasks,
+            settings = _s,
+            stage_seconds = r.StageSeconds,
+            per_task = r.PerTask.ToDictionary(kv => kv.Key, kv => kv.Value.Select(s => new
+            {
+                task = s.Task, metric = s.Metric, examples = s.Examples, accuracy = s.Accuracy, exact_match = s.ExactMatch,
+                contains = s.Contains, numeric = s.Numeric, paper_accuracy = s.PaperAccuracy, bleu = s.Bleu, rougeL = s.Rouge.RougeL,
+            })),
+            mean_accuracy = r.PerTask.ToDictionary(kv => kv.Key, kv => r.Mean(kv.Key)),
+            composite = r.Composite.ToDictionary(kv => $"composite-{kv.Key}", kv => kv.Value.ToDictionary(x => x.Key, x => new
+            {
+                average_correct = x.Value.AverageCorrect, per_task = x.Value.PerTask, examples = x.Value.Examples,
+            })),
+        }, new JsonSerializerOptions { WriteIndented = true }));
+        var bars = Modes.Select(m => (m, r.Mean(m))).ToList();
+        foreach (var (n, scores) in r.Composite.OrderBy(kv => kv.Key))
+        {
+            if (scores.TryGetValue("meteora-top2", out var mt)) bars.Add(($"C{n} meteora", mt.AverageCorrect));
+            if (scores.TryGetValue("lora-b", out var lb)) bars.Add(($"C{n} lora-b", lb.AverageCorrect));
+            if (scores.Keys.Any(k => k.StartsWith("single:"))) bars.Add(($"C{n} best single", r.BestSingle(n).Score));
+        }
+        AccuracyChart.Write(Path.Combine(ReportDir, "results.png"), "MeteoRA demo: mean per-task accuracy and composite-n average correct", bars);
+    }
+}

@@ -1,0 +1,51 @@
+namespace Meteora.Demo;
+
+/// <summary>
+/// Sizes of every stage of <see cref="DemoRunner"/>: the built-in task suite, the tiny base, the per-task LoRAs,
+/// the LoRA-B baseline, gate training and the evaluations. <see cref="Full"/> is tuned to finish within ten
+/// minutes on two CPU cores; <see cref="Quick"/> is a smoke run of the same pipeline (about a minute).
+/// </summary>
+public sealed record DemoSettings
+{
+    /// <summary>Tasks of the built-in suite (null: all twelve).</summary>
+    public IReadOnlyList<string>? Tasks { get; init; }
+    public int TrainPerTask { get; init; } = 500;
+    public int TestPerTask { get; init; } = 50;
+    public int DataSeed { get; init; } = 0;
+
+    public int BaseSteps { get; init; } = 600;
+    public int BaseBatch { get; init; } = 32;
+    public int BaseLines { get; init; } = 20000;
+    public double BaseLr { get; init; } = 3e-3;
+
+    public int LoraRank { get; init; } = 8;
+    public int LoraSteps { get; init; } = 300;
+    public int LoraBatch { get; init; } = 16;
+    public double LoraLr { get; init; } = 1e-3;
+    /// <summary>LoRA-B (one adapter, same rank, all tasks balanced) steps.</summary>
+    public int LoraBSteps { get; init; } = 900;
+
+    public int GateSteps { get; init; } = 200;
+    public int GateBatch { get; init; } = 16;
+    public double GateLr { get; init; } = 5e-3;
+
+    /// <summary>Test examples per task in the per-task table.</summary>
+    public int EvalLimit { get; init; } = 50;
+    /// <summary>Composite sizes evaluated (each against LoRA-B and every single adapter).</summary>
+    public IReadOnlyList<int> CompositeSizes { get; init; } = [3, 5];
+    public int CompositeExamples { get; init; } = 20;
+    public int EvalBatch { get; init; } = 25;
+    public int MaxNewTokens { get; init; } = 16;
+
+    /// <summary>The ten-minute demo.</summary>
+    public static DemoSettings Full => new();
+
+    /// <summary>The smoke run used by the test script: three tasks, a few steps of everything.</summary>
+    public static DemoSettings Quick => new()
+    {
+        Tasks = ["reverse", "translate", "upper"], TrainPerTask = 80, TestPerTask = 8,
+        BaseSteps = 40, BaseBatch = 16, BaseLines = 1000,
+        LoraSteps = 15, LoraBSteps = 30, GateSteps = 15, GateBatch = 8,
+        EvalLimit = 8, CompositeSizes = [3], CompositeExamples = 4, EvalBatch = 8, MaxNewTokens = 8,
+    };
+}
