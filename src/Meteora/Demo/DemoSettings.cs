@@ -25,7 +25,7 @@ public sealed record DemoSettings
     /// <summary>LoRA-B (one adapter, same rank, all tasks balanced) steps.</summary>
     public int LoraBSteps { get; init; } = 900;
 
-    public int GateSteps { get; init; } = 200;
+    public int GateSteps { get; init; } = 500;
     public int GateBatch { get; init; } = 16;
     public double GateLr { get; init; } = 5e-3;
 
