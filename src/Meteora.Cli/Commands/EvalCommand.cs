@@ -111,20 +111,9 @@ public static class EvalCommand
             case "merge-avg":
             {
                 string dir = adaptersDir ?? throw new MeteoraException("eval --mode merge-avg needs --adapters-dir");
-                var folders = Directory.Exists(dir)
-                    ? Directory.GetDirectories(dir).Where(d => File.Exists(Path.Combine(d, "adapter_config.json"))).Order(StringComparer.Ordinal).ToList()
-                    : throw new MeteoraException($"{dir}: adapters folder not found");
-                if (folders.Count == 0) throw new MeteoraException($"{dir}: no adapter folders (with adapter_config.json) inside");
-                var lm = LlamaLoader.Load(baseFolder, ctx.Device, ctx.DType);
-                var adapters = new List<LoraAdapter>();
-                try
-                {
-                    foreach (var f in folders) adapters.Add(LoraAdapter.Load(f, lm.Config));
-                    int changed = LoraMerger.AverageMerge(lm, adapters);
-                    ctx.Err.WriteLine($"average-merged {adapters.Count} adapters into {changed} projections");
-                }
-                catch { lm.Dispose(); throw; }
-                finally { foreach (var a in adapters) a.Dispose(); }
+                var folders = LoraAdapter.FoldersIn(dir);
+                var (lm, changed) = LoraMerger.LoadAverageMerged(baseFolder, folders, ctx.Device, ctx.DType);
+                ctx.Err.WriteLine($"average-merged {folders.Count} adapters into {changed} projections");
                 return new LoadedModel { Lm = lm };
             }
             case "meteora":

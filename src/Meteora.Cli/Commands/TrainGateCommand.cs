@@ -1,4 +1,5 @@
 using System.CommandLine;
+using Meteora.Lora;
 using Meteora.Training;
 
 namespace Meteora.Cli.Commands;
@@ -63,12 +64,7 @@ public static class TrainGateCommand
             throw new MeteoraException("train-gate: give exactly one of --adapters-dir and --adapter");
         List<(string Name, string Folder)> found;
         if (dir is not null)
-        {
-            if (!Directory.Exists(dir)) throw new MeteoraException($"{dir}: adapters folder not found");
-            found = Directory.GetDirectories(dir).Where(d => File.Exists(Path.Combine(d, "adapter_config.json")))
-                .Select(d => (Path.GetFileName(d), d)).ToList();
-            if (found.Count == 0) throw new MeteoraException($"{dir}: no adapter folders (with adapter_config.json) inside");
-        }
+            found = LoraAdapter.FoldersIn(dir).Select(d => (Path.GetFileName(d), d)).ToList();
         else
         {
             found = folders!.Select(f => (Path.GetFileName(Path.GetFullPath(f).TrimEnd('/')), f)).ToList();

@@ -65,6 +65,7 @@ public sealed class DemoRunner
 
     public DemoResult Run(CancellationToken cancel = default)
     {
+        if (File.Exists(_dir)) throw new MeteoraException($"{_dir}: is a file; the demo needs a folder to work in");
         Directory.CreateDirectory(_dir);
         var tasks = (_s.Tasks ?? TaskSuite.All.Select(t => t.Name).ToList()).Order(StringComparer.Ordinal).ToList();
         Stage("task data", () => MakeData(tasks));
@@ -210,12 +211,9 @@ public sealed class DemoRunner
             Report("lora-b");
             foreach (int n in sizes) composite[n]["lora-b"] = Composite(lm, n);
         }
-        using (var lm = LlamaLoader.Load(BaseDir, _device, _dtype))
+        using (var merged = LoraMerger.LoadAverageMerged(BaseDir, tasks.Select(t => Path.Combine(AdaptersDir, t)).ToList(), _device, _dtype).Model)
         {
-            var adapters = tasks.Select(t => LoraAdapter.Load(Path.Combine(AdaptersDir, t), lm.Config)).ToList();
-            try { LoraMerger.AverageMerge(lm, adapters); }
-            finally { foreach (var a in adapters) a.Dispose(); }
-            perTask["merge-avg"] = All(lm);
+            perTask["merge-avg"] = All(merged);
             Report("merge-avg");
         }
     }

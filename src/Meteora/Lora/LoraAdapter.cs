@@ -30,6 +30,19 @@ public sealed partial class LoraAdapter : IDisposable
     /// <summary>Whether the adapter has weights for the projection at <paramref name="site"/>.</summary>
     public bool Targets(ProjectionSite site) => Weights.ContainsKey(site.Key);
 
+    /// <summary>
+    /// The adapter folders (those holding adapter_config.json) directly inside <paramref name="dir"/>, in ordinal
+    /// name order; a one-line error when the folder is missing or holds none.
+    /// </summary>
+    public static List<string> FoldersIn(string dir)
+    {
+        if (!Directory.Exists(dir)) throw new MeteoraException($"{dir}: adapters folder not found");
+        var found = Directory.GetDirectories(dir).Where(d => File.Exists(Path.Combine(d, "adapter_config.json")))
+            .Order(StringComparer.Ordinal).ToList();
+        if (found.Count == 0) throw new MeteoraException($"{dir}: no adapter folders (with adapter_config.json) inside");
+        return found;
+    }
+
     /// <summary>Loads and validates the adapter in <paramref name="folder"/> against <paramref name="baseConfig"/>.</summary>
     public static LoraAdapter Load(string folder, LlamaConfig baseConfig, string? name = null)
     {

@@ -70,4 +70,23 @@ public static class LoraMerger
         }
         return changed;
     }
+
+    /// <summary>
+    /// The average-merge baseline as a model: the base loaded on <paramref name="device"/> with every adapter in
+    /// <paramref name="adapterFolders"/> folded in by <see cref="AverageMerge"/>. Returns it and the number of
+    /// projections changed.
+    /// </summary>
+    public static (LlamaForCausalLM Model, int Changed) LoadAverageMerged(string baseFolder, IReadOnlyList<string> adapterFolders,
+        Device device, ScalarType dtype)
+    {
+        var lm = LlamaLoader.Load(baseFolder, device, dtype);
+        var adapters = new List<LoraAdapter>();
+        try
+        {
+            foreach (var f in adapterFolders) adapters.Add(LoraAdapter.Load(f, lm.Config));
+            return (lm, AverageMerge(lm, adapters));
+        }
+        catch { lm.Dispose(); throw; }
+        finally { foreach (var a in adapters) a.Dispose(); }
+    }
 }

@@ -25,7 +25,7 @@ public sealed class MeteoraLinear : Linear
     private readonly RoutingOptions _routing;
     private readonly Tensor? _fused;          // (out + ΣR + [N] + pad, in), or null when adapters are kept wider
     private readonly Tensor? _fusedT;         // its transpose (view), the GEMM's right operand
-    private readonly Tensor? _gateCopy;       // (N, in) gate in the model dtype when that is not float32 (rows of _fused when fused)
+    private readonly Tensor? _gateCopy;       // (N, in) rows of _fused: the gate in the model dtype when that is not float32
     private readonly Tensor? _bT;             // (ΣR, out) view of B_allᵀ for the addmm
     private readonly int _n;
     private readonly long _gateColumn;        // where the gate logits start in the fused GEMM's output, or -1
@@ -56,17 +56,14 @@ public sealed class MeteoraLinear : Linear
         Adapters = new AdapterStack(site, perAdapter, adapterDtype, device, _fused?.narrow(0, site.OutFeatures, totalRank));
         moe_gate = ModelParameter.Create(zeros(_n, site.InFeatures, ScalarType.Float32, device));
         _gateColumn = -1;
-        if (dtype != ScalarType.Float32)
+        if (_fused is not null)
         {
-            if (_fused is not null)
+            // Without a fused buffer (adapters kept wider) inference takes the unfused path with the float32 gate.
+            if (dtype != ScalarType.Float32)
             {
                 _gateColumn = site.OutFeatures + totalRank;
                 _gateCopy = _fused.narrow(0, _gateColumn, _n).DetachFromDisposeScope();
             }
-            else _gateCopy = zeros(_n, site.InFeatures, dtype, device).DetachFromDisposeScope();
-        }
-        if (_fused is not null)
-        {
             _fusedT = _fused.t().DetachFromDisposeScope();
             _bT = Adapters.B.t().DetachFromDisposeScope();
         }
@@ -104,40 +101,11 @@ public sealed class MeteoraLinear : Linear
             var logits = _gateColumn >= 0 ? h.narrow(1, _gateColumn, _n)                   // (N, L) in the model dtype
                 : nn.functional.linear(x2, moe_gate);                                     // float32 models: the gate itself
             var baseOut = h.narrow(1, 0, Site.OutFeatures);                               // (N, out) view of h
-            if (strategy == MixingStrategy.Dense && Recorder is null && Adapters.UniformRank is not null)
-                y = FusedDenseUniform(h, baseOut, logits);
-            else
-            {
-                var (indices, weights) = Route(logits, shape);
-                y = strategy == MixingStrategy.Dense ? FusedDense(h, baseOut, indices, weights)
-                    : baseOut + Mixers.Mix(strategy, Adapters, x2, indices, weights);
-            }
+            var (indices, weights) = Route(logits, shape);
+            y = strategy == MixingStrategy.Dense ? FusedDense(h, baseOut, indices, weights)
+                : baseOut + Mixers.Mix(strategy, Adapters, x2, indices, weights);
         }
         return y.view([.. shape[..^1], y.shape[^1]]).MoveToOuterDisposeScope();
-    }
-
-    /// <summary>
-    /// The decode-critical path (dense, equal ranks, nothing recorded) with as few library calls as possible:
-    /// top-k of the gate columns, softmax of the k kept logits (the inference router), a (N, L) routing matrix by
-    /// one scatter, the rank columns z = x A_allᵀ scaled per adapter in place, then <c>y += z B_allᵀ</c>.
-    /// Same routing and weights as <see cref="Router.Route"/> in its inference form.
-    /// </summary>
-    private Tensor FusedDenseUniform(Tensor h, Tensor y, Tensor logits)
-    {
-        int R = Adapters.TotalRank, r = Adapters.UniformRank!.Value;
-        long N = h.shape[0];
-        int k = Math.Min(_routing.TopK, _n);
-        var (top, indices) = logits.topk(k, -1);                                          // (N, k)
-        var route = zeros(N, _n, h.dtype, h.device);                                      // (N, L)
-        if (k == 1) route.scatter_(1, indices, ones_like(top));                            // weight 1
-        else
-        {
-            // softmax in float32 (as the router weighs), rounded once to the model dtype.
-            var w = _routing.Temperature == 1.0 ? top.softmax(-1, ScalarType.Float32) : (top.to(ScalarType.Float32) / _routing.Temperature).softmax(-1);
-            route.scatter_(1, indices, w.to(h.dtype));
-        }
-        h.narrow(1, Site.OutFeatures, R).view(N, _n, r).mul_(route.unsqueeze(-1));       // z (N, L, r) *= route
-        return y.addmm_(h.narrow(1, Site.OutFeatures, R), _bT!);
     }
 
     /// <summary>
@@ -148,22 +116,19 @@ public sealed class MeteoraLinear : Linear
     {
         int R = Adapters.TotalRank;
         if (R == 0) return y;
-        long N = h.shape[0], k = indices.shape[1];
-        Tensor perRank;                                                                   // (N, ΣR) in the model dtype
+        long N = h.shape[0];
+        var z = h.narrow(1, Site.OutFeatures, R);                                         // (N, ΣR) view of h
         if (Adapters.UniformRank is { } r)
         {
-            // Equal ranks: scatter each token's weights straight into its adapters' rank blocks.
-            var blocks = zeros(N, _n, r, h.dtype, h.device);                               // (N, L, r)
-            var index = indices.unsqueeze(-1).expand(N, k, r);
-            blocks.scatter_(1, index, weights.to(h.dtype).unsqueeze(-1).expand(N, k, r));
-            perRank = blocks.view(N, R);
+            // Equal ranks: one (N, L) routing matrix, broadcast over each adapter's r rank columns.
+            var route = zeros(N, _n, h.dtype, h.device).scatter_(1, indices, weights.to(h.dtype));   // (N, L)
+            z.view(N, _n, r).mul_(route.unsqueeze(-1));                                    // (N, L, r) *= route
         }
         else
         {
             var route = zeros(N, _n, ScalarType.Float32, h.device).scatter_(1, indices, weights);   // (N, L)
-            perRank = route.index_select(1, Adapters.Owner).to(h.dtype);
+            z.mul_(route.index_select(1, Adapters.Owner).to(h.dtype));                       // (N, ΣR)
         }
-        var z = h.narrow(1, Site.OutFeatures, R).mul_(perRank);                           // (N, ΣR)
         return y.addmm_(z, _bT!);
     }
 

@@ -25,8 +25,9 @@ public static class Router
         {
             Tensor top;
             (top, indices) = logits.topk(k, -1);                                // (N, k)
-            top = top.to(ScalarType.Float32);
-            weights = k == 1 ? ones_like(top) : (temperature == 1.0 ? top : top / temperature).softmax(-1);
+            weights = k == 1 ? ones_like(top, ScalarType.Float32)
+                : temperature == 1.0 ? top.softmax(-1, ScalarType.Float32)      // computed in float32 either way
+                : (top.to(ScalarType.Float32) / temperature).softmax(-1);
         }
         return (indices.MoveToOuterDisposeScope(), weights.MoveToOuterDisposeScope());
     }
