@@ -23,7 +23,8 @@ public sealed class TokenSampler : IDisposable
     {
         using var scope = NewDisposeScope();
         if (_options.Greedy) return logits.argmax(-1).MoveToOuterDisposeScope();
-        var probs = (logits.to(ScalarType.Float32).cpu() / _options.Temperature).softmax(-1);   // (B, V)
+        using var t = _options.Temperature.ToScalar();   // held for the op (see RmsNorm)
+        var probs = logits.to(ScalarType.Float32).cpu().div(t).softmax(-1);                  // (B, V)
         if (_options.TopP < 1.0)
         {
             // Keep the smallest prefix of tokens (by descending probability) whose mass reaches top_p.

@@ -4,16 +4,22 @@ using Parameter = TorchSharp.Modules.Parameter;
 
 namespace Meteora.Llama;
 
-/// <summary>Root-mean-square norm computed in float32 and scaled in the input dtype, as transformers does.</summary>
+/// <summary>
+/// Root-mean-square norm computed in float32 and scaled in the input dtype, as transformers does. The epsilon is
+/// held as a TorchSharp <see cref="Scalar"/> for the module's lifetime: TorchSharp 0.107 leaves a Scalar made
+/// implicitly from a number at a call to its finalizer (dotnet/TorchSharp#1434), and a collection while the native
+/// op runs can free it mid-call — with a thread collecting continuously, plain <c>pow(2)</c> / <c>+ 1e-5</c> calls
+/// failed within seconds with "Unknown scalar type". Hot paths therefore hold their Scalars.
+/// </summary>
 public sealed class RmsNorm : nn.Module<Tensor, Tensor>
 {
     public readonly Parameter weight;
-    private readonly double _eps;
+    private readonly Scalar _eps;
 
     public RmsNorm(string name, int size, double eps, ScalarType dtype, Device device) : base(name)
     {
         weight = ModelParameter.Create(empty(size, dtype, device));
-        _eps = eps;
+        _eps = eps.ToScalar();
         RegisterComponents();
     }
 
@@ -21,8 +27,14 @@ public sealed class RmsNorm : nn.Module<Tensor, Tensor>
     {
         using var scope = NewDisposeScope();
         var h = x.to(ScalarType.Float32);
-        var variance = h.pow(2).mean([-1], keepdim: true);    // (…, 1)
-        h = h * rsqrt(variance + _eps);
+        var variance = h.square().mean([-1], keepdim: true);  // (…, 1)
+        h = h * rsqrt(variance.add(_eps));
         return (weight * h.to(x.dtype)).MoveToOuterDisposeScope();
+    }
+
+    protected override void Dispose(bool disposing)
+    {
+        if (disposing) _eps.Dispose();
+        base.Dispose(disposing);
     }
 }

@@ -14,12 +14,14 @@ public sealed class LoraLinear : Linear
 {
     public readonly Parameter lora_A, lora_B;
     public double Scale { get; }
+    private readonly Scalar _scale;           // Scale as a Scalar held for the module's lifetime (see RmsNorm)
     public double Dropout { get; }
 
     public LoraLinear(ProjectionSite site, int r, double scale, double dropout, ScalarType dtype, ScalarType adapterDtype, Device device)
         : base(site, dtype, device)
     {
         Scale = scale;
+        _scale = scale.ToScalar();
         Dropout = dropout;
         lora_A = ModelParameter.Create(zeros(r, site.InFeatures, adapterDtype, device));
         lora_B = ModelParameter.Create(zeros(site.OutFeatures, r, adapterDtype, device));
@@ -33,7 +35,7 @@ public sealed class LoraLinear : Linear
         var y = nn.functional.linear(x, weight);
         var h = x.to(lora_A.dtype);
         if (training && Dropout > 0) h = nn.functional.dropout(h, Dropout, training: true);
-        var delta = nn.functional.linear(nn.functional.linear(h, lora_A), lora_B) * Scale;   // (…, r) → (…, out)
+        var delta = nn.functional.linear(nn.functional.linear(h, lora_A), lora_B).mul(_scale);   // (…, r) → (…, out)
         return (y + delta.to(y.dtype)).MoveToOuterDisposeScope();
     }
 
@@ -41,6 +43,12 @@ public sealed class LoraLinear : Linear
     public Tensor Delta()
     {
         using var scope = NewDisposeScope();
-        return (lora_B.to(ScalarType.Float32).matmul(lora_A.to(ScalarType.Float32)) * Scale).MoveToOuterDisposeScope();
+        return (lora_B.to(ScalarType.Float32).matmul(lora_A.to(ScalarType.Float32)).mul(_scale)).MoveToOuterDisposeScope();
+    }
+
+    protected override void Dispose(bool disposing)
+    {
+        if (disposing) _scale.Dispose();
+        base.Dispose(disposing);
     }
 }

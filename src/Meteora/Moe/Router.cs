@@ -1,3 +1,4 @@
+using TorchSharp;
 using static TorchSharp.torch;
 
 namespace Meteora.Moe;
@@ -14,10 +15,11 @@ public static class Router
     public static (Tensor Indices, Tensor Weights) Route(Tensor logits, int k, double temperature, bool trainingForm)
     {
         using var scope = NewDisposeScope();
+        using var t = temperature.ToScalar();   // held here: an implicit Scalar can be finalized while the op runs
         Tensor indices, weights;
         if (trainingForm)
         {
-            var probs = (logits / temperature).softmax(-1);                    // (N, L)
+            var probs = logits.div(t).softmax(-1);                              // (N, L)
             (weights, indices) = probs.topk(k, -1);                             // (N, k)
             weights = weights / weights.sum(-1, keepdim: true);
         }
@@ -27,7 +29,7 @@ public static class Router
             (top, indices) = logits.topk(k, -1);                                // (N, k)
             weights = k == 1 ? ones_like(top, ScalarType.Float32)
                 : temperature == 1.0 ? top.softmax(-1, ScalarType.Float32)      // computed in float32 either way
-                : (top.to(ScalarType.Float32) / temperature).softmax(-1);
+                : top.to(ScalarType.Float32).div(t).softmax(-1);
         }
         return (indices.MoveToOuterDisposeScope(), weights.MoveToOuterDisposeScope());
     }

@@ -41,8 +41,11 @@ public static class MeteoraLoss
             using (no_grad()) correct = correct + (rows.argmax(-1) == targets).sum();
             count += rows.shape[0];
         }
-        var gate = (sum / Math.Max(count, 1)).squeeze();
-        var total = lm + gateLossWeight * gate;
+        // Scalars held for the ops' duration (an implicit one can be finalized while the op runs; see RmsNorm).
+        using var n = ((double)Math.Max(count, 1)).ToScalar();
+        using var w = gateLossWeight.ToScalar();
+        var gate = sum.div(n).squeeze();
+        var total = lm + gate.mul(w);
         double accuracy = correct.item<long>() / (double)Math.Max(count, 1);
         return new MeteoraLossValue(total.MoveToOuterDisposeScope(), lm.MoveToOuterDisposeScope(), gate.MoveToOuterDisposeScope(), accuracy);
     }
