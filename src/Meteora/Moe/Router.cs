@@ -15,10 +15,10 @@ public static class Router
     public static (Tensor Indices, Tensor Weights) Route(Tensor logits, int k, double temperature, bool trainingForm)
     {
         using var scope = NewDisposeScope();
-        using var t = temperature.ToScalar();   // held here: an implicit Scalar can be finalized while the op runs
         Tensor indices, weights;
         if (trainingForm)
         {
+            using var t = temperature.ToScalar();   // held for the op: an implicit Scalar can be freed mid-call (see RmsNorm)
             var probs = logits.div(t).softmax(-1);                              // (N, L)
             (weights, indices) = probs.topk(k, -1);                             // (N, k)
             weights = weights / weights.sum(-1, keepdim: true);
@@ -27,9 +27,13 @@ public static class Router
         {
             Tensor top;
             (top, indices) = logits.topk(k, -1);                                // (N, k)
-            weights = k == 1 ? ones_like(top, ScalarType.Float32)
-                : temperature == 1.0 ? top.softmax(-1, ScalarType.Float32)      // computed in float32 either way
-                : top.to(ScalarType.Float32).div(t).softmax(-1);
+            if (k == 1) weights = ones_like(top, ScalarType.Float32);
+            else if (temperature == 1.0) weights = top.softmax(-1, ScalarType.Float32);   // computed in float32 either way
+            else
+            {
+                using var t = temperature.ToScalar();
+                weights = top.to(ScalarType.Float32).div(t).softmax(-1);
+            }
         }
         return (indices.MoveToOuterDisposeScope(), weights.MoveToOuterDisposeScope());
     }
