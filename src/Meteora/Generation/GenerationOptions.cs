@@ -14,6 +14,10 @@ public sealed record GenerationOptions
     public bool StopAtEos { get; init; }
     /// <summary>Token ids that end a row when <see cref="StopAtEos"/> is set.</summary>
     public IReadOnlyList<int> EosIds { get; init; } = [];
+    /// <summary>Token ids never chosen (their logits are set to −∞), like transformers' <c>suppress_tokens</c>.</summary>
+    public IReadOnlyList<int> SuppressIds { get; init; } = [];
+    /// <summary>Ends a row once this returns true for the tokens it has generated so far (a stopping criterion).</summary>
+    public Func<IReadOnlyList<int>, bool>? StopWhen { get; init; }
 
     /// <summary>Checks ranges; a bad value is a one-line error naming the option.</summary>
     public void Validate()

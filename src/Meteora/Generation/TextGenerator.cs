@@ -59,6 +59,7 @@ public sealed class TextGenerator
                 if (done[b]) { chosen[b] = -1; continue; }
                 results[b].Add(chosen[b]);
                 if (options.StopAtEos && eos.Contains(chosen[b])) done[b] = true;
+                if (options.StopWhen?.Invoke(results[b]) == true) done[b] = true;
             }
             onStep?.Invoke(step, chosen);
             if (step == options.MaxNewTokens - 1 || done.All(d => d)) break;

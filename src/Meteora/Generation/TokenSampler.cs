@@ -11,10 +11,13 @@ public sealed class TokenSampler : IDisposable
 {
     private readonly GenerationOptions _options;
     private readonly Generator? _generator;
+    private readonly long[] _suppress;
+    private readonly Scalar _minusInfinity = double.NegativeInfinity.ToScalar();   // held for the op (see RmsNorm)
 
     public TokenSampler(GenerationOptions options)
     {
         _options = options;
+        _suppress = options.SuppressIds.Select(i => (long)i).ToArray();
         if (!options.Greedy) _generator = new Generator((ulong)options.Seed);
     }
 
@@ -22,6 +25,8 @@ public sealed class TokenSampler : IDisposable
     public Tensor Next(Tensor logits)
     {
         using var scope = NewDisposeScope();
+        if (_suppress.Length > 0)
+            logits = logits.index_fill(-1, tensor(_suppress, device: logits.device), _minusInfinity);   // (B, V)
         if (_options.Greedy) return logits.argmax(-1).MoveToOuterDisposeScope();
         using var t = _options.Temperature.ToScalar();   // held for the op (see RmsNorm)
         var probs = logits.to(ScalarType.Float32).cpu().div(t).softmax(-1);                  // (B, V)
@@ -37,5 +42,9 @@ public sealed class TokenSampler : IDisposable
         return multinomial(probs, 1, false, _generator).squeeze(-1).to(logits.device).MoveToOuterDisposeScope();
     }
 
-    public void Dispose() => _generator?.Dispose();
+    public void Dispose()
+    {
+        _generator?.Dispose();
+        _minusInfinity.Dispose();
+    }
 }

@@ -108,6 +108,19 @@ public class BaseModelParityTests : IClassFixture<BaseModelParityTests.Model>
     }
 
     [Fact]
+    public void SuppressedTokensAreNeverChosenAndStopWhenEndsTheRow()
+    {
+        // Greedy for prompt 0 produces 127, 282, 60, 111, …
+        var prompt = Fixture.PromptIds(0);
+        var suppressed = new TextGenerator(_lm).Generate([prompt], new GenerationOptions { MaxNewTokens = 12, SuppressIds = [282, 60] })[0];
+        Assert.Equal(127, suppressed[0]);
+        Assert.DoesNotContain(282, suppressed);
+        Assert.DoesNotContain(60, suppressed);
+        var stopped = new TextGenerator(_lm).Generate([prompt], new GenerationOptions { MaxNewTokens = 12, StopWhen = row => row.Contains(60) })[0];
+        Assert.Equal([127, 282, 60], stopped);
+    }
+
+    [Fact]
     public void SampledGenerationIsReproducibleBySeed()
     {
         var prompt = Fixture.PromptIds(2);
