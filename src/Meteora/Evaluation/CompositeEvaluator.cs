@@ -27,9 +27,18 @@ public static class CompositeEvaluator
         var rng = new Random(seed);
         var built = Enumerable.Range(0, examples).Select(_ => CompositePrompt.Build(train, test, n, rng)).ToList();
 
-        // The answer block ends the prompt; no EOS is expected mid-block, so generation runs to the length budget.
+        // The answer block ends the prompt and has n lines. Task adapters end an answer with EOS (as they were trained),
+        // so EOS is suppressed here and a row stops after its n-th newline; each line restates its problem, hence the
+        // budget of the longest problem plus the per-answer budget per line.
         var generator = new TextGenerator(lm);
-        var options = new GenerationOptions { MaxNewTokens = maxNewTokensPerPart * n, StopAtEos = true, EosIds = SpecialTokens.EosIds(lm.Config, tokenizer) };
+        int newline = tokenizer.Encode("\n", addSpecialTokens: false).Single();
+        int longestProblem = built.SelectMany(b => b.Parts).Select(p => tokenizer.Encode(p.Prompt, addSpecialTokens: false).Length).DefaultIfEmpty(0).Max();
+        var options = new GenerationOptions
+        {
+            MaxNewTokens = (longestProblem + 5 + maxNewTokensPerPart) * n,
+            SuppressIds = SpecialTokens.EosIds(lm.Config, tokenizer),
+            StopWhen = row => row.Count(t => t == newline) >= n,
+        };
         var correct = tasks.ToDictionary(t => t, _ => 0);
         var seen = tasks.ToDictionary(t => t, _ => 0);
         double sumShare = 0;

@@ -13,7 +13,9 @@ public sealed record CompositeExample(string Prompt, IReadOnlyList<CompositePart
 /// <summary>
 /// Composite-n evaluation as the paper describes it: a 2-shot prompt whose shots are solved composite examples
 /// built from training data, followed by n test sub-prompts from n different tasks; the model answers on
-/// numbered lines "i. …", parsed back into one answer per sub-problem and scored per sub-task.
+/// numbered lines "i. …", parsed back into one answer per sub-problem and scored per sub-task. Each answer line
+/// restates its problem before the answer ("2. reverse: abc => cba"), as the shots show, so that every answer is
+/// produced right after its own task's prompt, in the same local context the task's adapter was trained on.
 /// </summary>
 public static partial class CompositePrompt
 {
@@ -35,7 +37,7 @@ public static partial class CompositePrompt
             var shot = shotTasks.Select(t => train[t][rng.Next(train[t].Count)]).ToList();
             AppendProblems(sb, shot.Select(e => e.Prompt));
             sb.AppendLine("Answers:");
-            for (int i = 0; i < shot.Count; i++) sb.AppendLine($"{i + 1}. {shot[i].Response.Trim()}");
+            for (int i = 0; i < shot.Count; i++) sb.AppendLine($"{i + 1}. {shot[i].Prompt} {shot[i].Response.Trim()}");
         }
         var chosen = tasks.OrderBy(_ => rng.Next()).Take(n).ToList();
         var parts = chosen.Select(t => { var e = test[t][rng.Next(test[t].Count)]; return new CompositePart(t, e.Prompt, e.Response.Trim()); }).ToList();
@@ -53,7 +55,10 @@ public static partial class CompositePrompt
 
     [GeneratedRegex(@"^\s*(\d+)\.\s*(.*?)\s*$")] private static partial Regex NumberedLine();
 
-    /// <summary>Answers by number from "i. …" lines; missing numbers give empty answers. Stops at a new "Problems:" block.</summary>
+    /// <summary>
+    /// Answers by number from "i. …" lines: the text after the line's last "=>" when it restates its problem, else
+    /// the whole line; missing numbers give empty answers. Stops at a new "Problems:" block.
+    /// </summary>
     public static string[] ParseAnswers(string generated, int n)
     {
         var answers = new string[n];
@@ -63,7 +68,11 @@ public static partial class CompositePrompt
             if (line.StartsWith("Problems:", StringComparison.Ordinal)) break;
             var m = NumberedLine().Match(line);
             if (m.Success && int.TryParse(m.Groups[1].Value, out int i) && i >= 1 && i <= n && answers[i - 1].Length == 0)
-                answers[i - 1] = m.Groups[2].Value;
+            {
+                string text = m.Groups[2].Value;
+                int arrow = text.LastIndexOf("=>", StringComparison.Ordinal);
+                answers[i - 1] = arrow < 0 ? text : text[(arrow + 2)..].Trim();
+            }
         }
         return answers;
     }

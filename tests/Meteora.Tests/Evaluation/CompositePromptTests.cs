@@ -26,10 +26,25 @@ public class CompositePromptTests
     }
 
     [Fact]
+    public void ShotAnswersRestateTheirProblemAndParseBackToTheAnswer()
+    {
+        var ex = CompositePrompt.Build(Data("train "), Data(""), n: 3, new Random(1));
+        var firstShotAnswers = ex.Prompt.Split("Answers:\n")[1].Split("Problems:")[0];
+        var lines = firstShotAnswers.TrimEnd('\n').Split('\n');
+        Assert.Equal(3, lines.Length);
+        foreach (var line in lines) Assert.Matches(@"^\d\. \w+: .* train => \S+$", line);
+        var parsed = CompositePrompt.ParseAnswers(firstShotAnswers, 3);
+        var expected = Data("train ").Values.SelectMany(v => v).ToDictionary(e => e.Prompt, e => e.Response.Trim());
+        for (int i = 0; i < 3; i++) Assert.Equal(expected[lines[i][3..lines[i].LastIndexOf(' ')]], parsed[i]);
+    }
+
+    [Fact]
     public void ParsesNumberedAnswersAndStopsAtTheNextBlock()
     {
         var answers = CompositePrompt.ParseAnswers("1. cba\n 3.  AB \n2. 3\n2. 99\nProblems:\n1. wrong\n", 3);
         Assert.Equal(["cba", "3", "AB"], answers);
         Assert.Equal(["x", ""], CompositePrompt.ParseAnswers("1. x\nnot numbered", 2));
+        // A restated problem is cut at its last "=>"; an answer line without one is taken whole.
+        Assert.Equal(["cba", "17", ""], CompositePrompt.ParseAnswers("1. reverse: abc => cba\n2. add: 9 + 8 =>  17 \n3. upper: ab =>", 3));
     }
 }
