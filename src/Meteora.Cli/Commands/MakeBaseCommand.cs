@@ -9,20 +9,22 @@ public static class MakeBaseCommand
     public static Command Create(Func<ParseResult, CliContext> context)
     {
         var output = new Option<string>("--out") { Description = "output model folder", Required = true };
-        var lines = new Option<int>("--lines") { Description = "generic corpus lines generated for pretraining", DefaultValueFactory = _ => 20000 };
+        var documents = new Option<int>("--documents") { Description = "generic documents generated for pretraining (each about --max-seq-len bytes)", DefaultValueFactory = _ => 4000 };
         var train = new TrainingCliOptions(lr: 3e-3, weightDecay: 0.01, clip: 1.0);
-        var cmd = new Command("make-base", "Build and briefly pretrain the built-in tiny LLaMA base on generated generic text") { output, lines };
+        var cmd = new Command("make-base", "Build and briefly pretrain the built-in tiny LLaMA base on generated generic text") { output, documents };
         train.AddTo(cmd);
         cmd.SetAction(p =>
         {
             var ctx = context(p);
             var options = train.Read(p, responseOnly: false);
             if (p.GetValue(train.Steps) is null && p.GetResult(train.Epochs) is null or { Implicit: true }) options = options with { Steps = 1500 };
-            if (p.GetValue(lines) < 20) throw new MeteoraException("--lines: at least 20 lines are needed");
+            if (p.GetValue(documents) < 20) throw new MeteoraException("--documents: at least 20 documents are needed");
+            if (options.MaxSeqLen > TinyBaseBuilder.DefaultConfig.MaxPositionEmbeddings)
+                throw new MeteoraException($"--max-seq-len: {options.MaxSeqLen} exceeds the base's {TinyBaseBuilder.DefaultConfig.MaxPositionEmbeddings} positions");
             using var ctrlC = new CtrlC(ctx.Err);
             var progress = new ConsoleProgress(ctx.Err, ctx.Err == Console.Error && !Console.IsErrorRedirected, "loss", "lr");
-            var (initial, final) = TinyBaseBuilder.Build(p.GetValue(output)!, TinyBaseBuilder.DefaultConfig, options with { MaxSeqLen = Math.Min(options.MaxSeqLen, 256) },
-                p.GetValue(lines), ctx.Device, progress, ctrlC.Token);
+            var (initial, final) = TinyBaseBuilder.Build(p.GetValue(output)!, TinyBaseBuilder.DefaultConfig, options,
+                p.GetValue(documents), ctx.Device, progress, ctrlC.Token);
             ctx.Err.WriteLine($"base model written to {p.GetValue(output)} (held-out loss {initial:F3} → {final:F3})");
             return 0;
         });

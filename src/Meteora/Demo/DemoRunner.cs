@@ -139,7 +139,7 @@ public sealed class DemoRunner
 
     private void MakeData(IReadOnlyList<string> tasks)
     {
-        string stamp = $"tasks {string.Join(',', tasks)} train {_s.TrainPerTask} test {_s.TestPerTask} seed {_s.DataSeed}";
+        string stamp = $"suite 2 tasks {string.Join(',', tasks)} train {_s.TrainPerTask} test {_s.TestPerTask} seed {_s.DataSeed}";
         if (Cached(TasksDir, stamp)) { _log($"  cached in {TasksDir}"); return; }
         if (Directory.Exists(TasksDir)) Directory.Delete(TasksDir, true);
         TaskSuite.Write(TasksDir, _s.TrainPerTask, _s.TestPerTask, _s.DataSeed, tasks.ToList());
@@ -149,14 +149,14 @@ public sealed class DemoRunner
 
     private void MakeBase(CancellationToken cancel)
     {
-        string stamp = $"steps {_s.BaseSteps} batch {_s.BaseBatch} lines {_s.BaseLines} lr {_s.BaseLr}";
+        string stamp = $"corpus 2 steps {_s.BaseSteps} batch {_s.BaseBatch} documents {_s.BaseDocuments} length {_s.BaseSeqLen} lr {_s.BaseLr}";
         if (Cached(BaseDir, stamp)) { _log($"  cached in {BaseDir}"); return; }
         if (Directory.Exists(BaseDir)) Directory.Delete(BaseDir, true);
         var options = new TrainingOptions
         {
-            LearningRate = _s.BaseLr, WeightDecay = 0.01, Steps = _s.BaseSteps, BatchSize = _s.BaseBatch, MaxSeqLen = 256, EvalLimit = 256,
+            LearningRate = _s.BaseLr, WeightDecay = 0.01, Steps = _s.BaseSteps, BatchSize = _s.BaseBatch, MaxSeqLen = _s.BaseSeqLen, EvalLimit = 64,
         };
-        var (initial, final) = TinyBaseBuilder.Build(BaseDir, TinyBaseBuilder.DefaultConfig, options, _s.BaseLines, _device,
+        var (initial, final) = TinyBaseBuilder.Build(BaseDir, TinyBaseBuilder.DefaultConfig, options, _s.BaseDocuments, _device,
             _progress("base pretraining"), cancel);
         if (cancel.IsCancellationRequested) throw new OperationCanceledException("demo interrupted");
         AtomicFile.WriteAllText(Path.Combine(BaseDir, ".demo-stamp"), stamp);

@@ -13,21 +13,23 @@ public sealed record DemoSettings
     public int TestPerTask { get; init; } = 50;
     public int DataSeed { get; init; } = 0;
 
-    public int BaseSteps { get; init; } = 600;
-    public int BaseBatch { get; init; } = 32;
-    public int BaseLines { get; init; } = 20000;
-    public double BaseLr { get; init; } = 3e-3;
+    public int BaseSteps { get; init; } = 500;
+    public int BaseBatch { get; init; } = 16;
+    public int BaseDocuments { get; init; } = 8000;
+    /// <summary>Pretraining document length in tokens (one per byte).</summary>
+    public int BaseSeqLen { get; init; } = 256;
+    public double BaseLr { get; init; } = 1e-3;
 
     public int LoraRank { get; init; } = 8;
     public int LoraSteps { get; init; } = 300;
     public int LoraBatch { get; init; } = 16;
-    public double LoraLr { get; init; } = 1e-3;
+    public double LoraLr { get; init; } = 2e-3;
     /// <summary>LoRA-B (one adapter, same rank, all tasks balanced) steps.</summary>
     public int LoraBSteps { get; init; } = 900;
 
     public int GateSteps { get; init; } = 500;
     public int GateBatch { get; init; } = 16;
-    public double GateLr { get; init; } = 5e-3;
+    public double GateLr { get; init; } = 2e-2;
 
     /// <summary>Test examples per task in the per-task table.</summary>
     public int EvalLimit { get; init; } = 50;
@@ -44,7 +46,7 @@ public sealed record DemoSettings
     public static DemoSettings Quick => new()
     {
         Tasks = ["reverse", "translate", "upper"], TrainPerTask = 80, TestPerTask = 8,
-        BaseSteps = 40, BaseBatch = 16, BaseLines = 1000,
+        BaseSteps = 40, BaseBatch = 16, BaseDocuments = 200, BaseSeqLen = 256,
         LoraSteps = 15, LoraBSteps = 30, GateSteps = 15, GateBatch = 8,
         EvalLimit = 8, CompositeSizes = [3], CompositeExamples = 4, EvalBatch = 8, MaxNewTokens = 8,
     };

@@ -11,105 +11,77 @@ namespace Meteora.Evaluation;
 /// </summary>
 public static class TaskSuite
 {
-    private static readonly string[] Syllables = ["ka", "lo", "mi", "ne", "ru", "ta", "po", "se", "vi", "zu", "da", "fe", "gi", "bo", "hu", "ja"];
-    private static readonly string[] Weekdays = ["monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday"];
-    private const string Letters = "abcdefghijklmnopqrstuvwxyz";
-
-    private static string Word(Random rng, int minSyllables = 2, int maxSyllables = 3) =>
-        string.Concat(Enumerable.Range(0, rng.Next(minSyllables, maxSyllables + 1)).Select(_ => Syllables[rng.Next(Syllables.Length)]));
-
-    private static string Letters3to6(Random rng) =>
-        new(Enumerable.Range(0, rng.Next(3, 7)).Select(_ => Letters[rng.Next(26)]).ToArray());
-
-    /// <summary>A fixed made-up lexicon (English word → invented word), the same for every seed.</summary>
-    public static readonly IReadOnlyDictionary<string, string> Lexicon = BuildLexicon();
-
-    private static Dictionary<string, string> BuildLexicon()
-    {
-        string[] english = ["cat", "dog", "sun", "moon", "tree", "river", "stone", "bird", "fire", "water", "house", "road", "star", "rain", "wind", "bread"];
-        var rng = new Random(20250101);
-        var used = new HashSet<string>();
-        var map = new Dictionary<string, string>();
-        foreach (var w in english)
-        {
-            string t;
-            do t = Word(rng, 2, 2); while (!used.Add(t));
-            map[w] = t;
-        }
-        return map;
-    }
+    /// <summary>The fixed made-up lexicon of the translate task (see <see cref="SuiteSkills.Lexicon"/>).</summary>
+    public static IReadOnlyDictionary<string, string> Lexicon => SuiteSkills.Lexicon;
 
     public static readonly IReadOnlyList<BuiltinTask> All =
     [
         new("reverse", "exact", "reverse the letters of a word", rng =>
         {
-            var w = Letters3to6(rng);
-            return ($"reverse: {w} =>", " " + new string(w.Reverse().ToArray()));
+            var w = SuiteSkills.Letters(rng);
+            return ($"reverse: {w} =>", " " + SuiteSkills.Reverse(w));
         }),
         new("sort", "exact", "sort the letters of a word alphabetically", rng =>
         {
-            var w = Letters3to6(rng);
-            return ($"sort: {w} =>", " " + new string(w.Order().ToArray()));
+            var w = SuiteSkills.Letters(rng);
+            return ($"sort: {w} =>", " " + SuiteSkills.SortLetters(w));
         }),
-        new("add", "numeric", "add two numbers", rng =>
+        new("add", "numeric", "add a digit to a number below 20", rng =>
         {
-            int a = rng.Next(0, 500), b = rng.Next(0, 500);
+            var (a, b) = SuiteSkills.AddPair(rng);
             return ($"add: {a} + {b} =>", $" {a + b}");
         }),
-        new("subtract", "numeric", "subtract a smaller number from a larger one", rng =>
+        new("subtract", "numeric", "subtract a digit from a number below 20", rng =>
         {
-            int a = rng.Next(0, 500), b = rng.Next(0, 500);
-            return ($"subtract: {Math.Max(a, b)} - {Math.Min(a, b)} =>", $" {Math.Max(a, b) - Math.Min(a, b)}");
+            var (a, b) = SuiteSkills.SubtractPair(rng);
+            return ($"subtract: {a} - {b} =>", $" {a - b}");
         }),
         new("upper", "exact", "upper-case a word", rng =>
         {
-            var w = Word(rng);
+            var w = SuiteSkills.Word(rng);
             return ($"upper: {w} =>", " " + w.ToUpperInvariant());
         }),
         new("caesar", "exact", "shift every letter one place forward in the alphabet (z wraps to a)", rng =>
         {
-            var w = Letters3to6(rng);
-            return ($"caesar: {w} =>", " " + new string(w.Select(c => (char)('a' + (c - 'a' + 1) % 26)).ToArray()));
+            var w = SuiteSkills.Letters(rng);
+            return ($"caesar: {w} =>", " " + SuiteSkills.Caesar(w));
         }),
         new("count", "numeric", "count the items in a list", rng =>
         {
-            string item = new[] { "apple", "stone", "coin", "shell", "leaf", "bell", "key", "cup" }[rng.Next(8)];
-            int n = rng.Next(1, 13);
+            var (item, n) = SuiteSkills.CountPair(rng);
             return ($"count: {string.Join(' ', Enumerable.Repeat(item, n))} =>", $" {n}");
         }),
         new("devowel", "exact", "remove the vowels of a word", rng =>
         {
-            var w = Word(rng, 2, 4);
-            return ($"devowel: {w} =>", " " + new string(w.Where(c => !"aeiou".Contains(c)).ToArray()));
+            var w = SuiteSkills.Word(rng, 2, 3);
+            return ($"devowel: {w} =>", " " + SuiteSkills.Devowel(w));
         }),
         new("length", "numeric", "count the letters of a word", rng =>
         {
-            var w = Letters3to6(rng) + (rng.Next(2) == 0 ? Letters3to6(rng) : "");
+            var w = SuiteSkills.Letters(rng, 3, 9);
             return ($"length: {w} =>", $" {w.Length}");
         }),
         new("translate", "exact", "translate words through the suite's made-up lexicon", rng =>
         {
-            var keys = Lexicon.Keys.ToArray();
-            var words = Enumerable.Range(0, rng.Next(1, 4)).Select(_ => keys[rng.Next(keys.Length)]).ToArray();
-            return ($"translate: {string.Join(' ', words)} =>", " " + string.Join(' ', words.Select(w => Lexicon[w])));
+            var words = SuiteSkills.TranslateWords(rng);
+            return ($"translate: {string.Join(' ', words)} =>", " " + SuiteSkills.Translate(words));
         }),
-        new("larger", "numeric", "pick the larger of two numbers", rng =>
+        new("larger", "numeric", "pick the larger of two numbers below 100", rng =>
         {
-            int a = rng.Next(0, 1000), b;
-            do b = rng.Next(0, 1000); while (b == a);
+            var (a, b) = SuiteSkills.LargerPair(rng);
             return ($"larger: {a} or {b} =>", $" {Math.Max(a, b)}");
         }),
-        new("weekday", "exact", "the weekday a number of days after a given one", rng =>
+        new("initials", "exact", "the first letters of a phrase's words", rng =>
         {
-            int d = rng.Next(7), n = rng.Next(1, 31);
-            return ($"weekday: {Weekdays[d]} + {n} =>", " " + Weekdays[(d + n) % 7]);
+            var words = SuiteSkills.Phrase(rng);
+            return ($"initials: {string.Join(' ', words)} =>", " " + SuiteSkills.Initials(words));
         }),
     ];
 
     /// <summary>
     /// Writes every task (or those named) into <paramref name="folder"/>: train and test sets with disjoint
     /// prompts, drawn from a generator seeded by (seed, task name) so a task's data does not depend on which
-    /// other tasks are written. Tasks with a small prompt space (count: 96 prompts, weekday: 210) yield fewer
+    /// other tasks are written. Tasks with a small prompt space (count: 108 prompts, subtract: 155, add: 200) yield fewer
     /// examples than asked when it runs out; task.json records the counts written.
     /// </summary>
     public static void Write(string folder, int trainPerTask, int testPerTask, int seed, IReadOnlyCollection<string>? only = null)

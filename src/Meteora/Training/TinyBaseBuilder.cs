@@ -7,7 +7,7 @@ namespace Meteora.Training;
 
 /// <summary>
 /// Makes the project's own tiny base model: a small LLaMA with the byte-level tokenizer, randomly initialised and
-/// pretrained briefly on <see cref="GenericCorpus"/> text (never on the tasks), saved as a normal Hugging Face
+/// pretrained briefly on <see cref="GenericCorpus"/> documents (never on the tasks' formats), saved as a normal Hugging Face
 /// folder so every code path that reads a base reads this one the same way.
 /// </summary>
 public static class TinyBaseBuilder
@@ -16,21 +16,26 @@ public static class TinyBaseBuilder
     public static LlamaConfig DefaultConfig => new()
     {
         HiddenSize = 128, IntermediateSize = 352, NumHiddenLayers = 4, NumAttentionHeads = 4, NumKeyValueHeads = 2,
-        HeadDim = 32, VocabSize = ByteLevelTokenizerWriter.VocabSize, RmsNormEps = 1e-5, MaxPositionEmbeddings = 512,
+        HeadDim = 32, VocabSize = ByteLevelTokenizerWriter.VocabSize, RmsNormEps = 1e-5, MaxPositionEmbeddings = 2048,
         Rope = new RopeParameters(10000.0), BosTokenId = 0, EosTokenIds = [1], PadTokenId = 2,
     };
 
-    /// <summary>Builds and pretrains the base into <paramref name="outDir"/>; returns the first and last eval loss.</summary>
+    /// <summary>
+    /// Builds and pretrains the base into <paramref name="outDir"/> on <paramref name="documents"/> generated
+    /// documents, each filling most of <see cref="TrainingOptions.MaxSeqLen"/> (one byte per token); returns the
+    /// first and last eval loss.
+    /// </summary>
     public static (double InitialLoss, double FinalLoss) Build(string outDir, LlamaConfig config, TrainingOptions options,
-        int corpusLines, Device device, ITrainingProgress? progress = null, CancellationToken cancel = default)
+        int documents, Device device, ITrainingProgress? progress = null, CancellationToken cancel = default)
     {
         string tokenizerDir = Path.Combine(outDir, ".tokenizer");
         ByteLevelTokenizerWriter.Write(tokenizerDir);
         using var tokenizer = HfTokenizer.Load(tokenizerDir);
         var rng = new Random(options.Seed);
-        var lines = Enumerable.Range(0, corpusLines).Select(_ => GenericCorpus.Line(rng)).ToList();
+        // BOS + text + EOS: leave two tokens of the length budget to the specials.
+        var docs = Enumerable.Range(0, documents).Select(_ => GenericCorpus.Document(rng, options.MaxSeqLen - 2)).ToList();
         var encoder = new SequenceEncoder(tokenizer, options.MaxSeqLen, responseOnly: false, eosId: 1);
-        var examples = lines.Select(l => encoder.Encode(new TaskExample(l, ""))).ToList();
+        var examples = docs.Select(d => encoder.Encode(new TaskExample(d, ""))).ToList();
         int held = Math.Max(1, examples.Count / 20);
 
         using var lm = new LlamaForCausalLM(config, ScalarType.Float32, device);

@@ -55,6 +55,8 @@ public class TaskSuiteTests
                     case "count": Assert.Equal(arg.Split(' ').Length.ToString(), answer); break;
                     case "length": Assert.Equal(arg.Length.ToString(), answer); break;
                     case "larger": Assert.Equal(arg.Split(" or ").Max(int.Parse).ToString(), answer); break;
+                    case "initials": Assert.Equal(string.Concat(arg.Split(' ').Select(w => w[0])), answer); break;
+                    case "subtract": Assert.Equal(int.Parse(arg.Split(" - ")[0]) - int.Parse(arg.Split(" - ")[1]), int.Parse(answer)); break;
                 }
             }
         }
@@ -64,9 +66,9 @@ public class TaskSuiteTests
     public void CliWritesTheSuiteAndRefusesUnknownTasks()
     {
         using var dir = Fixture.TempDir();
-        var ok = CliRunner.Run("make-tasks", "--out", dir.Path, "--train", "5", "--test", "2", "--tasks", "add,weekday");
+        var ok = CliRunner.Run("make-tasks", "--out", dir.Path, "--train", "5", "--test", "2", "--tasks", "add,initials");
         Assert.Equal(0, ok.ExitCode);
-        Assert.Equal(["add", "weekday"], Directory.GetDirectories(dir.Path).Select(d => Path.GetFileName(d)!).Order().ToArray());
+        Assert.Equal(["add", "initials"], Directory.GetDirectories(dir.Path).Select(d => Path.GetFileName(d)!).Order().ToArray());
         CliRunner.AssertUserError(CliRunner.Run("make-tasks", "--out", dir.Path, "--tasks", "add,juggle"), "unknown task(s) juggle");
     }
 }

@@ -1,0 +1,68 @@
+using System.Text.RegularExpressions;
+using Meteora.Evaluation;
+using Meteora.Training;
+
+namespace Meteora.Tests.Training;
+
+public class GenericCorpusTests
+{
+    [Fact]
+    public void DocumentsFitTheirLengthAndNeverUseATaskPromptFormat()
+    {
+        var rng = new Random(5);
+        for (int i = 0; i < 200; i++)
+        {
+            var doc = GenericCorpus.Document(rng, 300);
+            // Longer only when the first block alone (a list and its copy) is: it then starts with the list's heading.
+            Assert.True(doc.Length <= 300 || doc.Split('\n')[0].EndsWith(':'), $"document of {doc.Length} chars");
+            Assert.DoesNotContain("=>", doc);
+            foreach (var task in TaskSuite.All) Assert.DoesNotContain(task.Name + ":", doc);
+        }
+    }
+
+    [Fact]
+    public void NumberedListsAreRepeatedLineForLine()
+    {
+        var rng = new Random(6);
+        int lists = 0;
+        for (int i = 0; i < 100; i++)
+        {
+            var lines = GenericCorpus.Document(rng, 500).Split('\n');
+            // A list is a heading then "1. …", "2. …"; its copy appears later under another heading.
+            for (int j = 0; j + 1 < lines.Length; j++)
+            {
+                if (!lines[j].EndsWith(':') || !lines[j + 1].StartsWith("1. ")) continue;
+                var items = lines.Skip(j + 1).TakeWhile(l => Regex.IsMatch(l, @"^\d+\. ")).ToList();
+                int copy = Enumerable.Range(j + 1 + items.Count, Math.Max(0, lines.Length - j - items.Count - 1))
+                    .FirstOrDefault(k => lines[k] == items[0] && lines[k - 1].EndsWith(':'), -1);
+                if (copy < 0) continue;   // the first list of a repeat pair was found as the copy of an earlier one
+                Assert.Equal(items, lines.Skip(copy).Take(items.Count));
+                lists++;
+            }
+        }
+        Assert.True(lists > 20, $"{lists} repeated lists");
+    }
+
+    [Fact]
+    public void FactsStateTheSuiteOperationsCorrectly()
+    {
+        var rng = new Random(7);
+        int checkedFacts = 0;
+        for (int i = 0; i < 2000; i++)
+        {
+            var f = GenericCorpus.Fact(rng);
+            Match m;
+            if ((m = Regex.Match(f, @"^backwards, (\w+) reads (\w+)\.$")).Success) Assert.Equal(SuiteSkills.Reverse(m.Groups[1].Value), m.Groups[2].Value);
+            else if ((m = Regex.Match(f, @"^(\d+) plus (\d+) makes (\d+)\.$")).Success)
+                Assert.Equal(int.Parse(m.Groups[1].Value) + int.Parse(m.Groups[2].Value), int.Parse(m.Groups[3].Value));
+            else if ((m = Regex.Match(f, @"^one letter on from (\w+) is (\w+)\.$")).Success) Assert.Equal(SuiteSkills.Caesar(m.Groups[1].Value), m.Groups[2].Value);
+            else if ((m = Regex.Match(f, @"^the first letters of ([\w ]+) spell (\w+)\.$")).Success)
+                Assert.Equal(SuiteSkills.Initials(m.Groups[1].Value.Split(' ')), m.Groups[2].Value);
+            else continue;
+            checkedFacts++;
+        }
+        Assert.True(checkedFacts > 400, $"{checkedFacts} facts checked");
+        Assert.Equal("zab", SuiteSkills.Caesar("yza"));
+        Assert.Equal("rcs", SuiteSkills.Initials(["red", "cat", "sun"]));
+    }
+}
