@@ -18,10 +18,11 @@ public static class TrainLoraCommand
         var alpha = new Option<double>("--alpha") { Description = "LoRA alpha (scale = alpha / r)", DefaultValueFactory = _ => 16 };
         var rslora = new Option<bool>("--rslora") { Description = "scale = alpha / √r" };
         var targets = new Option<string>("--targets") { Description = "all-linear or a comma list of q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj", DefaultValueFactory = _ => "all-linear" };
+        var layers = new Option<string?>("--layers") { Description = "comma list of decoder layers to adapt (PEFT's layers_to_transform; default: all)" };
         var dropout = new Option<double>("--dropout") { Description = "LoRA dropout", DefaultValueFactory = _ => 0.05 };
         var fullLoss = new Option<bool>("--full-sequence-loss") { Description = "loss on prompt and response (default: response only)" };
         var train = new TrainingCliOptions(lr: 2e-4, weightDecay: 0.01, clip: 1.0);
-        var cmd = new Command("train-lora", "Train a LoRA adapter on a task folder") { model, data, output, r, alpha, rslora, targets, dropout, fullLoss, balance };
+        var cmd = new Command("train-lora", "Train a LoRA adapter on a task folder") { model, data, output, r, alpha, rslora, targets, layers, dropout, fullLoss, balance };
         train.AddTo(cmd);
         cmd.SetAction(p =>
         {
@@ -33,10 +34,14 @@ public static class TrainLoraCommand
                 if (!ProjectionSite.AllNames.Contains(n)) throw new MeteoraException($"--targets: '{n}' is not a LLaMA projection");
             if (p.GetValue(r) < 1) throw new MeteoraException($"--r: {p.GetValue(r)} must be ≥ 1");
             if (p.GetValue(dropout) is < 0 or >= 1) throw new MeteoraException($"--dropout: {p.GetValue(dropout)} must be in [0, 1)");
+            int[]? layerList = p.GetValue(layers) is { } layerText
+                ? layerText.Split(',', StringSplitOptions.TrimEntries | StringSplitOptions.RemoveEmptyEntries)
+                    .Select(x => int.TryParse(x, out int i) && i >= 0 ? i : throw new MeteoraException($"--layers: '{x}' is not a layer index")).ToArray()
+                : null;
             var lora = new LoraConfig
             {
                 R = p.GetValue(r), LoraAlpha = p.GetValue(alpha), UseRsLora = p.GetValue(rslora),
-                TargetModules = names, LoraDropout = p.GetValue(dropout),
+                TargetModules = names, LayersToTransform = layerList, LoraDropout = p.GetValue(dropout),
             };
             using var ctrlC = new CtrlC(ctx.Err);
             var progress = new ConsoleProgress(ctx.Err, ctx.Err == Console.Error && !Console.IsErrorRedirected, "loss", "lr");

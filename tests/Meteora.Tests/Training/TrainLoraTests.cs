@@ -145,6 +145,26 @@ public class TrainLoraResumeAndRoundTripTests
     }
 }
 
+public class TrainLoraLayersOptionTests
+{
+    [Fact]
+    public void LayersOptionAdaptsOnlyThoseLayersAndIsWrittenAsLayersToTransform()
+    {
+        using var dir = Fixture.TempDir();
+        string data = ReverseDigitsTask.Write(dir["task"], train: 20, test: 5);
+        var r = CliRunner.Run("train-lora", "--model", Fixture.Base, "--data", data, "--out", dir["a"], "--steps", "2", "--batch-size", "4",
+            "--r", "4", "--targets", "q_proj,v_proj", "--layers", "1");
+        Assert.Equal(0, r.ExitCode);
+        using var f = Meteora.IO.SafeTensorsFile.Open(Path.Combine(dir["a"], "adapter_model.safetensors"));
+        Assert.Equal(4, f.Entries.Count);   // layer 1 × (q, v) × (A, B)
+        Assert.All(f.Entries.Keys, k => Assert.Contains(".layers.1.", k));
+        var cfg = System.Text.Json.JsonDocument.Parse(File.ReadAllText(Path.Combine(dir["a"], "adapter_config.json"))).RootElement;
+        Assert.Equal([1], cfg.GetProperty("layers_to_transform").EnumerateArray().Select(e => e.GetInt32()).ToArray());
+        CliRunner.AssertUserError(CliRunner.Run("train-lora", "--model", Fixture.Base, "--data", data, "--out", dir["b"], "--layers", "1,x"),
+            "--layers: 'x' is not a layer index");
+    }
+}
+
 public class TaskDataErrorTests
 {
     [Fact]
