@@ -13,9 +13,9 @@ public sealed record DemoSettings
     public int TestPerTask { get; init; } = 50;
     public int DataSeed { get; init; } = 0;
 
-    public int BaseSteps { get; init; } = 500;
+    public int BaseSteps { get; init; } = 800;
     public int BaseBatch { get; init; } = 16;
-    public int BaseDocuments { get; init; } = 8000;
+    public int BaseDocuments { get; init; } = 12800;
     /// <summary>Pretraining document length in tokens (one per byte).</summary>
     public int BaseSeqLen { get; init; } = 256;
     public double BaseLr { get; init; } = 1e-3;
