@@ -18,11 +18,12 @@ public static class TrainLoraCommand
         var alpha = new Option<double>("--alpha") { Description = "LoRA alpha (scale = alpha / r)", DefaultValueFactory = _ => 16 };
         var rslora = new Option<bool>("--rslora") { Description = "scale = alpha / √r" };
         var targets = new Option<string>("--targets") { Description = "all-linear or a comma list of q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj", DefaultValueFactory = _ => "all-linear" };
+        var targetRegex = new Option<string?>("--target-regex") { Description = "PEFT regex target instead of --targets: full match over module paths such as model.layers.0.self_attn.q_proj" };
         var layers = new Option<string?>("--layers") { Description = "comma list of decoder layers to adapt (PEFT's layers_to_transform; default: all)" };
         var dropout = new Option<double>("--dropout") { Description = "LoRA dropout", DefaultValueFactory = _ => 0.05 };
         var fullLoss = new Option<bool>("--full-sequence-loss") { Description = "loss on prompt and response (default: response only)" };
         var train = new TrainingCliOptions(lr: 2e-4, weightDecay: 0.01, clip: 1.0);
-        var cmd = new Command("train-lora", "Train a LoRA adapter on a task folder") { model, data, output, r, alpha, rslora, targets, layers, dropout, fullLoss, balance };
+        var cmd = new Command("train-lora", "Train a LoRA adapter on a task folder") { model, data, output, r, alpha, rslora, targets, targetRegex, layers, dropout, fullLoss, balance };
         train.AddTo(cmd);
         cmd.SetAction(p =>
         {
@@ -43,6 +44,13 @@ public static class TrainLoraCommand
                 R = p.GetValue(r), LoraAlpha = p.GetValue(alpha), UseRsLora = p.GetValue(rslora),
                 TargetModules = names, LayersToTransform = layerList, LoraDropout = p.GetValue(dropout),
             };
+            if (p.GetValue(targetRegex) is { } rx)
+            {
+                if (p.GetResult(targets) is { Implicit: false }) throw new MeteoraException("--target-regex: give either --targets or --target-regex");
+                try { _ = new System.Text.RegularExpressions.Regex(rx); }
+                catch (ArgumentException) { throw new MeteoraException($"--target-regex: '{rx}' is not a valid regular expression"); }
+                lora = lora with { TargetRegex = rx, TargetModules = ProjectionSite.AllNames };
+            }
             using var ctrlC = new CtrlC(ctx.Err);
             var progress = new ConsoleProgress(ctx.Err, ctx.Err == Console.Error && !Console.IsErrorRedirected, "loss", "lr");
             var result = LoraTrainer.Train(p.GetValue(model)!, p.GetValue(data)!, p.GetValue(output)!, lora, options,

@@ -163,6 +163,26 @@ public class TrainLoraLayersOptionTests
         CliRunner.AssertUserError(CliRunner.Run("train-lora", "--model", Fixture.Base, "--data", data, "--out", dir["b"], "--layers", "1,x"),
             "--layers: 'x' is not a layer index");
     }
+
+    [Fact]
+    public void TargetRegexSelectsModulePathsAndIsWrittenAsThePeftString()
+    {
+        using var dir = Fixture.TempDir();
+        string data = ReverseDigitsTask.Write(dir["task"], train: 20, test: 5);
+        const string rx = @"model\.layers\.1\.self_attn\.[qk]_proj|model\.layers\.0\.mlp\.down_proj";
+        var r = CliRunner.Run("train-lora", "--model", Fixture.Base, "--data", data, "--out", dir["a"], "--steps", "2", "--batch-size", "4",
+            "--r", "4", "--target-regex", rx);
+        Assert.Equal(0, r.ExitCode);
+        using (var f = Meteora.IO.SafeTensorsFile.Open(Path.Combine(dir["a"], "adapter_model.safetensors")))
+            Assert.Equal(
+                ["layers.0.mlp.down_proj", "layers.1.self_attn.k_proj", "layers.1.self_attn.q_proj"],
+                f.Entries.Keys.Select(k => System.Text.RegularExpressions.Regex.Match(k, @"layers\.\d+\.\w+\.\w+").Value).Distinct().Order().ToArray());
+        Assert.Equal(rx, LoraConfig.Load(dir["a"]).TargetRegex);
+        CliRunner.AssertUserError(CliRunner.Run("train-lora", "--model", Fixture.Base, "--data", data, "--out", dir["b"], "--target-regex", "q_proj("),
+            "--target-regex: 'q_proj(' is not a valid regular expression");
+        CliRunner.AssertUserError(CliRunner.Run("train-lora", "--model", Fixture.Base, "--data", data, "--out", dir["b"], "--target-regex", "q_proj",
+            "--targets", "v_proj"), "give either --targets or --target-regex");
+    }
 }
 
 public class TaskDataErrorTests
