@@ -72,7 +72,7 @@ public sealed class DemoRunner
         Stage("base model", () => MakeBase(cancel));
         foreach (var d in new[] { AdaptersDir, LoraBDir, MeteoraDir }) if (Directory.Exists(d)) Directory.Delete(d, true);
 
-        var lora = new LoraConfig { R = _s.LoraRank, LoraAlpha = 2 * _s.LoraRank, TargetModules = ProjectionSite.AllNames, LoraDropout = 0 };
+        var lora = new LoraConfig { R = _s.LoraRank, LoraAlpha = 2 * _s.LoraRank, TargetRegex = _s.LoraTargetRegex, LoraDropout = 0 };
         var loraOptions = new TrainingOptions
         {
             LearningRate = _s.LoraLr, WeightDecay = 0.01, Steps = _s.LoraSteps, BatchSize = _s.LoraBatch, MaxSeqLen = 128, EvalLimit = 64,
