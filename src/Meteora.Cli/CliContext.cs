@@ -13,8 +13,20 @@ public sealed class CliContext
 
     private Device? _device;
 
-    /// <summary>The --device, resolved (and CUDA initialised) on first use.</summary>
-    public Device Device => _device ??= TorchRuntime.ParseDevice(Parse.GetValue(GlobalOptions.Device) ?? "cpu");
+    /// <summary>
+    /// The --device, resolved (and CUDA initialised) on first use. On the CPU this also applies
+    /// <see cref="NativeHeap.KeepFreedMemory"/> (1.7× faster training on 2 cores) unless METEORA_NATIVE_HEAP=default;
+    /// not on CUDA, where it slowed host-bound decoding (H200, batch 1: 31–33 vs 40–53 tokens/s).
+    /// </summary>
+    public Device Device => _device ??= Resolve();
+
+    private Device Resolve()
+    {
+        var device = TorchRuntime.ParseDevice(Parse.GetValue(GlobalOptions.Device) ?? "cpu");
+        if (device.type == TorchSharp.DeviceType.CPU && Environment.GetEnvironmentVariable("METEORA_NATIVE_HEAP") != "default")
+            NativeHeap.KeepFreedMemory();
+        return device;
+    }
 
     /// <summary>The --dtype, defaulting to float32 on CPU and bfloat16 on CUDA.</summary>
     public ScalarType DType => TorchRuntime.ParseDType(Parse.GetValue(GlobalOptions.DType), Device);

@@ -8,7 +8,9 @@ namespace Meteora.Runtime;
 /// reallocates the same activation sizes every step — page-faults all of its memory back in: on the 2-core
 /// machine the tiny base's pretraining spent 60 % of its CPU time in the kernel and ran at 10 k tokens/s; with
 /// freed memory kept for reuse it runs at 17 k tokens/s. The same settings can be given to any process as
-/// <c>MALLOC_MMAP_THRESHOLD_</c>, <c>MALLOC_TRIM_THRESHOLD_</c> and <c>MALLOC_TOP_PAD_</c>.
+/// <c>MALLOC_MMAP_THRESHOLD_</c>, <c>MALLOC_TRIM_THRESHOLD_</c> and <c>MALLOC_TOP_PAD_</c>. For CPU work only: in
+/// CUDA processes, whose tensors are not on this heap, the same settings slowed host-bound decoding (H200, base
+/// decode at batch 1: 31–33 vs 40–53 tokens/s in alternating runs), so the CLI applies them for --device cpu.
 /// </summary>
 public static class NativeHeap
 {
