@@ -9,8 +9,8 @@ namespace Meteora.Training;
 /// ("backwards, abc reads cba.", "12 plus 5 makes 17.") over the same word and number ranges as the task suite,
 /// and numbered lists that are repeated further down (meant to teach finding line i of an earlier list and copying
 /// it — what answering numbered sub-problems needs; within the demo's budget the tiny base does not learn it yet,
-/// see docs/RESULTS.md). The task suite's prompt formats ("reverse: x =>") never
-/// appear: mapping a format to a skill is what each task's adapter has to learn.
+/// see docs/RESULTS.md). The task suite's prompt formats ("reverse: x =>") never appear: mapping a format to a
+/// skill is what each task's adapter has to learn.
 /// </summary>
 public static class GenericCorpus
 {
@@ -26,12 +26,11 @@ public static class GenericCorpus
     public static string Sentence(Random rng)
     {
         string N() => Nouns[rng.Next(Nouns.Length)];
-        var days = Weekdays;
         switch (rng.Next(6))
         {
             case 0: return $"the {Adjectives[rng.Next(Adjectives.Length)]} {N()} {Verbs[rng.Next(Verbs.Length)]} the {N()}.";
             case 1: return $"there are {rng.Next(2, 40)} {N()}s and {rng.Next(2, 40)} {N()}s here.";
-            case 2: { int d = rng.Next(7); return $"after {days[d]} comes {days[(d + 1) % 7]}, and before it {days[(d + 6) % 7]}."; }
+            case 2: { int d = rng.Next(7); return $"after {Weekdays[d]} comes {Weekdays[(d + 1) % 7]}, and before it {Weekdays[(d + 6) % 7]}."; }
             case 3: { int s = rng.Next(20); return string.Join(' ', Alphabet.Skip(s).Take(rng.Next(3, 7)).Select(c => c.ToString())); }
             case 4: { int a = rng.Next(100); return $"{a} {a + 1} {a + 2} {a + 3}"; }
             default: { var w = N(); return $"{w} is spelled {string.Join(' ', w.ToCharArray())}."; }
