@@ -12,6 +12,7 @@ public sealed class TokenSampler : IDisposable
     private readonly GenerationOptions _options;
     private readonly Generator? _generator;
     private readonly long[] _suppress;
+    private Tensor? _suppressIndex;           // (S,) int64 on the logits' device, made on the first step
     private readonly Scalar _minusInfinity = double.NegativeInfinity.ToScalar();   // held for the op (see RmsNorm)
 
     public TokenSampler(GenerationOptions options)
@@ -26,7 +27,14 @@ public sealed class TokenSampler : IDisposable
     {
         using var scope = NewDisposeScope();
         if (_suppress.Length > 0)
-            logits = logits.index_fill(-1, tensor(_suppress, device: logits.device), _minusInfinity);   // (B, V)
+        {
+            if (_suppressIndex is null || _suppressIndex.device_type != logits.device_type || _suppressIndex.device_index != logits.device_index)
+            {
+                _suppressIndex?.Dispose();
+                _suppressIndex = tensor(_suppress, device: logits.device).DetachFromDisposeScope();
+            }
+            logits = logits.index_fill(-1, _suppressIndex, _minusInfinity);          // (B, V)
+        }
         if (_options.Greedy) return logits.argmax(-1).MoveToOuterDisposeScope();
         using var t = _options.Temperature.ToScalar();   // held for the op (see RmsNorm)
         var probs = logits.to(ScalarType.Float32).cpu().div(t).softmax(-1);                  // (B, V)
@@ -45,6 +53,7 @@ public sealed class TokenSampler : IDisposable
     public void Dispose()
     {
         _generator?.Dispose();
+        _suppressIndex?.Dispose();
         _minusInfinity.Dispose();
     }
 }
