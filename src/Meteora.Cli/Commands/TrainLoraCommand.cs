@@ -47,9 +47,8 @@ public static class TrainLoraCommand
             if (p.GetValue(targetRegex) is { } rx)
             {
                 if (p.GetResult(targets) is { Implicit: false }) throw new MeteoraException("--target-regex: give either --targets or --target-regex");
-                try { _ = new System.Text.RegularExpressions.Regex(rx); }
-                catch (ArgumentException) { throw new MeteoraException($"--target-regex: '{rx}' is not a valid regular expression"); }
-                lora = lora with { TargetRegex = rx, TargetModules = ProjectionSite.AllNames };
+                if (!LoraConfig.IsValidRegex(rx)) throw new MeteoraException($"--target-regex: '{rx}' is not a valid regular expression");
+                lora = lora with { TargetRegex = rx };
             }
             using var ctrlC = new CtrlC(ctx.Err);
             var progress = new ConsoleProgress(ctx.Err, ctx.Err == Console.Error && !Console.IsErrorRedirected, "loss", "lr");

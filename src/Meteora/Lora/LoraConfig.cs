@@ -95,7 +95,7 @@ public sealed record LoraConfig
             case JsonValue v when v.TryGetValue(out string? s) && s == "all-linear":
                 return (ProjectionSite.AllNames, null);
             case JsonValue v when v.TryGetValue(out string? s):
-                try { _ = new Regex(s!); } catch (ArgumentException) { throw new MeteoraException($"{path}: target_modules '{s}' is not a valid regular expression"); }
+                if (!IsValidRegex(s!)) throw new MeteoraException($"{path}: target_modules '{s}' is not a valid regular expression");
                 return (ProjectionSite.AllNames.Where(n => Regex.IsMatch(n, s!)).ToArray(), s);
             case JsonArray a:
                 var names = a.Select(x => x?.GetValue<string>() ?? "").ToArray();
@@ -106,6 +106,13 @@ public sealed record LoraConfig
             default:
                 throw new MeteoraException($"{path}: target_modules must be a list or a string");
         }
+    }
+
+    /// <summary>Whether <paramref name="pattern"/> parses as a .NET regular expression (PEFT's target_modules string).</summary>
+    public static bool IsValidRegex(string pattern)
+    {
+        try { _ = new Regex(pattern); return true; }
+        catch (ArgumentException) { return false; }
     }
 
     private static string? Str(JsonObject o, string key) => o[key] is JsonValue v && v.TryGetValue(out string? s) ? s : null;
