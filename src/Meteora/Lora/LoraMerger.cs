@@ -26,7 +26,7 @@ public static class LoraMerger
             foreach (var p in lm.Projections().OfType<LoraLinear>())
             {
                 using var delta = p.Delta();
-                p.weight.copy_((p.weight.to(ScalarType.Float32) + delta).to(dtype));
+                FoldInto(p, delta);
                 merged++;
             }
         }
@@ -65,7 +65,7 @@ public static class LoraMerger
                 sum = sum is null ? delta : sum.add_(delta);
             }
             if (sum is null) continue;
-            p.weight.copy_((p.weight.to(ScalarType.Float32) + sum / adapters.Count).to(p.weight.dtype));
+            FoldInto(p, sum / adapters.Count);
             changed++;
         }
         return changed;
@@ -88,5 +88,12 @@ public static class LoraMerger
         }
         catch { lm.Dispose(); throw; }
         finally { foreach (var a in adapters) a.Dispose(); }
+    }
+
+    /// <summary>W ← W + delta, added in float32 and stored back in the weight's dtype. delta: (out, in) float32.</summary>
+    private static void FoldInto(Linear p, Tensor delta)
+    {
+        using var scope = NewDisposeScope();
+        p.weight.copy_((p.weight.to(ScalarType.Float32) + delta).to(p.weight.dtype));
     }
 }
