@@ -97,7 +97,7 @@ public sealed class DemoRunner
         });
         Stage("gates", () =>
         {
-            var gate = new GateTrainingOptions { TopK = 1 };   // top-1 training routed better at top-1 and as well at top-2 (docs/RESULTS.md)
+            var gate = new GateTrainingOptions { TopK = _s.GateTopK };
             var options = new TrainingOptions
             {
                 LearningRate = _s.GateLr, WeightDecay = 0.01, ClipNorm = 0.3, Steps = _s.GateSteps, BatchSize = _s.GateBatch,
