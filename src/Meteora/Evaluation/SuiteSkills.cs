@@ -9,7 +9,7 @@ namespace Meteora.Evaluation;
 public static class SuiteSkills
 {
     private static readonly string[] Syllables = ["ka", "lo", "mi", "ne", "ru", "ta", "po", "se", "vi", "zu", "da", "fe", "gi", "bo", "hu", "ja"];
-    public static readonly string[] Items = ["apple", "stone", "coin", "shell", "leaf", "bell", "key", "cup", "pear", "nut", "box", "pin"];
+    private static readonly string[] Items = ["apple", "stone", "coin", "shell", "leaf", "bell", "key", "cup", "pear", "nut", "box", "pin"];
     private static readonly string[] Nouns = ["cat", "dog", "bird", "river", "stone", "tree", "house", "road", "star", "moon", "sun", "wind", "apple", "coin", "shell", "leaf", "bell", "key", "cup", "bread", "green", "quiet", "old", "red"];
     private const string Alphabet = "abcdefghijklmnopqrstuvwxyz";
 

@@ -11,9 +11,6 @@ namespace Meteora.Evaluation;
 /// </summary>
 public static class TaskSuite
 {
-    /// <summary>The fixed made-up lexicon of the translate task (see <see cref="SuiteSkills.Lexicon"/>).</summary>
-    public static IReadOnlyDictionary<string, string> Lexicon => SuiteSkills.Lexicon;
-
     public static readonly IReadOnlyList<BuiltinTask> All =
     [
         new("reverse", "exact", "reverse the letters of a word", rng =>
