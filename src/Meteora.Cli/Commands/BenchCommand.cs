@@ -146,8 +146,9 @@ public static class BenchCommand
         var json = new Option<string?>("--json") { Description = "also write the results to this JSON file" };
         var decodeTiming = new Option<string>("--decode-timing") { Description = "step: median of individually synchronised steps; loop: total time of the steps run back to back", DefaultValueFactory = _ => "step" };
         decodeTiming.AcceptOnlyFromAmong("step", "loop");
+        var decodeMode = new Option<string?>("--decode-mode") { Description = "eager (forward per step, as generate runs), graph (a CUDA graph replayed per step) or both, e.g. eager,graph; default graph on CUDA, eager on CPU" };
         var cmd = new Command("model", "Prefill and decode tokens/s (and peak memory) of a model with random weights: base, one adapter, MeteoRA")
-            { config, batch, promptLen, prefill, decode, newTokens, variants, strategies, adapters, rank, runs, warmup, json, decodeTiming };
+            { config, batch, promptLen, prefill, decode, newTokens, variants, strategies, adapters, rank, runs, warmup, json, decodeTiming, decodeMode };
         cmd.SetAction(p =>
         {
             var ctx = context(p);
@@ -170,6 +171,14 @@ public static class BenchCommand
                 }).ToList()
                 : batches.Select(b => (b, P)).ToList();
             var decodeBatches = p.GetValue(decode) is { } ds ? Ints(ds, "--decode") : batches;
+            var decodeModes = (p.GetValue(decodeMode) ?? (device.type == TorchSharp.DeviceType.CUDA ? "graph" : "eager"))
+                .Split(',', StringSplitOptions.TrimEntries | StringSplitOptions.RemoveEmptyEntries);
+            if (decodeModes.Length == 0 || decodeModes.Any(m => m is not ("eager" or "graph")))
+                throw new MeteoraException($"--decode-mode: '{p.GetValue(decodeMode)}' is not a list of eager and graph");
+            if (decodeModes.Contains("graph") && device.type != TorchSharp.DeviceType.CUDA)
+                throw new MeteoraException("--decode-mode graph: CUDA graphs need --device cuda");
+            if (decodeModes.Contains("graph") && !CudaGraph.Available)
+                throw new MeteoraException("--decode-mode graph: this libtorch does not export at::cuda::CUDAGraph");
             var variantNames = p.GetValue(variants)!.Split(',', StringSplitOptions.TrimEntries | StringSplitOptions.RemoveEmptyEntries);
             var strategyNames = p.GetValue(strategies)!.Split(',', StringSplitOptions.TrimEntries | StringSplitOptions.RemoveEmptyEntries);
             foreach (var v in variantNames)
@@ -183,7 +192,7 @@ public static class BenchCommand
             {
                 results.Add(x);
                 // One line per measurement as it lands, so a long run that is cut short keeps what it measured.
-                ctx.Err.WriteLine($"  {x.Variant,-24} {x.Phase,-7} batch {x.Batch,3} × {(x.Phase == "prefill" ? x.PromptLength : x.NewTokens),5}: {x.TokensPerSecond,10:F1} tok/s" +
+                ctx.Err.WriteLine($"  {x.Variant,-24} {x.Phase,-12} batch {x.Batch,3} × {(x.Phase == "prefill" ? x.PromptLength : x.NewTokens),5}: {x.TokensPerSecond,10:F1} tok/s" +
                     (x.PeakBytes is { } pk ? $", peak {pk / (double)(1L << 30):F2} GiB" : ""));
                 ctx.Err.Flush();
             }
@@ -192,7 +201,9 @@ public static class BenchCommand
                 // loop, gather and segment synchronise or copy per projection: fewer steps keep the run bounded.
                 int stepsHere = slow ? Math.Min(N, 12) : N;
                 foreach (var (b, t) in prefillShapes) Report(ModelBenchmark.Prefill(lm, name, b, t, W, slow ? Math.Min(R, 10) : R));
-                foreach (int b in decodeBatches) Report(ModelBenchmark.Decode(lm, name, b, P, stepsHere, W, perStep));
+                foreach (int b in decodeBatches)
+                foreach (var mode in decodeModes)
+                    Report(ModelBenchmark.Decode(lm, name, b, P, stepsHere, W, perStep, graph: mode == "graph"));
             }
 
             if (variantNames.Contains("base"))
@@ -238,7 +249,7 @@ public static class BenchCommand
             var table = new Table().AddColumns("variant", "phase", "batch", "tokens", "tok/s", "ms", "ms/step", "peak GiB");
             foreach (var x in results)
                 table.AddRow(x.Variant, x.Phase, x.Batch.ToString(), (x.Phase == "prefill" ? x.PromptLength : x.NewTokens).ToString(),
-                    $"{x.TokensPerSecond:F1}", $"{x.Seconds * 1e3:F2}", x.Phase == "decode" ? $"{x.Seconds * 1e3 / x.NewTokens:F2}" : "",
+                    $"{x.TokensPerSecond:F1}", $"{x.Seconds * 1e3:F2}", x.Phase != "prefill" ? $"{x.Seconds * 1e3 / x.NewTokens:F2}" : "",
                     x.PeakBytes is { } pk ? $"{pk / (double)(1L << 30):F2}" : "n/a");
             Render(ctx.Out, table);
 

@@ -24,8 +24,9 @@ public static class GenerateCommand
         var seed = new Option<long>("--seed") { Description = "sampling seed", DefaultValueFactory = _ => 0 };
         var stopAtEos = new Option<bool>("--stop-at-eos") { Description = "stop a row at its end-of-sequence token" };
         var json = new Option<bool>("--json") { Description = "print {\"prompt_ids\",\"new_token_ids\",\"text\"} instead of streaming" };
+        var noGraph = new Option<bool>("--no-cuda-graph") { Description = "on CUDA, run every decode step eagerly instead of replaying a CUDA graph" };
         var cmd = new Command("generate", "Generate a continuation with the KV cache")
-            { prompt, ids, maxNew, greedy, temperature, topP, seed, stopAtEos, json };
+            { prompt, ids, maxNew, greedy, temperature, topP, seed, stopAtEos, json, noGraph };
         model.AddTo(cmd);
         cmd.SetAction(p =>
         {
@@ -50,6 +51,7 @@ public static class GenerateCommand
                 Seed = p.GetValue(seed),
                 StopAtEos = p.GetValue(stopAtEos),
                 EosIds = eos,
+                CudaGraph = !p.GetValue(noGraph),
             };
             options.Validate();   // before anything is printed
             bool asJson = p.GetValue(json);

@@ -1,3 +1,4 @@
+using Meteora.Generation;
 using Meteora.Llama;
 using Meteora.Runtime;
 using static TorchSharp.torch;
@@ -8,7 +9,7 @@ namespace Meteora.Benchmarking;
 public sealed record ModelBenchResult(string Variant, string Phase, int Batch, int PromptLength, int NewTokens,
     double Seconds, long? PeakBytes)
 {
-    /// <summary>Tokens per second: prompt tokens for prefill, generated tokens for decode.</summary>
+    /// <summary>Tokens per second: prompt tokens for prefill, generated tokens for decode (eager or CUDA graph).</summary>
     public double TokensPerSecond => Batch * (Phase == "prefill" ? PromptLength : NewTokens) / Seconds;
 }
 
@@ -40,12 +41,15 @@ public static class ModelBenchmark
     /// Decode throughput: one prefill, <paramref name="warmup"/> untimed steps, then <paramref name="steps"/> timed
     /// steps. <paramref name="perStep"/>: each step is synchronised and timed on its own and the median step time
     /// gives tokens/s; otherwise the timed steps run back to back (each still reading its token on the host, as
-    /// generation does) and their total time gives tokens/s.
+    /// generation does) and their total time gives tokens/s. <paramref name="graph"/>: steps go through a
+    /// <see cref="StaticDecoder"/> replaying a CUDA graph (captured during the warm-up steps, so warmup ≥ 2);
+    /// otherwise through the eager <c>forward</c> that generation uses.
     /// </summary>
     public static ModelBenchResult Decode(LlamaForCausalLM lm, string variant, int batch, int promptLength, int steps, int warmup,
-        bool perStep = true)
+        bool perStep = true, bool graph = false)
     {
         using var noGrad = no_grad();
+        if (graph) warmup = Math.Max(warmup, 2);
         using var cache = new KvCache(lm.Config, batch, promptLength + warmup + steps, lm.DType, lm.Device);
         using var ids = RandomIds(lm, batch, promptLength);
         using var positions = Positions(lm, batch, promptLength);
@@ -53,12 +57,21 @@ public static class ModelBenchmark
         using var scope = NewDisposeScope();
         var next = lm.forward(ids, positions, cache, lastOnly: true).argmax(-1).view(batch, 1);   // (B, 1)
         var pos = positions.narrow(1, promptLength - 1, 1);
+        using var decoder = graph ? new StaticDecoder(lm, cache, useGraph: true) : null;
+        decoder?.Start(next, pos + 1);
         void Step()
         {
             using var step = NewDisposeScope();
+            if (decoder is not null)
+            {
+                var chosen = decoder.Step().argmax(-1);                             // (B,)
+                _ = chosen.cpu();                                                   // generation reads every token on the host
+                decoder.Feed(chosen);
+                return;
+            }
             pos = (pos + 1).MoveToOuterDisposeScope();
             next = lm.forward(next, pos, cache, lastOnly: true).argmax(-1).view(batch, 1).MoveToOuterDisposeScope();
-            _ = next.cpu();                                                     // generation reads every token on the host
+            _ = next.cpu();
         }
         for (int s = 0; s < warmup; s++) Step();
         double seconds;
@@ -71,7 +84,7 @@ public static class ModelBenchmark
         }
         else
             seconds = DeviceClock.Time(lm.Device, () => { for (int s = 0; s < steps; s++) Step(); });
-        return new ModelBenchResult(variant, "decode", batch, promptLength, steps, seconds, CudaRuntime.PoolPeakBytes());
+        return new ModelBenchResult(variant, graph ? "decode-graph" : "decode", batch, promptLength, steps, seconds, CudaRuntime.PoolPeakBytes());
     }
 
     private static Tensor RandomIds(LlamaForCausalLM lm, int batch, int length)

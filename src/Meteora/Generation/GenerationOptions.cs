@@ -18,6 +18,11 @@ public sealed record GenerationOptions
     public IReadOnlyList<int> SuppressIds { get; init; } = [];
     /// <summary>Ends a row once this returns true for the tokens it has generated so far (a stopping criterion).</summary>
     public Func<IReadOnlyList<int>, bool>? StopWhen { get; init; }
+    /// <summary>
+    /// On CUDA, replay decode steps from a CUDA graph (<see cref="StaticDecoder"/>) when libtorch supports it;
+    /// ignored on CPU. The tokens are the same either way; only the host's cost per step differs.
+    /// </summary>
+    public bool CudaGraph { get; init; } = true;
 
     /// <summary>Checks ranges; a bad value is a one-line error naming the option.</summary>
     public void Validate()

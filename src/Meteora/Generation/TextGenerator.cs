@@ -1,4 +1,6 @@
 using Meteora.Llama;
+using Meteora.Moe;
+using Meteora.Runtime;
 using TorchSharp;
 using static TorchSharp.torch;
 
@@ -48,10 +50,14 @@ public sealed class TextGenerator
             logits.MoveToOuterDisposeScope(); positions.MoveToOuterDisposeScope();
         }
 
+        // Decode steps replay a CUDA graph where possible; the prefill above always runs eagerly.
+        using var decoder = UseGraph(options) ? new StaticDecoder(_model, cache, useGraph: true) : null;
+        bool ownLogits = true;   // false once logits is the decoder's output tensor
         for (int step = 0; step < options.MaxNewTokens; step++)
         {
             using var scope = NewDisposeScope();
-            logits.MoveToOtherDisposeScope(scope); positions.MoveToOtherDisposeScope(scope);
+            if (ownLogits) logits.MoveToOtherDisposeScope(scope);
+            positions.MoveToOtherDisposeScope(scope);
             var next = sampler.Next(logits);                                         // (B,)
             var chosen = next.to(CPU).data<long>().Select(v => (int)v).ToArray();
             for (int b = 0; b < B; b++)
@@ -64,12 +70,26 @@ public sealed class TextGenerator
             onStep?.Invoke(step, chosen);
             if (step == options.MaxNewTokens - 1 || done.All(d => d)) break;
             positions = positions + 1;
-            logits = _model.forward(next.view(B, 1), positions, cache, lastOnly: true);
-            logits.MoveToOuterDisposeScope(); positions.MoveToOuterDisposeScope();
+            if (decoder is not null)
+            {
+                if (step == 0) decoder.Start(next, positions); else decoder.Feed(next);
+                logits = decoder.Step();                                             // (B, V), the decoder's
+                ownLogits = false;
+            }
+            else
+                logits = _model.forward(next.view(B, 1), positions, cache, lastOnly: true);
+            if (ownLogits) logits.MoveToOuterDisposeScope();
+            positions.MoveToOuterDisposeScope();
         }
-        logits.Dispose(); positions.Dispose();
+        if (ownLogits) logits.Dispose();
+        positions.Dispose();
         return results.Select(r => r.ToArray()).ToArray();
     }
+
+    /// <summary>CUDA graphs need a CUDA model, a libtorch exporting them, and no routing recorder (it copies to the host).</summary>
+    private bool UseGraph(GenerationOptions options) =>
+        options.CudaGraph && _model.Device.type == DeviceType.CUDA && CudaGraph.Available
+        && !_model.Projections().Any(p => p is MeteoraLinear { Recorder: not null });
 
     private int PadId() => SpecialTokens.PadId(_model.Config);
 

@@ -17,6 +17,12 @@ public sealed class AttentionContext
     public KvCache? Cache { get; init; }
     /// <summary>Cache slot of the first new token (0 without a cache).</summary>
     public int CacheStart { get; init; }
+    /// <summary>
+    /// (T,) int64 on the device: the cache slots of the new tokens, when they live on the device rather than in
+    /// <see cref="CacheStart"/> (a decode step replayed from a CUDA graph). Attention then reads the whole cache
+    /// under <see cref="Mask"/>, (B, 1, T, MaxLength), so every shape and address is the same at every step.
+    /// </summary>
+    public Tensor? CacheSlots { get; init; }
 
     /// <summary>
     /// Builds the mask for T new queries at cache slots [start, start+T) over keys [0, S = start+T):

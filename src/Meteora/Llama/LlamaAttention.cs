@@ -36,7 +36,14 @@ public sealed class LlamaAttention : nn.Module
         k = RotaryEmbedding.Apply(k, ctx.Cos, ctx.Sin).transpose(1, 2);  // (B, Hkv, T, d)
         v = v.transpose(1, 2);
 
-        if (ctx.Cache is { } cache)
+        if (ctx is { Cache: { } slotted, CacheSlots: { } slots })
+        {
+            slotted.Keys[layer].index_copy_(2, slots, k);                   // slots from the device, not the host
+            slotted.Values[layer].index_copy_(2, slots, v);
+            k = slotted.Keys[layer];                                        // (B, Hkv, MaxLength, d), masked
+            v = slotted.Values[layer];
+        }
+        else if (ctx.Cache is { } cache)
         {
             int total = ctx.CacheStart + (int)T;
             cache.Keys[layer].narrow(2, ctx.CacheStart, T).copy_(k);

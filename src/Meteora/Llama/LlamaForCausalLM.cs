@@ -103,6 +103,30 @@ public sealed class LlamaForCausalLM : nn.Module
         return logits.MoveToOuterDisposeScope();
     }
 
+    /// <summary>
+    /// One decode step whose cache slot is a device tensor: ids (B, 1) at <paramref name="positions"/> (B, 1) go to
+    /// slot <paramref name="slot"/> (1,) int64, and attention reads the whole cache masked to slots ≤ slot (and to
+    /// real tokens when the batch was padded). Shapes and addresses do not depend on the step, so the call can be
+    /// captured into a CUDA graph and replayed (<see cref="Generation.StaticDecoder"/>). Does not move
+    /// <see cref="KvCache.Length"/>. Returns logits (B, V).
+    /// </summary>
+    public Tensor ForwardAtSlot(Tensor ids, Tensor positions, KvCache cache, Tensor slot)
+    {
+        using var scope = NewDisposeScope();
+        int B = (int)ids.shape[0];
+        var (cos, sin) = _rope.Compute(positions, DType);
+        var keySlots = arange(cache.MaxLength, ScalarType.Int64, ids.device);            // (S,)
+        var allowed = keySlots.le(slot).view(1, 1, 1, cache.MaxLength);                   // (1, 1, 1, S)
+        if (cache.KeyValid is { } valid) allowed = allowed.logical_and(valid.view(B, 1, 1, cache.MaxLength));
+        var ctx = new AttentionContext
+        {
+            Cos = cos, Sin = sin, Cache = cache, CacheSlots = slot,
+            Mask = allowed.expand(B, 1, 1, cache.MaxLength),                               // (B, 1, 1, S)
+        };
+        var h = model.forward(ids, ctx).select(1, 0);                                     // (B, hidden)
+        return nn.functional.linear(h, lm_head ?? model.embed_tokens.weight).MoveToOuterDisposeScope();   // (B, V)
+    }
+
     /// <summary>Forward without a cache over unpadded rows; positions 0…T-1. Returns logits (B, T, V).</summary>
     public Tensor forward(Tensor ids)
     {

@@ -29,6 +29,10 @@ public static class CudaRuntime
         return IntPtr.Zero;
     });
 
+    /// <summary>The address of a libcudart export, or zero without CUDA.</summary>
+    internal static IntPtr Export(string name) =>
+        Library.Value != IntPtr.Zero && NativeLibrary.TryGetExport(Library.Value, name, out var p) ? p : IntPtr.Zero;
+
     private static T? Fn<T>(string name) where T : Delegate =>
         Library.Value != IntPtr.Zero && NativeLibrary.TryGetExport(Library.Value, name, out var p) ? Marshal.GetDelegateForFunctionPointer<T>(p) : null;
 
