@@ -62,9 +62,10 @@ public static class BenchCommand
             var ns = Ints(p.GetValue(tokens) ?? (cuda ? "1,16,256,4096" : "1,16,256"), "--tokens");
             int R = p.GetValue(runs), W = p.GetValue(warmup);
             if (R < 1 || W < 0) throw new MeteoraException("bench layer: --runs ≥ 1 and --warmup ≥ 0");
-            bool pool = CudaRuntime.PoolUsedBytes() is not null;
+            bool pool = CudaRuntime.PoolAllocatorRequested;
             ctx.Err.WriteLine($"bench layer: {TorchRuntime.Name(ctx.DType)} on {ctx.Device}; timing {(cuda ? "CUDA events" : "stopwatch")}, median of {R} after {W} warm-up; " +
                 (cuda ? pool ? "memory from the cudaMallocAsync pool" : "no memory figures (set PYTORCH_CUDA_ALLOC_CONF=backend:cudaMallocAsync)" : "no memory figures on CPU"));
+            ctx.Err.WriteLine($"  dense routing: {RoutingKernel.Describe(ctx.Device)}");
             var rows = LayerBenchmark.Run(shapeList, ls, rs, ks, ns, ctx.Device, ctx.DType, W, R, ctx.Err.WriteLine).ToList();
 
             var table = new Table().AddColumns(["in→out", "L", "r", "k", "N", .. LayerBenchmark.Variants.Select(v => v + " ms"), "dense/base", "gather/dense", "extra MB gather", "extra MB dense"]);
@@ -186,7 +187,8 @@ public static class BenchCommand
             var strategyList = strategyNames.Select(MixingStrategies.Parse).ToList();
 
             ctx.Err.WriteLine($"bench model: {configName} ({cfg.NumHiddenLayers} layers, hidden {cfg.HiddenSize}), {TorchRuntime.Name(dtype)} on {device}, random weights; " +
-                (CudaRuntime.PoolUsedBytes() is not null ? "memory from the cudaMallocAsync pool" : "no memory figures"));
+                (CudaRuntime.PoolAllocatorRequested ? "memory from the cudaMallocAsync pool" : "no memory figures"));
+            if (variantNames.Any(v => v.StartsWith("top"))) ctx.Err.WriteLine($"  dense routing: {RoutingKernel.Describe(device)}");
             var results = new List<ModelBenchResult>();
             void Report(ModelBenchResult x)
             {

@@ -19,7 +19,11 @@ public sealed record LayerBenchRow(int In, int Out, int Adapters, int Rank, int 
 /// </summary>
 public static class LayerBenchmark
 {
-    public static readonly string[] Variants = ["base", "loop", "gather", "segment", "dense", "auto"];
+    /// <summary>
+    /// base = the bare projection; dense-aten = dense with the routing done by ATen ops instead of
+    /// <see cref="RoutingKernel"/> (the same as dense where the kernel does not apply, e.g. on CPU).
+    /// </summary>
+    public static readonly string[] Variants = ["base", "loop", "gather", "segment", "dense", "dense-aten", "auto"];
 
     public static IEnumerable<LayerBenchRow> Run(IReadOnlyList<(int In, int Out)> shapes, IReadOnlyList<int> adapterCounts,
         IReadOnlyList<int> ranks, IReadOnlyList<int> topKs, IReadOnlyList<int> tokenCounts, Device device, ScalarType dtype,
@@ -43,9 +47,12 @@ public static class LayerBenchmark
                 var rows = new List<LayerBenchRow>();
                 foreach (var variant in Variants.OrderBy(v => v != "loop"))   // loop first: the others are compared with it
                 {
-                    Func<Tensor> call = variant == "base"
-                        ? () => nn.functional.linear(x, layer.weight)
-                        : () => { routing.Strategy = MixingStrategies.Parse(variant); return layer.forward(x); };
+                    Func<Tensor> call = variant switch
+                    {
+                        "base" => () => nn.functional.linear(x, layer.weight),
+                        "dense-aten" => () => WithoutKernel(() => { routing.Strategy = MixingStrategy.Dense; return layer.forward(x); }),
+                        _ => () => { routing.Strategy = MixingStrategies.Parse(variant); return layer.forward(x); },
+                    };
                     var output = call();
                     double? err = null;
                     if (variant == "loop") reference = output;
@@ -78,6 +85,14 @@ public static class LayerBenchmark
         }
         layer.SyncFusedGate();
         return layer;
+    }
+
+    private static Tensor WithoutKernel(Func<Tensor> call)
+    {
+        bool was = RoutingKernel.Enabled;
+        RoutingKernel.Enabled = false;
+        try { return call(); }
+        finally { RoutingKernel.Enabled = was; }
     }
 
     private static double Time(Device device, int warmup, int runs, Func<Tensor> call)

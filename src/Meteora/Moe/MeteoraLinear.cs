@@ -29,6 +29,7 @@ public sealed class MeteoraLinear : Linear
     private readonly Tensor? _bT;             // (ΣR, out) view of B_allᵀ for the addmm
     private readonly int _n;
     private readonly long _gateColumn;        // where the gate logits start in the fused GEMM's output, or -1
+    private Runtime.CudaKernel? _routingKernel;  // resolved on first CUDA bfloat16 call
 
     public AdapterStack Adapters { get; }
     /// <summary>Where routing decisions go when set (trace, gate loss); null = not recorded.</summary>
@@ -101,11 +102,34 @@ public sealed class MeteoraLinear : Linear
             var logits = _gateColumn >= 0 ? h.narrow(1, _gateColumn, _n)                   // (N, L) in the model dtype
                 : nn.functional.linear(x2, moe_gate);                                     // float32 models: the gate itself
             var baseOut = h.narrow(1, 0, Site.OutFeatures);                               // (N, out) view of h
-            var (indices, weights) = Route(logits, shape);
-            y = strategy == MixingStrategy.Dense ? FusedDense(h, baseOut, indices, weights)
-                : baseOut + Mixers.Mix(strategy, Adapters, x2, indices, weights);
+            if (strategy == MixingStrategy.Dense && RoutingKernelFor(h) is { } kernel)
+            {
+                // One launch routes and scales the rank columns of h in place; then y += z B_allᵀ.
+                RoutingKernel.Apply(kernel, h, Site.OutFeatures, _gateColumn, _n, Adapters.UniformRank!.Value, Math.Min(_routing.TopK, _n), _routing.Temperature);
+                y = baseOut.addmm_(h.narrow(1, Site.OutFeatures, Adapters.TotalRank), _bT!);
+            }
+            else
+            {
+                var (indices, weights) = Route(logits, shape);
+                y = strategy == MixingStrategy.Dense ? FusedDense(h, baseOut, indices, weights)
+                    : baseOut + Mixers.Mix(strategy, Adapters, x2, indices, weights);
+            }
         }
         return y.view([.. shape[..^1], y.shape[^1]]).MoveToOuterDisposeScope();
+    }
+
+    /// <summary>
+    /// The fused routing kernel when it applies: bfloat16 on CUDA, the gate inside the fused GEMM, equal ranks,
+    /// at most 256 adapters and top-8, no recorder (which needs the indices), and the kernel built on this device.
+    /// </summary>
+    private Runtime.CudaKernel? RoutingKernelFor(Tensor h)
+    {
+        if (!RoutingKernel.Enabled || Recorder is not null || h.device.type != DeviceType.CUDA || h.dtype != ScalarType.BFloat16
+            || _gateColumn < 0 || Adapters.UniformRank is null || Adapters.TotalRank == 0
+            || _n > RoutingKernel.MaxAdapters || Math.Min(_routing.TopK, _n) > RoutingKernel.MaxTopK)
+            return null;
+        _routingKernel ??= RoutingKernel.TryGet(h.device.index < 0 ? 0 : h.device.index, out _) is { } k ? k : null;
+        return _routingKernel;
     }
 
     /// <summary>

@@ -80,6 +80,13 @@ public static class CudaRuntime
     public static long? PoolUsedBytes() =>
         Pool.Value is { } p && p.Get(p.Pool, PoolAttrUsedMemCurrent, out var v) == 0 && v > 0 ? (long)v : null;
 
+    /// <summary>
+    /// Whether PyTorch was asked to allocate from the cudaMallocAsync pool (so <see cref="PoolPeakBytes"/> will have
+    /// figures once something is allocated; before that the pool reads as empty).
+    /// </summary>
+    public static bool PoolAllocatorRequested =>
+        Environment.GetEnvironmentVariable("PYTORCH_CUDA_ALLOC_CONF")?.Contains("cudaMallocAsync", StringComparison.Ordinal) == true;
+
     /// <summary>High-water mark of <see cref="PoolUsedBytes"/> since the last <see cref="ResetPoolPeak"/>.</summary>
     public static long? PoolPeakBytes() =>
         Pool.Value is { } p && p.Get(p.Pool, PoolAttrUsedMemHigh, out var v) == 0 && v > 0 ? (long)v : null;

@@ -1,0 +1,110 @@
+using System.Runtime.InteropServices;
+
+namespace Meteora.Runtime;
+
+/// <summary>
+/// One kernel of ours, compiled with <see cref="Nvrtc"/> for the device's compute capability, loaded through the
+/// CUDA driver API into the primary context that libtorch uses, and launched on libtorch's current stream, so it
+/// runs in order with ATen's kernels and is captured into CUDA graphs like them.
+/// </summary>
+public sealed unsafe class CudaKernel
+{
+    private const int AttrComputeMajor = 75, AttrComputeMinor = 76;   // CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_*
+
+    private sealed class Api
+    {
+        public delegate* unmanaged[Cdecl]<uint, int> Init;
+        public delegate* unmanaged[Cdecl]<IntPtr*, int> CtxGetCurrent;
+        public delegate* unmanaged[Cdecl]<IntPtr, int> CtxSetCurrent;
+        public delegate* unmanaged[Cdecl]<IntPtr*, int, int> PrimaryCtxRetain;
+        public delegate* unmanaged[Cdecl]<int*, int, int, int> DeviceGetAttribute;
+        public delegate* unmanaged[Cdecl]<IntPtr*, void*, int> ModuleLoadData;
+        public delegate* unmanaged[Cdecl]<IntPtr*, IntPtr, byte*, int> ModuleGetFunction;
+        public delegate* unmanaged[Cdecl]<IntPtr, uint, uint, uint, uint, uint, uint, uint, IntPtr, void**, void**, int> LaunchKernel;
+    }
+
+    private static readonly Lazy<Api?> Bound = new(() =>
+    {
+        foreach (var name in new[] { "libcuda.so.1", "libcuda.so" })
+        {
+            if (!NativeLibrary.TryLoad(name, out var lib)) continue;
+            bool Get(string s, out IntPtr p) => NativeLibrary.TryGetExport(lib, s, out p);
+            if (!Get("cuInit", out var init) || !Get("cuCtxGetCurrent", out var getCtx) || !Get("cuCtxSetCurrent", out var setCtx)
+                || !Get("cuDevicePrimaryCtxRetain", out var retain) || !Get("cuDeviceGetAttribute", out var attr)
+                || !Get("cuModuleLoadData", out var load) || !Get("cuModuleGetFunction", out var getFn) || !Get("cuLaunchKernel", out var launch))
+                continue;
+            return new Api
+            {
+                Init = (delegate* unmanaged[Cdecl]<uint, int>)init,
+                CtxGetCurrent = (delegate* unmanaged[Cdecl]<IntPtr*, int>)getCtx,
+                CtxSetCurrent = (delegate* unmanaged[Cdecl]<IntPtr, int>)setCtx,
+                PrimaryCtxRetain = (delegate* unmanaged[Cdecl]<IntPtr*, int, int>)retain,
+                DeviceGetAttribute = (delegate* unmanaged[Cdecl]<int*, int, int, int>)attr,
+                ModuleLoadData = (delegate* unmanaged[Cdecl]<IntPtr*, void*, int>)load,
+                ModuleGetFunction = (delegate* unmanaged[Cdecl]<IntPtr*, IntPtr, byte*, int>)getFn,
+                LaunchKernel = (delegate* unmanaged[Cdecl]<IntPtr, uint, uint, uint, uint, uint, uint, uint, IntPtr, void**, void**, int>)launch,
+            };
+        }
+        return null;
+    });
+
+    private readonly Api _api;
+    private readonly IntPtr _function;
+    private readonly int _device;
+
+    /// <summary>The kernel's entry point name.</summary>
+    public string Name { get; }
+
+    /// <summary>The compute capability it was compiled for, e.g. "sm_90".</summary>
+    public string Architecture { get; }
+
+    private CudaKernel(Api api, IntPtr function, int device, string name, string arch)
+    {
+        _api = api; _function = function; _device = device; Name = name; Architecture = arch;
+    }
+
+    /// <summary>
+    /// Compiles <paramref name="source"/> and loads its <c>extern "C"</c> entry point <paramref name="name"/> on
+    /// CUDA device <paramref name="device"/>. Call after libtorch has initialised CUDA (any tensor on the device).
+    /// Throws a <see cref="MeteoraException"/> naming the cause when the driver or NVRTC is missing or the
+    /// source does not compile.
+    /// </summary>
+    public static CudaKernel Load(string source, string name, int device)
+    {
+        var api = Bound.Value ?? throw new MeteoraException("CUDA driver (libcuda) not found");
+        Check(api.Init(0), "cuInit");
+        IntPtr ctx;
+        Check(api.CtxGetCurrent(&ctx), "cuCtxGetCurrent");
+        if (ctx == IntPtr.Zero)
+        {
+            // libtorch works in the device's primary context; make it current on this thread.
+            Check(api.PrimaryCtxRetain(&ctx, device), "cuDevicePrimaryCtxRetain");
+            Check(api.CtxSetCurrent(ctx), "cuCtxSetCurrent");
+        }
+        int major, minor;
+        Check(api.DeviceGetAttribute(&major, AttrComputeMajor, device), "cuDeviceGetAttribute");
+        Check(api.DeviceGetAttribute(&minor, AttrComputeMinor, device), "cuDeviceGetAttribute");
+        var cubin = Nvrtc.CompileToCubin(source, name + ".cu", major, minor);
+        IntPtr module, function;
+        fixed (byte* image = cubin) Check(api.ModuleLoadData(&module, image), "cuModuleLoadData");
+        var nameBytes = System.Text.Encoding.ASCII.GetBytes(name + "\0");
+        fixed (byte* n = nameBytes) Check(api.ModuleGetFunction(&function, module, n), $"cuModuleGetFunction({name})");
+        return new CudaKernel(api, function, device, name, $"sm_{major}{minor}");
+    }
+
+    /// <summary>
+    /// Launches on libtorch's current stream. <paramref name="args"/> points at each argument's value, in the
+    /// kernel's parameter order.
+    /// </summary>
+    public void Launch(uint gridX, uint blockX, void** args)
+    {
+        var stream = CudaStreams.CurrentHandle(_device);
+        int status = _api.LaunchKernel(_function, gridX, 1, 1, blockX, 1, 1, 0, stream, args, null);
+        if (status != 0) throw new MeteoraException($"CUDA: launching {Name} failed with driver status {status}");
+    }
+
+    private static void Check(int status, string what)
+    {
+        if (status != 0) throw new MeteoraException($"CUDA driver: {what} failed with status {status}");
+    }
+}

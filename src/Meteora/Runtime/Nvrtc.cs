@@ -1,0 +1,121 @@
+using System.Runtime.InteropServices;
+using System.Text;
+
+namespace Meteora.Runtime;
+
+/// <summary>
+/// CUDA C++ compiled at run time with NVRTC (the runtime compiler that ships with the CUDA toolkit and with
+/// PyTorch's CUDA builds), so our few custom kernels need no build step and no compiler on the user's machine.
+/// Bound from <c>libnvrtc</c> by its C API.
+/// </summary>
+public static unsafe class Nvrtc
+{
+    private sealed class Api
+    {
+        public delegate* unmanaged[Cdecl]<IntPtr*, byte*, byte*, int, byte**, byte**, int> CreateProgram;
+        public delegate* unmanaged[Cdecl]<IntPtr, int, byte**, int> CompileProgram;
+        public delegate* unmanaged[Cdecl]<IntPtr, nuint*, int> GetLogSize;
+        public delegate* unmanaged[Cdecl]<IntPtr, byte*, int> GetLog;
+        public delegate* unmanaged[Cdecl]<IntPtr, nuint*, int> GetCubinSize;
+        public delegate* unmanaged[Cdecl]<IntPtr, byte*, int> GetCubin;
+        public delegate* unmanaged[Cdecl]<IntPtr*, int> DestroyProgram;
+    }
+
+    private static readonly Lazy<(Api? Api, string Where)> Bound = new(() =>
+    {
+        foreach (var path in Candidates())
+        {
+            if (!NativeLibrary.TryLoad(path, out var lib)) continue;
+            bool Get(string s, out IntPtr p) => NativeLibrary.TryGetExport(lib, s, out p);
+            if (!Get("nvrtcCreateProgram", out var create) || !Get("nvrtcCompileProgram", out var compile)
+                || !Get("nvrtcGetProgramLogSize", out var logSize) || !Get("nvrtcGetProgramLog", out var log)
+                || !Get("nvrtcGetCUBINSize", out var cubinSize) || !Get("nvrtcGetCUBIN", out var cubin)
+                || !Get("nvrtcDestroyProgram", out var destroy))
+                continue;
+            return (new Api
+            {
+                CreateProgram = (delegate* unmanaged[Cdecl]<IntPtr*, byte*, byte*, int, byte**, byte**, int>)create,
+                CompileProgram = (delegate* unmanaged[Cdecl]<IntPtr, int, byte**, int>)compile,
+                GetLogSize = (delegate* unmanaged[Cdecl]<IntPtr, nuint*, int>)logSize,
+                GetLog = (delegate* unmanaged[Cdecl]<IntPtr, byte*, int>)log,
+                GetCubinSize = (delegate* unmanaged[Cdecl]<IntPtr, nuint*, int>)cubinSize,
+                GetCubin = (delegate* unmanaged[Cdecl]<IntPtr, byte*, int>)cubin,
+                DestroyProgram = (delegate* unmanaged[Cdecl]<IntPtr*, int>)destroy,
+            }, path);
+        }
+        return (null, "");
+    });
+
+    /// <summary>Library names first (the loader's path), then the usual toolkit folders.</summary>
+    private static IEnumerable<string> Candidates()
+    {
+        string[] names = ["libnvrtc.so.13", "libnvrtc.so.12", "libnvrtc.so.11.2", "libnvrtc.so"];
+        foreach (var n in names) yield return n;
+        var roots = new[] { Environment.GetEnvironmentVariable("CUDA_HOME"), Environment.GetEnvironmentVariable("CUDA_PATH"), "/usr/local/cuda" };
+        foreach (var root in roots.Where(r => !string.IsNullOrEmpty(r)))
+        foreach (var sub in new[] { "lib64", "lib", "targets/x86_64-linux/lib" })
+        foreach (var n in names)
+            yield return Path.Combine(root!, sub, n);
+    }
+
+    /// <summary>Whether libnvrtc was found.</summary>
+    public static bool Available => Bound.Value.Api is not null;
+
+    /// <summary>Where libnvrtc was loaded from (for messages).</summary>
+    public static string Location => Bound.Value.Where;
+
+    /// <summary>
+    /// Compiles <paramref name="source"/> for compute capability <paramref name="major"/>.<paramref name="minor"/>
+    /// and returns the CUBIN. A compile error throws with NVRTC's log.
+    /// </summary>
+    public static byte[] CompileToCubin(string source, string name, int major, int minor)
+    {
+        var api = Bound.Value.Api ?? throw new MeteoraException("NVRTC: libnvrtc not found (set CUDA_HOME to the CUDA toolkit)");
+        var src = Encoding.UTF8.GetBytes(source + "\0");
+        var nm = Encoding.UTF8.GetBytes(name + "\0");
+        string[] options = [$"--gpu-architecture=sm_{major}{minor}"];
+        var optionBytes = options.Select(o => Encoding.UTF8.GetBytes(o + "\0")).ToArray();
+        IntPtr program;
+        fixed (byte* s = src, n = nm)
+            Check(api.CreateProgram(&program, s, n, 0, null, null), "nvrtcCreateProgram");
+        try
+        {
+            var handles = optionBytes.Select(b => GCHandle.Alloc(b, GCHandleType.Pinned)).ToArray();
+            int status;
+            try
+            {
+                var ptrs = stackalloc byte*[options.Length];
+                for (int i = 0; i < options.Length; i++) ptrs[i] = (byte*)handles[i].AddrOfPinnedObject();
+                status = api.CompileProgram(program, options.Length, ptrs);
+            }
+            finally
+            {
+                foreach (var h in handles) h.Free();
+            }
+            if (status != 0) throw new MeteoraException($"NVRTC: compiling {name} failed: {Log(api, program)}");
+            nuint size;
+            Check(api.GetCubinSize(program, &size), "nvrtcGetCUBINSize");
+            var cubin = new byte[(int)size];
+            fixed (byte* c = cubin) Check(api.GetCubin(program, c), "nvrtcGetCUBIN");
+            return cubin;
+        }
+        finally
+        {
+            api.DestroyProgram(&program);
+        }
+    }
+
+    private static string Log(Api api, IntPtr program)
+    {
+        nuint size;
+        if (api.GetLogSize(program, &size) != 0 || size <= 1) return "(no log)";
+        var log = new byte[(int)size];
+        fixed (byte* l = log) api.GetLog(program, l);
+        return Encoding.UTF8.GetString(log, 0, log.Length - 1).Trim().ReplaceLineEndings(" | ");
+    }
+
+    private static void Check(int status, string what)
+    {
+        if (status != 0) throw new MeteoraException($"NVRTC: {what} failed with status {status}");
+    }
+}

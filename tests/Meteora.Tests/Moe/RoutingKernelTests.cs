@@ -1,0 +1,40 @@
+using Meteora.Moe;
+using Meteora.Runtime;
+
+namespace Meteora.Tests.Moe;
+
+/// <summary>A fact that runs only where libnvrtc can be loaded; elsewhere it is reported as skipped, with the reason.</summary>
+public sealed class NvrtcFactAttribute : FactAttribute
+{
+    public NvrtcFactAttribute()
+    {
+        if (!Nvrtc.Available) Skip = "needs NVRTC (libnvrtc from a CUDA toolkit on the loader path or under CUDA_HOME); the device machine has it";
+    }
+}
+
+/// <summary>The fused routing kernel's source: it must compile for the GPUs we run on (Hopper and Ampere).</summary>
+public class RoutingKernelTests
+{
+    [NvrtcFact]
+    public void TheKernelCompilesForHopperAndAmpere()
+    {
+        foreach (var (major, minor) in new[] { (9, 0), (8, 0) })
+        {
+            var cubin = Nvrtc.CompileToCubin(RoutingKernel.Source, "meteora_route_bf16.cu", major, minor);
+            Assert.True(cubin.Length > 1000, $"sm_{major}{minor}: {cubin.Length}-byte CUBIN");
+            Assert.Equal(new byte[] { 0x7f, (byte)'E', (byte)'L', (byte)'F' }, cubin[..4]);   // a CUBIN is an ELF image
+        }
+    }
+
+    [NvrtcFact]
+    public void ACompileErrorNamesTheFileAndTheCause()
+    {
+        var e = Assert.Throws<MeteoraException>(() => Nvrtc.CompileToCubin("extern \"C\" __global__ void k() { undefined_thing(); }", "broken.cu", 9, 0));
+        Assert.Contains("broken.cu", e.Message);
+        Assert.Contains("undefined_thing", e.Message);
+    }
+
+    [Fact]
+    public void OnTheCpuTheDenseRoutingSaysItUsesAtenOps() =>
+        Assert.Equal("ATen routing ops (CPU)", RoutingKernel.Describe(TorchSharp.torch.CPU));
+}
