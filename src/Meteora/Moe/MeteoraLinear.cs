@@ -97,21 +97,19 @@ public sealed class MeteoraLinear : Linear
             y = Unfused(x2, shape, strategy);
         else
         {
-            // The big GEMM goes first, so the GPU is busy with it while the host queues the small routing ops.
-            var h = x2.matmul(_fusedT!);                                                  // (N, out + ΣR + [L] + pad)
-            var logits = _gateColumn >= 0 ? h.narrow(1, _gateColumn, _n)                   // (N, L) in the model dtype
-                : nn.functional.linear(x2, moe_gate);                                     // float32 models: the gate itself
-            var baseOut = h.narrow(1, 0, Site.OutFeatures);                               // (N, out) view of h
-            if (strategy == MixingStrategy.Dense && RoutingKernelFor(h) is { } kernel)
+            var (baseOut, h, zColumn, gateColumn) = FusedGemm(x2);
+            if (strategy == MixingStrategy.Dense && RoutingKernelFor(x2) is { } kernel)
             {
                 // One launch routes and scales the rank columns of h in place; then y += z B_allᵀ.
-                RoutingKernel.Apply(kernel, h, Site.OutFeatures, _gateColumn, _n, Adapters.UniformRank!.Value, Math.Min(_routing.TopK, _n), _routing.Temperature);
-                y = baseOut.addmm_(h.narrow(1, Site.OutFeatures, Adapters.TotalRank), _bT!);
+                RoutingKernel.Apply(kernel, h, zColumn, gateColumn, _n, Adapters.UniformRank!.Value, Math.Min(_routing.TopK, _n), _routing.Temperature);
+                y = baseOut.addmm_(h.narrow(1, zColumn, Adapters.TotalRank), _bT!);
             }
             else
             {
+                var logits = gateColumn >= 0 ? h.narrow(1, gateColumn, _n)                 // (N, L) in the model dtype
+                    : nn.functional.linear(x2, moe_gate);                                 // float32 models: the gate itself
                 var (indices, weights) = Route(logits, shape);
-                y = strategy == MixingStrategy.Dense ? FusedDense(h, baseOut, indices, weights)
+                y = strategy == MixingStrategy.Dense ? FusedDense(h.narrow(1, zColumn, Adapters.TotalRank), baseOut, indices, weights)
                     : baseOut + Mixers.Mix(strategy, Adapters, x2, indices, weights);
             }
         }
@@ -119,39 +117,66 @@ public sealed class MeteoraLinear : Linear
     }
 
     /// <summary>
+    /// Token count from which the base GEMM and the [A_all; G] GEMM run separately instead of as one GEMM over
+    /// <c>[W; A_all; G]</c>. One GEMM saves a launch per projection, which is what counts while decoding; from
+    /// about a thousand tokens two GEMMs win in the whole model (the base output comes out contiguous for the
+    /// ops after it). Measured in docs/BENCHMARKS.md; <c>METEORA_SPLIT_GEMM_MIN_TOKENS</c> overrides it.
+    /// </summary>
+    public static long SplitGemmMinTokens { get; set; } =
+        long.TryParse(Environment.GetEnvironmentVariable("METEORA_SPLIT_GEMM_MIN_TOKENS"), out long n) && n > 0 ? n : 1024;
+
+    /// <summary>
+    /// The base output (N, out) and h, which holds the rank columns z = x A_allᵀ (N, ΣR) at
+    /// <c>zColumn</c> and, in bfloat16/float16 models, the gate logits (N, L) at <c>gateColumn</c> (else −1):
+    /// one GEMM over the fused buffer (base output and h are then views of one tensor), or from
+    /// <see cref="SplitGemmMinTokens"/> on, two. Every strategy routes from these logits, so all route alike.
+    /// </summary>
+    private (Tensor BaseOut, Tensor H, long ZColumn, long GateColumn) FusedGemm(Tensor x2)
+    {
+        int outF = Site.OutFeatures;
+        if (x2.shape[0] >= SplitGemmMinTokens)
+        {
+            var baseOut = x2.matmul(_fusedT!.narrow(1, 0, outF));                         // (N, out), contiguous
+            var h = x2.matmul(_fusedT.narrow(1, outF, _fusedT.shape[1] - outF));          // (N, ΣR + [L] + pad)
+            return (baseOut, h, 0, _gateColumn >= 0 ? _gateColumn - outF : -1);
+        }
+        var all = x2.matmul(_fusedT!);                                                    // (N, out + ΣR + [L] + pad)
+        return (all.narrow(1, 0, outF), all, outF, _gateColumn);
+    }
+
+    /// <summary>
     /// The fused routing kernel when it applies: bfloat16 on CUDA, the gate inside the fused GEMM, equal ranks,
     /// at most 256 adapters and top-8, no recorder (which needs the indices), and the kernel built on this device.
     /// </summary>
-    private Runtime.CudaKernel? RoutingKernelFor(Tensor h)
+    private Runtime.CudaKernel? RoutingKernelFor(Tensor x)
     {
-        if (!RoutingKernel.Enabled || Recorder is not null || h.device.type != DeviceType.CUDA || h.dtype != ScalarType.BFloat16
+        if (!RoutingKernel.Enabled || Recorder is not null || x.device.type != DeviceType.CUDA || x.dtype != ScalarType.BFloat16
             || _gateColumn < 0 || Adapters.UniformRank is null || Adapters.TotalRank == 0
             || _n > RoutingKernel.MaxAdapters || Math.Min(_routing.TopK, _n) > RoutingKernel.MaxTopK)
             return null;
-        _routingKernel ??= RoutingKernel.TryGet(h.device.index < 0 ? 0 : h.device.index, out _) is { } k ? k : null;
+        _routingKernel ??= RoutingKernel.TryGet(x.device.index < 0 ? 0 : x.device.index, out _) is { } k ? k : null;
         return _routingKernel;
     }
 
     /// <summary>
-    /// Dense mixing on the fused GEMM's output: the rank columns z = x A_allᵀ are scaled in place by each token's
-    /// routing weight for the owning adapter, then <c>y += z B_allᵀ</c> (addmm_, in h).
+    /// Dense mixing with ATen ops on the fused GEMM's rank columns z = x A_allᵀ (N, ΣR), a view of h: scaled in
+    /// place by each token's routing weight for the owning adapter, then <c>y += z B_allᵀ</c> (addmm_).
     /// </summary>
-    private Tensor FusedDense(Tensor h, Tensor y, Tensor indices, Tensor weights)
+    private Tensor FusedDense(Tensor z, Tensor y, Tensor indices, Tensor weights)
     {
         int R = Adapters.TotalRank;
         if (R == 0) return y;
-        long N = h.shape[0];
-        var z = h.narrow(1, Site.OutFeatures, R);                                         // (N, ΣR) view of h
+        long N = z.shape[0];
         if (Adapters.UniformRank is { } r)
         {
             // Equal ranks: one (N, L) routing matrix, broadcast over each adapter's r rank columns.
-            var route = zeros(N, _n, h.dtype, h.device).scatter_(1, indices, weights.to(h.dtype));   // (N, L)
+            var route = zeros(N, _n, z.dtype, z.device).scatter_(1, indices, weights.to(z.dtype));   // (N, L)
             z.view(N, _n, r).mul_(route.unsqueeze(-1));                                    // (N, L, r) *= route
         }
         else
         {
-            var route = zeros(N, _n, ScalarType.Float32, h.device).scatter_(1, indices, weights);   // (N, L)
-            z.mul_(route.index_select(1, Adapters.Owner).to(h.dtype));                       // (N, ΣR)
+            var route = zeros(N, _n, ScalarType.Float32, z.device).scatter_(1, indices, weights);   // (N, L)
+            z.mul_(route.index_select(1, Adapters.Owner).to(z.dtype));                       // (N, ΣR)
         }
         return y.addmm_(z, _bT!);
     }

@@ -37,6 +37,24 @@ public class MeteoraParityTests : IClassFixture<MeteoraParityTests.Loaded>
             TensorAssert.Close(Fixture.Tensor($"meteora.k{k}.T{temperature}.logits.{p}"), _m.Forward(Ids(p))[0], 1e-3, $"k{k} T{temperature} {strategy} prompt {p}");
     }
 
+    [Theory]
+    [InlineData("dense")]
+    [InlineData("loop")]
+    public void LogitsMatchTheReferenceWithTheBaseAndAdapterGemmsSplit(string strategy)
+    {
+        // Large token counts run the base GEMM and the [A; G] GEMM separately; force that path on the fixture.
+        using var _ = no_grad();
+        long was = MeteoraLinear.SplitGemmMinTokens;
+        MeteoraLinear.SplitGemmMinTokens = 1;
+        try
+        {
+            _m.Configure(2, 1, MixingStrategies.Parse(strategy));
+            for (int p = 0; p < 2; p++)
+                TensorAssert.Close(Fixture.Tensor($"meteora.k2.T1.logits.{p}"), _m.Forward(Ids(p))[0], 1e-3, $"split {strategy} prompt {p}");
+        }
+        finally { MeteoraLinear.SplitGemmMinTokens = was; }
+    }
+
     [Fact]
     public void TraceEqualsTheReferenceTop2Routing()
     {
