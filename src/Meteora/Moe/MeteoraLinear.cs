@@ -95,23 +95,16 @@ public sealed class MeteoraLinear : Linear
         Tensor y;
         if (training || _fused is null || x2.dtype != _fused.dtype)
             y = Unfused(x2, shape, strategy);
+        else if (strategy == MixingStrategy.Dense && RoutingKernelFor(x2) is { } kernel)
+            y = KernelDense(x2, kernel);
         else
         {
             var (baseOut, h, zColumn, gateColumn) = FusedGemm(x2);
-            if (strategy == MixingStrategy.Dense && RoutingKernelFor(x2) is { } kernel)
-            {
-                // One launch routes and scales the rank columns of h in place; then y += z B_allᵀ.
-                RoutingKernel.Apply(kernel, h, zColumn, gateColumn, _n, Adapters.UniformRank!.Value, Math.Min(_routing.TopK, _n), _routing.Temperature);
-                y = baseOut.addmm_(h.narrow(1, zColumn, Adapters.TotalRank), _bT!);
-            }
-            else
-            {
-                var logits = gateColumn >= 0 ? h.narrow(1, gateColumn, _n)                 // (N, L) in the model dtype
-                    : nn.functional.linear(x2, moe_gate);                                 // float32 models: the gate itself
-                var (indices, weights) = Route(logits, shape);
-                y = strategy == MixingStrategy.Dense ? FusedDense(h.narrow(1, zColumn, Adapters.TotalRank), baseOut, indices, weights)
-                    : baseOut + Mixers.Mix(strategy, Adapters, x2, indices, weights);
-            }
+            var logits = gateColumn >= 0 ? h.narrow(1, gateColumn, _n)                     // (N, L) in the model dtype
+                : nn.functional.linear(x2, moe_gate);                                     // float32 models: the gate itself
+            var (indices, weights) = Route(logits, shape);
+            y = strategy == MixingStrategy.Dense ? FusedDense(h.narrow(1, zColumn, Adapters.TotalRank), baseOut, indices, weights)
+                : baseOut + Mixers.Mix(strategy, Adapters, x2, indices, weights);
         }
         return y.view([.. shape[..^1], y.shape[^1]]).MoveToOuterDisposeScope();
     }
@@ -124,6 +117,28 @@ public sealed class MeteoraLinear : Linear
     /// </summary>
     public static long SplitGemmMinTokens { get; set; } =
         long.TryParse(Environment.GetEnvironmentVariable("METEORA_SPLIT_GEMM_MIN_TOKENS"), out long n) && n > 0 ? n : 1024;
+
+    /// <summary>
+    /// Dense mixing with the fused routing kernel: one launch routes and scales the rank columns z in place.
+    /// Below <see cref="SplitGemmMinTokens"/>: one GEMM over [W; A_all; G], the kernel, then y += z B_allᵀ.
+    /// From it on the base GEMM goes last, accumulating into <c>y = z B_allᵀ</c> (beta = 1): its read of y
+    /// hides under the big GEMM's arithmetic, where a separate addmm would make one more memory-bound pass over
+    /// the (N, out) output.
+    /// </summary>
+    private Tensor KernelDense(Tensor x2, Runtime.CudaKernel kernel)
+    {
+        int outF = Site.OutFeatures, R = Adapters.TotalRank, r = Adapters.UniformRank!.Value, k = Math.Min(_routing.TopK, _n);
+        if (x2.shape[0] >= SplitGemmMinTokens)
+        {
+            var h = x2.matmul(_fusedT!.narrow(1, outF, _fusedT.shape[1] - outF));         // (N, ΣR + L + pad)
+            RoutingKernel.Apply(kernel, h, 0, _gateColumn - outF, _n, r, k, _routing.Temperature);
+            var y = h.narrow(1, 0, R).matmul(_bT!);                                       // (N, out) = z B_allᵀ
+            return y.addmm_(x2, _fusedT.narrow(1, 0, outF));                              // y += x Wᵀ
+        }
+        var all = x2.matmul(_fusedT!);                                                    // (N, out + ΣR + L + pad)
+        RoutingKernel.Apply(kernel, all, outF, _gateColumn, _n, r, k, _routing.Temperature);
+        return all.narrow(1, 0, outF).addmm_(all.narrow(1, outF, R), _bT!);              // y += z B_allᵀ
+    }
 
     /// <summary>
     /// The base output (N, out) and h, which holds the rank columns z = x A_allᵀ (N, ΣR) at
