@@ -4,7 +4,8 @@
 #     reference of the original loop and gather-bmm), then the model benchmark's throughput with PyTorch's native
 #     caching allocator (base, one adapter, MeteoRA top-1/top-2 with the default strategy);
 #  2. the model benchmark with the cudaMallocAsync pool for peak memory (every strategy) and transformers eager.
-# The pool allocator costs ~10 ms per decode step at batch 1 (measured), so throughput comes from part 1.
+# The pool allocator costs ~10 ms per eager decode step at batch 1 (measured), so throughput comes from part 1.
+# Decode is measured as CUDA-graph replay (bench model's default on CUDA); bench/device-graph.sh also times eager steps.
 set -uo pipefail
 OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
 [ -x /tmp/meteora/Meteora.Cli ] || tar xzf device/meteora.tar.gz -C /tmp
