@@ -6,6 +6,9 @@ here="$(cd "$(dirname "$0")" && pwd)"
 cd "$here"
 bash scripts/setup.sh || exit 1
 export DOTNET_CLI_TELEMETRY_OPTOUT=1 DOTNET_NOLOGO=1
+# NVRTC unpacked by setup (if it could be fetched): the routing kernel's compile tests use it.
+nvrtc="$here/.cache/nvrtc/usr/lib/x86_64-linux-gnu/libnvrtc.so.11.2"
+[ -e "$nvrtc" ] && export METEORA_NVRTC="$nvrtc"
 log=$(mktemp /tmp/meteora-test.XXXXXX.log)
 # Per-test lines for failures and skips (with their reasons); passes are counted, not listed.
 dotnet test tests/Meteora.Tests/Meteora.Tests.csproj -c Release -nologo \

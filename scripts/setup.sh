@@ -4,6 +4,9 @@
 #     We install libstdc++6 from Debian 13 (trixie); apt brings the libc6 2.41 it depends on.
 #  2. The .NET 10 SDK must be on PATH (it is on the project's machines; we say so clearly if it is not).
 #  3. Restore and build the solution (incremental; quiet unless something fails).
+#  4. Optional, never fatal: NVRTC (Debian 12 non-free's libnvrtc, CUDA 11.8) unpacked into .cache/nvrtc — not
+#     installed — so the tests can compile the CUDA routing kernel on a machine without CUDA. Without it those
+#     tests are skipped with their reason. METEORA_SKIP_NVRTC=1 skips this step.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -60,3 +63,28 @@ if [ "${METEORA_SKIP_BUILD:-0}" != 1 ] && stale; then
   fi
   touch "$cli"
 fi
+
+nvrtc_dir=.cache/nvrtc
+if [ "${METEORA_SKIP_NVRTC:-0}" != 1 ] && [ ! -e "$nvrtc_dir/usr/lib/x86_64-linux-gnu/libnvrtc.so.11.2" ] && [ "$(id -u)" = 0 ]; then
+  echo "setup: fetching NVRTC (libnvrtc11.2 from Debian non-free) into $nvrtc_dir for the kernel compile tests ..." >&2
+  src=/etc/apt/sources.list.d/meteora-nonfree.sources
+  lists=$(mktemp -d /tmp/meteora-apt-lists.XXXXXX)
+  cat > "$src" <<'SRC'
+Types: deb
+URIs: http://deb.debian.org/debian
+Suites: bookworm
+Components: non-free
+Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
+SRC
+  debs=$(mktemp -d /tmp/meteora-nvrtc.XXXXXX)
+  # A private lists folder: the machine's own apt state is left as it was.
+  if (apt-get -o Dir::State::Lists="$lists" update -qq && cd "$debs" \
+      && apt-get -o Dir::State::Lists="$lists" download -qq libnvrtc11.2 libnvrtc-builtins11.8) >/tmp/meteora-setup-nvrtc.log 2>&1; then
+    mkdir -p "$nvrtc_dir"
+    for f in "$debs"/*.deb; do dpkg -x "$f" "$nvrtc_dir"; done
+  else
+    echo "setup: could not fetch NVRTC (see /tmp/meteora-setup-nvrtc.log); the kernel compile tests will be skipped" >&2
+  fi
+  rm -f "$src"; rm -rf "$debs" "$lists"
+fi
+

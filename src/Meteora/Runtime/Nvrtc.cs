@@ -25,6 +25,8 @@ public static unsafe class Nvrtc
     {
         foreach (var path in Candidates())
         {
+            if (Path.IsPathRooted(path) && !File.Exists(path)) continue;
+            PreloadBuiltins(path);
             if (!NativeLibrary.TryLoad(path, out var lib)) continue;
             bool Get(string s, out IntPtr p) => NativeLibrary.TryGetExport(lib, s, out p);
             if (!Get("nvrtcCreateProgram", out var create) || !Get("nvrtcCompileProgram", out var compile)
@@ -46,9 +48,10 @@ public static unsafe class Nvrtc
         return (null, "");
     });
 
-    /// <summary>Library names first (the loader's path), then the usual toolkit folders.</summary>
+    /// <summary><c>METEORA_NVRTC</c> (a library path) first, then library names (the loader's path), then the usual toolkit folders.</summary>
     private static IEnumerable<string> Candidates()
     {
+        if (Environment.GetEnvironmentVariable("METEORA_NVRTC") is { Length: > 0 } explicitPath) yield return explicitPath;
         string[] names = ["libnvrtc.so.13", "libnvrtc.so.12", "libnvrtc.so.11.2", "libnvrtc.so"];
         foreach (var n in names) yield return n;
         var roots = new[] { Environment.GetEnvironmentVariable("CUDA_HOME"), Environment.GetEnvironmentVariable("CUDA_PATH"), "/usr/local/cuda" };
@@ -56,6 +59,17 @@ public static unsafe class Nvrtc
         foreach (var sub in new[] { "lib64", "lib", "targets/x86_64-linux/lib" })
         foreach (var n in names)
             yield return Path.Combine(root!, sub, n);
+    }
+
+    /// <summary>
+    /// libnvrtc opens libnvrtc-builtins by name when it compiles; loaded from a folder that is not on the loader
+    /// path, it would not find the copy beside it. Loading that copy first makes the name resolve to it.
+    /// </summary>
+    private static void PreloadBuiltins(string nvrtcPath)
+    {
+        if (!Path.IsPathRooted(nvrtcPath) || Path.GetDirectoryName(nvrtcPath) is not { } dir || !Directory.Exists(dir)) return;
+        foreach (var builtins in Directory.EnumerateFiles(dir, "libnvrtc-builtins.so*").OrderBy(f => f.Length))
+            NativeLibrary.TryLoad(builtins, out _);
     }
 
     /// <summary>Whether libnvrtc was found.</summary>
