@@ -82,7 +82,8 @@ public sealed class DemoRunner
             foreach (var t in tasks)
             {
                 cancel.ThrowIfCancellationRequested();
-                var r = LoraTrainer.Train(BaseDir, Path.Combine(TasksDir, t), Path.Combine(AdaptersDir, t), lora, loraOptions,
+                var r = LoraTrainer.Train(BaseDir, Path.Combine(TasksDir, t), Path.Combine(AdaptersDir, t), lora,
+                    loraOptions with { Steps = _s.LoraStepsFor(t) },
                     _device, _dtype, _progress($"LoRA {t}"), cancel);
                 Interrupted(r.Outcome);
                 _log($"  LoRA {t,-10} eval loss {r.FinalEval.GetValueOrDefault("eval_loss", double.NaN):F3}");

@@ -11,10 +11,12 @@ namespace Meteora.Moe;
 /// <para>
 /// When the adapters are kept in the model dtype, the base weight, the stacked A and (in bfloat16/float16 models)
 /// a model-dtype copy of the gate share one buffer <c>[W; A_all; G; 0]</c> (rows padded to a multiple of 64 so the
-/// GEMM stays on its fast kernels). Inference runs that one GEMM for all three, takes the top-k of the gate
-/// columns, scales the rank columns by the routing weights in place and accumulates <c>z B_allᵀ</c> into the
-/// output with an in-place addmm: one GEMM, one small routing chain and one addmm per projection. Every strategy
-/// reads its logits from the same place, so all strategies route identically. Float32 models compute the
+/// GEMM stays on its fast kernels). Inference runs that one GEMM for all three (from
+/// <see cref="SplitGemmMinTokens"/> tokens on, the base rows and the [A_all; G] rows as two GEMMs), takes the
+/// top-k of the gate columns, scales the rank columns by the routing weights in place and accumulates
+/// <c>z B_allᵀ</c> into the output: on CUDA in bfloat16 the routing is one kernel (<see cref="RoutingKernel"/>), so
+/// a projection is one GEMM, one kernel and one addmm. Every strategy reads its logits from the same GEMM, so all
+/// strategies route identically. Float32 models compute the
 /// logits with the float32 gate itself (a separate small GEMM), exactly as specified. The float32
 /// <c>moe_gate</c> is the trained and saved weight; <see cref="SyncFusedGate"/> refreshes the copy.
 /// </para>

@@ -72,6 +72,7 @@ public sealed unsafe class CudaKernel
     public static CudaKernel Load(string source, string name, int device)
     {
         var api = Bound.Value ?? throw new MeteoraException("CUDA driver (libcuda) not found");
+        if (!CudaStreams.Available) throw new MeteoraException("libtorch's CUDA stream functions not found (needed to launch in order with ATen)");
         Check(api.Init(0), "cuInit");
         IntPtr ctx;
         Check(api.CtxGetCurrent(&ctx), "cuCtxGetCurrent");
