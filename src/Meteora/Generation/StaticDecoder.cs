@@ -66,7 +66,8 @@ public sealed class StaticDecoder : IDisposable
         using var noGrad = no_grad();
         Feed(tokens);
         _positions.copy_(positions.view(_cache.BatchSize, 1));
-        _slot.fill_(_cache.Length);
+        using var slot = _cache.Length.ToScalar();   // held for the op (see One)
+        _slot.fill_(slot);
     }
 
     /// <summary>Sets the tokens (B, 1) or (B,) of the next step; its positions and slot follow the last step's.</summary>

@@ -16,6 +16,10 @@ namespace Meteora.Runtime;
 /// Python-side branches) are frozen at capture time. A decode step qualifies once its KV-cache slot and
 /// position are device tensors (<see cref="Generation.StaticDecoder"/>).
 /// </para>
+/// <para>
+/// The symbol names are libtorch 2.11's; <c>bench/probe/inventory.sh</c> lists what a machine's libtorch exports
+/// (and sizeof(CUDAGraph)) when a new version needs checking.
+/// </para>
 /// </summary>
 public sealed unsafe class CudaGraph : IDisposable
 {
