@@ -55,7 +55,7 @@ public sealed record DemoSettings
     public int LoraBSteps { get; init; } = 600;
 
     /// <summary>
-    /// Top-k of the gates' training form. Top-1 training routed better at top-1 (0.432 / 0.447 over two gate seeds
+    /// Top-k of the gates' training form. With the earlier (300 × 16) adapters, top-1 training routed better at top-1 (0.432 / 0.447 over two gate seeds
     /// against 0.383 / 0.348 for top-2 training) and as well at top-2 (0.423 against 0.413; docs/RESULTS.md).
     /// </summary>
     public int GateTopK { get; init; } = 1;
