@@ -69,15 +69,18 @@ public sealed class TextGenerator
             }
             onStep?.Invoke(step, chosen);
             if (step == options.MaxNewTokens - 1 || done.All(d => d)) break;
-            positions = positions + 1;
             if (decoder is not null)
             {
-                if (step == 0) decoder.Start(next, positions); else decoder.Feed(next);
+                // The decoder advances positions itself: the host tensor is needed only to start it.
+                if (step == 0) decoder.Start(next, positions + 1); else decoder.Feed(next);
                 logits = decoder.Step();                                             // (B, V), the decoder's
                 ownLogits = false;
             }
             else
+            {
+                positions = positions + 1;
                 logits = _model.forward(next.view(B, 1), positions, cache, lastOnly: true);
+            }
             if (ownLogits) logits.MoveToOuterDisposeScope();
             positions.MoveToOuterDisposeScope();
         }

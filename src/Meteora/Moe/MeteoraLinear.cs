@@ -27,6 +27,8 @@ public sealed class MeteoraLinear : Linear
     private readonly RoutingOptions _routing;
     private readonly Tensor? _fused;          // (out + ΣR + [N] + pad, in), or null when adapters are kept wider
     private readonly Tensor? _fusedT;         // its transpose (view), the GEMM's right operand
+    private readonly Tensor? _baseT;          // (in, out) view of _fusedT: Wᵀ alone, for the split GEMMs
+    private readonly Tensor? _adapterT;       // (in, ΣR + [L] + pad) view of _fusedT: [A_all; G]ᵀ alone
     private readonly Tensor? _gateCopy;       // (N, in) rows of _fused: the gate in the model dtype when that is not float32
     private readonly Tensor? _bT;             // (ΣR, out) view of B_allᵀ for the addmm
     private readonly int _n;
@@ -68,6 +70,8 @@ public sealed class MeteoraLinear : Linear
                 _gateCopy = _fused.narrow(0, _gateColumn, _n).DetachFromDisposeScope();
             }
             _fusedT = _fused.t().DetachFromDisposeScope();
+            _baseT = _fusedT.narrow(1, 0, site.OutFeatures).DetachFromDisposeScope();
+            _adapterT = _fusedT.narrow(1, site.OutFeatures, _fusedT.shape[1] - site.OutFeatures).DetachFromDisposeScope();
             _bT = Adapters.B.t().DetachFromDisposeScope();
         }
         RegisterComponents();
@@ -132,10 +136,10 @@ public sealed class MeteoraLinear : Linear
         int outF = Site.OutFeatures, R = Adapters.TotalRank, r = Adapters.UniformRank!.Value, k = Math.Min(_routing.TopK, _n);
         if (x2.shape[0] >= SplitGemmMinTokens)
         {
-            var h = x2.matmul(_fusedT!.narrow(1, outF, _fusedT.shape[1] - outF));         // (N, ΣR + L + pad)
+            var h = x2.matmul(_adapterT!);                                                // (N, ΣR + L + pad)
             RoutingKernel.Apply(kernel, h, 0, _gateColumn - outF, _n, r, k, _routing.Temperature);
             var y = h.narrow(1, 0, R).matmul(_bT!);                                       // (N, out) = z B_allᵀ
-            return y.addmm_(x2, _fusedT.narrow(1, 0, outF));                              // y += x Wᵀ
+            return y.addmm_(x2, _baseT!);                                                 // y += x Wᵀ
         }
         var all = x2.matmul(_fusedT!);                                                    // (N, out + ΣR + L + pad)
         RoutingKernel.Apply(kernel, all, outF, _gateColumn, _n, r, k, _routing.Temperature);
@@ -153,8 +157,8 @@ public sealed class MeteoraLinear : Linear
         int outF = Site.OutFeatures;
         if (x2.shape[0] >= SplitGemmMinTokens)
         {
-            var baseOut = x2.matmul(_fusedT!.narrow(1, 0, outF));                         // (N, out), contiguous
-            var h = x2.matmul(_fusedT.narrow(1, outF, _fusedT.shape[1] - outF));          // (N, ΣR + [L] + pad)
+            var baseOut = x2.matmul(_baseT!);                                             // (N, out), contiguous
+            var h = x2.matmul(_adapterT!);                                                // (N, ΣR + [L] + pad)
             return (baseOut, h, 0, _gateColumn >= 0 ? _gateColumn - outF : -1);
         }
         var all = x2.matmul(_fusedT!);                                                    // (N, out + ΣR + [L] + pad)
@@ -224,6 +228,8 @@ public sealed class MeteoraLinear : Linear
         {
             Adapters.Dispose();
             _gateCopy?.Dispose();
+            _baseT?.Dispose();
+            _adapterT?.Dispose();
             _fusedT?.Dispose();
             _bT?.Dispose();
             _fused?.Dispose();
