@@ -34,8 +34,9 @@ public static class EvalCommand
         var compositeExamples = new Option<int>("--composite-examples") { Description = "composite prompts to evaluate", DefaultValueFactory = _ => 50 };
         var seed = new Option<int>("--seed") { Description = "seed for building composite prompts", DefaultValueFactory = _ => 0 };
         var paper = new Option<bool>("--paper-metrics") { Description = "accuracy as the original code computes it (reference in the lower-cased hypothesis)" };
+        var routeByTask = new Option<string?>("--route-by-task") { Description = "mode meteora, diagnostic: route all, prompt or answer tokens to the adapter named like the task instead of asking the gates (all = PEFT-oracle computed through the MeteoRA model)" };
         var cmd = new Command("eval", "Per-task accuracy of base, PEFT-oracle, LoRA-B or MeteoRA on task data")
-            { model, mode, meteora, adaptersDir, adapter, data, tasks, limit, batch, maxNew, topK, temperature, output, paper, composite, compositeExamples, seed };
+            { model, mode, meteora, adaptersDir, adapter, data, tasks, limit, batch, maxNew, topK, temperature, output, paper, composite, compositeExamples, seed, routeByTask };
         cmd.SetAction(p =>
         {
             var ctx = context(p);
@@ -54,6 +55,9 @@ public static class EvalCommand
             }
             if (names.Count == 0) throw new MeteoraException($"{dataFolder}: no task folders with test.jsonl");
 
+            ForcedRoutingScope? forcedScope = p.GetValue(routeByTask) is { } scopeText ? ForcedRouting.ParseScope(scopeText) : null;
+            if (forcedScope is not null && (m != "meteora" || p.GetValue(composite) is not null))
+                throw new MeteoraException("--route-by-task works with --mode meteora on single tasks (not --composite)");
             using var tokenizer = HfTokenizer.Load(baseFolder);
             if (p.GetValue(composite) is { } cn)
                 return RunComposite(ctx, m, baseFolder, dataFolder, names, cn, p.GetValue(compositeExamples), p.GetValue(seed), b, maxTokens,
@@ -79,12 +83,17 @@ public static class EvalCommand
             {
                 using var loaded = LoadOneModel(ctx, m, baseFolder, p.GetValue(adapter), p.GetValue(adaptersDir), p.GetValue(meteora), p.GetValue(topK), p.GetValue(temperature))
                     ?? throw new MeteoraException($"--mode: unknown mode '{m}' (base, peft, meteora, merge-avg, lora-b)");
-                foreach (var t in names) Run(t, loaded.Lm);
+                foreach (var t in names)
+                {
+                    if (forcedScope is { } fs && loaded.Meteora is { } mm) mm.Routing.Forced = new ForcedRouting(AdapterFor(mm, t), fs);
+                    Run(t, loaded.Lm);
+                }
             }
             string outDir = p.GetValue(output)!;
             EvaluationReport.Write(outDir, m, scores, new Dictionary<string, string>
             {
                 ["model"] = baseFolder, ["data"] = dataFolder, ["limit"] = n.ToString(), ["max_new_tokens"] = maxTokens.ToString(),
+                ["route_by_task"] = forcedScope?.ToString().ToLowerInvariant() ?? "no",
             });
             Meteora.Reporting.AccuracyChart.Write(Path.Combine(outDir, "results.png"), $"{m}: accuracy per task", scores.Select(x => (x.Task, x.Accuracy)).ToList());
             ctx.Out.Write(EvaluationReport.Markdown(m, scores));
@@ -92,6 +101,14 @@ public static class EvalCommand
             return 0;
         });
         return cmd;
+    }
+
+    /// <summary>The gate index of the adapter named like <paramref name="task"/> (for --route-by-task).</summary>
+    private static int AdapterFor(MeteoraModel mm, string task)
+    {
+        int index = mm.AdapterNames.ToList().IndexOf(task);
+        return index >= 0 ? index
+            : throw new MeteoraException($"--route-by-task: the checkpoint has no adapter named '{task}' (it has {string.Join(", ", mm.AdapterNames)})");
     }
 
     /// <summary>

@@ -101,7 +101,7 @@ public sealed class MeteoraLinear : Linear
         Tensor y;
         if (training || _fused is null || x2.dtype != _fused.dtype)
             y = Unfused(x2, shape, strategy);
-        else if (strategy == MixingStrategy.Dense && RoutingKernelFor(x2) is { } kernel)
+        else if (strategy == MixingStrategy.Dense && _routing.Forced is null && RoutingKernelFor(x2) is { } kernel)
             y = KernelDense(x2, kernel);
         else
         {
@@ -216,10 +216,28 @@ public sealed class MeteoraLinear : Linear
     private (Tensor Indices, Tensor Weights) Route(Tensor logits, long[] shape)
     {
         int k = Math.Min(_routing.TopK, _n);
-        var (indices, weights) = Router.Route(logits, k, _routing.Temperature, _routing.TrainingForm);
+        var (indices, weights) = _routing.Forced is { } forced && forced.AppliesTo(shape) ? ForcedRoute(forced.Adapter, logits.shape[0], k, logits.device)
+            : Router.Route(logits, k, _routing.Temperature, _routing.TrainingForm);
         if (Recorder is not null)
             Recorder.Add(Site.Key, logits.to(ScalarType.Float32).view([.. shape[..^1], _n]), indices.view([.. shape[..^1], k]));
         return (indices, weights);
+    }
+
+    /// <summary>
+    /// (N, k) indices and weights that put every token on <paramref name="adapter"/> with weight 1; the other k − 1
+    /// slots name the next adapters with weight 0, so every mixer sees a well-formed top-k.
+    /// </summary>
+    private (Tensor Indices, Tensor Weights) ForcedRoute(int adapter, long tokens, int k, Device device)
+    {
+        if (adapter < 0 || adapter >= _n) throw new MeteoraException($"forced routing: adapter {adapter} outside 0…{_n - 1}");
+        using var scope = NewDisposeScope();
+        // Device ops only (no host copies), so a CUDA graph can capture them; Scalars held for the ops (see RmsNorm).
+        using Scalar count = k, start = adapter, modulus = _n, one = 1.0;
+        var slots = arange(count, ScalarType.Int64, device).add_(start).remainder_(modulus);    // (k)
+        var indices = slots.unsqueeze(0).expand(tokens, k).contiguous();                        // (N, k)
+        var weights = zeros(tokens, k, ScalarType.Float32, device);
+        weights.select(1, 0).fill_(one);                                                        // (N, k): 1, 0, …
+        return (indices.MoveToOuterDisposeScope(), weights.MoveToOuterDisposeScope());
     }
 
     protected override void Dispose(bool disposing)

@@ -30,4 +30,7 @@ public sealed class RoutingOptions
     /// top-k of the raw logits, softmax of those k (weight 1 when k = 1). Equal at T = 1.
     /// </summary>
     public bool TrainingForm { get; set; }
+
+    /// <summary>When set, the tokens it covers go to its adapter instead of the gates' choice (a diagnostic).</summary>
+    public ForcedRouting? Forced { get; set; }
 }

@@ -1,0 +1,73 @@
+using Meteora.Lora;
+using Meteora.Moe;
+using static TorchSharp.torch;
+
+namespace Meteora.Tests.Moe;
+
+public class ForcedRoutingTests
+{
+    private static Tensor Ids(int p) => tensor(Fixture.PromptIds(p).Select(i => (long)i).ToArray(), [1, Fixture.PromptIds(p).Length]);
+
+    [Theory]
+    [InlineData(1)]
+    [InlineData(2)]
+    public void EveryTokenForcedToOneAdapterEqualsThatAdapterAlone(int topK)
+    {
+        using var _ = no_grad();
+        using var m = MeteoraModel.Load(Fixture.Base, Fixture.Meteora, CPU, ScalarType.Float32);
+        m.Configure(topK: topK);
+        for (int a = 0; a < m.AdapterNames.Count; a++)
+        {
+            using var single = LoraModel.Load(Fixture.Base, Fixture.Adapter(m.AdapterNames[a]), CPU, ScalarType.Float32);
+            m.Routing.Forced = new ForcedRouting(a, ForcedRoutingScope.All);
+            foreach (var strategy in Enum.GetValues<MixingStrategy>())
+            {
+                m.Configure(strategy: strategy);
+                TensorAssert.Close(single.forward(Ids(0)), m.Forward(Ids(0)), 1e-4, $"{strategy}, k {topK}, adapter {m.AdapterNames[a]}");
+            }
+        }
+        // The trained gates do not route every token of prompt 0 to one adapter, so the forcing changed something.
+        m.Routing.Forced = null;
+        m.Configure(strategy: MixingStrategy.Dense);
+        var gated = m.Forward(Ids(0));
+        m.Routing.Forced = new ForcedRouting(0, ForcedRoutingScope.All);
+        Assert.True((gated - m.Forward(Ids(0))).abs().max().item<float>() > 1e-3);
+    }
+
+    [Fact]
+    public void ScopesSplitPromptCallsFromDecodeSteps()
+    {
+        long[] prefill = [2, 7, 64], step = [2, 1, 64], flat = [5, 64];
+        Assert.True(new ForcedRouting(0, ForcedRoutingScope.All).AppliesTo(prefill));
+        Assert.True(new ForcedRouting(0, ForcedRoutingScope.All).AppliesTo(step));
+        Assert.True(new ForcedRouting(0, ForcedRoutingScope.Prompt).AppliesTo(prefill));
+        Assert.False(new ForcedRouting(0, ForcedRoutingScope.Prompt).AppliesTo(step));
+        Assert.False(new ForcedRouting(0, ForcedRoutingScope.Answer).AppliesTo(prefill));
+        Assert.True(new ForcedRouting(0, ForcedRoutingScope.Answer).AppliesTo(step));
+        Assert.True(new ForcedRouting(0, ForcedRoutingScope.Answer).AppliesTo(flat));
+        Assert.Equal(ForcedRoutingScope.Answer, ForcedRouting.ParseScope("answer"));
+        var e = Assert.Throws<MeteoraException>(() => ForcedRouting.ParseScope("tokens"));
+        Assert.Contains("--route-by-task", e.Message);
+    }
+
+    [Fact]
+    public void PromptScopeLeavesADecodeStepToTheGatesAndAnswerScopeForcesIt()
+    {
+        using var _ = no_grad();
+        using var m = MeteoraModel.Load(Fixture.Base, Fixture.Meteora, CPU, ScalarType.Float32);
+        m.Configure(topK: 1, strategy: MixingStrategy.Dense);
+        var oneToken = tensor(new long[] { Fixture.PromptIds(0)[1] }, [1, 1]);
+        var gated = m.Forward(oneToken);
+        // An adapter the gates do not give this token everywhere: forcing it changes the logits.
+        int a = Enumerable.Range(0, m.AdapterNames.Count).First(i =>
+        {
+            m.Routing.Forced = new ForcedRouting(i, ForcedRoutingScope.All);
+            return (m.Forward(oneToken) - gated).abs().max().item<float>() > 1e-3;
+        });
+        m.Routing.Forced = new ForcedRouting(a, ForcedRoutingScope.Prompt);
+        TensorAssert.Close(gated, m.Forward(oneToken), 0, "prompt scope, one-position call");
+        m.Routing.Forced = new ForcedRouting(a, ForcedRoutingScope.Answer);
+        using var single = LoraModel.Load(Fixture.Base, Fixture.Adapter(m.AdapterNames[a]), CPU, ScalarType.Float32);
+        TensorAssert.Close(single.forward(oneToken), m.Forward(oneToken), 1e-4, "answer scope, one-position call");
+    }
+}
