@@ -21,6 +21,24 @@ public static class TinyBaseBuilder
     };
 
     /// <summary>
+    /// The default architecture with other sizes; checks that they make a valid model (positive sizes, heads that
+    /// divide the width, key/value heads that divide the heads, an even head size for the rotary embedding).
+    /// </summary>
+    public static LlamaConfig Config(int layers, int hidden, int intermediate, int heads, int kvHeads)
+    {
+        if (layers < 1 || hidden < 1 || intermediate < 1 || heads < 1 || kvHeads < 1)
+            throw new MeteoraException("make-base: --layers, --hidden-size, --intermediate-size, --heads and --kv-heads must be ≥ 1");
+        if (hidden % heads != 0 || (hidden / heads) % 2 != 0)
+            throw new MeteoraException($"make-base: --hidden-size {hidden} must split into {heads} heads of an even size");
+        if (heads % kvHeads != 0) throw new MeteoraException($"make-base: --kv-heads {kvHeads} must divide --heads {heads}");
+        return DefaultConfig with
+        {
+            NumHiddenLayers = layers, HiddenSize = hidden, IntermediateSize = intermediate, NumAttentionHeads = heads,
+            NumKeyValueHeads = kvHeads, HeadDim = hidden / heads,
+        };
+    }
+
+    /// <summary>
     /// Builds and pretrains the base into <paramref name="outDir"/> on <paramref name="documents"/> generated
     /// documents, each filling most of <see cref="TrainingOptions.MaxSeqLen"/> (one byte per token); returns the
     /// first and last eval loss.

@@ -44,4 +44,20 @@ public class TinyBaseTests
         var r = CliRunner.Run("generate", "--model", dir["base"], "--prompt", "the small", "--max-new-tokens", "8", "--json");
         Assert.Equal(0, r.ExitCode);
     }
+
+    [Fact]
+    public void MakeBaseBuildsTheSizesAskedForAndRefusesImpossibleOnes()
+    {
+        using var dir = Fixture.TempDir();
+        var r = CliRunner.Run("make-base", "--out", dir["b"], "--layers", "2", "--hidden-size", "64", "--intermediate-size", "96",
+            "--heads", "4", "--kv-heads", "1", "--documents", "20", "--steps", "2", "--batch-size", "2", "--max-seq-len", "64");
+        Assert.Equal(0, r.ExitCode);
+        var c = LlamaConfig.Load(dir["b"]);
+        Assert.Equal((2, 64, 96, 4, 1, 16), (c.NumHiddenLayers, c.HiddenSize, c.IntermediateSize, c.NumAttentionHeads, c.NumKeyValueHeads, c.HeadDim));
+        using var lm = LlamaLoader.Load(dir["b"], CPU, ScalarType.Float32);
+        CliRunner.AssertUserError(CliRunner.Run("make-base", "--out", dir["x"], "--hidden-size", "100", "--heads", "8"), "--hidden-size 100", "8 heads");
+        CliRunner.AssertUserError(CliRunner.Run("make-base", "--out", dir["y"], "--heads", "4", "--kv-heads", "3"), "--kv-heads 3 must divide --heads 4");
+        CliRunner.AssertUserError(CliRunner.Run("make-base", "--out", dir["z"], "--layers", "0"), "must be ≥ 1");
+        Assert.False(Directory.Exists(dir["x"]) && Directory.EnumerateFileSystemEntries(dir["x"]).Any());
+    }
 }
