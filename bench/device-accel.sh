@@ -7,10 +7,7 @@
 # The pool allocator costs ~10 ms per eager decode step at batch 1 (measured), so throughput comes from part 1.
 # Decode is measured as CUDA-graph replay (bench model's default on CUDA); bench/device-graph.sh also times eager steps.
 set -uo pipefail
-OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
-[ -x /tmp/meteora/Meteora.Cli ] || tar xzf device/meteora.tar.gz -C /tmp
-source scripts/device-env.sh
-M=/tmp/meteora/Meteora.Cli
+source bench/device-unpack.sh
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$OUT/gpu.txt"
 MODEL="--device cuda --dtype bfloat16 --config llama3-8b --prefill 1x2048,8x512 --decode 1,8,32 --prompt-len 512"
 if [ "${PART:-1}" = 1 ] || [ -z "${PART:-}" ]; then

@@ -3,10 +3,7 @@
 # throughput of a LLaMA-3-8B-shaped random bf16 model, ours and transformers (eager, sdpa) on the same GPU.
 # Run on a GPU machine from the repo root with device/meteora.tar.gz present (scripts/publish-device.sh).
 set -euo pipefail
-OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
-tar xzf device/meteora.tar.gz -C /tmp
-source scripts/device-env.sh
-M=/tmp/meteora/Meteora.Cli; F=/tmp/meteora/fixtures/tiny-llama3
+source bench/device-unpack.sh
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$OUT/gpu.txt"
 
 for p in 0 1 2; do

@@ -1,10 +1,7 @@
 #!/usr/bin/env bash
 # Quick model check: base / LoRA / MeteoRA top-2 prefill and decode, and transformers eager decode at batch 1.
 set -uo pipefail
-OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
-rm -rf /tmp/meteora && tar xzf device/meteora.tar.gz -C /tmp
-source scripts/device-env.sh
-M=/tmp/meteora/Meteora.Cli
+source bench/device-unpack.sh
 nvidia-smi --query-gpu=name --format=csv,noheader
 export PYTORCH_CUDA_ALLOC_CONF=backend:cudaMallocAsync
 timeout 400 $M bench model --device cuda --dtype bfloat16 --config llama3-8b --variants ${VARIANTS:-base,lora,top1,top2} --strategies auto \

@@ -3,10 +3,7 @@
 # with the fixture reference, and train-gate throughput and peak device memory for a LLaMA-3-8B-shaped random
 # model with 28 random rank-8 adapters on all 7 projections, bfloat16, 512-token sequences, 50 steps.
 set -euo pipefail
-OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
-[ -d /tmp/meteora ] || tar xzf device/meteora.tar.gz -C /tmp
-source scripts/device-env.sh
-M=/tmp/meteora/Meteora.Cli; F=/tmp/meteora/fixtures/tiny-llama3
+source bench/device-unpack.sh
 ids=$(python3 -c "import json;print(','.join(map(str,json.load(open('$F/reference.json'))['prompts'][0]['ids'])))")
 for s in loop gather dense segment; do
   $M forward --device cuda --dtype float32 --model $F/base --meteora $F/meteora --top-k 2 --strategy $s --ids "$ids" --out /tmp/m-$s.safetensors 2>/dev/null

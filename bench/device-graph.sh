@@ -7,16 +7,12 @@
 #  3. the model benchmark (native caching allocator): eager vs CUDA-graph decode for base and MeteoRA top-1/top-2,
 #     MeteoRA top-2 again with the kernel off, and transformers eager for the base.
 #  4. (PART=2) peak memory with the cudaMallocAsync pool, one LoRA adapter included, and transformers eager decode.
-# PART=1 runs 1–3, PART=2 runs 4 (each fits one device call). QUICK=1 shortens the model benchmark.
+# PART=1 runs 1–3, PART=2 runs 4 (each fits one device call), PART=check only 1. QUICK=1 shortens the model benchmark.
 # At most 8 files come back: logs go to stdout.
 set -uo pipefail
-OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
-rm -rf /tmp/meteora && tar xzf device/meteora.tar.gz -C /tmp
-source scripts/device-env.sh
-M=/tmp/meteora/Meteora.Cli
-F=/tmp/meteora/fixtures/tiny-llama3
+source bench/device-unpack.sh
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
-[ "${PART:-1}" = 1 ] && {
+[[ "${PART:-1}" = 1 || "${PART:-1}" = check ]] && {
   IDS=0,270,27,366,260,222
   for dt in float32 bfloat16; do
     for variant in "" "--meteora $F/meteora --top-k 2"; do

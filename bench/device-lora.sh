@@ -3,10 +3,7 @@
 # digit-reversal task with the fixture base, then check the adapter with PEFT itself (if installed): PEFT's
 # logits for our adapter against ours.
 set -euo pipefail
-OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
-[ -d /tmp/meteora ] || tar xzf device/meteora.tar.gz -C /tmp
-source scripts/device-env.sh
-M=/tmp/meteora/Meteora.Cli; F=/tmp/meteora/fixtures/tiny-llama3
+source bench/device-unpack.sh
 python3 - <<'PY'
 import json, random, os
 r = random.Random(1); os.makedirs("/tmp/task", exist_ok=True); seen = set()

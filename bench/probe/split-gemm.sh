@@ -2,10 +2,7 @@
 # Crossover of MeteoraLinear.SplitGemmMinTokens: the layer benchmark with the dense kernel path always split
 # (base GEMM + [A; G] GEMM) and never split (one GEMM over [W; A; G]), then model prefill/decode both ways.
 set -uo pipefail
-OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
-rm -rf /tmp/meteora && tar xzf device/meteora.tar.gz -C /tmp
-source scripts/device-env.sh
-M=/tmp/meteora/Meteora.Cli
+source bench/device-unpack.sh
 nvidia-smi --query-gpu=name --format=csv,noheader
 for split in 1 100000000; do
   echo "== layer, METEORA_SPLIT_GEMM_MIN_TOKENS=$split"

@@ -37,17 +37,11 @@ public static class AttentionBackends
 
     private static bool TrySetCuDnn(bool enabled)
     {
-        foreach (var name in new[] { "libtorch_cpu.so", "libtorch_cpu.dylib", "torch_cpu.dll" })
-        {
-            if (!NativeLibrary.TryLoad(name, out var lib)) continue;
-            if (!NativeLibrary.TryGetExport(lib, "_ZN2at13globalContextEv", out var global)
-                || !NativeLibrary.TryGetExport(lib, "_ZN2at7Context14setSDPUseCuDNNEb", out var set)
-                || !NativeLibrary.TryGetExport(lib, "_ZNK2at7Context19userEnabledCuDNNSDPEv", out var get))
-                return false;
-            var context = Marshal.GetDelegateForFunctionPointer<GlobalContextFn>(global)();
-            Marshal.GetDelegateForFunctionPointer<SetBoolFn>(set)(context, enabled);
-            return Marshal.GetDelegateForFunctionPointer<GetBoolFn>(get)(context) == enabled;
-        }
-        return false;
+        if (NativeExports.Bind(NativeExports.TorchCpu,
+                "_ZN2at13globalContextEv", "_ZN2at7Context14setSDPUseCuDNNEb", "_ZNK2at7Context19userEnabledCuDNNSDPEv") is not { } bound)
+            return false;
+        var context = Marshal.GetDelegateForFunctionPointer<GlobalContextFn>(bound.Addresses[0])();
+        Marshal.GetDelegateForFunctionPointer<SetBoolFn>(bound.Addresses[1])(context, enabled);
+        return Marshal.GetDelegateForFunctionPointer<GetBoolFn>(bound.Addresses[2])(context) == enabled;
     }
 }

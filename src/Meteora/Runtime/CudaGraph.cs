@@ -45,28 +45,22 @@ public sealed unsafe class CudaGraph : IDisposable
     private static readonly Lazy<Api?> Bound = new(() =>
     {
         if (!CudaStreams.Available) return null;
-        foreach (var name in new[] { "libtorch_cuda.so", "libtorch_cuda.dylib", "torch_cuda.dll" })
+        if (NativeExports.Bind(NativeExports.TorchCuda, "_ZN2at4cuda9CUDAGraphC1Eb", "_ZN2at4cuda9CUDAGraphD1Ev",
+                "_ZN2at4cuda9CUDAGraph13capture_beginESt4pairIyyE21cudaStreamCaptureMode", "_ZN2at4cuda9CUDAGraph11capture_endEv",
+                "_ZN2at4cuda9CUDAGraph6replayEv") is not { Addresses: var p })
+            return null;
+        IntPtr endCapture = CudaRuntime.Export("cudaStreamEndCapture"), graphDestroy = CudaRuntime.Export("cudaGraphDestroy");
+        if (endCapture == IntPtr.Zero || graphDestroy == IntPtr.Zero) return null;
+        return new Api
         {
-            if (!NativeLibrary.TryLoad(name, out var lib)) continue;
-            bool Get(string symbol, out IntPtr p) => NativeLibrary.TryGetExport(lib, symbol, out p);
-            if (!Get("_ZN2at4cuda9CUDAGraphC1Eb", out var ctor) || !Get("_ZN2at4cuda9CUDAGraphD1Ev", out var dtor)
-                || !Get("_ZN2at4cuda9CUDAGraph13capture_beginESt4pairIyyE21cudaStreamCaptureMode", out var begin)
-                || !Get("_ZN2at4cuda9CUDAGraph11capture_endEv", out var end) || !Get("_ZN2at4cuda9CUDAGraph6replayEv", out var replay))
-                return null;
-            IntPtr endCapture = CudaRuntime.Export("cudaStreamEndCapture"), graphDestroy = CudaRuntime.Export("cudaGraphDestroy");
-            if (endCapture == IntPtr.Zero || graphDestroy == IntPtr.Zero) return null;
-            return new Api
-            {
-                Construct = (delegate* unmanaged[Cdecl]<IntPtr, byte, void>)ctor,
-                Destroy = (delegate* unmanaged[Cdecl]<IntPtr, void>)dtor,
-                CaptureBegin = (delegate* unmanaged[Cdecl]<IntPtr, MempoolId, int, void>)begin,
-                CaptureEnd = (delegate* unmanaged[Cdecl]<IntPtr, void>)end,
-                Replay = (delegate* unmanaged[Cdecl]<IntPtr, void>)replay,
-                StreamEndCapture = (delegate* unmanaged[Cdecl]<IntPtr, IntPtr*, int>)endCapture,
-                GraphDestroy = (delegate* unmanaged[Cdecl]<IntPtr, int>)graphDestroy,
-            };
-        }
-        return null;
+            Construct = (delegate* unmanaged[Cdecl]<IntPtr, byte, void>)p[0],
+            Destroy = (delegate* unmanaged[Cdecl]<IntPtr, void>)p[1],
+            CaptureBegin = (delegate* unmanaged[Cdecl]<IntPtr, MempoolId, int, void>)p[2],
+            CaptureEnd = (delegate* unmanaged[Cdecl]<IntPtr, void>)p[3],
+            Replay = (delegate* unmanaged[Cdecl]<IntPtr, void>)p[4],
+            StreamEndCapture = (delegate* unmanaged[Cdecl]<IntPtr, IntPtr*, int>)endCapture,
+            GraphDestroy = (delegate* unmanaged[Cdecl]<IntPtr, int>)graphDestroy,
+        };
     });
 
     /// <summary>Whether CUDA graphs can be captured with this libtorch (a CUDA build exporting CUDAGraph).</summary>

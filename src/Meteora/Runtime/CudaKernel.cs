@@ -25,27 +25,20 @@ public sealed unsafe class CudaKernel
 
     private static readonly Lazy<Api?> Bound = new(() =>
     {
-        foreach (var name in new[] { "libcuda.so.1", "libcuda.so" })
+        if (NativeExports.Bind(NativeExports.CudaDriver, "cuInit", "cuCtxGetCurrent", "cuCtxSetCurrent", "cuDevicePrimaryCtxRetain",
+                "cuDeviceGetAttribute", "cuModuleLoadData", "cuModuleGetFunction", "cuLaunchKernel") is not { Addresses: var p })
+            return null;
+        return new Api
         {
-            if (!NativeLibrary.TryLoad(name, out var lib)) continue;
-            bool Get(string s, out IntPtr p) => NativeLibrary.TryGetExport(lib, s, out p);
-            if (!Get("cuInit", out var init) || !Get("cuCtxGetCurrent", out var getCtx) || !Get("cuCtxSetCurrent", out var setCtx)
-                || !Get("cuDevicePrimaryCtxRetain", out var retain) || !Get("cuDeviceGetAttribute", out var attr)
-                || !Get("cuModuleLoadData", out var load) || !Get("cuModuleGetFunction", out var getFn) || !Get("cuLaunchKernel", out var launch))
-                continue;
-            return new Api
-            {
-                Init = (delegate* unmanaged[Cdecl]<uint, int>)init,
-                CtxGetCurrent = (delegate* unmanaged[Cdecl]<IntPtr*, int>)getCtx,
-                CtxSetCurrent = (delegate* unmanaged[Cdecl]<IntPtr, int>)setCtx,
-                PrimaryCtxRetain = (delegate* unmanaged[Cdecl]<IntPtr*, int, int>)retain,
-                DeviceGetAttribute = (delegate* unmanaged[Cdecl]<int*, int, int, int>)attr,
-                ModuleLoadData = (delegate* unmanaged[Cdecl]<IntPtr*, void*, int>)load,
-                ModuleGetFunction = (delegate* unmanaged[Cdecl]<IntPtr*, IntPtr, byte*, int>)getFn,
-                LaunchKernel = (delegate* unmanaged[Cdecl]<IntPtr, uint, uint, uint, uint, uint, uint, uint, IntPtr, void**, void**, int>)launch,
-            };
-        }
-        return null;
+            Init = (delegate* unmanaged[Cdecl]<uint, int>)p[0],
+            CtxGetCurrent = (delegate* unmanaged[Cdecl]<IntPtr*, int>)p[1],
+            CtxSetCurrent = (delegate* unmanaged[Cdecl]<IntPtr, int>)p[2],
+            PrimaryCtxRetain = (delegate* unmanaged[Cdecl]<IntPtr*, int, int>)p[3],
+            DeviceGetAttribute = (delegate* unmanaged[Cdecl]<int*, int, int, int>)p[4],
+            ModuleLoadData = (delegate* unmanaged[Cdecl]<IntPtr*, void*, int>)p[5],
+            ModuleGetFunction = (delegate* unmanaged[Cdecl]<IntPtr*, IntPtr, byte*, int>)p[6],
+            LaunchKernel = (delegate* unmanaged[Cdecl]<IntPtr, uint, uint, uint, uint, uint, uint, uint, IntPtr, void**, void**, int>)p[7],
+        };
     });
 
     private readonly Api _api;

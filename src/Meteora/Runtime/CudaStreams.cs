@@ -31,24 +31,18 @@ public static unsafe class CudaStreams
 
     private static readonly Lazy<Api?> Bound = new(() =>
     {
-        foreach (var name in new[] { "libc10_cuda.so", "libc10_cuda.dylib", "c10_cuda.dll" })
+        if (NativeExports.Bind(NativeExports.C10Cuda, "_ZN3c104cuda17getStreamFromPoolEba", "_ZN3c104cuda20getCurrentCUDAStreamEa",
+                "_ZN3c104cuda20getDefaultCUDAStreamEa", "_ZN3c104cuda20setCurrentCUDAStreamENS0_10CUDAStreamE",
+                "_ZNK3c104cuda10CUDAStream6streamEv") is not { Addresses: var p })
+            return null;
+        return new Api
         {
-            if (!NativeLibrary.TryLoad(name, out var lib)) continue;
-            bool Get(string symbol, out IntPtr p) => NativeLibrary.TryGetExport(lib, symbol, out p);
-            if (!Get("_ZN3c104cuda17getStreamFromPoolEba", out var pool) || !Get("_ZN3c104cuda20getCurrentCUDAStreamEa", out var current)
-                || !Get("_ZN3c104cuda20getDefaultCUDAStreamEa", out var dflt) || !Get("_ZN3c104cuda20setCurrentCUDAStreamENS0_10CUDAStreamE", out var set)
-                || !Get("_ZNK3c104cuda10CUDAStream6streamEv", out var handle))
-                return null;
-            return new Api
-            {
-                FromPool = (delegate* unmanaged[Cdecl]<byte, sbyte, StreamValue>)pool,
-                Current = (delegate* unmanaged[Cdecl]<sbyte, StreamValue>)current,
-                Default = (delegate* unmanaged[Cdecl]<sbyte, StreamValue>)dflt,
-                SetCurrent = (delegate* unmanaged[Cdecl]<StreamValue, void>)set,
-                Handle = (delegate* unmanaged[Cdecl]<StreamValue*, IntPtr>)handle,
-            };
-        }
-        return null;
+            FromPool = (delegate* unmanaged[Cdecl]<byte, sbyte, StreamValue>)p[0],
+            Current = (delegate* unmanaged[Cdecl]<sbyte, StreamValue>)p[1],
+            Default = (delegate* unmanaged[Cdecl]<sbyte, StreamValue>)p[2],
+            SetCurrent = (delegate* unmanaged[Cdecl]<StreamValue, void>)p[3],
+            Handle = (delegate* unmanaged[Cdecl]<StreamValue*, IntPtr>)p[4],
+        };
     });
 
     /// <summary>Whether this libtorch exports the stream functions (a CUDA build of libtorch 2.x).</summary>

@@ -23,29 +23,22 @@ public static unsafe class Nvrtc
 
     private static readonly Lazy<(Api? Api, string Where)> Bound = new(() =>
     {
-        foreach (var path in Candidates())
+        // Paths that exist (or bare names for the loader to resolve), each with its builtins preloaded just before it is tried.
+        var candidates = Candidates().Where(path => !Path.IsPathRooted(path) || File.Exists(path)).Select(path => { PreloadBuiltins(path); return path; });
+        if (NativeExports.Bind(candidates, "nvrtcCreateProgram", "nvrtcCompileProgram", "nvrtcGetProgramLogSize", "nvrtcGetProgramLog",
+                "nvrtcGetCUBINSize", "nvrtcGetCUBIN", "nvrtcDestroyProgram") is not { } bound)
+            return (null, "");
+        var p = bound.Addresses;
+        return (new Api
         {
-            if (Path.IsPathRooted(path) && !File.Exists(path)) continue;
-            PreloadBuiltins(path);
-            if (!NativeLibrary.TryLoad(path, out var lib)) continue;
-            bool Get(string s, out IntPtr p) => NativeLibrary.TryGetExport(lib, s, out p);
-            if (!Get("nvrtcCreateProgram", out var create) || !Get("nvrtcCompileProgram", out var compile)
-                || !Get("nvrtcGetProgramLogSize", out var logSize) || !Get("nvrtcGetProgramLog", out var log)
-                || !Get("nvrtcGetCUBINSize", out var cubinSize) || !Get("nvrtcGetCUBIN", out var cubin)
-                || !Get("nvrtcDestroyProgram", out var destroy))
-                continue;
-            return (new Api
-            {
-                CreateProgram = (delegate* unmanaged[Cdecl]<IntPtr*, byte*, byte*, int, byte**, byte**, int>)create,
-                CompileProgram = (delegate* unmanaged[Cdecl]<IntPtr, int, byte**, int>)compile,
-                GetLogSize = (delegate* unmanaged[Cdecl]<IntPtr, nuint*, int>)logSize,
-                GetLog = (delegate* unmanaged[Cdecl]<IntPtr, byte*, int>)log,
-                GetCubinSize = (delegate* unmanaged[Cdecl]<IntPtr, nuint*, int>)cubinSize,
-                GetCubin = (delegate* unmanaged[Cdecl]<IntPtr, byte*, int>)cubin,
-                DestroyProgram = (delegate* unmanaged[Cdecl]<IntPtr*, int>)destroy,
-            }, path);
-        }
-        return (null, "");
+            CreateProgram = (delegate* unmanaged[Cdecl]<IntPtr*, byte*, byte*, int, byte**, byte**, int>)p[0],
+            CompileProgram = (delegate* unmanaged[Cdecl]<IntPtr, int, byte**, int>)p[1],
+            GetLogSize = (delegate* unmanaged[Cdecl]<IntPtr, nuint*, int>)p[2],
+            GetLog = (delegate* unmanaged[Cdecl]<IntPtr, byte*, int>)p[3],
+            GetCubinSize = (delegate* unmanaged[Cdecl]<IntPtr, nuint*, int>)p[4],
+            GetCubin = (delegate* unmanaged[Cdecl]<IntPtr, byte*, int>)p[5],
+            DestroyProgram = (delegate* unmanaged[Cdecl]<IntPtr*, int>)p[6],
+        }, bound.Library);
     });
 
     /// <summary><c>METEORA_NVRTC</c> (a library path) first, then library names (the loader's path), then the usual toolkit folders.</summary>
