@@ -83,9 +83,11 @@ public static class EvalCommand
             {
                 using var loaded = LoadOneModel(ctx, m, baseFolder, p.GetValue(adapter), p.GetValue(adaptersDir), p.GetValue(meteora), p.GetValue(topK), p.GetValue(temperature))
                     ?? throw new MeteoraException($"--mode: unknown mode '{m}' (base, peft, meteora, merge-avg, lora-b)");
+                // Every task's adapter is looked up before any evaluation, so a missing one fails at once.
+                var forced = forcedScope is { } fs && loaded.Meteora is { } mm ? names.ToDictionary(t => t, t => new ForcedRouting(AdapterFor(mm, t), fs)) : null;
                 foreach (var t in names)
                 {
-                    if (forcedScope is { } fs && loaded.Meteora is { } mm) mm.Routing.Forced = new ForcedRouting(AdapterFor(mm, t), fs);
+                    if (forced is not null) loaded.Meteora!.Routing.Forced = forced[t];
                     Run(t, loaded.Lm);
                 }
             }
