@@ -27,8 +27,8 @@ public static class MakeBaseCommand
             if (p.GetValue(train.Steps) is null && p.GetResult(train.Epochs) is null or { Implicit: true }) options = options with { Steps = 1500 };
             if (p.GetValue(documents) < 20) throw new MeteoraException("--documents: at least 20 documents are needed");
             var config = TinyBaseBuilder.Config(p.GetValue(layers), p.GetValue(hidden), p.GetValue(intermediate), p.GetValue(heads), p.GetValue(kvHeads));
-            if (options.MaxSeqLen > TinyBaseBuilder.DefaultConfig.MaxPositionEmbeddings)
-                throw new MeteoraException($"--max-seq-len: {options.MaxSeqLen} exceeds the base's {TinyBaseBuilder.DefaultConfig.MaxPositionEmbeddings} positions");
+            if (options.MaxSeqLen > config.MaxPositionEmbeddings)
+                throw new MeteoraException($"--max-seq-len: {options.MaxSeqLen} exceeds the base's {config.MaxPositionEmbeddings} positions");
             using var ctrlC = new CtrlC(ctx.Err);
             var progress = new ConsoleProgress(ctx.Err, ctx.Err == Console.Error && !Console.IsErrorRedirected, "loss", "lr");
             var (initial, final) = TinyBaseBuilder.Build(p.GetValue(output)!, config, options,
