@@ -23,4 +23,13 @@ public interface ITrainingObjective
 
     /// <summary>Writes the final artifact (a PEFT adapter, a MeteoRA checkpoint, …) into <paramref name="folder"/>.</summary>
     void SaveArtifact(string folder);
+
+    /// <summary>
+    /// After the micro-batches' backward passes, before clipping and the optimiser step: a mixed-precision objective
+    /// moves the low-precision model's gradients onto its float32 master weights (<see cref="Parameters"/>) here.
+    /// </summary>
+    void BeforeOptimizerStep() { }
+
+    /// <summary>After the optimiser step (and after a resume restored the state): copy master weights back into the model.</summary>
+    void AfterOptimizerStep() { }
 }

@@ -44,7 +44,7 @@ public sealed class TrainingLoop
         if (train.Count == 0) throw new MeteoraException("training data is empty");
         Directory.CreateDirectory(_outDir);
         var o = _options;
-        var order = new DataOrder(train.Select(e => e.Task).ToList(), o.Seed, o.Balance);
+        var order = new DataOrder(train is IExampleSource source ? source.Tasks : train.Select(e => e.Task).ToList(), o.Seed, o.Balance);
         int total = o.TotalSteps(order.EpochLength);
         var schedule = new CosineSchedule(o.LearningRate, o.Warmup(total), total, o.MinLrRatio);
         foreach (var p in _objective.Parameters) p.requires_grad = true;
@@ -56,6 +56,7 @@ public sealed class TrainingLoop
         {
             var state = TrainingCheckpoint.Load(_outDir, _objective, optimizer, fingerprint);
             start = state.Step;
+            _objective.AfterOptimizerStep();   // a mixed-precision objective refreshes its low-precision copy from the masters
             _progress.Message($"resuming from step {start} of {total}");
         }
         using var metrics = OpenMetrics(start);
@@ -69,6 +70,16 @@ public sealed class TrainingLoop
 
         var clock = Stopwatch.StartNew();
         long tokensSeen = 0;
+        // Generated examples (pretraining documents) are built on worker threads, one micro-batch ahead, so making
+        // text overlaps the device's work on the current batch; examples held in memory are just looked up.
+        List<EncodedExample> Rows(long k)
+        {
+            var idx = order.MicroBatch(k, o.BatchSize);
+            return train is IExampleSource
+                ? idx.AsParallel().AsOrdered().Select(i => train[i]).ToList()
+                : idx.Select(i => train[i]).ToList();
+        }
+        Task<List<EncodedExample>>? ahead = null;
         for (int step = start; step < total; step++)
         {
             double lr = schedule.At(step);
@@ -80,15 +91,18 @@ public sealed class TrainingLoop
             {
                 using var scope = NewDisposeScope();
                 long k = (long)step * o.GradAccum + micro;
-                var rows = order.MicroBatch(k, o.BatchSize).Select(i => train[i]).ToList();
+                var rows = ahead?.Result ?? Rows(k);
+                ahead = train is IExampleSource && (step + 1 < total || micro + 1 < o.GradAccum) ? Task.Run(() => Rows(k + 1)) : null;
                 using var batch = TrainingBatch.Collate(rows, _padId, _device);
                 var (loss, parts) = _objective.Loss(batch, training: true);
                 (loss / o.GradAccum).backward();
                 foreach (var (name, v) in parts) sums[name] = sums.GetValueOrDefault(name) + v / o.GradAccum;
                 tokensSeen += batch.Tokens;
             }
+            _objective.BeforeOptimizerStep();
             if (o.ClipNorm > 0) sums["grad_norm"] = nn.utils.clip_grad_norm_(_objective.Parameters, o.ClipNorm);
             optimizer.step();
+            _objective.AfterOptimizerStep();
             sums["lr"] = lr;
 
             double elapsed = clock.Elapsed.TotalSeconds;
@@ -153,7 +167,9 @@ public sealed class TrainingLoop
         var sb = new StringBuilder();
         var o = _options with { Resume = false, StopAfter = null, EvalEvery = 0, CheckpointEvery = 0 };
         sb.Append(JsonSerializer.Serialize(o)).Append(total);
-        foreach (var e in train) sb.Append(string.Join(',', e.Ids)).Append('|').Append(e.Task).Append(';');
+        if (train is IExampleSource source)
+            sb.Append(source.Fingerprint);   // generated on demand: its generator's settings identify it
+        else foreach (var e in train) sb.Append(string.Join(',', e.Ids)).Append('|').Append(e.Task).Append(';');
         return Convert.ToHexString(sha.ComputeHash(Encoding.UTF8.GetBytes(sb.ToString())))[..16];
     }
 
