@@ -14,6 +14,7 @@ public static class LlamaLoader
     public static LlamaForCausalLM Load(string folder, Device device, ScalarType dtype,
         Func<ProjectionSite, Linear>? makeProjection = null)
     {
+        ArtifactCard.VerifyIfPresent(folder);   // a shipped (sealed) model: every file as built, or a one-line error
         var config = LlamaConfig.Load(folder);
         using var files = CheckpointFiles.Open(folder);
         // Allocation is lazy (empty); every name and shape is checked before any data is read.

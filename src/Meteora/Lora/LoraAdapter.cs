@@ -46,6 +46,7 @@ public sealed partial class LoraAdapter : IDisposable
     /// <summary>Loads and validates the adapter in <paramref name="folder"/> against <paramref name="baseConfig"/>.</summary>
     public static LoraAdapter Load(string folder, LlamaConfig baseConfig, string? name = null)
     {
+        ArtifactCard.VerifyIfPresent(folder);
         var config = LoraConfig.Load(folder);
         string file = Path.Combine(folder, "adapter_model.safetensors");
         if (!File.Exists(file))

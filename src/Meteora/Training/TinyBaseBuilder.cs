@@ -1,22 +1,31 @@
+using System.Diagnostics;
+using System.Text.Json;
 using Meteora.IO;
 using Meteora.Llama;
+using Meteora.Reporting;
 using Meteora.Tokenization;
 using static TorchSharp.torch;
 
 namespace Meteora.Training;
 
+/// <summary>What a base build produced: held-out loss before and after, the probes, and the training time.</summary>
+public sealed record BaseBuildResult(TrainingOutcome Outcome, double InitialLoss, double FinalLoss, BaseProbeResult? Probes, double TrainSeconds);
+
 /// <summary>
-/// Makes the project's own tiny base model: a small LLaMA with the byte-level tokenizer, randomly initialised and
-/// pretrained briefly on <see cref="GenericCorpus"/> documents (never on the tasks' formats), saved as a normal Hugging Face
-/// folder so every code path that reads a base reads this one the same way.
+/// Makes the project's own base model: a small LLaMA with the byte-level tokenizer, randomly initialised and
+/// pretrained on <see cref="GenericCorpus"/> documents generated on demand (never on the tasks' formats), saved as a
+/// normal Hugging Face folder (sharded safetensors when large) so every code path that reads a base reads this one
+/// the same way. On CUDA it trains in bfloat16 with float32 master weights (<see cref="PretrainObjective"/>);
+/// runs are resumable like every other training. At the end the probes (<see cref="BaseProbes"/>) run and are
+/// saved as <c>probes.json</c>; with a <see cref="BaseCardInfo"/> the folder also gets its model card and seal.
 /// </summary>
 public static class TinyBaseBuilder
 {
-    /// <summary>The default architecture: 4 layers, hidden 128, 4 heads / 2 KV heads, byte vocabulary.</summary>
+    /// <summary>The CPU demo's former architecture: 4 layers, hidden 128, 4 heads / 2 KV heads, byte vocabulary.</summary>
     public static LlamaConfig DefaultConfig => new()
     {
         HiddenSize = 128, IntermediateSize = 352, NumHiddenLayers = 4, NumAttentionHeads = 4, NumKeyValueHeads = 2,
-        HeadDim = 32, VocabSize = ByteLevelTokenizerWriter.VocabSize, RmsNormEps = 1e-5, MaxPositionEmbeddings = 2048,
+        HeadDim = 32, VocabSize = ByteLevelTokenizerWriter.VocabSize, RmsNormEps = 1e-5, MaxPositionEmbeddings = 4096,
         Rope = new RopeParameters(10000.0), BosTokenId = 0, EosTokenIds = [1], PadTokenId = 2,
     };
 
@@ -40,23 +49,26 @@ public static class TinyBaseBuilder
 
     /// <summary>
     /// Builds and pretrains the base into <paramref name="outDir"/> on <paramref name="documents"/> generated
-    /// documents, each filling most of <see cref="TrainingOptions.MaxSeqLen"/> (one byte per token); returns the
-    /// first and last eval loss.
+    /// documents, each filling <see cref="TrainingOptions.MaxSeqLen"/> (one byte per token), in
+    /// <paramref name="dtype"/> (bfloat16/float16: mixed precision with float32 masters). Held-out loss comes
+    /// from 64 further documents. Returns the held-out loss before and after and, for a completed run, the probes.
     /// </summary>
-    public static (double InitialLoss, double FinalLoss) Build(string outDir, LlamaConfig config, TrainingOptions options,
-        int documents, Device device, ITrainingProgress? progress = null, CancellationToken cancel = default)
+    public static BaseBuildResult Build(string outDir, LlamaConfig config, TrainingOptions options, int documents, Device device,
+        ScalarType dtype = ScalarType.Float32, ITrainingProgress? progress = null, CancellationToken cancel = default,
+        long maxShardBytes = 0, BaseCardInfo? card = null)
     {
+        progress ??= new SilentProgress();
+        if (options.MaxSeqLen > config.MaxPositionEmbeddings)
+            throw new MeteoraException($"--max-seq-len: {options.MaxSeqLen} exceeds the base's {config.MaxPositionEmbeddings} positions");
+        Directory.CreateDirectory(outDir);
         string tokenizerDir = Path.Combine(outDir, ".tokenizer");
         ByteLevelTokenizerWriter.Write(tokenizerDir);
         using var tokenizer = HfTokenizer.Load(tokenizerDir);
-        var rng = new Random(options.Seed);
-        // BOS + text + EOS: leave two tokens of the length budget to the specials.
-        var docs = Enumerable.Range(0, documents).Select(_ => GenericCorpus.Document(rng, options.MaxSeqLen - 2)).ToList();
-        var encoder = new SequenceEncoder(tokenizer, options.MaxSeqLen, responseOnly: false, eosId: 1);
-        var examples = docs.Select(d => encoder.Encode(new TaskExample(d, ""))).ToList();
-        int held = Math.Max(1, examples.Count / 20);
+        int eos = config.EosTokenIds.FirstOrDefault(1);
+        var train = new GeneratedDocuments(tokenizer, documents, first: 0, options.Seed, options.MaxSeqLen, eos);
+        var held = new GeneratedDocuments(tokenizer, 64, first: documents, options.Seed, options.MaxSeqLen, eos);
 
-        using var lm = new LlamaForCausalLM(config, ScalarType.Float32, device);
+        using var lm = new LlamaForCausalLM(config, dtype, device);
         lm.InitializeRandom(options.Seed);
         void WriteExtras(string folder)
         {
@@ -66,9 +78,34 @@ public static class TinyBaseBuilder
             foreach (var f in new[] { "tokenizer.json", "tokenizer_config.json" })
                 File.Copy(Path.Combine(tokenizerDir, f), Path.Combine(folder, f), overwrite: true);
         }
-        var loop = new TrainingLoop(new PretrainObjective(lm, WriteExtras), options, outDir, config.PadTokenId ?? 2, device, progress);
-        loop.Run(examples.Skip(held).ToList(), examples.Take(held).ToList(), cancel);
+        var objective = new PretrainObjective(lm, WriteExtras, (int)Math.Min(int.MaxValue, maxShardBytes));
+        if (objective.MixedPrecision) progress.Message($"mixed precision: {dtype} forward/backward, float32 master weights");
+        var loop = new TrainingLoop(objective, options, outDir, config.PadTokenId ?? 2, device, progress);
+        var clock = Stopwatch.StartNew();
+        var outcome = loop.Run(train, held, cancel);
+        double seconds = clock.Elapsed.TotalSeconds;
+        double initial = loop.InitialEvaluation?["eval_loss"] ?? double.NaN, final = loop.LastEvaluation.GetValueOrDefault("eval_loss", double.NaN);
+        BaseProbeResult? probes = null;
+        if (outcome == TrainingOutcome.Completed)
+        {
+            progress.Message("probes: copying and loss by position ...");
+            probes = BaseProbes.Run(lm, tokenizer, options.MaxSeqLen);
+            AtomicFile.WriteAllText(Path.Combine(outDir, "probes.json"), JsonSerializer.Serialize(new
+            {
+                copy_accuracy = Finite(probes.CopyAccuracy), copy_chance = Finite(probes.CopyChance), context_length = options.MaxSeqLen,
+                loss_by_position = probes.LossByPosition.Select(b => new { from = b.From, to = b.To, loss = Finite(b.Loss) }),
+                held_out_loss = Finite(final),
+            }, new JsonSerializerOptions { WriteIndented = true }));
+            string metrics = Path.Combine(outDir, "metrics.jsonl");
+            if (File.Exists(metrics))
+                LossCurvePlot.Write(metrics, Path.Combine(outDir, "loss_curve.png"), ["loss"],
+                    $"make-base: {config.NumHiddenLayers} layers × {config.HiddenSize}, {options.MaxSeqLen} tokens per sequence");
+            if (card is not null) BaseModelCard.Write(outDir, card, config, options, documents, dtype, device, probes, initial, final, seconds);
+        }
         Directory.Delete(tokenizerDir, true);
-        return (loop.InitialEvaluation?["eval_loss"] ?? double.NaN, loop.LastEvaluation.GetValueOrDefault("eval_loss", double.NaN));
+        return new BaseBuildResult(outcome, initial, final, probes, seconds);
     }
+
+    /// <summary>JSON has no NaN: a probe that could not run (a context too short for it) is written as null.</summary>
+    internal static double? Finite(double x) => double.IsFinite(x) ? x : null;
 }

@@ -13,8 +13,8 @@ public class GenericCorpusTests
         for (int i = 0; i < 200; i++)
         {
             var doc = GenericCorpus.Document(rng, 300);
-            // Longer only when the first block alone (a list and its copy) is: it then starts with the list's heading.
-            Assert.True(doc.Length <= 300 || doc.Split('\n')[0].EndsWith(':'), $"document of {doc.Length} chars");
+            // Longer only when the first block alone is (it is never cut): then the document is that one block.
+            Assert.True(doc.Length <= 300 || doc.Split("\n").Length <= 24, $"document of {doc.Length} chars");
             Assert.DoesNotContain("=>", doc);
             foreach (var task in TaskSuite.All) Assert.DoesNotContain(task.Name + ":", doc);
         }
@@ -64,5 +64,54 @@ public class GenericCorpusTests
         Assert.True(checkedFacts > 400, $"{checkedFacts} facts checked");
         Assert.Equal("zab", SuiteSkills.Caesar("yza"));
         Assert.Equal("rcs", SuiteSkills.Initials(["red", "cat", "sun"]));
+    }
+
+    [Fact]
+    public void QuestionsAreAnsweredOnNumberedLinesThatRestateThem()
+    {
+        var rng = new Random(8);
+        int blocks = 0;
+        for (int i = 0; i < 200; i++)
+        {
+            var lines = GenericCorpus.Document(rng, 2000).Split('\n');
+            for (int j = 0; j + 1 < lines.Length; j++)
+            {
+                if (lines[j] is not ("questions:" or "Problems:" or "quiz:" or "Tasks:" or "Exercises:")) continue;
+                var asked = lines.Skip(j + 1).TakeWhile(l => Regex.IsMatch(l, @"^\d+\. ")).ToList();
+                int reply = j + 1 + asked.Count;
+                Assert.Matches("^(replies|Solutions|quiz answers|Results|Worked out):$", lines[reply]);
+                var answered = lines.Skip(reply + 1).Take(asked.Count).ToList();
+                Assert.Equal(asked.Count, answered.Count);
+                // Each reply line is its question, a space and an answer (one word or number, or a short phrase).
+                foreach (var (q, a) in asked.Zip(answered)) Assert.StartsWith(q + " ", a);
+                blocks++;
+            }
+        }
+        Assert.True(blocks > 50, $"{blocks} question blocks");
+    }
+
+    [Fact]
+    public void SectionLinesFollowTheirHeadingAndDefinitionsAreRecalledExactly()
+    {
+        var rng = new Random(9);
+        int sections = 0, recalls = 0;
+        for (int i = 0; i < 200; i++)
+        {
+            var lines = GenericCorpus.Document(rng, 2000).Split('\n');
+            var defined = new Dictionary<string, string>();
+            for (int j = 0; j < lines.Length; j++)
+            {
+                Match m;
+                if ((m = Regex.Match(lines[j], @"^(\w+) means (.+)\.$")).Success) defined[m.Groups[1].Value] = m.Groups[2].Value;
+                else if ((m = Regex.Match(lines[j], @"^recall: (\w+) means (.+)\.$")).Success) { Assert.Equal(defined[m.Groups[1].Value], m.Groups[2].Value); recalls++; }
+                else if (Regex.IsMatch(lines[j], "^(# |== )?(words spelled backwards|reversed letters|read from the end)(:| ==)?$"))
+                {
+                    for (int k = j + 1; k < lines.Length && (m = Regex.Match(lines[k], @"^([a-z]+) (?:gives|becomes|is|turns into) ([a-z]+)\.$")).Success; k++)
+                        Assert.Equal(SuiteSkills.Reverse(m.Groups[1].Value), m.Groups[2].Value);
+                    sections++;
+                }
+            }
+        }
+        Assert.True(sections > 20 && recalls > 50, $"{sections} reverse sections, {recalls} recalls");
     }
 }
