@@ -90,10 +90,13 @@ public static class LoraMerger
         finally { foreach (var a in adapters) a.Dispose(); }
     }
 
-    /// <summary>W ← W + delta, added in float32 and stored back in the weight's dtype. delta: (out, in) float32.</summary>
+    /// <summary>
+    /// W ← W + delta, added in float32 and stored back in the weight's dtype. delta: (out, in) float32, on any device
+    /// (adapters are loaded on the CPU; the weight may live on a GPU).
+    /// </summary>
     private static void FoldInto(Linear p, Tensor delta)
     {
         using var scope = NewDisposeScope();
-        p.weight.copy_((p.weight.to(ScalarType.Float32) + delta).to(p.weight.dtype));
+        p.weight.copy_((p.weight.to(ScalarType.Float32) + delta.to(p.weight.device)).to(p.weight.dtype));
     }
 }
