@@ -7,8 +7,10 @@ using Meteora.Llama;
 using Meteora.Lora;
 using Meteora.Moe;
 using Meteora.Reporting;
+using Meteora.Runtime;
 using Meteora.Tokenization;
 using Meteora.Training;
+using TorchSharp;
 using static TorchSharp.torch;
 
 namespace Meteora.Demo;
@@ -48,17 +50,26 @@ public sealed class DemoRunner
     /// A demo in folder <paramref name="dir"/>; <paramref name="log"/> receives one line per stage and result,
     /// <paramref name="progress"/> makes the progress sink of one training stage from its title.
     /// </summary>
+    /// <param name="progress">makes the progress sink of one training stage from its title</param>
+    /// <param name="shippedDir">
+    /// the shipped base and adapters (<c>models/meteora-demo</c>: base/, adapters/&lt;task&gt;/, lora-b/), used unless
+    /// <see cref="DemoSettings.FromScratch"/>
+    /// </param>
     public DemoRunner(string dir, DemoSettings settings, Device device, ScalarType dtype, Action<string> log,
-        Func<string, ITrainingProgress>? progress = null)
+        Func<string, ITrainingProgress>? progress = null, string? shippedDir = null)
     {
         _dir = Path.GetFullPath(dir); _s = settings; _device = device; _dtype = dtype; _log = log;
         _progress = progress ?? (_ => new SilentProgress());
+        if (!settings.FromScratch)
+            _shipped = shippedDir is null ? throw new MeteoraException("demo: no shipped models folder given; use --from-scratch to build everything")
+                : Path.GetFullPath(shippedDir);
     }
 
+    private readonly string? _shipped;
     private string TasksDir => Path.Combine(_dir, "tasks");
-    private string BaseDir => Path.Combine(_dir, "base");
-    private string AdaptersDir => Path.Combine(_dir, "adapters");
-    private string LoraBDir => Path.Combine(_dir, "lora-b");
+    private string BaseDir => Path.Combine(_shipped ?? _dir, "base");
+    private string AdaptersDir => Path.Combine(_shipped ?? _dir, "adapters");
+    private string LoraBDir => Path.Combine(_shipped ?? _dir, "lora-b");
     private string MeteoraDir => Path.Combine(_dir, "meteora");
     /// <summary>Where the report goes.</summary>
     public string ReportDir => Path.Combine(_dir, "report");
@@ -69,9 +80,54 @@ public sealed class DemoRunner
         Directory.CreateDirectory(_dir);
         var tasks = (_s.Tasks ?? TaskSuite.All.Select(t => t.Name).ToList()).Order(StringComparer.Ordinal).ToList();
         Stage("task data", () => MakeData(tasks));
-        Stage("base model", () => MakeBase(cancel));
-        foreach (var d in new[] { AdaptersDir, LoraBDir, MeteoraDir }) if (Directory.Exists(d)) Directory.Delete(d, true);
+        if (_shipped is not null)
+        {
+            Stage("shipped models", () => CheckShipped(tasks));
+            if (Directory.Exists(MeteoraDir)) Directory.Delete(MeteoraDir, true);
+        }
+        else
+        {
+            Stage("base model", () => MakeBase(cancel));
+            foreach (var d in new[] { AdaptersDir, LoraBDir, MeteoraDir }) if (Directory.Exists(d)) Directory.Delete(d, true);
+            TrainAdapters(tasks, cancel);
+        }
+        TrainGates(tasks, cancel);
 
+        var perTask = new Dictionary<string, IReadOnlyList<TaskScore>>();
+        var composite = _s.CompositeSizes.ToDictionary(n => n, _ => new Dictionary<string, CompositeScore>());
+        using var tokenizer = HfTokenizer.Load(BaseDir);
+        Stage("evaluation", () => Evaluate(tasks, tokenizer, perTask, composite, cancel));
+        var result = new DemoResult(tasks, perTask,
+            composite.ToDictionary(kv => kv.Key, kv => (IReadOnlyDictionary<string, CompositeScore>)kv.Value), _stages);
+        WriteReport(result);
+        return result;
+    }
+
+    /// <summary>The stamp of the task data: the shipped adapters record it, so they are only used with the data they were trained on.</summary>
+    private string DataStamp(IReadOnlyList<string> tasks) =>
+        $"suite 2 tasks {string.Join(',', tasks)} train {_s.TrainPerTask} test {_s.TestPerTask} seed {_s.DataSeed}";
+
+    /// <summary>Verifies the shipped base and adapters (hashes; adapters trained on this task data).</summary>
+    private void CheckShipped(IReadOnlyList<string> tasks)
+    {
+        string rebuild = "./meteora demo --from-scratch --device cuda (then copy base/, adapters/ and lora-b/ into models/meteora-demo; docs/RESULTS.md)";
+        if (!Directory.Exists(_shipped)) throw new MeteoraException($"{_shipped}: the shipped demo models are missing; rebuild them with: {rebuild}");
+        foreach (var folder in tasks.Select(t => Path.Combine(AdaptersDir, t)).Prepend(LoraBDir).Prepend(BaseDir))
+        {
+            if (!Directory.Exists(folder)) throw new MeteoraException($"{folder}: missing from the shipped demo models; rebuild them with: {rebuild}");
+            if (!File.Exists(Path.Combine(folder, ArtifactCard.FileName)))
+                throw new MeteoraException($"{folder}: no {ArtifactCard.FileName} (the shipped models are sealed); rebuild them with: {rebuild}");
+            ArtifactCard.VerifyIfPresent(folder);
+        }
+        string stampFile = Path.Combine(AdaptersDir, ".demo-data");
+        string stamp = File.Exists(stampFile) ? File.ReadAllText(stampFile).Trim() : "";
+        if (stamp != DataStamp(tasks))
+            throw new MeteoraException($"{stampFile}: the shipped adapters were trained on other task data ('{stamp}', this demo: '{DataStamp(tasks)}'); run with --from-scratch");
+        _log($"  base, {tasks.Count} task adapters and LoRA-B from {_shipped} (SHA-256 verified)");
+    }
+
+    private void TrainAdapters(IReadOnlyList<string> tasks, CancellationToken cancel)
+    {
         var lora = new LoraConfig { R = _s.LoraRank, LoraAlpha = 2 * _s.LoraRank, TargetRegex = _s.LoraTargetRegex, LoraDropout = 0 };
         var loraOptions = new TrainingOptions
         {
@@ -96,6 +152,13 @@ public sealed class DemoRunner
             Interrupted(r.Outcome);
             _log($"  LoRA-B eval loss {r.FinalEval.GetValueOrDefault("eval_loss", double.NaN):F3}");
         });
+        AtomicFile.WriteAllText(Path.Combine(AdaptersDir, ".demo-data"), DataStamp(tasks));
+        foreach (var folder in tasks.Select(t => Path.Combine(AdaptersDir, t)).Append(LoraBDir))
+            ArtifactCard.Seal(folder, "./meteora demo --from-scratch --device cuda");
+    }
+
+    private void TrainGates(IReadOnlyList<string> tasks, CancellationToken cancel)
+    {
         Stage("gates", () =>
         {
             var gate = new GateTrainingOptions { TopK = _s.GateTopK };
@@ -110,14 +173,6 @@ public sealed class DemoRunner
             _log($"  gates: eval gate accuracy {r.FinalEval.GetValueOrDefault("eval_gate_acc", double.NaN):P1}");
         });
 
-        var perTask = new Dictionary<string, IReadOnlyList<TaskScore>>();
-        var composite = _s.CompositeSizes.ToDictionary(n => n, _ => new Dictionary<string, CompositeScore>());
-        using var tokenizer = HfTokenizer.Load(BaseDir);
-        Stage("evaluation", () => Evaluate(tasks, tokenizer, perTask, composite, cancel));
-        var result = new DemoResult(tasks, perTask,
-            composite.ToDictionary(kv => kv.Key, kv => (IReadOnlyDictionary<string, CompositeScore>)kv.Value), _stages);
-        WriteReport(result);
-        return result;
     }
 
     private static void Interrupted(TrainingOutcome outcome)
@@ -140,7 +195,7 @@ public sealed class DemoRunner
 
     private void MakeData(IReadOnlyList<string> tasks)
     {
-        string stamp = $"suite 2 tasks {string.Join(',', tasks)} train {_s.TrainPerTask} test {_s.TestPerTask} seed {_s.DataSeed}";
+        string stamp = DataStamp(tasks);
         if (Cached(TasksDir, stamp)) { _log($"  cached in {TasksDir}"); return; }
         if (Directory.Exists(TasksDir)) Directory.Delete(TasksDir, true);
         TaskSuite.Write(TasksDir, _s.TrainPerTask, _s.TestPerTask, _s.DataSeed, tasks.ToList());
@@ -148,20 +203,32 @@ public sealed class DemoRunner
         _log($"  {tasks.Count} tasks written to {TasksDir}");
     }
 
+    /// <summary>The demo base's architecture.</summary>
+    public static LlamaConfig BaseConfig(DemoSettings s) =>
+        TinyBaseBuilder.Config(s.BaseLayers, s.BaseHidden, s.BaseIntermediate, s.BaseHeads, s.BaseKvHeads) with
+        {
+            MaxPositionEmbeddings = Math.Max(4096, s.BaseSeqLen),
+        };
+
     private void MakeBase(CancellationToken cancel)
     {
-        string stamp = $"corpus 2 steps {_s.BaseSteps} batch {_s.BaseBatch} documents {_s.BaseDocuments} length {_s.BaseSeqLen} lr {_s.BaseLr}";
+        var config = BaseConfig(_s);
+        string stamp = $"corpus 3 {config.ToJson().ReplaceLineEndings(" ")} steps {_s.BaseSteps} batch {_s.BaseBatch} length {_s.BaseSeqLen} lr {_s.BaseLr} wd {_s.BaseWeightDecay} shard {_s.BaseShardMb}";
         if (Cached(BaseDir, stamp)) { _log($"  cached in {BaseDir}"); return; }
         if (Directory.Exists(BaseDir)) Directory.Delete(BaseDir, true);
         var options = new TrainingOptions
         {
-            LearningRate = _s.BaseLr, WeightDecay = 0.01, Steps = _s.BaseSteps, BatchSize = _s.BaseBatch, MaxSeqLen = _s.BaseSeqLen, EvalLimit = 64,
+            LearningRate = _s.BaseLr, WeightDecay = _s.BaseWeightDecay, Steps = _s.BaseSteps, BatchSize = _s.BaseBatch,
+            MaxSeqLen = _s.BaseSeqLen, EvalLimit = 64, MinLrRatio = 0.1, WarmupRatio = 0.03,
         };
-        var (initial, final) = TinyBaseBuilder.Build(BaseDir, TinyBaseBuilder.DefaultConfig, options, _s.BaseDocuments, _device,
-            _progress("base pretraining"), cancel);
-        if (cancel.IsCancellationRequested) throw new OperationCanceledException("demo interrupted");
+        var card = new BaseCardInfo("meteora-demo base", "meteora demo --from-scratch" + (_device.type == DeviceType.CUDA ? " --device cuda" : ""),
+            MachineDescription.Describe(_device), "./meteora demo --from-scratch --device cuda");
+        var r = TinyBaseBuilder.Build(BaseDir, config, options, _s.BaseSteps * _s.BaseBatch, _device, _dtype,
+            _progress("base pretraining"), cancel, (long)(_s.BaseShardMb * 1e6), card);
+        if (r.Outcome == TrainingOutcome.Interrupted || cancel.IsCancellationRequested) throw new OperationCanceledException("demo interrupted");
         AtomicFile.WriteAllText(Path.Combine(BaseDir, ".demo-stamp"), stamp);
-        _log($"  held-out loss {initial:F3} → {final:F3}");
+        _log($"  held-out loss {r.InitialLoss:F3} → {r.FinalLoss:F3} in {r.TrainSeconds:F0} s");
+        foreach (var line in r.Probes!.ToString().Split('\n')) _log("  " + line);
     }
 
     private void Evaluate(IReadOnlyList<string> tasks, HfTokenizer tokenizer, Dictionary<string, IReadOnlyList<TaskScore>> perTask,
@@ -180,13 +247,14 @@ public sealed class DemoRunner
         }
         void Report(string mode) => _log($"  {mode,-14} mean accuracy {perTask[mode].Average(s => s.Accuracy):F3}");
         var sizes = _s.CompositeSizes.Where(n => n <= tasks.Count).ToList();
+        var singleSizes = sizes.Intersect(_s.SingleAdapterCompositeSizes).ToList();
 
         using (var lm = LlamaLoader.Load(BaseDir, _device, _dtype)) { perTask["base"] = All(lm); Report("base"); }
         perTask["peft"] = tasks.Select(t =>
         {
             using var lm = LoraModel.Load(BaseDir, Path.Combine(AdaptersDir, t), _device, _dtype);
             var score = Score(t, lm);
-            foreach (int n in sizes) composite[n][$"single:{t}"] = Composite(lm, n);   // one adapter answering every sub-problem
+            foreach (int n in singleSizes) composite[n][$"single:{t}"] = Composite(lm, n);   // one adapter answering every sub-problem
             return score;
         }).ToList();
         Report("peft");

@@ -13,12 +13,31 @@ public sealed record DemoSettings
     public int TestPerTask { get; init; } = 50;
     public int DataSeed { get; init; } = 0;
 
-    public int BaseSteps { get; init; } = 800;
-    public int BaseBatch { get; init; } = 16;
-    public int BaseDocuments { get; init; } = 12800;
+    /// <summary>
+    /// The demo's base model. The default demo loads the one shipped in <c>models/meteora-demo/base</c>, which
+    /// <c>demo --from-scratch --device cuda</c> rebuilds with these settings: 8 layers of width 256 (8 heads of 32,
+    /// 4 key-value heads), pretrained in bfloat16 on generated documents of 2 048 bytes, long enough for composite
+    /// prompts (composite-5 ≈ 860 bytes with its answers, composite-10 ≈ 1 900).
+    /// </summary>
+    public int BaseLayers { get; init; } = 8;
+    public int BaseHidden { get; init; } = 256;
+    public int BaseIntermediate { get; init; } = 704;
+    public int BaseHeads { get; init; } = 8;
+    public int BaseKvHeads { get; init; } = 4;
+    public int BaseSteps { get; init; } = 3000;
+    public int BaseBatch { get; init; } = 32;
     /// <summary>Pretraining document length in tokens (one per byte).</summary>
-    public int BaseSeqLen { get; init; } = 256;
-    public double BaseLr { get; init; } = 1e-3;
+    public int BaseSeqLen { get; init; } = 2048;
+    public double BaseLr { get; init; } = 2e-3;
+    public double BaseWeightDecay { get; init; } = 0.05;
+    /// <summary>Safetensors shard size of the base's weights (MB): each shard stays well under what a device run brings back.</summary>
+    public double BaseShardMb { get; init; } = 10;
+
+    /// <summary>
+    /// Build the base and the task adapters here instead of loading the shipped ones (<c>--from-scratch</c>; the quick
+    /// demo always does, on its tiny base).
+    /// </summary>
+    public bool FromScratch { get; init; }
 
     public int LoraRank { get; init; } = 8;
     /// <summary>
@@ -70,10 +89,39 @@ public sealed record DemoSettings
     /// <summary>Test examples per task in the per-task table.</summary>
     public int EvalLimit { get; init; } = 50;
     /// <summary>Composite sizes evaluated (each against LoRA-B and every single adapter).</summary>
-    public IReadOnlyList<int> CompositeSizes { get; init; } = [3, 5];
+    public IReadOnlyList<int> CompositeSizes { get; init; } = [3, 5, 10];
+    /// <summary>Composite sizes at which every single adapter is also evaluated (the "best single adapter" baseline).</summary>
+    public IReadOnlyList<int> SingleAdapterCompositeSizes { get; init; } = [3, 5];
+    /// <summary>Arrow's top-k (the training-free per-token routing baseline).</summary>
+    public int ArrowTopK { get; init; } = 2;
     public int CompositeExamples { get; init; } = 20;
     public int EvalBatch { get; init; } = 25;
     public int MaxNewTokens { get; init; } = 16;
+
+    /// <summary>
+    /// The full demo's settings with the fields a JSON file sets (same names as the properties, e.g.
+    /// <c>{"BaseLayers": 12, "GateSteps": 300}</c>); an unknown field or a wrong type is a one-line error.
+    /// </summary>
+    public static DemoSettings Load(string path, DemoSettings defaults)
+    {
+        if (!File.Exists(path)) throw new MeteoraException($"{path}: settings file not found");
+        try
+        {
+            var node = System.Text.Json.Nodes.JsonNode.Parse(File.ReadAllText(path)) as System.Text.Json.Nodes.JsonObject
+                ?? throw new System.Text.Json.JsonException("the settings must be a JSON object");
+            var merged = System.Text.Json.Nodes.JsonNode.Parse(System.Text.Json.JsonSerializer.Serialize(defaults))!.AsObject();
+            foreach (var (key, value) in node)
+            {
+                if (!merged.ContainsKey(key)) throw new System.Text.Json.JsonException($"unknown field '{key}'");
+                merged[key] = value?.DeepClone();
+            }
+            return System.Text.Json.JsonSerializer.Deserialize<DemoSettings>(merged) ?? throw new System.Text.Json.JsonException("null");
+        }
+        catch (System.Text.Json.JsonException e)
+        {
+            throw new MeteoraException($"{path}: invalid demo settings ({e.Message.Split('\n')[0]})");
+        }
+    }
 
     /// <summary>The ten-minute demo.</summary>
     public static DemoSettings Full => new();
@@ -81,9 +129,10 @@ public sealed record DemoSettings
     /// <summary>The smoke run used by the test script: three tasks, a few steps of everything.</summary>
     public static DemoSettings Quick => new()
     {
-        Tasks = ["reverse", "translate", "upper"], TrainPerTask = 80, TestPerTask = 8,
-        BaseSteps = 40, BaseBatch = 16, BaseDocuments = 200, BaseSeqLen = 256,
+        Tasks = ["reverse", "translate", "upper"], TrainPerTask = 80, TestPerTask = 8, FromScratch = true,
+        BaseLayers = 4, BaseHidden = 128, BaseIntermediate = 352, BaseHeads = 4, BaseKvHeads = 2,
+        BaseSteps = 40, BaseBatch = 16, BaseSeqLen = 256, BaseLr = 1e-3, BaseShardMb = 0.5,
         LoraSteps = 15, LoraStepsByTask = new Dictionary<string, int>(), LoraBSteps = 30, GateSteps = 15, GateBatch = 8,
-        EvalLimit = 8, CompositeSizes = [3], CompositeExamples = 4, EvalBatch = 8, MaxNewTokens = 8,
+        EvalLimit = 8, CompositeSizes = [3], SingleAdapterCompositeSizes = [3], CompositeExamples = 4, EvalBatch = 8, MaxNewTokens = 8,
     };
 }
