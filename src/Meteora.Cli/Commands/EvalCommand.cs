@@ -8,34 +8,34 @@ using Meteora.Tokenization;
 namespace Meteora.Cli.Commands;
 
 /// <summary>
-/// <c>eval --model DIR --mode base|peft|meteora|merge-avg|lora-b --data DATADIR --out REPORTDIR [...]</c>: per-task accuracy of
+/// <c>eval --model DIR --mode base|peft|meteora|merge-avg|lora-b|arrow --data DATADIR --out REPORTDIR [...]</c>: per-task accuracy of
 /// greedy answers on each task's test.jsonl, as results.json and results.md. peft uses
 /// <c>--adapters-dir/&lt;task&gt;</c> for each task (the oracle), lora-b one <c>--adapter</c> for all tasks, meteora
-/// a <c>--meteora</c> checkpoint.
+/// a <c>--meteora</c> checkpoint, arrow every adapter in <c>--adapters-dir</c> routed per token by Arrow.
 /// </summary>
 public static class EvalCommand
 {
     public static Command Create(Func<ParseResult, CliContext> context)
     {
         var model = new Option<string>("--model") { Description = "base model folder", Required = true };
-        var mode = new Option<string>("--mode") { Description = "base, peft (the right adapter per task), meteora, merge-avg (all adapters averaged into the base) or lora-b (one adapter for all tasks)", Required = true };
+        var mode = new Option<string>("--mode") { Description = "base, peft (the right adapter per task), meteora, merge-avg (all adapters averaged into the base), lora-b (one adapter for all tasks) or arrow (all adapters, routed per token from their own weights: the Arrow baseline)", Required = true };
         var meteora = new Option<string?>("--meteora") { Description = "MeteoRA checkpoint (mode meteora)" };
-        var adaptersDir = new Option<string?>("--adapters-dir") { Description = "folder of adapters named like the tasks (mode peft), or of the adapters to average (mode merge-avg)" };
+        var adaptersDir = new Option<string?>("--adapters-dir") { Description = "folder of adapters named like the tasks (mode peft), of the adapters to average (mode merge-avg), or of the adapters Arrow routes between (mode arrow)" };
         var adapter = new Option<string?>("--adapter") { Description = "one adapter for every task (mode lora-b)" };
         var data = new Option<string>("--data") { Description = "folder of task folders (test.jsonl, optional task.json)", Required = true };
         var tasks = new Option<string?>("--tasks") { Description = "comma-separated subset of tasks" };
         var limit = new Option<int>("--limit") { Description = "at most N test examples per task", DefaultValueFactory = _ => 100 };
         var batch = new Option<int>("--batch-size") { Description = "prompts generated together", DefaultValueFactory = _ => 16 };
         var maxNew = new Option<int>("--max-new-tokens") { Description = "answer length limit", DefaultValueFactory = _ => 32 };
-        var topK = new Option<int?>("--top-k") { Description = "MeteoRA top-k (default: the checkpoint's)" };
-        var temperature = new Option<double?>("--temperature") { Description = "MeteoRA routing temperature (default: the checkpoint's)" };
+        var topK = new Option<int?>("--top-k") { Description = "MeteoRA or Arrow top-k (default: the checkpoint's; Arrow: PEFT's 3, or the adapter count when smaller)" };
+        var temperature = new Option<double?>("--temperature") { Description = "MeteoRA or Arrow routing temperature (default: the checkpoint's; Arrow: 1)" };
         var output = new Option<string>("--out") { Description = "report folder", Required = true };
         var composite = new Option<int?>("--composite") { Description = "evaluate composite-n prompts (n sub-problems from different tasks) instead of single tasks" };
         var compositeExamples = new Option<int>("--composite-examples") { Description = "composite prompts to evaluate", DefaultValueFactory = _ => 50 };
         var seed = new Option<int>("--seed") { Description = "seed for building composite prompts", DefaultValueFactory = _ => 0 };
         var paper = new Option<bool>("--paper-metrics") { Description = "accuracy as the original code computes it (reference in the lower-cased hypothesis)" };
         var routeByTask = new Option<string?>("--route-by-task") { Description = "mode meteora, diagnostic: route all, prompt or answer tokens to the adapter named like the task instead of asking the gates (all = PEFT-oracle computed through the MeteoRA model)" };
-        var cmd = new Command("eval", "Per-task accuracy of base, PEFT-oracle, LoRA-B or MeteoRA on task data")
+        var cmd = new Command("eval", "Per-task accuracy of base, PEFT-oracle, LoRA-B, average merge, Arrow or MeteoRA on task data")
             { model, mode, meteora, adaptersDir, adapter, data, tasks, limit, batch, maxNew, topK, temperature, output, paper, composite, compositeExamples, seed, routeByTask };
         cmd.SetAction(p =>
         {
@@ -82,7 +82,7 @@ public static class EvalCommand
             else
             {
                 using var loaded = LoadOneModel(ctx, m, baseFolder, p.GetValue(adapter), p.GetValue(adaptersDir), p.GetValue(meteora), p.GetValue(topK), p.GetValue(temperature))
-                    ?? throw new MeteoraException($"--mode: unknown mode '{m}' (base, peft, meteora, merge-avg, lora-b)");
+                    ?? throw new MeteoraException($"--mode: unknown mode '{m}' (base, peft, meteora, merge-avg, lora-b, arrow)");
                 // Every task's adapter is looked up before any evaluation, so a missing one fails at once.
                 var forced = forcedScope is { } fs && loaded.Meteora is { } mm ? names.ToDictionary(t => t, t => new ForcedRouting(AdapterFor(mm, t), fs)) : null;
                 foreach (var t in names)
@@ -114,8 +114,8 @@ public static class EvalCommand
     }
 
     /// <summary>
-    /// The one model that answers every task in modes base, lora-b (one --adapter) and meteora; null for other
-    /// modes (peft loads a model per task).
+    /// The one model that answers every task in modes base, lora-b (one --adapter), merge-avg, meteora and arrow; null
+    /// for other modes (peft loads a model per task).
     /// </summary>
     private static LoadedModel? LoadOneModel(CliContext ctx, string mode, string baseFolder, string? adapter, string? adaptersDir,
         string? meteora, int? topK, double? temperature)
@@ -141,21 +141,32 @@ public static class EvalCommand
                 try { mm.Configure(topK, temperature); }
                 catch { mm.Dispose(); throw; }
                 return new LoadedModel { Lm = mm.Model, Meteora = mm };
+            case "arrow":
+            {
+                string dir = adaptersDir ?? throw new MeteoraException("eval --mode arrow needs --adapters-dir");
+                var library = LoraAdapter.FoldersIn(dir).Select(f => (Path.GetFileName(f), f)).ToList();
+                int k = topK ?? Math.Min(ArrowModel.DefaultTopK, library.Count);
+                if (k < 1 || k > library.Count) throw new MeteoraException($"--top-k: {k} must be between 1 and the {library.Count} adapters in {dir}");
+                var arrow = ArrowModel.Load(baseFolder, library, ctx.Device, ctx.DType, k, temperature ?? 1.0);
+                ctx.Err.WriteLine($"Arrow over {library.Count} adapters ({string.Join(", ", arrow.AdapterNames)}), top-{k}, T = {arrow.Routing.Temperature:G}");
+                return new LoadedModel { Lm = arrow.Model, Meteora = arrow.Meteora };
+            }
             default:
                 return null;
         }
     }
 
-    /// <summary>Composite-n: one model (base, lora-b with --adapter, or meteora) answers n sub-problems per prompt.</summary>
+    /// <summary>Composite-n: one model (base, lora-b with --adapter, merge-avg, meteora or arrow) answers n sub-problems per prompt.</summary>
     private static int RunComposite(CliContext ctx, string mode, string baseFolder, string dataFolder, List<string> names,
         int n, int examples, int seed, int batch, int maxTokens, string? adapter, string? adaptersDir, string? meteora, int? topK, double? temperature,
         string outDir, HfTokenizer tokenizer)
     {
         if (examples < 1) throw new MeteoraException("--composite-examples must be ≥ 1");
         using var loaded = LoadOneModel(ctx, mode, baseFolder, adapter, adaptersDir, meteora, topK, temperature)
-            ?? throw new MeteoraException($"--composite works with --mode base, lora-b, merge-avg or meteora (one model for every sub-problem), not '{mode}'");
+            ?? throw new MeteoraException($"--composite works with --mode base, lora-b, merge-avg, meteora or arrow (one model for every sub-problem), not '{mode}'");
         var score = CompositeEvaluator.Evaluate(loaded.Lm, tokenizer, dataFolder, names, n, examples, seed, batch, maxTokens);
-        if (loaded.Meteora is { } mm && score.First is { } first) Meteora.Reporting.RoutingHeatmap.WriteForAnswer(mm, tokenizer, first.Prompt, first.Output, outDir, n);
+        if (loaded.Meteora is { } mm && score.First is { } first) Meteora.Reporting.RoutingHeatmap.WriteForAnswer(mm, tokenizer, first.Prompt, first.Output, outDir, n,
+            mode == "arrow" ? "Arrow" : "MeteoRA");
         Directory.CreateDirectory(outDir);
         var md = new System.Text.StringBuilder($"# Composite-{n}: {mode}\n\n| task | accuracy |\n| --- | ---: |\n");
         foreach (var (task, acc) in score.PerTask.OrderBy(kv => kv.Key, StringComparer.Ordinal)) md.AppendLine($"| {task} | {acc:F3} |");

@@ -20,7 +20,8 @@ public static partial class AnswerMatch
     public static bool PaperSubstring(string hypothesis, string reference) =>
         hypothesis.ToLowerInvariant().Contains(reference, StringComparison.Ordinal);
 
-    [GeneratedRegex(@"[-+]?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?")]
+    // ASCII digits only: .NET's \d also matches other scripts' digits (a generated "߃"), which double.Parse refuses.
+    [GeneratedRegex(@"[-+]?(?:[0-9]{1,3}(?:,[0-9]{3})+|[0-9]+)(?:\.[0-9]+)?")]
     private static partial Regex NumberPattern();
 
     /// <summary>The last number in <paramref name="text"/> ("1,234", "-5", "3.25"), or null.</summary>

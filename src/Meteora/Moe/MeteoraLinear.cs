@@ -20,6 +20,10 @@ namespace Meteora.Moe;
 /// logits with the float32 gate itself (a separate small GEMM), exactly as specified. The float32
 /// <c>moe_gate</c> is the trained and saved weight; <see cref="SyncFusedGate"/> refreshes the copy.
 /// </para>
+/// <para>
+/// With <see cref="RoutingOptions.Arrow"/> the gate rows hold the adapters' Arrow prototypes and the logits become
+/// |P x|, with adapters absent here masked out (−∞); everything else (GEMMs, router, strategies) is unchanged.
+/// </para>
 /// </summary>
 public sealed class MeteoraLinear : Linear
 {
@@ -33,7 +37,10 @@ public sealed class MeteoraLinear : Linear
     private readonly Tensor? _bT;             // (ΣR, out) view of B_allᵀ for the addmm
     private readonly int _n;
     private readonly long _gateColumn;        // where the gate logits start in the fused GEMM's output, or -1
+    private readonly Tensor? _absent;         // (N,) bool: adapters that do not adapt this projection, when some (not all) do
     private Runtime.CudaKernel? _routingKernel;  // resolved on first CUDA bfloat16 call
+    // Held for the process (an implicit Scalar can be finalized while the op runs; see RmsNorm).
+    private static readonly Scalar NegativeInfinity = double.NegativeInfinity.ToScalar();
 
     public AdapterStack Adapters { get; }
     /// <summary>Where routing decisions go when set (trace, gate loss); null = not recorded.</summary>
@@ -60,6 +67,11 @@ public sealed class MeteoraLinear : Linear
         int totalRank = perAdapter.Sum(p => p is { } x ? (int)x.A.shape[0] : 0);
         Adapters = new AdapterStack(site, perAdapter, adapterDtype, device, _fused?.narrow(0, site.OutFeatures, totalRank));
         moe_gate = ModelParameter.Create(zeros(_n, site.InFeatures, ScalarType.Float32, device));
+        if (Adapters.Ranks.Any(r => r == 0) && Adapters.Ranks.Any(r => r > 0))
+        {
+            using var absent = tensor(Adapters.Ranks.Select(r => r == 0).ToArray());
+            _absent = absent.to(device).clone().DetachFromDisposeScope();   // owned by the projection
+        }
         _gateColumn = -1;
         if (_fused is not null)
         {
@@ -101,7 +113,7 @@ public sealed class MeteoraLinear : Linear
         Tensor y;
         if (training || _fused is null || x2.dtype != _fused.dtype)
             y = Unfused(x2, shape, strategy);
-        else if (strategy == MixingStrategy.Dense && _routing.Forced is null && RoutingKernelFor(x2) is { } kernel)
+        else if (strategy == MixingStrategy.Dense && _routing.Forced is null && !_routing.Arrow && RoutingKernelFor(x2) is { } kernel)
             y = KernelDense(x2, kernel);
         else
         {
@@ -216,11 +228,23 @@ public sealed class MeteoraLinear : Linear
     private (Tensor Indices, Tensor Weights) Route(Tensor logits, long[] shape)
     {
         int k = Math.Min(_routing.TopK, _n);
+        if (_routing.Arrow) logits = ArrowLogits(logits);
         var (indices, weights) = _routing.Forced is { } forced && forced.AppliesTo(shape) ? ForcedRoute(forced.Adapter, logits.shape[0], k, logits.device)
             : Router.Route(logits, k, _routing.Temperature, _routing.TrainingForm);
         if (Recorder is not null)
             Recorder.Add(Site.Key, logits.to(ScalarType.Float32).view([.. shape[..^1], _n]), indices.view([.. shape[..^1], k]));
         return (indices, weights);
+    }
+
+    /// <summary>
+    /// Arrow's routing logits from the prototype logits P x (N, L): |P x|, and −∞ for adapters that do not adapt
+    /// this projection (they are no candidates; a top-k that reaches them gives them weight 0). A projection that
+    /// no adapter adapts keeps |P x| = 0 for all (its stack is empty, so the weights do not matter).
+    /// </summary>
+    private Tensor ArrowLogits(Tensor logits)
+    {
+        var scores = logits.abs();                                                        // (N, L)
+        return _absent is null ? scores : scores.masked_fill_(_absent, NegativeInfinity);
     }
 
     /// <summary>
@@ -245,6 +269,7 @@ public sealed class MeteoraLinear : Linear
         if (disposing)
         {
             Adapters.Dispose();
+            _absent?.Dispose();
             _gateCopy?.Dispose();
             _baseT?.Dispose();
             _adapterT?.Dispose();

@@ -33,4 +33,11 @@ public sealed class RoutingOptions
 
     /// <summary>When set, the tokens it covers go to its adapter instead of the gates' choice (a diagnostic).</summary>
     public ForcedRouting? Forced { get; set; }
+
+    /// <summary>
+    /// Arrow routing (<see cref="ArrowModel"/>): the gate rows hold each adapter's prototype P (N, in) and tokens are
+    /// ranked by |P x| instead of G x; an adapter that does not adapt a projection is no candidate there. The
+    /// weights follow the inference form. Routes with ATen ops (never the fused routing kernel).
+    /// </summary>
+    public bool Arrow { get; set; }
 }

@@ -60,8 +60,10 @@ public static class RoutingHeatmap
     /// <summary>
     /// Routing of one composite answer: re-runs prompt + answer through <paramref name="mm"/> with a recorder and writes
     /// which adapter each answer token went to as <c>routing-composite-n.png</c> and <c>.html</c> in <paramref name="outDir"/>.
+    /// <paramref name="method"/> names the router in the title (MeteoRA, or Arrow for an <see cref="ArrowModel"/>'s model).
     /// </summary>
-    public static void WriteForAnswer(MeteoraModel mm, HfTokenizer tokenizer, int[] prompt, int[] output, string outDir, int n)
+    public static void WriteForAnswer(MeteoraModel mm, HfTokenizer tokenizer, int[] prompt, int[] output, string outDir, int n,
+        string method = "MeteoRA")
     {
         if (output.Length == 0) return;
         using var recorder = new RoutingRecorder { RecordIndices = true };
@@ -82,6 +84,6 @@ public static class RoutingHeatmap
         var tokens = output.Select(t => tokenizer.Decode([t])).ToList();
         Directory.CreateDirectory(outDir);
         Write(Path.Combine(outDir, $"routing-composite-{n}.png"), Path.Combine(outDir, $"routing-composite-{n}.html"),
-            share, tokens, mm.AdapterNames, $"MeteoRA routing, first composite-{n} answer");
+            share, tokens, mm.AdapterNames, $"{method} routing, first composite-{n} answer");
     }
 }

@@ -117,8 +117,45 @@ public class CompositeEvalTests
             Assert.True(new FileInfo(Path.Combine(dir["report"], f)).Length > 0, f);
         Assert.Contains("<th>reverse</th>", File.ReadAllText(Path.Combine(dir["report"], "routing-composite-3.html")));
         CliRunner.AssertUserError(CliRunner.Run("eval", "--model", Fixture.Base, "--mode", "peft", "--adapters-dir", "x", "--data", dir["data"],
-            "--composite", "3", "--out", dir["r2"]), "--composite works with --mode base, lora-b, merge-avg or meteora");
+            "--composite", "3", "--out", dir["r2"]), "--composite works with --mode base, lora-b, merge-avg, meteora or arrow");
         CliRunner.AssertUserError(CliRunner.Run("eval", "--model", Fixture.Base, "--mode", "base", "--data", dir["data"],
             "--composite", "5", "--out", dir["r3"]), "n = 5 needs between 1 and 3 tasks");
+    }
+}
+
+public class ArrowEvalTests
+{
+    [Fact]
+    public void ArrowEvaluatesSingleTasksAndCompositesAndBadInputIsRefused()
+    {
+        using var dir = Fixture.TempDir();
+        Meteora.Evaluation.TaskSuite.Write(dir["data"], trainPerTask: 5, testPerTask: 4, seed: 3, only: ["add", "reverse", "upper"]);
+        string adapters = Path.Combine(Fixture.Root, "adapters");
+        string[] common = ["--model", Fixture.Base, "--data", dir["data"], "--max-new-tokens", "4", "--batch-size", "4", "--mode", "arrow"];
+
+        var single = CliRunner.Run(["eval", .. common, "--adapters-dir", adapters, "--out", dir["single"]]);
+        Assert.Equal(0, single.ExitCode);
+        Assert.Contains("Arrow over 3 adapters (add, reverse, upper), top-3, T = 1", single.Stderr);   // PEFT's default k
+        var json = JsonDocument.Parse(File.ReadAllText(Path.Combine(dir["single"], "results.json"))).RootElement;
+        Assert.Equal(["add", "reverse", "upper"], json.GetProperty("tasks").EnumerateArray().Select(t => t.GetProperty("task").GetString()!).ToArray());
+        Assert.Contains("arrow", File.ReadAllText(Path.Combine(dir["single"], "results.md")));
+
+        var topOne = CliRunner.Run(["eval", .. common, "--adapters-dir", adapters, "--top-k", "1", "--tasks", "add", "--out", dir["k1"]]);
+        Assert.Equal(0, topOne.ExitCode);
+        Assert.Contains("top-1", topOne.Stderr);
+
+        var composite = CliRunner.Run(["eval", .. common, "--adapters-dir", adapters, "--top-k", "2", "--composite", "3", "--composite-examples", "2", "--out", dir["composite"]]);
+        Assert.Equal(0, composite.ExitCode);
+        var cj = JsonDocument.Parse(File.ReadAllText(Path.Combine(dir["composite"], "composite-3.json"))).RootElement;
+        Assert.Equal("arrow", cj.GetProperty("mode").GetString());
+        Assert.Equal(2, cj.GetProperty("examples").GetInt32());
+        Assert.True(new FileInfo(Path.Combine(dir["composite"], "routing-composite-3.png")).Length > 0);
+
+        CliRunner.AssertUserError(CliRunner.Run(["eval", .. common, "--out", dir["e1"]]), "eval --mode arrow needs --adapters-dir");
+        CliRunner.AssertUserError(CliRunner.Run(["eval", .. common, "--adapters-dir", adapters, "--top-k", "0", "--out", dir["e2"]]),
+            "--top-k: 0 must be between 1 and the 3 adapters");
+        CliRunner.AssertUserError(CliRunner.Run(["eval", .. common, "--adapters-dir", adapters, "--top-k", "4", "--composite", "2", "--out", dir["e3"]]),
+            "--top-k: 4 must be between 1 and the 3 adapters");
+        CliRunner.AssertUserError(CliRunner.Run(["eval", .. common, "--adapters-dir", dir["nothing"], "--out", dir["e4"]]), "adapters folder not found");
     }
 }

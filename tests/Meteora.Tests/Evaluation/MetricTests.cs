@@ -89,6 +89,7 @@ public class MetricTests
         Assert.Equal(-7, AnswerMatch.LastNumber("it is 1,234.5 or -7"));
         Assert.Equal(1234.5, AnswerMatch.LastNumber("total: 1,234.5"));
         Assert.Null(AnswerMatch.LastNumber("no digits"));
+        Assert.Equal(12, AnswerMatch.LastNumber("12 \u07C3"));   // an NKo digit (a generated answer had one) is no number
         Assert.True(AnswerMatch.Numeric("so the sum is 502.", "502"));
         Assert.False(AnswerMatch.Numeric("5020", "502"));
     }
