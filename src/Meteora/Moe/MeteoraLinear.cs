@@ -232,7 +232,8 @@ public sealed class MeteoraLinear : Linear
         var (indices, weights) = _routing.Forced is { } forced && forced.AppliesTo(shape) ? ForcedRoute(forced.Adapter, logits.shape[0], k, logits.device)
             : Router.Route(logits, k, _routing.Temperature, _routing.TrainingForm);
         if (Recorder is not null)
-            Recorder.Add(Site.Key, logits.to(ScalarType.Float32).view([.. shape[..^1], _n]), indices.view([.. shape[..^1], k]));
+            Recorder.Add(Site.Key, logits.to(ScalarType.Float32).view([.. shape[..^1], _n]), indices.view([.. shape[..^1], k]),
+                weights.view([.. shape[..^1], k]));
         return (indices, weights);
     }
 

@@ -4,33 +4,46 @@ namespace Meteora.Moe;
 
 /// <summary>
 /// Collects what the MeteoRA projections decide during a forward: the chosen adapter indices per token (the
-/// routing trace) and, for the gate loss, the float32 gate logits (kept in the autograd graph).
+/// routing trace), their routing weights, and, for the gate loss, the float32 gate logits (kept in the autograd graph).
 /// </summary>
 public sealed class RoutingRecorder : IDisposable
 {
     private readonly List<(string Key, Tensor Indices)> _indices = new();
+    private readonly List<(string Key, Tensor Weights)> _weights = new();
     private readonly List<(string Key, Tensor Logits)> _logits = new();
 
     public bool RecordIndices { get; init; }
+    /// <summary>Also keep the routing weights that go with the indices (float32, same order).</summary>
+    public bool RecordWeights { get; init; }
     public bool RecordLogits { get; init; }
 
-    internal void Add(string key, Tensor logits, Tensor indices)
+    internal void Add(string key, Tensor logits, Tensor indices, Tensor weights)
     {
         if (RecordIndices) _indices.Add((key, indices.detach().cpu().DetachFromDisposeScope()));
+        if (RecordWeights) _weights.Add((key, weights.detach().to(ScalarType.Float32).cpu().DetachFromDisposeScope()));
         if (RecordLogits) _logits.Add((key, logits.DetachFromDisposeScope()));
     }
 
     /// <summary>Per projection key, the (tokens, k) indices of every forward, concatenated over calls.</summary>
-    public IReadOnlyDictionary<string, long[][]> Trace()
+    public IReadOnlyDictionary<string, long[][]> Trace() => Rows(_indices, t => t.data<long>().ToArray());
+
+    /// <summary>
+    /// Per projection key, the (tokens, k) routing weights of every forward (needs <see cref="RecordWeights"/>),
+    /// row for row and slot for slot with <see cref="Trace"/>.
+    /// </summary>
+    public IReadOnlyDictionary<string, float[][]> Weights() => Rows(_weights, t => t.data<float>().ToArray());
+
+    private static IReadOnlyDictionary<string, T[][]> Rows<T>(List<(string Key, Tensor Value)> recorded, Func<Tensor, T[]> read)
     {
-        var result = new Dictionary<string, long[][]>();
-        foreach (var group in _indices.GroupBy(p => p.Key))
+        var result = new Dictionary<string, T[][]>();
+        foreach (var group in recorded.GroupBy(p => p.Key))
             result[group.Key] = group.SelectMany(p =>
             {
-                var t = p.Indices;
-                long k = t.shape[^1];
-                var flat = t.reshape(-1, k).data<long>().ToArray();
-                return Enumerable.Range(0, flat.Length / (int)k).Select(i => flat.Skip(i * (int)k).Take((int)k).ToArray());
+                var t = p.Value;
+                int k = (int)t.shape[^1];
+                using var flatTensor = t.reshape(-1, k).contiguous();
+                var flat = read(flatTensor);
+                return Enumerable.Range(0, flat.Length / k).Select(i => flat.AsSpan(i * k, k).ToArray());
             }).ToArray();
         return result;
     }
@@ -41,8 +54,10 @@ public sealed class RoutingRecorder : IDisposable
     public void Clear()
     {
         foreach (var (_, t) in _indices) t.Dispose();
+        foreach (var (_, t) in _weights) t.Dispose();
         foreach (var (_, t) in _logits) t.Dispose();
         _indices.Clear();
+        _weights.Clear();
         _logits.Clear();
     }
 

@@ -12,6 +12,7 @@ public sealed class HfTokenizer : IDisposable
 {
     private readonly Tokenizers.DotNet.Tokenizer _inner;
     private readonly int _leadingSpecial, _trailingSpecial;
+    private readonly Lazy<Func<int, byte[]?>> _tokenBytes;
 
     public string Path { get; }
     /// <summary>Token text → id for the added (special) tokens.</summary>
@@ -24,6 +25,7 @@ public sealed class HfTokenizer : IDisposable
     {
         Path = path; _inner = inner; SpecialTokens = special;
         _leadingSpecial = leading; _trailingSpecial = trailing; BosId = bos; EosId = eos;
+        _tokenBytes = new(() => TokenByteTable(path, special));
     }
 
     /// <summary>Loads <c>tokenizer.json</c> (and <c>tokenizer_config.json</c> for BOS/EOS names) from a model folder.</summary>
@@ -114,6 +116,77 @@ public sealed class HfTokenizer : IDisposable
 
     /// <summary>Text of <paramref name="ids"/>, special tokens skipped.</summary>
     public string Decode(IEnumerable<int> ids) => _inner.Decode(ids.Select(i => (uint)i).ToArray());
+
+    /// <summary>
+    /// The bytes that token <paramref name="id"/> stands for on its own, which may be part of a UTF-8 character
+    /// (a byte-level token, a <c>&lt;0xE2&gt;</c> byte-fallback token) where <see cref="Decode"/> would give U+FFFD.
+    /// Read from the vocabulary for byte-level decoders (GPT-2 byte alphabet) and for Metaspace/byte-fallback ones
+    /// (▁ → space, kept also at the start); special tokens give their text; other decoders fall back to
+    /// <see cref="Decode"/> of the one id.
+    /// </summary>
+    public byte[] TokenBytes(int id) => _tokenBytes.Value(id) ?? System.Text.Encoding.UTF8.GetBytes(Decode([id]));
+
+    /// <summary>id → bytes from tokenizer.json's vocabulary (null where the vocabulary cannot say).</summary>
+    private static Func<int, byte[]?> TokenByteTable(string path, IReadOnlyDictionary<string, int> special)
+    {
+        var root = JsonNode.Parse(File.ReadAllText(path)) as JsonObject;
+        var pieces = new Dictionary<int, string>();
+        switch (root?["model"]?["vocab"])
+        {
+            case JsonObject vocab:           // BPE, WordPiece, WordLevel: piece → id
+                foreach (var (piece, id) in vocab)
+                    if (id is JsonValue v && v.TryGetValue(out int i)) pieces[i] = piece;
+                break;
+            case JsonArray vocab:            // Unigram: [piece, score] at index id
+                for (int i = 0; i < vocab.Count; i++)
+                    if (vocab[i] is JsonArray entry && entry.Count > 0 && entry[0] is JsonValue p && p.TryGetValue(out string? piece)) pieces[i] = piece;
+                break;
+        }
+        var specialText = special.ToDictionary(kv => kv.Value, kv => kv.Key);
+        var decoders = Flatten(root?["decoder"]).ToList();
+        var types = decoders.Select(d => d["type"]?.GetValue<string>()).ToHashSet();
+        bool byteFallback = types.Contains("ByteFallback") || root?["model"]?["byte_fallback"] is JsonValue bf && bf.TryGetValue(out bool b) && b;
+        string? metaspace = decoders.FirstOrDefault(d => d["type"]?.GetValue<string>() == "Metaspace")?["replacement"]?.GetValue<string>()
+            ?? (decoders.Any(d => d["type"]?.GetValue<string>() == "Replace" && d["pattern"]?["String"]?.GetValue<string>() == "▁") ? "▁" : null);
+        Func<string, byte[]?> bytesOf;
+        if (types.Contains("ByteLevel"))
+        {
+            var alphabet = ByteLevelTokenizerWriter.ByteAlphabet();
+            var inverse = Enumerable.Range(0, 256).ToDictionary(b => alphabet[b], b => (byte)b);
+            bytesOf = s =>
+            {
+                var bytes = new List<byte>(s.Length);
+                foreach (char c in s)
+                {
+                    if (inverse.TryGetValue(c, out byte v)) bytes.Add(v);
+                    else bytes.AddRange(System.Text.Encoding.UTF8.GetBytes(c.ToString()));
+                }
+                return bytes.ToArray();
+            };
+        }
+        else if (byteFallback || metaspace != null || types.Contains("WordPiece"))
+        {
+            bytesOf = s =>
+            {
+                if (byteFallback && s.Length == 6 && s.StartsWith("<0x", StringComparison.Ordinal) && s[5] == '>'
+                    && byte.TryParse(s.AsSpan(3, 2), System.Globalization.NumberStyles.HexNumber, null, out byte v))
+                    return [v];
+                if (metaspace != null) s = s.Replace(metaspace, " ");
+                if (types.Contains("WordPiece") && s.StartsWith("##", StringComparison.Ordinal)) s = s[2..];
+                return System.Text.Encoding.UTF8.GetBytes(s);
+            };
+        }
+        else bytesOf = _ => null;
+        return id => specialText.TryGetValue(id, out var text) ? System.Text.Encoding.UTF8.GetBytes(text)
+            : pieces.TryGetValue(id, out var p) ? bytesOf(p) : null;
+
+        static IEnumerable<JsonObject> Flatten(JsonNode? decoder) => decoder switch
+        {
+            JsonObject o when o["type"]?.GetValue<string>() == "Sequence" && o["decoders"] is JsonArray list => list.SelectMany(Flatten),
+            JsonObject o => [o],
+            _ => [],
+        };
+    }
 
     public void Dispose() => _inner.Dispose();
 }

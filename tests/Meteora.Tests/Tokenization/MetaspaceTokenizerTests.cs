@@ -9,7 +9,7 @@ namespace Meteora.Tests.Tokenization;
 /// </summary>
 public class MetaspaceTokenizerTests
 {
-    private static string Write(TempDir dir)
+    internal static string Write(TempDir dir)
     {
         // ids: <unk>=0 <s>=1 </s>=2, bytes <0x00>…<0xFF> = 3…258, then ▁=259 h=260 i=261 hi=262 ▁hi=263.
         var vocab = new Dictionary<string, int> { ["<unk>"] = 0, ["<s>"] = 1, ["</s>"] = 2 };
