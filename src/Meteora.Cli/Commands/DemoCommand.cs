@@ -39,12 +39,14 @@ public static class DemoCommand
             catch (OperationCanceledException) { ctx.Err.WriteLine("demo interrupted; run it again to start over (task data and base stay cached)"); return 130; }
             ctx.Out.Write(DemoRunner.Markdown(result));
             ctx.Out.WriteLine();
-            ctx.Out.WriteLine($"PEFT-oracle mean {result.Mean("peft"):F3}; MeteoRA top-1 {result.Mean("meteora-top1"):F3}, top-2 {result.Mean("meteora-top2"):F3}; LoRA-B {result.Mean("lora-b"):F3}");
+            ctx.Out.WriteLine($"PEFT-oracle mean {result.Mean("peft"):F3}; MeteoRA top-1 {result.Mean("meteora-top1"):F3}, top-2 {result.Mean("meteora-top2"):F3}; Arrow {result.Mean("arrow"):F3}; LoRA-B {result.Mean("lora-b"):F3}");
             foreach (int n in result.Composite.Keys.Order())
                 if (result.Composite[n].TryGetValue("meteora-top2", out var m) && result.Composite[n].TryGetValue("lora-b", out var b))
                 {
-                    var (single, score) = result.BestSingle(n);
-                    ctx.Out.WriteLine($"composite-{n}: MeteoRA {m.AverageCorrect:F3}, LoRA-B {b.AverageCorrect:F3}, best single adapter ({single}) {score:F3}");
+                    string arrow = result.Composite[n].TryGetValue("arrow", out var a) ? $", Arrow {a.AverageCorrect:F3}" : "";
+                    string single = result.Composite[n].Keys.Any(k => k.StartsWith("single:"))
+                        ? $", best single adapter ({result.BestSingle(n).Adapter}) {result.BestSingle(n).Score:F3}" : "";
+                    ctx.Out.WriteLine($"composite-{n}: MeteoRA {m.AverageCorrect:F3}{arrow}, LoRA-B {b.AverageCorrect:F3}{single}");
                 }
             ctx.Out.WriteLine($"total {sw.Elapsed.TotalMinutes:F1} min; " + string.Join(", ", result.StageSeconds.Select(kv => $"{kv.Key} {kv.Value:F0} s")));
             ctx.Out.WriteLine($"report: {runner.ReportDir} (results.md, results.json, results.png, routing-composite-*.png/.html)");

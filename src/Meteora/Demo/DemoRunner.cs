@@ -33,8 +33,10 @@ public sealed record DemoResult(
 /// <summary>
 /// The end-to-end demo: the built-in task suite and the tiny base (both cached in the demo folder), one LoRA per
 /// task, the LoRA-B baseline (one adapter of the same rank on all tasks, balanced), MeteoRA gates trained on the
-/// union, then per-task accuracy of PEFT-oracle, MeteoRA top-1/top-2, LoRA-B, average-merge and the base, and
-/// composite-n of MeteoRA against LoRA-B and every single adapter. Writes the report folder.
+/// union, then per-task accuracy of PEFT-oracle, MeteoRA top-1/top-2, Arrow (training-free per-token routing),
+/// LoRA-B, average-merge and the base, and composite-n of MeteoRA against Arrow, LoRA-B and every single adapter.
+/// Writes the report folder. By default the base, task adapters and LoRA-B are the shipped ones
+/// (<c>models/meteora-demo</c>); <see cref="DemoSettings.FromScratch"/> builds them first.
 /// </summary>
 public sealed class DemoRunner
 {
@@ -274,6 +276,13 @@ public sealed class DemoRunner
                 if (score.First is { } first) RoutingHeatmap.WriteForAnswer(mm, tokenizer, first.Prompt, first.Output, ReportDir, n);
             }
         }
+        using (var arrow = ArrowModel.Load(BaseDir, tasks.Select(t => (t, Path.Combine(AdaptersDir, t))).ToList(), _device, _dtype,
+                   Math.Min(_s.ArrowTopK, tasks.Count)))
+        {
+            perTask["arrow"] = All(arrow.Model);
+            Report("arrow");
+            foreach (int n in sizes) composite[n]["arrow"] = Composite(arrow.Model, n);
+        }
         using (var lm = LoraModel.Load(BaseDir, LoraBDir, _device, _dtype))
         {
             perTask["lora-b"] = All(lm);
@@ -288,7 +297,7 @@ public sealed class DemoRunner
     }
 
     /// <summary>The modes of the per-task table, in column order.</summary>
-    public static readonly string[] Modes = ["peft", "meteora-top1", "meteora-top2", "lora-b", "merge-avg", "base"];
+    public static readonly string[] Modes = ["peft", "meteora-top1", "meteora-top2", "arrow", "lora-b", "merge-avg", "base"];
 
     /// <summary>The report as Markdown: per-task accuracy by mode, then composite-n average correct.</summary>
     public static string Markdown(DemoResult r)
@@ -335,6 +344,7 @@ public sealed class DemoRunner
         foreach (var (n, scores) in r.Composite.OrderBy(kv => kv.Key))
         {
             if (scores.TryGetValue("meteora-top2", out var mt)) bars.Add(($"C{n} meteora", mt.AverageCorrect));
+            if (scores.TryGetValue("arrow", out var ar)) bars.Add(($"C{n} arrow", ar.AverageCorrect));
             if (scores.TryGetValue("lora-b", out var lb)) bars.Add(($"C{n} lora-b", lb.AverageCorrect));
             if (scores.Keys.Any(k => k.StartsWith("single:"))) bars.Add(($"C{n} best single", r.BestSingle(n).Score));
         }

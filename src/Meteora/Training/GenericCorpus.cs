@@ -11,9 +11,10 @@ namespace Meteora.Training;
 /// ("backwards, abc reads cba.", "12 plus 5 makes 17."), as a real base meets such facts in web text;</item>
 /// <item>sections under a heading that names what follows ("words spelled backwards:" then "stone gives enots."):
 /// a line is predictable only by looking back at its heading, which teaches carrying a block's topic to its end;</item>
-/// <item>numbered lists restated further down (of lines, or of random letter strings that nothing but copying
-/// predicts), and numbered questions answered on numbered lines that restate each question first — finding
-/// item i of an earlier list and copying it is what answering composite prompts needs;</item>
+/// <item>numbered lists restated further down (of lines, or of random strings of letters, digits and symbols that
+/// nothing but copying predicts), and numbered questions answered on numbered lines that restate each question
+/// first, under headings drawn from a vocabulary or made up — finding item i of the latest list and copying it,
+/// whatever the headings and the item's characters, is what answering composite prompts needs;</item>
 /// <item>key–value definitions recalled later in another order (look-up by content, not by position).</item>
 /// </list>
 /// The task suite's prompt formats ("reverse: x =>") never appear: mapping a format to a skill is what each task's
@@ -27,8 +28,14 @@ public static class GenericCorpus
     private static readonly string[] Weekdays = ["monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday"];
     private static readonly string[] ListHeads = ["notes:", "list:", "items:", "todo:", "facts:"];
     private static readonly string[] RepeatHeads = ["again:", "once more:", "copy:", "the same list:"];
-    private static readonly (string Ask, string Reply)[] QuestionHeads =
-        [("questions:", "replies:"), ("Problems:", "Solutions:"), ("quiz:", "quiz answers:"), ("Tasks:", "Results:"), ("Exercises:", "Worked out:")];
+    /// <summary>Words that head a list of questions or its replies; two different ones are drawn per block.</summary>
+    private static readonly string[] HeadingWords =
+        ["questions", "problems", "answers", "replies", "solutions", "tasks", "results", "exercises", "items", "quiz", "puzzles",
+         "checks", "inputs", "outputs", "worked out", "done", "cases", "lines", "queries", "work", "examples", "responses"];
+    private static readonly string[] Instructions =
+        ["Answer each question on its own line.", "Work out every line below.", "Solve each one. Reply on numbered lines.",
+         "Read the list, then answer it in order.", "Fill in each line."];
+    private const string Symbols = "+-*/=<>:;,.()[]?!#%&'";
     private static readonly string[] Separators = ["gives", "becomes", "is", "turns into"];
     private const string Alphabet = "abcdefghijklmnopqrstuvwxyz";
 
@@ -147,9 +154,31 @@ public static class GenericCorpus
         return sb.ToString();
     }
 
-    /// <summary>Two to five groups of random letters: a line nothing but an earlier copy predicts.</summary>
-    private static string RandomStrings(Random rng) =>
-        string.Join(' ', Enumerable.Range(0, rng.Next(2, 6)).Select(_ => SuiteSkills.Letters(rng, 2, 7)));
+    /// <summary>
+    /// Two to five groups of random letters, digits or symbols, sometimes after a "label:": a line nothing but an
+    /// earlier copy predicts, with any punctuation in it (copying must not depend on what is copied).
+    /// </summary>
+    private static string RandomStrings(Random rng)
+    {
+        string Group() => rng.Next(6) switch
+        {
+            0 => rng.Next(1000).ToString(),
+            1 => Symbols[rng.Next(Symbols.Length)].ToString(),
+            _ => SuiteSkills.Letters(rng, 2, 7),
+        };
+        string line = string.Join(' ', Enumerable.Range(0, rng.Next(2, 6)).Select(_ => Group()));
+        if (rng.Next(3) == 0) line = $"{SuiteSkills.Word(rng, 1, 2)}: {line}";
+        return line.Replace("=>", "= >");   // the one digraph the task prompts use stays theirs
+    }
+
+    /// <summary>A heading for a block: a heading word or a made-up one, in one of a few cases, with a colon.</summary>
+    private static string Heading(Random rng, string? not = null)
+    {
+        string w;
+        do w = rng.Next(4) == 0 ? SuiteSkills.Word(rng, 2, 3) : HeadingWords[rng.Next(HeadingWords.Length)];
+        while (w == not);
+        return (rng.Next(3) switch { 0 => char.ToUpperInvariant(w[0]) + w[1..], 1 => w.ToUpperInvariant(), _ => w }) + ":";
+    }
 
     /// <summary>A numbered list of 2…8 items, a few other lines, then the same list again under a new heading.</summary>
     private static string RestatedList(Random rng, Func<Random, string> ListItem)
@@ -158,7 +187,9 @@ public static class GenericCorpus
         var list = new StringBuilder();
         for (int i = 0; i < items.Count; i++) list.Append($"{i + 1}. {items[i]}\n");
         var between = string.Concat(Enumerable.Range(0, rng.Next(0, 3)).Select(_ => Line(rng) + "\n"));
-        return $"{ListHeads[rng.Next(ListHeads.Length)]}\n{list}{between}{RepeatHeads[rng.Next(RepeatHeads.Length)]}\n{list}";
+        string head = rng.Next(2) == 0 ? ListHeads[rng.Next(ListHeads.Length)] : Heading(rng);
+        string again = rng.Next(2) == 0 ? RepeatHeads[rng.Next(RepeatHeads.Length)] : Heading(rng, not: head.TrimEnd(':').ToLowerInvariant());
+        return $"{head}\n{list}{between}{again}\n{list}";
     }
 
     /// <summary>
@@ -167,9 +198,13 @@ public static class GenericCorpus
     /// </summary>
     private static string AnsweredQuestions(Random rng)
     {
-        var (ask, reply) = QuestionHeads[rng.Next(QuestionHeads.Length)];
-        var qs = Enumerable.Range(0, rng.Next(2, 11)).Select(_ => Question(rng)).ToList();
-        var sb = new StringBuilder(ask).Append('\n');
+        string ask = Heading(rng), reply = Heading(rng, not: ask.TrimEnd(':').ToLowerInvariant());
+        var qs = Enumerable.Range(0, rng.Next(2, 11)).Select(_ =>
+        {
+            var (q, a) = Question(rng);
+            return (Question: rng.Next(3) == 0 ? $"{SuiteSkills.Word(rng, 1, 2)}: {q}" : q, Answer: a);   // sometimes a labelled question
+        }).ToList();
+        var sb = new StringBuilder(rng.Next(4) == 0 ? Instructions[rng.Next(Instructions.Length)] + "\n" : "").Append(ask).Append('\n');
         for (int i = 0; i < qs.Count; i++) sb.Append($"{i + 1}. {qs[i].Question}\n");
         sb.Append(reply).Append('\n');
         for (int i = 0; i < qs.Count; i++) sb.Append($"{i + 1}. {qs[i].Question} {qs[i].Answer}\n");
