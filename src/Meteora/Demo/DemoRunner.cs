@@ -81,10 +81,11 @@ public sealed class DemoRunner
         if (File.Exists(_dir)) throw new MeteoraException($"{_dir}: is a file; the demo needs a folder to work in");
         Directory.CreateDirectory(_dir);
         var tasks = (_s.Tasks ?? TaskSuite.All.Select(t => t.Name).ToList()).Order(StringComparer.Ordinal).ToList();
+        if (_shipped is not null) CheckShipped(tasks);   // before anything is written or logged: a bad model is the only line
         Stage("task data", () => MakeData(tasks));
         if (_shipped is not null)
         {
-            Stage("shipped models", () => CheckShipped(tasks));
+            _log($"  base, {tasks.Count} task adapters and LoRA-B from {_shipped} (SHA-256 verified)");
             if (Directory.Exists(MeteoraDir)) Directory.Delete(MeteoraDir, true);
         }
         else
@@ -125,7 +126,6 @@ public sealed class DemoRunner
         string stamp = File.Exists(stampFile) ? File.ReadAllText(stampFile).Trim() : "";
         if (stamp != DataStamp(tasks))
             throw new MeteoraException($"{stampFile}: the shipped adapters were trained on other task data ('{stamp}', this demo: '{DataStamp(tasks)}'); run with --from-scratch");
-        _log($"  base, {tasks.Count} task adapters and LoRA-B from {_shipped} (SHA-256 verified)");
     }
 
     private void TrainAdapters(IReadOnlyList<string> tasks, CancellationToken cancel)

@@ -3,9 +3,11 @@ using Meteora.Moe;
 namespace Meteora.Demo;
 
 /// <summary>
-/// Sizes of every stage of <see cref="DemoRunner"/>: the built-in task suite, the tiny base, the per-task LoRAs,
-/// the LoRA-B baseline, gate training and the evaluations. <see cref="Full"/> is tuned to finish within ten
-/// minutes on two CPU cores; <see cref="Quick"/> is a smoke run of the same pipeline (about a minute).
+/// Sizes of every stage of <see cref="DemoRunner"/>: the built-in task suite, the base, the per-task LoRAs, the
+/// LoRA-B baseline, gate training and the evaluations. <see cref="Full"/> trains the gates over the shipped base and
+/// adapters and evaluates everything within ten minutes on two CPU cores; with <see cref="FromScratch"/> it first
+/// rebuilds base and adapters with the settings below (about six minutes on one H200). <see cref="Quick"/> is a
+/// smoke run of the whole pipeline from nothing on a tiny base (about a minute on two cores).
 /// </summary>
 public sealed record DemoSettings
 {
@@ -44,9 +46,8 @@ public sealed record DemoSettings
     public int LoraRank { get; init; } = 8;
     /// <summary>
     /// Projections the task adapters (and LoRA-B) adapt, as a PEFT regex over module paths: every projection except
-    /// layer 0's q/k/v. Their gates see only the token embedding, so in a 4-layer model they routed prompt tokens to
-    /// the right adapter 20 % of the time (vs 90–94 % elsewhere); without adapters there MeteoRA top-1 gained about
-    /// 0.1 while PEFT-oracle lost 0.07 (docs/RESULTS.md).
+    /// layer 0's q/k/v. Their gates see only the token embedding (on the former 4-layer base they routed prompt tokens
+    /// to the right adapter 20 % of the time against 90–94 % elsewhere; docs/RESULTS.md, ablation).
     /// </summary>
     public string LoraTargetRegex { get; init; } =
         @"model\.layers\.[1-9][0-9]*\.self_attn\.[qkv]_proj|model\.layers\.[0-9]+\.(self_attn\.o_proj|mlp\.(gate|up|down)_proj)";
@@ -61,8 +62,8 @@ public sealed record DemoSettings
     /// <summary>LoRA steps for <paramref name="task"/>.</summary>
     public int LoraStepsFor(string task) => LoraStepsByTask.TryGetValue(task, out int steps) ? steps : LoraSteps;
     /// <summary>
-    /// 32 sequences per step: a step of this tiny model costs about the same at 16 and 32 (per-op overhead), so
-    /// 300 × 32 learns the slow tasks as well as 600 × 16 in ~60 % of the time.
+    /// 32 sequences per step (on the former 4-layer base, 300 × 32 learnt the slow tasks as well as 600 × 16 in ~60 %
+    /// of the time: per-op overhead dominates a step of a small model).
     /// </summary>
     public int LoraBatch { get; init; } = 32;
     public double LoraLr { get; init; } = 3e-3;
@@ -70,21 +71,21 @@ public sealed record DemoSettings
     public int LoraBSteps { get; init; } = 600;
 
     /// <summary>
-    /// Top-k of the gates' training form. With the earlier (300 × 16) adapters, top-1 training routed better at top-1 (0.432 / 0.447 over two gate seeds
-    /// against 0.383 / 0.348 for top-2 training) and as well at top-2 (0.423 against 0.413; docs/RESULTS.md).
+    /// Top-k of the gates' training form: top-1 (on the former 4-layer base, top-1 training routed better at top-1 and
+    /// as well at top-2 as top-2 training; docs/RESULTS.md, ablation).
     /// </summary>
     public int GateTopK { get; init; } = 1;
     public int GateSteps { get; init; } = 500;
     public int GateBatch { get; init; } = 16;
     /// <summary>
-    /// 5e-2: with the current adapters it routed better than 2e-2 over two gate seeds (MeteoRA top-1 0.513 / 0.508
-    /// against 0.478 / 0.425, top-2 0.583 / 0.552 against 0.518 / 0.503; docs/RESULTS.md).
+    /// 5e-2 (chosen on the former 4-layer base over two gate seeds against 2e-2; docs/RESULTS.md, ablation); kept for
+    /// the 8 × 256 base, where 500 steps reach 89 % held-out gate accuracy.
     /// </summary>
     public double GateLr { get; init; } = 5e-2;
 
     /// <summary>Test examples per task in the per-task table.</summary>
     public int EvalLimit { get; init; } = 50;
-    /// <summary>Composite sizes evaluated (each against LoRA-B and every single adapter).</summary>
+    /// <summary>Composite sizes evaluated (MeteoRA top-2, Arrow and LoRA-B; single adapters at <see cref="SingleAdapterCompositeSizes"/>).</summary>
     public IReadOnlyList<int> CompositeSizes { get; init; } = [3, 5, 10];
     /// <summary>Composite sizes at which every single adapter is also evaluated (the "best single adapter" baseline).</summary>
     public IReadOnlyList<int> SingleAdapterCompositeSizes { get; init; } = [3, 5];
