@@ -35,7 +35,7 @@ public class TinyBaseTests
     public void MakeBaseWritesALoadableModelThatLearnedTheCorpus()
     {
         using var dir = Fixture.TempDir();
-        var options = new TrainingOptions { Steps = 60, BatchSize = 16, LearningRate = 3e-3, MaxSeqLen = 128, Seed = 1 };
+        var options = new TrainingOptions { Steps = 100, BatchSize = 16, LearningRate = 3e-3, MaxSeqLen = 128, Seed = 1 };
         var (_, initial, final, _, _) = TinyBaseBuilder.Build(dir["base"], TinyBaseBuilder.DefaultConfig, options, 600, CPU);
         Assert.True(final < initial * 0.5, $"held-out loss {initial} -> {final}");
         using var lm = LlamaLoader.Load(dir["base"], CPU, ScalarType.Float32);
