@@ -32,6 +32,8 @@ public static class MakeBaseCommand
         {
             var ctx = context(p);
             var options = train.Read(p, responseOnly: false);
+            if (ctx.DType == TorchSharp.torch.ScalarType.Float16)
+                throw new MeteoraException("--dtype float16: pretraining in float16 needs loss scaling, which make-base does not do; use bfloat16 (the CUDA default) or float32");
             if (p.GetValue(train.Steps) is null && p.GetResult(train.Epochs) is null or { Implicit: true }) options = options with { Steps = 1500 };
             int docs = p.GetValue(documents) ?? (int)Math.Min(int.MaxValue / 2, (long)(options.Steps ?? 1500) * options.BatchSize * options.GradAccum);
             if (docs < 1) throw new MeteoraException($"--documents: {docs} must be ≥ 1");

@@ -62,6 +62,8 @@ public sealed class DemoRunner
     {
         _dir = Path.GetFullPath(dir); _s = settings; _device = device; _dtype = dtype; _log = log;
         _progress = progress ?? (_ => new SilentProgress());
+        if (!settings.FromScratch && settings.BuildRecipe() != DemoSettings.Full.BuildRecipe())
+            throw new MeteoraException("demo: base and adapter settings (Base*, Lora*) only apply with --from-scratch; the shipped models were built with the defaults");
         if (!settings.FromScratch)
             _shipped = shippedDir is null ? throw new MeteoraException("demo: no shipped models folder given; use --from-scratch to build everything")
                 : Path.GetFullPath(shippedDir);
@@ -215,7 +217,7 @@ public sealed class DemoRunner
     private void MakeBase(CancellationToken cancel)
     {
         var config = BaseConfig(_s);
-        string stamp = $"corpus 3 {config.ToJson().ReplaceLineEndings(" ")} steps {_s.BaseSteps} batch {_s.BaseBatch} length {_s.BaseSeqLen} lr {_s.BaseLr} wd {_s.BaseWeightDecay} shard {_s.BaseShardMb}";
+        string stamp = $"corpus {GenericCorpus.Version} {config.ToJson().ReplaceLineEndings(" ")} steps {_s.BaseSteps} batch {_s.BaseBatch} length {_s.BaseSeqLen} lr {_s.BaseLr} wd {_s.BaseWeightDecay} shard {_s.BaseShardMb}";
         if (Cached(BaseDir, stamp)) { _log($"  cached in {BaseDir}"); return; }
         if (Directory.Exists(BaseDir)) Directory.Delete(BaseDir, true);
         var options = new TrainingOptions

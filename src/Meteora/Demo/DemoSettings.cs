@@ -59,6 +59,11 @@ public sealed record DemoSettings
     /// <summary>Tasks that train for other than <see cref="LoraSteps"/> steps (none by default).</summary>
     public IReadOnlyDictionary<string, int> LoraStepsByTask { get; init; } = new Dictionary<string, int>();
 
+    /// <summary>The fields that decide how the base and the task adapters are built (what --from-scratch uses), as text.</summary>
+    public string BuildRecipe() =>
+        $"{BaseLayers} {BaseHidden} {BaseIntermediate} {BaseHeads} {BaseKvHeads} {BaseSteps} {BaseBatch} {BaseSeqLen} {BaseLr} {BaseWeightDecay} {BaseShardMb} " +
+        $"{LoraRank} {LoraTargetRegex} {LoraSteps} {string.Join(',', LoraStepsByTask.OrderBy(kv => kv.Key).Select(kv => $"{kv.Key}={kv.Value}"))} {LoraBatch} {LoraLr} {LoraBSteps}";
+
     /// <summary>LoRA steps for <paramref name="task"/>.</summary>
     public int LoraStepsFor(string task) => LoraStepsByTask.TryGetValue(task, out int steps) ? steps : LoraSteps;
     /// <summary>
@@ -112,7 +117,10 @@ public sealed record DemoSettings
                 if (!merged.ContainsKey(key)) throw new System.Text.Json.JsonException($"unknown field '{key}'");
                 merged[key] = value?.DeepClone();
             }
-            return System.Text.Json.JsonSerializer.Deserialize<DemoSettings>(merged) ?? throw new System.Text.Json.JsonException("null");
+            var s = System.Text.Json.JsonSerializer.Deserialize<DemoSettings>(merged) ?? throw new System.Text.Json.JsonException("null");
+            foreach (var (key, value) in node)
+                if (value is null && key != nameof(Tasks)) throw new System.Text.Json.JsonException($"field '{key}' is null");
+            return s;
         }
         catch (System.Text.Json.JsonException e)
         {

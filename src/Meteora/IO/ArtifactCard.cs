@@ -12,6 +12,7 @@ namespace Meteora.IO;
 /// </summary>
 public static class ArtifactCard
 {
+    /// <summary>The seal's file name inside a sealed folder.</summary>
     public const string FileName = "meteora-card.json";
     /// <summary>Files that describe the folder and are not sealed: the card itself and the human-readable model card.</summary>
     private static readonly HashSet<string> Unsealed = [FileName, "README.md"];
@@ -29,6 +30,7 @@ public static class ArtifactCard
         return result;
     }
 
+    /// <summary>SHA-256 of the file at <paramref name="path"/>, lower-case hex.</summary>
     public static string Sha256(string path)
     {
         using var stream = File.OpenRead(path);
@@ -47,6 +49,16 @@ public static class ArtifactCard
         if (details is not null) card["details"] = details;
         AtomicFile.WriteAllText(Path.Combine(folder, FileName), card.ToJsonString(new JsonSerializerOptions { WriteIndented = true }));
         return hashes;
+    }
+
+    /// <summary>
+    /// Removes the seal of <paramref name="folder"/>, if any: writers call it before writing new weights into a
+    /// folder, so a re-saved folder is an ordinary (unchecked) one rather than a "damaged" shipped one.
+    /// </summary>
+    public static void Unseal(string folder)
+    {
+        string card = Path.Combine(folder, FileName);
+        if (File.Exists(card)) File.Delete(card);
     }
 
     /// <summary>

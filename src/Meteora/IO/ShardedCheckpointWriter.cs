@@ -19,6 +19,7 @@ public static class ShardedCheckpointWriter
     public static IReadOnlyList<string> Write(string folder, IReadOnlyList<KeyValuePair<string, Tensor>> tensors, long maxShardBytes)
     {
         Directory.CreateDirectory(folder);
+        ArtifactCard.Unseal(folder);
         var metadata = new Dictionary<string, string> { ["format"] = "pt" };
         long Bytes(Tensor t) => t.numel() * SafeTensorDType.SizeOf(t.dtype);
         var shards = new List<List<KeyValuePair<string, Tensor>>> { new() };

@@ -117,6 +117,7 @@ public sealed partial class LoraAdapter : IDisposable
     public static void Save(string folder, LoraConfig config, IEnumerable<(string Key, Tensor A, Tensor B)> weights)
     {
         Directory.CreateDirectory(folder);
+        ArtifactCard.Unseal(folder);   // new weights: an old seal would call them damaged
         var tensors = new List<KeyValuePair<string, Tensor>>();
         foreach (var (key, a, b) in weights)
         {

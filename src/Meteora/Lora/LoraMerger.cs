@@ -36,6 +36,7 @@ public static class LoraMerger
             string name = Path.GetFileName(f);
             if (name.StartsWith("model") && (name.EndsWith(".safetensors") || name.EndsWith(".index.json"))) continue;
             if (name.EndsWith(".bin")) continue;
+            if (name is ArtifactCard.FileName or "README.md") continue;   // the base's seal and model card describe other weights
             File.Copy(f, Path.Combine(outFolder, name), overwrite: true);
         }
         SafeTensorsWriter.Write(Path.Combine(outFolder, "model.safetensors"),

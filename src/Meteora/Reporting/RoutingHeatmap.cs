@@ -285,7 +285,7 @@ public static class RoutingHeatmap
     /// </summary>
     private static string FontFor(string text, string preferred)
     {
-        using var typeface = Fonts.GetTypeface(preferred, bold: false, italic: false);
+        var typeface = Fonts.GetTypeface(preferred, bold: false, italic: false);   // ScottPlot's cached instance: not ours to dispose
         foreach (var r in text.EnumerateRunes())
             if (!typeface.ContainsGlyph(r.Value))
             {

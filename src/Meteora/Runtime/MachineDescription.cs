@@ -33,10 +33,11 @@ public static class MachineDescription
         try
         {
             using var p = Process.Start(new ProcessStartInfo("nvidia-smi", "--query-gpu=name --format=csv,noheader")
-            { RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false });
+            { RedirectStandardOutput = true, UseShellExecute = false });
             if (p is null) return null;
-            string first = p.StandardOutput.ReadToEnd().Split('\n', StringSplitOptions.RemoveEmptyEntries).FirstOrDefault()?.Trim() ?? "";
-            p.WaitForExit(5000);
+            var output = p.StandardOutput.ReadToEndAsync();
+            if (!p.WaitForExit(5000)) { p.Kill(); return null; }
+            string first = output.Result.Split('\n', StringSplitOptions.RemoveEmptyEntries).FirstOrDefault()?.Trim() ?? "";
             return first.Length > 0 ? first : null;
         }
         catch (Exception e) when (e is System.ComponentModel.Win32Exception or InvalidOperationException) { return null; }

@@ -4,8 +4,9 @@ namespace Meteora.Training;
 
 /// <summary>
 /// Pretraining documents made on demand: document i is <see cref="GenericCorpus.Document"/> from a generator seeded
-/// by (seed, i), so any number of documents costs no memory, every process sees the same ones, and a resumed run
-/// continues on exactly the documents it would have seen. Examples may be requested from several threads.
+/// by (seed, i), so no text is held in memory (only the data order's index per document), every process sees the
+/// same documents, and a resumed run continues on exactly the documents it would have seen. Examples may be
+/// requested from several threads.
 /// </summary>
 public sealed class GeneratedDocuments : IExampleSource
 {
@@ -26,13 +27,17 @@ public sealed class GeneratedDocuments : IExampleSource
         Tasks = new int[count];
     }
 
+    /// <summary>Documents in the set.</summary>
     public int Count { get; }
+    /// <summary>Every document's group: 0 (one group).</summary>
     public IReadOnlyList<int> Tasks { get; }
-    public string Fingerprint => $"generic-corpus v3 seed {_seed} first {_first} count {Count} chars {_chars}";
+    /// <summary>The generator's version and this set's seed, range and length.</summary>
+    public string Fingerprint => $"generic-corpus {GenericCorpus.Version} seed {_seed} first {_first} count {Count} chars {_chars}";
 
     /// <summary>The text of document <paramref name="i"/> of this set.</summary>
     public string Text(int i) => GenericCorpus.Document(new Random(Mix(_seed, _first + i)), _chars);
 
+    /// <summary>Document <paramref name="index"/>, tokenized: BOS + text + EOS, every position in the loss.</summary>
     public EncodedExample this[int index]
     {
         get

@@ -39,6 +39,16 @@ public static class GenericCorpus
     private static readonly string[] Separators = ["gives", "becomes", "is", "turns into"];
     private const string Alphabet = "abcdefghijklmnopqrstuvwxyz";
 
+    /// <summary>
+    /// Identifies the generator: a hash of two documents it makes from fixed seeds, so any change to what it writes
+    /// changes the version, and caches or checkpoints built on another corpus are not taken for this one.
+    /// </summary>
+    public static string Version => LazyVersion.Value;
+
+    // Lazy: static initialisers run in textual order, and the word lists below must exist first.
+    private static readonly Lazy<string> LazyVersion = new(() => Convert.ToHexStringLower(System.Security.Cryptography.SHA256.HashData(
+        Encoding.UTF8.GetBytes(Document(new Random(1), 2046) + "\u0000" + Document(new Random(2), 512))))[..12]);
+
     /// <summary>One plain sentence (no skill fact).</summary>
     public static string Sentence(Random rng)
     {

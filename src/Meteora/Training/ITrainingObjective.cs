@@ -25,10 +25,19 @@ public interface ITrainingObjective
     void SaveArtifact(string folder);
 
     /// <summary>
-    /// After the micro-batches' backward passes, before clipping and the optimiser step: a mixed-precision objective
-    /// moves the low-precision model's gradients onto its float32 master weights (<see cref="Parameters"/>) here.
+    /// After each micro-batch's backward pass: a mixed-precision objective adds the low-precision model's gradients
+    /// into its float32 master weights' gradients here (so accumulation over micro-batches happens in float32).
     /// </summary>
+    void AfterBackward() { }
+
+    /// <summary>After the micro-batches, before clipping and the optimiser step.</summary>
     void BeforeOptimizerStep() { }
+
+    /// <summary>
+    /// What the objective trains and how (its kind, precision, settings that change the result): part of the
+    /// checkpoint fingerprint, so resuming under another description is refused.
+    /// </summary>
+    string Description => GetType().Name;
 
     /// <summary>After the optimiser step (and after a resume restored the state): copy master weights back into the model.</summary>
     void AfterOptimizerStep() { }

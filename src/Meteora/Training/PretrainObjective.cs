@@ -10,13 +10,15 @@ namespace Meteora.Training;
 /// A float32 model trains its own parameters. A bfloat16 / float16 model trains in mixed precision: forward and
 /// backward run in the model's dtype, the optimiser owns float32 master weights (what AdamW updates, what
 /// checkpoints and the artifact hold), and after every step the masters are rounded into the model — the usual
-/// recipe, so that updates far below bf16's resolution (lr × update ≪ 2⁻⁸ × weight) are not lost.
+/// recipe, so that updates far below bf16's resolution (lr × update ≪ 2⁻⁸ × weight) are not lost. Gradients are
+/// accumulated over micro-batches in float32 (<see cref="AfterBackward"/>). float16 would also need loss scaling,
+/// which this objective does not do: <c>make-base</c> refuses it.
 /// </summary>
 public sealed class PretrainObjective : ITrainingObjective
 {
     private readonly LlamaForCausalLM _lm;
     private readonly Action<string> _writeExtras;
-    private readonly int _maxShardBytes;
+    private readonly long _maxShardBytes;
     private readonly List<(string Name, Tensor Weight)> _weights;
     /// <summary>float32 masters, one per weight, when the model is not float32; else null.</summary>
     private readonly List<Parameter>? _masters;
@@ -24,7 +26,7 @@ public sealed class PretrainObjective : ITrainingObjective
     /// <param name="lm">the model; every parameter is trained</param>
     /// <param name="writeExtras">writes the non-weight files (config.json, tokenizer) into the artifact folder</param>
     /// <param name="maxShardBytes">the artifact's weights are split into shards of at most this many bytes (0: one file)</param>
-    public PretrainObjective(LlamaForCausalLM lm, Action<string> writeExtras, int maxShardBytes = 0)
+    public PretrainObjective(LlamaForCausalLM lm, Action<string> writeExtras, long maxShardBytes = 0)
     {
         _lm = lm; _writeExtras = writeExtras; _maxShardBytes = maxShardBytes;
         _weights = lm.BaseWeights().ToList();
@@ -54,7 +56,8 @@ public sealed class PretrainObjective : ITrainingObjective
         return (loss, new Dictionary<string, double> { ["loss"] = loss.item<float>() });
     }
 
-    public void BeforeOptimizerStep()
+    /// <summary>Mixed precision: adds this micro-batch's bf16 gradients into the float32 masters' and clears the model's.</summary>
+    public void AfterBackward()
     {
         if (_masters is null) return;
         using var noGrad = no_grad();
@@ -62,11 +65,14 @@ public sealed class PretrainObjective : ITrainingObjective
         {
             var g = _weights[i].Weight.grad;
             if (g is null) continue;
-            if (_masters[i].grad is { } mg) mg.copy_(g);          // float32 ← bf16, exact
+            if (_masters[i].grad is { } mg) mg.add_(g);            // accumulate in float32 (bf16 → float32 is exact)
             else _masters[i].grad = g.to(ScalarType.Float32);
         }
         _lm.zero_grad();
     }
+
+    /// <summary>Kind and precision: a checkpoint of a float32 run is not resumed in mixed precision, nor the reverse.</summary>
+    public string Description => $"pretrain {_lm.DType}{(MixedPrecision ? " with float32 masters" : "")}";
 
     public void AfterOptimizerStep()
     {

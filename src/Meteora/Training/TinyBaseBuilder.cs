@@ -78,13 +78,13 @@ public static class TinyBaseBuilder
             foreach (var f in new[] { "tokenizer.json", "tokenizer_config.json" })
                 File.Copy(Path.Combine(tokenizerDir, f), Path.Combine(folder, f), overwrite: true);
         }
-        var objective = new PretrainObjective(lm, WriteExtras, (int)Math.Min(int.MaxValue, maxShardBytes));
+        var objective = new PretrainObjective(lm, WriteExtras, maxShardBytes);
         if (objective.MixedPrecision) progress.Message($"mixed precision: {dtype} forward/backward, float32 master weights");
         var loop = new TrainingLoop(objective, options, outDir, config.PadTokenId ?? 2, device, progress);
         var clock = Stopwatch.StartNew();
         var outcome = loop.Run(train, held, cancel);
         double seconds = clock.Elapsed.TotalSeconds;
-        double initial = loop.InitialEvaluation?["eval_loss"] ?? double.NaN, final = loop.LastEvaluation.GetValueOrDefault("eval_loss", double.NaN);
+        double initial = loop.InitialEvaluation?["eval_loss"] ?? FirstEvalLoss(Path.Combine(outDir, "metrics.jsonl")), final = loop.LastEvaluation.GetValueOrDefault("eval_loss", double.NaN);
         BaseProbeResult? probes = null;
         if (outcome == TrainingOutcome.Completed)
         {
@@ -104,6 +104,24 @@ public static class TinyBaseBuilder
         }
         Directory.Delete(tokenizerDir, true);
         return new BaseBuildResult(outcome, initial, final, probes, seconds);
+    }
+
+    /// <summary>The held-out loss before the first step, from metrics.jsonl (a resumed run did not evaluate it itself).</summary>
+    private static double FirstEvalLoss(string metrics)
+    {
+        if (!File.Exists(metrics)) return double.NaN;
+        foreach (var line in File.ReadLines(metrics))
+        {
+            try
+            {
+                using var doc = JsonDocument.Parse(line);
+                var r = doc.RootElement;
+                if (r.GetProperty("step").GetInt32() == 0 && r.GetProperty("kind").GetString() == "eval" && r.TryGetProperty("eval_loss", out var v))
+                    return v.GetDouble();
+            }
+            catch (Exception e) when (e is JsonException or InvalidOperationException or KeyNotFoundException) { }
+        }
+        return double.NaN;
     }
 
     /// <summary>JSON has no NaN: a probe that could not run (a context too short for it) is written as null.</summary>

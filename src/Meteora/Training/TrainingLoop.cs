@@ -80,6 +80,8 @@ public sealed class TrainingLoop
                 : idx.Select(i => train[i]).ToList();
         }
         Task<List<EncodedExample>>? ahead = null;
+        try
+        {
         for (int step = start; step < total; step++)
         {
             double lr = schedule.At(step);
@@ -91,11 +93,13 @@ public sealed class TrainingLoop
             {
                 using var scope = NewDisposeScope();
                 long k = (long)step * o.GradAccum + micro;
-                var rows = ahead?.Result ?? Rows(k);
-                ahead = train is IExampleSource && (step + 1 < total || micro + 1 < o.GradAccum) ? Task.Run(() => Rows(k + 1)) : null;
+                var rows = ahead is null ? Rows(k) : ahead.GetAwaiter().GetResult();
+                bool more = micro + 1 < o.GradAccum || (step + 1 < total && o.StopAfter != step + 1);
+                ahead = train is IExampleSource && more ? Task.Run(() => Rows(k + 1)) : null;
                 using var batch = TrainingBatch.Collate(rows, _padId, _device);
                 var (loss, parts) = _objective.Loss(batch, training: true);
                 (loss / o.GradAccum).backward();
+                _objective.AfterBackward();
                 foreach (var (name, v) in parts) sums[name] = sums.GetValueOrDefault(name) + v / o.GradAccum;
                 tokensSeen += batch.Tokens;
             }
@@ -129,6 +133,12 @@ public sealed class TrainingLoop
                 _progress.Stop();
                 return TrainingOutcome.Interrupted;
             }
+        }
+        }
+        finally
+        {
+            // A batch still being built (Ctrl-C, an error) must not outlive the run: it reads the tokenizer the caller disposes.
+            try { ahead?.Wait(); } catch (AggregateException) { }
         }
         _objective.SaveArtifact(_outDir);
         TrainingCheckpoint.Delete(_outDir);   // the run is complete; its optimiser state is no longer needed
@@ -166,7 +176,7 @@ public sealed class TrainingLoop
         using var sha = SHA256.Create();
         var sb = new StringBuilder();
         var o = _options with { Resume = false, StopAfter = null, EvalEvery = 0, CheckpointEvery = 0 };
-        sb.Append(JsonSerializer.Serialize(o)).Append(total);
+        sb.Append(JsonSerializer.Serialize(o)).Append(total).Append(_objective.Description);
         if (train is IExampleSource source)
             sb.Append(source.Fingerprint);   // generated on demand: its generator's settings identify it
         else foreach (var e in train) sb.Append(string.Join(',', e.Ids)).Append('|').Append(e.Task).Append(';');

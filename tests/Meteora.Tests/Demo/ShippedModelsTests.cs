@@ -51,6 +51,10 @@ public class ShippedModelsTests
         File.WriteAllText(dir["bad.json"], """{"GateStep": 12}""");
         var e = Assert.Throws<MeteoraException>(() => DemoSettings.Load(dir["bad.json"], DemoSettings.Full));
         Assert.Contains("unknown field 'GateStep'", e.Message);
+        File.WriteAllText(dir["base.json"], """{"BaseLayers": 12}""");
+        CliRunner.AssertUserError(CliRunner.Run("demo", "--dir", dir["w"], "--settings", dir["base.json"]), "only apply with --from-scratch");
+        File.WriteAllText(dir["null.json"], """{"CompositeSizes": null}""");
+        Assert.Contains("'CompositeSizes' is null", Assert.Throws<MeteoraException>(() => DemoSettings.Load(dir["null.json"], DemoSettings.Full)).Message);
         File.WriteAllText(dir["type.json"], """{"GateSteps": "many"}""");
         e = Assert.Throws<MeteoraException>(() => DemoSettings.Load(dir["type.json"], DemoSettings.Full));
         Assert.Contains("type.json: invalid demo settings", e.Message);

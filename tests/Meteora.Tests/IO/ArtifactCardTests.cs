@@ -31,6 +31,13 @@ public class ArtifactCardTests
         // Folders without a card are not checked.
         File.Delete(Path.Combine(adapter, ArtifactCard.FileName));
         using (LoraAdapter.Load(adapter, config)) { }
+
+        // Saving new weights into a sealed folder removes the seal: the folder is then an ordinary one, not "damaged".
+        ArtifactCard.Seal(adapter, "rebuild");
+        using (var loaded = LoraAdapter.Load(adapter, config))
+            LoraAdapter.Save(adapter, loaded.Config, loaded.Weights.Select(kv => (kv.Key, kv.Value.A, kv.Value.B * 2)));
+        Assert.False(File.Exists(Path.Combine(adapter, ArtifactCard.FileName)));
+        using (LoraAdapter.Load(adapter, config)) { }
     }
 
     [Fact]

@@ -98,6 +98,21 @@ public class BasePretrainingTests
     }
 
     [Fact]
+    public void ResumingInAnotherPrecisionOrInFloat16IsRefused()
+    {
+        using var dir = Fixture.TempDir();
+        Assert.Equal(0, CliRunner.Run(["make-base", "--out", dir["b"], .. Small, "--dtype", "bfloat16", "--stop-after", "2"]).ExitCode);
+        CliRunner.AssertUserError(CliRunner.Run(["make-base", "--out", dir["b"], .. Small, "--resume"]), "other settings or data");
+        CliRunner.AssertUserError(CliRunner.Run(["make-base", "--out", dir["c"], .. Small, "--dtype", "float16"]), "--dtype float16", "loss scaling");
+        // Gradient accumulation in mixed precision runs and resumes exactly too.
+        string[] ga = [.. Small.Select((a, i) => i > 0 && Small[i - 1] == "--batch-size" ? "1" : a), "--dtype", "bfloat16", "--grad-accum", "2"];
+        Assert.Equal(0, CliRunner.Run(["make-base", "--out", dir["g1"], .. ga]).ExitCode);
+        Assert.Equal(0, CliRunner.Run(["make-base", "--out", dir["g2"], .. ga, "--stop-after", "3"]).ExitCode);
+        Assert.Equal(0, CliRunner.Run(["make-base", "--out", dir["g2"], .. ga, "--resume"]).ExitCode);
+        Assert.Equal(Weights(dir["g1"]), Weights(dir["g2"]));
+    }
+
+    [Fact]
     public void MakeBaseWritesShardsProbesLossCurveAndASealedModelCard()
     {
         using var dir = Fixture.TempDir();
@@ -146,7 +161,7 @@ public class BasePretrainingTests
         var a = new GeneratedDocuments(tok, 50, first: 0, seed: 1, maxSeqLen: 512, eosId: 1);
         var b = new GeneratedDocuments(tok, 50, first: 0, seed: 1, maxSeqLen: 512, eosId: 1);
         var held = new GeneratedDocuments(tok, 50, first: 50, seed: 1, maxSeqLen: 512, eosId: 1);
-        var parallel = Enumerable.Range(0, 50).AsParallel().Select(i => a[i].Ids).ToList();
+        var parallel = Enumerable.Range(0, 50).AsParallel().AsOrdered().Select(i => a[i].Ids).ToList();
         for (int i = 0; i < 50; i++)
         {
             Assert.Equal(b[i].Ids, a[i].Ids);
