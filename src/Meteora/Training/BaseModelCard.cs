@@ -30,8 +30,8 @@ public static class BaseModelCard
             ["command"] = info.Command, ["machine"] = info.Machine, ["device"] = device.ToString(), ["dtype"] = dtype.ToString(),
             ["train_seconds"] = Math.Round(seconds, 1), ["steps"] = o.Steps, ["batch_size"] = o.BatchSize, ["grad_accum"] = o.GradAccum,
             ["seq_len"] = o.MaxSeqLen, ["lr"] = o.LearningRate, ["weight_decay"] = o.WeightDecay, ["seed"] = o.Seed,
-            ["documents"] = documents, ["tokens"] = tokens, ["held_out_loss"] = TinyBaseBuilder.Finite(Math.Round(finalLoss, 4)),
-            ["copy_accuracy"] = TinyBaseBuilder.Finite(Math.Round(probes.CopyAccuracy, 4)), ["copy_chance"] = TinyBaseBuilder.Finite(Math.Round(probes.CopyChance, 4)),
+            ["documents"] = documents, ["tokens"] = tokens, ["held_out_loss"] = BaseProbeResult.Finite(Math.Round(finalLoss, 4)),
+            ["copy_accuracy"] = BaseProbeResult.Finite(Math.Round(probes.CopyAccuracy, 4)), ["copy_chance"] = BaseProbeResult.Finite(Math.Round(probes.CopyChance, 4)),
         };
         // Seal the weights and configuration first; the README lists the same hashes.
         var hashes = ArtifactCard.Seal(folder, info.Rebuild, details);
@@ -56,6 +56,8 @@ public static class BaseModelCard
         sb.AppendLine("## Probes (held-out)").AppendLine();
         sb.AppendLine($"- held-out next-byte loss {initialLoss:F3} → {finalLoss:F3}");
         sb.AppendLine($"- copy accuracy (restated random letters, teacher-forced): **{probes.CopyAccuracy:P1}** (first listing, where nothing predicts them: {probes.CopyChance:P1})");
+        sb.AppendLine("- composite-style restatement (made-up \"word: letters =>\" problems restated on the answer lines, teacher-forced): " +
+            string.Join(", ", probes.Restatement.Select(r => $"{r.Shots} solved blocks before: {r.Accuracy:P1}")));
         sb.AppendLine("- next-byte loss by position: " + string.Join(", ", probes.LossByPosition.Select(b => $"{b.From}–{b.To}: {b.Loss:F2}"))).AppendLine();
         sb.AppendLine("## Files (SHA-256)").AppendLine();
         sb.AppendLine("| file | SHA-256 |").AppendLine("| --- | --- |");

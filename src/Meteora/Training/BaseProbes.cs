@@ -11,23 +11,44 @@ namespace Meteora.Training;
 /// <param name="CopyAccuracy">held-out share of restated random-letter characters predicted right (teacher forced, argmax)</param>
 /// <param name="CopyChance">the same share for the first listing, where nothing earlier predicts them (the no-copy baseline)</param>
 /// <param name="LossByPosition">next-token cross-entropy by position bucket: (first position, last position, mean loss)</param>
-public sealed record BaseProbeResult(double CopyAccuracy, double CopyChance, IReadOnlyList<(int From, int To, double Loss)> LossByPosition)
+/// <param name="Restatement">
+/// composite-shaped prompts over a line format the corpus never has: the share of the last block's problem lines
+/// restated right on its answer lines (teacher forced), after 0, 1 and 2 solved blocks
+/// </param>
+public sealed record BaseProbeResult(double CopyAccuracy, double CopyChance, IReadOnlyList<(int From, int To, double Loss)> LossByPosition,
+    IReadOnlyList<(int Shots, double Accuracy)> Restatement)
 {
-    /// <summary>Two human-readable lines.</summary>
+    /// <summary>Three human-readable lines.</summary>
     public override string ToString() =>
         $"copy accuracy {CopyAccuracy:P1} (first listing, no copy possible: {CopyChance:P1})\n" +
+        "composite-style restatement: " + string.Join(", ", Restatement.Select(r => $"{r.Shots} shots {r.Accuracy:P1}")) + "\n" +
         "loss by position: " + string.Join(", ", LossByPosition.Select(b => $"{b.From}–{b.To} {b.Loss:F2}"));
+
+    /// <summary>The result as probes.json holds it (NaN, for a probe the context was too short for, as null).</summary>
+    public object ToJson(int contextLength, double heldOutLoss) => new
+    {
+        copy_accuracy = Finite(CopyAccuracy), copy_chance = Finite(CopyChance), context_length = contextLength,
+        restatement = Restatement.Select(r => new { shots = r.Shots, accuracy = Finite(r.Accuracy) }),
+        loss_by_position = LossByPosition.Select(b => new { from = b.From, to = b.To, loss = Finite(b.Loss) }),
+        held_out_loss = Finite(heldOutLoss),
+    };
+
+    /// <summary>JSON has no NaN: a probe that could not run (a context too short for it) is written as null.</summary>
+    internal static double? Finite(double x) => double.IsFinite(x) ? x : null;
 }
 
 /// <summary>
 /// Probes of a pretrained base that tell whether it can serve composite prompts: (1) <b>copying</b> — a numbered list
 /// of random letter groups, other lines, then the list again: how many characters of the restated list the model
 /// predicts (it can only by finding and copying the first listing); (2) <b>long context</b> — next-token loss by
-/// position over held-out documents of the full context length, to show the model does not degrade late in the window.
-/// Documents come from <see cref="GenericCorpus"/> with a seed disjoint from training.
+/// position over held-out documents of the full context length, to show the model does not degrade late in the window;
+/// (3) <b>restatement</b> — the composite prompt's shape (problems, then answers that restate each problem first) over
+/// made-up "word: letters =>" lines, after 0, 1 and 2 solved blocks: what composite evaluation needs of the base before
+/// any adapter is involved. Documents come from <see cref="GenericCorpus"/> with a seed disjoint from training.
 /// </summary>
 public static class BaseProbes
 {
+    /// <summary>Runs every probe on <paramref name="lm"/> (eval mode, no gradients) for a context of <paramref name="contextLength"/> tokens.</summary>
     public static BaseProbeResult Run(LlamaForCausalLM lm, HfTokenizer tokenizer, int contextLength, int seed = 9_999, int documents = 16, int bucket = 128)
     {
         using var noGrad = no_grad();
@@ -71,7 +92,54 @@ public static class BaseProbes
         }
         var byPosition = Enumerable.Range(0, buckets).Where(b => count[b] > 0)
             .Select(b => (b * bucket, Math.Min((b + 1) * bucket, contextLength) - 1, sum[b] / count[b])).ToList();
-        return new BaseProbeResult(total > 0 ? right / (double)total : double.NaN, totalFirst > 0 ? rightFirst / (double)totalFirst : double.NaN, byPosition);
+        var restatement = new[] { 0, 1, 2 }.Select(shots => (shots, Restate(lm, tokenizer, new Random(seed + shots), shots, contextLength))).ToList();
+        return new BaseProbeResult(total > 0 ? right / (double)total : double.NaN, totalFirst > 0 ? rightFirst / (double)totalFirst : double.NaN,
+            byPosition, restatement);
+    }
+
+    /// <summary>
+    /// Teacher-forced share of the last block's problem-line tokens predicted right on its answer lines, over 12
+    /// composite-shaped prompts of three problems with <paramref name="shots"/> solved blocks in front.
+    /// </summary>
+    private static double Restate(LlamaForCausalLM lm, HfTokenizer tokenizer, Random rng, int shots, int contextLength)
+    {
+        long right = 0, total = 0;
+        string Problem() => $"{SuiteSkills.Word(rng, 2, 3)}: {SuiteSkills.Letters(rng, 3, 6)} =>";
+        for (int p = 0; p < 12; p++)
+        {
+            var sb = new StringBuilder("Solve each problem. Answer on numbered lines.\n");
+            void Block(IReadOnlyList<string> problems, bool last, List<int>? starts)
+            {
+                sb.Append("Problems:\n");
+                for (int i = 0; i < problems.Count; i++) sb.Append($"{i + 1}. {problems[i]}\n");
+                sb.Append("Answers:\n");
+                for (int i = 0; i < problems.Count; i++)
+                {
+                    sb.Append($"{i + 1}. ");
+                    starts?.Add(sb.Length);
+                    sb.Append($"{problems[i]} {SuiteSkills.Letters(rng, 2, 5)}\n");
+                }
+            }
+            for (int s = 0; s < shots; s++) Block([Problem(), Problem(), Problem()], false, null);
+            var final = new[] { Problem(), Problem(), Problem() };
+            var starts = new List<int>();
+            Block(final, true, starts);
+            string text = sb.ToString();
+            var ids = tokenizer.Encode(text);
+            if (ids.Length > contextLength) continue;
+            var predicted = Predict(lm, ids);
+            for (int i = 0; i < final.Length; i++)
+            {
+                int start = tokenizer.Encode(text[..starts[i]]).Length;
+                var line = tokenizer.Encode(final[i], addSpecialTokens: false);
+                for (int j = 0; j < line.Length && start + j < ids.Length; j++)
+                {
+                    total++;
+                    if (predicted[start + j - 1] == ids[start + j]) right++;
+                }
+            }
+        }
+        return total > 0 ? right / (double)total : double.NaN;
     }
 
     /// <summary>Argmax next-token prediction at every position: predicted[t] is the guess for ids[t + 1].</summary>

@@ -90,12 +90,8 @@ public static class TinyBaseBuilder
         {
             progress.Message("probes: copying and loss by position ...");
             probes = BaseProbes.Run(lm, tokenizer, options.MaxSeqLen);
-            AtomicFile.WriteAllText(Path.Combine(outDir, "probes.json"), JsonSerializer.Serialize(new
-            {
-                copy_accuracy = Finite(probes.CopyAccuracy), copy_chance = Finite(probes.CopyChance), context_length = options.MaxSeqLen,
-                loss_by_position = probes.LossByPosition.Select(b => new { from = b.From, to = b.To, loss = Finite(b.Loss) }),
-                held_out_loss = Finite(final),
-            }, new JsonSerializerOptions { WriteIndented = true }));
+            AtomicFile.WriteAllText(Path.Combine(outDir, "probes.json"),
+                JsonSerializer.Serialize(probes.ToJson(options.MaxSeqLen, final), new JsonSerializerOptions { WriteIndented = true }));
             string metrics = Path.Combine(outDir, "metrics.jsonl");
             if (File.Exists(metrics))
                 LossCurvePlot.Write(metrics, Path.Combine(outDir, "loss_curve.png"), ["loss"],
@@ -123,7 +119,4 @@ public static class TinyBaseBuilder
         }
         return double.NaN;
     }
-
-    /// <summary>JSON has no NaN: a probe that could not run (a context too short for it) is written as null.</summary>
-    internal static double? Finite(double x) => double.IsFinite(x) ? x : null;
 }

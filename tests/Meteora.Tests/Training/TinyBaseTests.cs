@@ -175,3 +175,21 @@ public class BasePretrainingTests
         Assert.NotEqual(a.Text(0), new GeneratedDocuments(tok, 50, 0, seed: 2, 512, 1).Text(0));
     }
 }
+
+public class ProbeBaseCommandTests
+{
+    [Fact]
+    public void ProbesTheShippedBaseAndWritesJson()
+    {
+        using var dir = Fixture.TempDir();
+        string model = Path.Combine(Fixture.RepoRoot, "models", "meteora-demo", "base");
+        var r = CliRunner.Run("probe-base", "--model", model, "--context", "512", "--out", dir["p.json"]);
+        Assert.Equal(0, r.ExitCode);
+        Assert.Contains("composite-style restatement: 0 shots", r.Stdout);
+        using var doc = System.Text.Json.JsonDocument.Parse(File.ReadAllText(dir["p.json"]));
+        Assert.True(doc.RootElement.GetProperty("copy_accuracy").GetDouble() > 0.9, "the shipped base copies restated lists");
+        Assert.Equal(3, doc.RootElement.GetProperty("restatement").GetArrayLength());
+        Assert.Equal(4, doc.RootElement.GetProperty("loss_by_position").GetArrayLength());
+        CliRunner.AssertUserError(CliRunner.Run("probe-base", "--model", model, "--context", "8"), "--context: 8");
+    }
+}
