@@ -59,6 +59,7 @@ public static class GateTrainer
             eval.AddRange(order.Take(held).Select(i => encoder.Encode(rows[i], task)));
             train.AddRange(order.Skip(held).Order().Select(i => encoder.Encode(rows[i], task)));
         }
+        eval = Interleave(eval);   // evaluation takes the first --eval-limit examples: every task must be among them
         int truncated = train.Count(e => e.Truncated) + eval.Count(e => e.Truncated);
         if (truncated > 0) progress.Message($"truncated {truncated} of {train.Count + eval.Count} sequences to --max-seq-len {options.MaxSeqLen}");
         progress.Message($"{adapters.Count} tasks: {string.Join(", ", adapters.Select((a, i) => $"{i}={a.Name} ({train.Count(e => e.Task == i)}+{eval.Count(e => e.Task == i)})"))} train+eval examples");
@@ -78,6 +79,20 @@ public static class GateTrainer
         if (File.Exists(metrics))
             LossCurvePlot.Write(metrics, Path.Combine(outDir, "loss_curve.png"), ["lm_loss", "gate_loss"], $"train-gate: {adapters.Count} adapters, λ = {gate.GateLossWeight:G}");
         return new GateTrainingResult(outcome, train.Count, eval.Count, truncated, loop.InitialEvaluation, loop.LastEvaluation);
+    }
+
+    /// <summary>
+    /// Round-robin over tasks (each task's examples in their order): any prefix holds the tasks as evenly as their
+    /// sizes allow, so a limited evaluation measures every task instead of the first few.
+    /// </summary>
+    internal static List<EncodedExample> Interleave(IReadOnlyList<EncodedExample> examples)
+    {
+        var byTask = examples.GroupBy(e => e.Task).OrderBy(g => g.Key).Select(g => g.ToList()).ToList();
+        var result = new List<EncodedExample>(examples.Count);
+        for (int r = 0; result.Count < examples.Count; r++)
+            foreach (var g in byTask)
+                if (r < g.Count) result.Add(g[r]);
+        return result;
     }
 
     /// <summary>Every adapter needs a task folder of the same name and every task folder an adapter; lists both sides otherwise.</summary>

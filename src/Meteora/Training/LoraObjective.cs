@@ -23,6 +23,11 @@ public sealed class LoraObjective : ITrainingObjective
 
     public IReadOnlyList<Parameter> Parameters { get; }
 
+    /// <summary>Rank, alpha, scaling, dropout, targets and the base's dtype: resuming with any of them changed is refused.</summary>
+    public string Description =>
+        $"lora r={_config.R} α={_config.LoraAlpha:R} rslora={_config.UseRsLora} dropout={_config.LoraDropout:R} " +
+        $"targets={_config.TargetRegex ?? string.Join(',', _config.TargetModules)} layers={(_config.LayersToTransform is { } l ? string.Join(',', l) : "all")} dtype={_lm.DType}";
+
     /// <summary>PEFT's initialisation: A ~ U(±1/√in) (Kaiming-uniform with a = √5), B = 0, so training starts at the base.</summary>
     public void Initialize(int seed)
     {

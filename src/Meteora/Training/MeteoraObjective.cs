@@ -31,12 +31,23 @@ public sealed class MeteoraObjective : ITrainingObjective
 
     public IReadOnlyList<Parameter> Parameters { get; }
 
+    private string _gateInit = "loaded";
+
+    /// <summary>
+    /// λ, the training form's top-k and temperature, the gate initialisation, whether adapters train, the adapters
+    /// (names, ranks, alphas in gate order) and the model's dtype: resuming with any of them changed is refused.
+    /// </summary>
+    public string Description =>
+        $"meteora λ={_lambda:R} top-k={_m.Routing.TopK} T={_m.Routing.Temperature:R} init={_gateInit} train-adapters={_trainAdapters} " +
+        $"dtype={_m.Model.DType} adapters=[{string.Join(", ", _m.Adapters.Select(a => $"{a.Name} r={a.Config.R} α={a.Config.LoraAlpha:R}"))}]";
+
     /// <summary>
     /// Gate initialisation. "normal": N(0, 1), as the original code leaves nn.Linear-sized gates; "small":
     /// N(0, (0.1/√in)²), logits near zero so routing starts close to uniform (see docs/TRAINING.md).
     /// </summary>
     public void InitializeGates(string scheme, int seed)
     {
+        _gateInit = scheme;
         using var noGrad = no_grad();
         using var gen = new Generator((ulong)seed);
         foreach (var p in _m.Projections)

@@ -42,6 +42,13 @@ public class TrainGateTests
         GateTrainer.Train(Fixture.Base, FixtureTasks.Adapters, data, dir["straight"], gate, options, CPU, ScalarType.Float32);
         var stopped = GateTrainer.Train(Fixture.Base, FixtureTasks.Adapters, data, dir["resumed"], gate, options with { StopAfter = 7 }, CPU, ScalarType.Float32);
         Assert.Equal(TrainingOutcome.Interrupted, stopped.Outcome);
+        // Settings outside TrainingOptions are part of the fingerprint too: resuming with another λ or top-k is refused.
+        foreach (var changed in new[] { gate with { GateLossWeight = 5 }, gate with { TopK = 1 }, gate with { GateInit = "normal" } })
+        {
+            var e = Assert.Throws<MeteoraException>(() =>
+                GateTrainer.Train(Fixture.Base, FixtureTasks.Adapters, data, dir["resumed"], changed, options with { Resume = true }, CPU, ScalarType.Float32));
+            Assert.Contains("other settings", e.Message);
+        }
         GateTrainer.Train(Fixture.Base, FixtureTasks.Adapters, data, dir["resumed"], gate, options with { Resume = true }, CPU, ScalarType.Float32);
 
         using var a = SafeTensorsFile.Open(Path.Combine(dir["straight"], MeteoraCheckpoint.GatesFile));
@@ -119,5 +126,21 @@ public class TrainGateTests
         var bad = CliRunner.Run("train-gate", "--model", Fixture.Base, "--adapters-dir", Path.Combine(Fixture.Root, "adapters"), "--data", data,
             "--out", dir["m2"], "--order", "upper,add");
         CliRunner.AssertUserError(bad, "--order", "not listed: [reverse]");
+    }
+}
+
+public class GateEvalOrderTests
+{
+    [Fact]
+    public void EvaluationExamplesAreInterleavedByTaskSoALimitCoversEveryTask()
+    {
+        var examples = new[] { (0, 5), (1, 2), (2, 4) }
+            .SelectMany(t => Enumerable.Range(0, t.Item2).Select(i => new Meteora.Training.EncodedExample([t.Item1, i], [true, false], t.Item1, false)))
+            .ToList();
+        var order = Meteora.Training.GateTrainer.Interleave(examples);
+        Assert.Equal(examples.Count, order.Count);
+        Assert.Equal(new[] { 0, 1, 2, 0, 1, 2, 0, 2, 0, 2, 0 }, order.Select(e => e.Task));
+        foreach (int task in new[] { 0, 1, 2 })   // each task's examples keep their order
+            Assert.Equal(Enumerable.Range(0, examples.Count(e => e.Task == task)), order.Where(e => e.Task == task).Select(e => e.Ids[1]));
     }
 }
