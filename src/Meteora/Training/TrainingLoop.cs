@@ -1,4 +1,5 @@
 using System.Diagnostics;
+using Meteora.IO;
 using System.Security.Cryptography;
 using System.Text;
 using System.Text.Json;
@@ -186,11 +187,26 @@ public sealed class TrainingLoop
     private StreamWriter OpenMetrics(int start)
     {
         string path = Path.Combine(_outDir, "metrics.jsonl");
-        // On resume keep only the lines up to the checkpoint's step, so the log reads as one run.
-        var keep = start > 0 && File.Exists(path)
-            ? File.ReadAllLines(path).Where(l => JsonDocument.Parse(l).RootElement.GetProperty("step").GetInt32() <= start).ToList()
-            : [];
-        File.WriteAllLines(path, keep);
+        // On resume keep only the lines up to the checkpoint's step, so the log reads as one run. A line cut short
+        // by a kill (or otherwise unreadable) is dropped and reported, not fatal.
+        var keep = new List<string>();
+        int dropped = 0;
+        if (start > 0 && File.Exists(path))
+            foreach (var line in File.ReadAllLines(path))
+            {
+                int? step = null;
+                try
+                {
+                    using var doc = JsonDocument.Parse(line);
+                    if (doc.RootElement.ValueKind == JsonValueKind.Object && doc.RootElement.TryGetProperty("step", out var s)
+                        && s.TryGetInt32(out int v)) step = v;
+                }
+                catch (JsonException) { }
+                if (step is null) { dropped++; continue; }
+                if (step <= start) keep.Add(line);
+            }
+        if (dropped > 0) _progress.Message($"{path}: skipped {dropped} unreadable line(s) (a run killed while writing?)");
+        AtomicFile.WriteAllText(path, keep.Count > 0 ? string.Join('\n', keep) + "\n" : "");
         return new StreamWriter(path, append: true) { AutoFlush = true };
     }
 
