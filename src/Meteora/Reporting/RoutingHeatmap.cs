@@ -432,8 +432,11 @@ public static class RoutingHeatmap
             finally { mm.Attach(null); }
         }
         // Keep the answer tokens only: position t routes the token at t, so the answer starts at prompt.Length.
-        var answerTrace = recorder.Trace().ToDictionary(kv => kv.Key, kv => kv.Value[prompt.Length..]);
-        var answerWeights = recorder.Weights().ToDictionary(kv => kv.Key, kv => kv.Value[prompt.Length..]);
+        // Only projections that carry adapters: where none does (the demo's layer-0 q/k/v) the choice changes nothing
+        // and would count as votes for adapter 0.
+        var adapted = mm.Projections.Where(p => p.Adapters.TotalRank > 0).Select(p => p.Site.Key).ToHashSet();
+        var answerTrace = recorder.Trace().Where(kv => adapted.Contains(kv.Key)).ToDictionary(kv => kv.Key, kv => kv.Value[prompt.Length..]);
+        var answerWeights = recorder.Weights().Where(kv => adapted.Contains(kv.Key)).ToDictionary(kv => kv.Key, kv => kv.Value[prompt.Length..]);
         var share = Shares(answerTrace, mm.AdapterNames.Count);
         var groups = GroupWeights(answerTrace, answerWeights, mm.AdapterNames.Count);
         var tokens = output.Select(t => TokenText(tokenizer.TokenBytes(t))).ToList();
