@@ -24,6 +24,9 @@ public sealed record DemoResult(
 {
     public double Mean(string mode) => PerTask[mode].Average(s => s.Accuracy);
 
+    /// <summary>The trained gates' held-out gate accuracy per task (empty when not measured).</summary>
+    public IReadOnlyDictionary<string, double> GateAccuracyByTask { get; init; } = new Dictionary<string, double>();
+
     /// <summary>The single-task adapter with the highest composite-n average correct, and that score.</summary>
     public (string Adapter, double Score) BestSingle(int n) =>
         Composite[n].Where(kv => kv.Key.StartsWith("single:")).Select(kv => (kv.Key["single:".Length..], kv.Value.AverageCorrect))
@@ -47,6 +50,7 @@ public sealed class DemoRunner
     private readonly Action<string> _log;
     private readonly Func<string, ITrainingProgress> _progress;
     private readonly Dictionary<string, double> _stages = new();
+    private IReadOnlyDictionary<string, double> _gateByTask = new Dictionary<string, double>();
 
     /// <summary>
     /// A demo in folder <paramref name="dir"/>; <paramref name="log"/> receives one line per stage and result,
@@ -103,7 +107,8 @@ public sealed class DemoRunner
         using var tokenizer = HfTokenizer.Load(BaseDir);
         Stage("evaluation", () => Evaluate(tasks, tokenizer, perTask, composite, cancel));
         var result = new DemoResult(tasks, perTask,
-            composite.ToDictionary(kv => kv.Key, kv => (IReadOnlyDictionary<string, CompositeScore>)kv.Value), _stages);
+            composite.ToDictionary(kv => kv.Key, kv => (IReadOnlyDictionary<string, CompositeScore>)kv.Value), _stages)
+        { GateAccuracyByTask = _gateByTask };
         WriteReport(result);
         return result;
     }
@@ -175,6 +180,8 @@ public sealed class DemoRunner
                 options, _device, _dtype, _progress("MeteoRA gates"), cancel);
             Interrupted(r.Outcome);
             _log($"  gates: eval gate accuracy {r.FinalEval.GetValueOrDefault("eval_gate_acc", double.NaN):P1}");
+            _gateByTask = r.GateAccuracyByTask;
+            _log("  gate accuracy by task: " + string.Join(", ", r.GateAccuracyByTask.Select(kv => $"{kv.Key} {kv.Value:P1}")));
         });
 
     }
@@ -311,6 +318,9 @@ public sealed class DemoRunner
         for (int i = 0; i < r.Tasks.Count; i++)
             sb.AppendLine($"| {r.Tasks[i]} | {r.PerTask["peft"][i].Metric} | " + string.Join(" | ", Modes.Select(m => $"{r.PerTask[m][i].Accuracy:F2}")) + " |");
         sb.AppendLine("| **mean** | | " + string.Join(" | ", Modes.Select(m => $"**{r.Mean(m):F3}**")) + " |");
+        if (r.GateAccuracyByTask.Count > 0)
+            sb.AppendLine().AppendLine("Held-out gate accuracy by task (share of (projection, token) decisions on the task's adapter): " +
+                string.Join(", ", r.GateAccuracyByTask.Select(kv => $"{kv.Key} {kv.Value:P1}")) + ".");
         foreach (var (n, scores) in r.Composite.OrderBy(kv => kv.Key))
         {
             if (scores.Count == 0) continue;
@@ -337,6 +347,7 @@ public sealed class DemoRunner
                 contains = s.Contains, numeric = s.Numeric, paper_accuracy = s.PaperAccuracy, bleu = s.Bleu, rougeL = s.Rouge.RougeL,
             })),
             mean_accuracy = r.PerTask.ToDictionary(kv => kv.Key, kv => r.Mean(kv.Key)),
+            gate_accuracy_by_task = r.GateAccuracyByTask,
             composite = r.Composite.ToDictionary(kv => $"composite-{kv.Key}", kv => kv.Value.ToDictionary(x => x.Key, x => new
             {
                 average_correct = x.Value.AverageCorrect, per_task = x.Value.PerTask, examples = x.Value.Examples,

@@ -22,8 +22,13 @@ public sealed record GateTrainingOptions
 }
 
 /// <summary>Result of a gate training run.</summary>
+/// <param name="GateAccuracyByTask">
+/// a completed run's held-out gate accuracy per task (share of its (projection, position) decisions whose top-1 is
+/// the task's adapter, over every held-out example); empty without held-out data or when interrupted
+/// </param>
 public sealed record GateTrainingResult(TrainingOutcome Outcome, int TrainExamples, int EvalExamples, int Truncated,
-    IReadOnlyDictionary<string, double>? InitialEval, IReadOnlyDictionary<string, double> FinalEval);
+    IReadOnlyDictionary<string, double>? InitialEval, IReadOnlyDictionary<string, double> FinalEval,
+    IReadOnlyDictionary<string, double> GateAccuracyByTask);
 
 /// <summary>
 /// <c>train-gate</c>: builds a MeteoRA model from a base and N adapters (adapter i = task i = gate index i),
@@ -76,9 +81,41 @@ public static class GateTrainer
         var outcome = loop.Run(train, eval.Count > 0 ? eval : null, cancel);
 
         string metrics = Path.Combine(outDir, "metrics.jsonl");
+        var byTask = new Dictionary<string, double>();
+        if (outcome == TrainingOutcome.Completed && eval.Count > 0)
+        {
+            byTask = AccuracyByTask(m, eval, adapters.Select(a => a.Name).ToList(), options.BatchSize, padId, device, gate.GateLossWeight);
+            progress.Message("held-out gate accuracy by task: " + string.Join(", ", byTask.Select(kv => $"{kv.Key} {kv.Value:P1}")));
+            var line = new Dictionary<string, object> { ["step"] = options.Steps ?? 0, ["kind"] = "gate_acc_by_task" };
+            foreach (var (t, a) in byTask) line[t] = Math.Round(a, 6);
+            File.AppendAllText(metrics, System.Text.Json.JsonSerializer.Serialize(line) + "\n");
+        }
         if (File.Exists(metrics))
             LossCurvePlot.Write(metrics, Path.Combine(outDir, "loss_curve.png"), ["lm_loss", "gate_loss"], $"train-gate: {adapters.Count} adapters, λ = {gate.GateLossWeight:G}");
-        return new GateTrainingResult(outcome, train.Count, eval.Count, truncated, loop.InitialEvaluation, loop.LastEvaluation);
+        return new GateTrainingResult(outcome, train.Count, eval.Count, truncated, loop.InitialEvaluation, loop.LastEvaluation, byTask);
+    }
+
+    /// <summary>Gate accuracy per task over every held-out example (batches of one task; exact decision counts).</summary>
+    private static Dictionary<string, double> AccuracyByTask(MeteoraModel m, IReadOnlyList<EncodedExample> eval, IReadOnlyList<string> names,
+        int batchSize, int padId, Device device, double lambda)
+    {
+        using var noGrad = no_grad();
+        m.Model.eval();
+        var result = new Dictionary<string, double>();
+        foreach (var group in eval.GroupBy(e => e.Task).OrderBy(g => g.Key))
+        {
+            double right = 0; long decisions = 0;
+            foreach (var chunk in group.Chunk(batchSize))
+            {
+                using var scope = NewDisposeScope();
+                using var batch = TrainingBatch.Collate(chunk, padId, device);
+                var v = MeteoraLoss.Compute(m, batch, lambda);
+                right += v.GateAccuracy * v.Decisions;
+                decisions += v.Decisions;
+            }
+            result[names[group.Key]] = decisions > 0 ? right / decisions : double.NaN;
+        }
+        return result;
     }
 
     /// <summary>

@@ -8,7 +8,8 @@ namespace Meteora.Training;
 /// The three numbers of a MeteoRA loss (total = lm + λ · gate) and the gate accuracy: the share of (projection,
 /// position) pairs whose top-1 gate logit is the row's task.
 /// </summary>
-public sealed record MeteoraLossValue(Tensor Total, Tensor Lm, Tensor Gate, double GateAccuracy);
+/// <param name="Decisions">the (projection, position) pairs the accuracy is over</param>
+public sealed record MeteoraLossValue(Tensor Total, Tensor Lm, Tensor Gate, double GateAccuracy, long Decisions);
 
 /// <summary>
 /// The MeteoRA training objective (DESIGN.md): LM cross-entropy + λ · gate cross-entropy, with the router in its
@@ -47,6 +48,6 @@ public static class MeteoraLoss
         var gate = sum.div(n).squeeze();
         var total = lm + gate.mul(w);
         double accuracy = correct.item<long>() / (double)Math.Max(count, 1);
-        return new MeteoraLossValue(total.MoveToOuterDisposeScope(), lm.MoveToOuterDisposeScope(), gate.MoveToOuterDisposeScope(), accuracy);
+        return new MeteoraLossValue(total.MoveToOuterDisposeScope(), lm.MoveToOuterDisposeScope(), gate.MoveToOuterDisposeScope(), accuracy, count);
     }
 }

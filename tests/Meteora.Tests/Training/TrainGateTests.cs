@@ -23,6 +23,15 @@ public class TrainGateTests
         Assert.True(acc > 0.95, $"eval gate accuracy {acc}");
         Assert.True(after < before, $"eval loss {before} -> {after}");
         Assert.Equal(60, result.EvalExamples);   // 10% of 3 × 200
+        // Per task, over every held-out example, and logged to metrics.jsonl.
+        Assert.Equal(FixtureTasks.Names.Order(), result.GateAccuracyByTask.Keys.Order());
+        Assert.All(result.GateAccuracyByTask.Values, a => Assert.InRange(a, 0.9, 1.0));
+        var logged = File.ReadLines(Path.Combine(dir["m"], "metrics.jsonl")).Last();
+        using (var doc = System.Text.Json.JsonDocument.Parse(logged))
+        {
+            Assert.Equal("gate_acc_by_task", doc.RootElement.GetProperty("kind").GetString());
+            foreach (var (task, a) in result.GateAccuracyByTask) Assert.Equal(a, doc.RootElement.GetProperty(task).GetDouble(), 5);
+        }
 
         // The folder is a checkpoint that loads and routes the way training measured.
         foreach (var f in new[] { "meteora_config.json", "gates.safetensors", "metrics.jsonl", "loss_curve.png" })
