@@ -182,13 +182,24 @@ public static class GenericCorpus
         return line.EndsWith("=>") ? line + " " + SuiteSkills.Letters(rng) : line;   // never a task prompt's shape ("x: … =>")
     }
 
-    /// <summary>A heading for a block: a heading word or a made-up one, in one of a few cases, with a colon.</summary>
-    private static string Heading(Random rng, string? not = null)
+    /// <summary>
+    /// A heading for a block: a heading word or a made-up one, in one of a few cases, with a colon; never the same
+    /// word as <paramref name="other"/> (the heading it answers or restates, if any).
+    /// </summary>
+    private static string Heading(Random rng, string? other = null)
     {
+        string? not = other?.TrimEnd(':').ToLowerInvariant();
         string w;
         do w = rng.Next(4) == 0 ? SuiteSkills.Word(rng, 2, 3) : HeadingWords[rng.Next(HeadingWords.Length)];
         while (w == not);
         return (rng.Next(3) switch { 0 => char.ToUpperInvariant(w[0]) + w[1..], 1 => w.ToUpperInvariant(), _ => w }) + ":";
+    }
+
+    /// <summary>Two different headings: one over questions, one over their replies.</summary>
+    private static (string Ask, string Reply) HeadingPair(Random rng)
+    {
+        string ask = Heading(rng);
+        return (ask, Heading(rng, other: ask));
     }
 
     /// <summary>A numbered list of 2…8 items, a few other lines, then the same list again under a new heading.</summary>
@@ -199,7 +210,7 @@ public static class GenericCorpus
         for (int i = 0; i < items.Count; i++) list.Append($"{i + 1}. {items[i]}\n");
         var between = string.Concat(Enumerable.Range(0, rng.Next(0, 3)).Select(_ => Line(rng) + "\n"));
         string head = rng.Next(2) == 0 ? ListHeads[rng.Next(ListHeads.Length)] : Heading(rng);
-        string again = rng.Next(2) == 0 ? RepeatHeads[rng.Next(RepeatHeads.Length)] : Heading(rng, not: head.TrimEnd(':').ToLowerInvariant());
+        string again = rng.Next(2) == 0 ? RepeatHeads[rng.Next(RepeatHeads.Length)] : Heading(rng, other: head);
         return $"{head}\n{list}{between}{again}\n{list}";
     }
 
@@ -209,7 +220,7 @@ public static class GenericCorpus
     /// </summary>
     private static string AnsweredQuestions(Random rng)
     {
-        string ask = Heading(rng), reply = Heading(rng, not: ask.TrimEnd(':').ToLowerInvariant());
+        var (ask, reply) = HeadingPair(rng);
         string intro = rng.Next(4) == 0 ? Instructions[rng.Next(Instructions.Length)] + "\n" : "";
         return intro + QuestionBlock(rng, ask, reply, rng.Next(2, 11));
     }
@@ -221,7 +232,7 @@ public static class GenericCorpus
     /// </summary>
     private static string WorkedExamples(Random rng)
     {
-        string ask = Heading(rng), reply = Heading(rng, not: ask.TrimEnd(':').ToLowerInvariant());
+        var (ask, reply) = HeadingPair(rng);
         var sb = new StringBuilder(rng.Next(2) == 0 ? Instructions[rng.Next(Instructions.Length)] + "\n" : "");
         int size = rng.Next(2, 7);
         for (int b = rng.Next(2, 4); b > 0; b--) sb.Append(QuestionBlock(rng, ask, reply, rng.Next(2) == 0 ? size : rng.Next(2, 7)));
