@@ -19,7 +19,10 @@ public sealed record CompositeExample(string Prompt, IReadOnlyList<CompositePart
 /// </summary>
 public static partial class CompositePrompt
 {
-    private const string Instruction = "Solve each problem. Answer on numbered lines.";
+    /// <summary>The prompt's first line.</summary>
+    public const string Instruction = "Solve each problem. Answer on numbered lines.";
+    /// <summary>The line that opens a block of answers.</summary>
+    public const string AnswersHeader = "Answers:";
 
     /// <summary>
     /// Builds one composite-n example: shots from <paramref name="train"/>, parts from <paramref name="test"/>, over
@@ -36,17 +39,21 @@ public static partial class CompositePrompt
             var shotTasks = tasks.OrderBy(_ => rng.Next()).Take(n).ToList();
             var shot = shotTasks.Select(t => train[t][rng.Next(train[t].Count)]).ToList();
             AppendProblems(sb, shot.Select(e => e.Prompt));
-            sb.AppendLine("Answers:");
-            for (int i = 0; i < shot.Count; i++) sb.AppendLine($"{i + 1}. {shot[i].Prompt} {shot[i].Response.Trim()}");
+            sb.AppendLine(AnswersHeader);
+            for (int i = 0; i < shot.Count; i++) sb.AppendLine(AnswerLine(i + 1, shot[i].Prompt, shot[i].Response.Trim()));
         }
         var chosen = tasks.OrderBy(_ => rng.Next()).Take(n).ToList();
         var parts = chosen.Select(t => { var e = test[t][rng.Next(test[t].Count)]; return new CompositePart(t, e.Prompt, e.Response.Trim()); }).ToList();
         AppendProblems(sb, parts.Select(p => p.Prompt));
-        sb.Append("Answers:\n");
+        sb.Append(AnswersHeader).Append('\n');
         return new CompositeExample(sb.ToString(), parts);
     }
 
-    private static void AppendProblems(StringBuilder sb, IEnumerable<string> prompts)
+    /// <summary>Answer line <paramref name="number"/> of a solved block: the problem restated, then its answer.</summary>
+    public static string AnswerLine(int number, string prompt, string answer) => $"{number}. {prompt} {answer}";
+
+    /// <summary>A "Problems:" block: the prompts on numbered lines.</summary>
+    public static void AppendProblems(StringBuilder sb, IEnumerable<string> prompts)
     {
         sb.AppendLine("Problems:");
         int i = 1;

@@ -99,47 +99,40 @@ public static class BaseProbes
 
     /// <summary>
     /// Teacher-forced share of the last block's problem-line tokens predicted right on its answer lines, over 12
-    /// composite-shaped prompts of three problems with <paramref name="shots"/> solved blocks in front.
+    /// composite-shaped prompts (<see cref="CompositePrompt"/>'s format) of three problems with <paramref name="shots"/>
+    /// solved blocks in front.
     /// </summary>
     private static double Restate(LlamaForCausalLM lm, HfTokenizer tokenizer, Random rng, int shots, int contextLength)
     {
-        long right = 0, total = 0;
+        (long Right, long Total) acc = (0, 0);
         string Problem() => $"{SuiteSkills.Word(rng, 2, 3)}: {SuiteSkills.Letters(rng, 3, 6)} =>";
         for (int p = 0; p < 12; p++)
         {
-            var sb = new StringBuilder("Solve each problem. Answer on numbered lines.\n");
-            void Block(IReadOnlyList<string> problems, bool last, List<int>? starts)
+            var sb = new StringBuilder().AppendLine(CompositePrompt.Instruction);
+            var starts = new List<int>();   // character offsets of the last block's restated problems
+            string[] final = [];
+            for (int b = 0; b <= shots; b++)
             {
-                sb.Append("Problems:\n");
-                for (int i = 0; i < problems.Count; i++) sb.Append($"{i + 1}. {problems[i]}\n");
-                sb.Append("Answers:\n");
-                for (int i = 0; i < problems.Count; i++)
+                string[] problems = [Problem(), Problem(), Problem()];
+                CompositePrompt.AppendProblems(sb, problems);
+                sb.AppendLine(CompositePrompt.AnswersHeader);
+                starts.Clear();
+                for (int i = 0; i < problems.Length; i++)
                 {
-                    sb.Append($"{i + 1}. ");
-                    starts?.Add(sb.Length);
-                    sb.Append($"{problems[i]} {SuiteSkills.Letters(rng, 2, 5)}\n");
+                    string line = CompositePrompt.AnswerLine(i + 1, problems[i], SuiteSkills.Letters(rng, 2, 5));
+                    starts.Add(sb.Length + line.IndexOf(problems[i], StringComparison.Ordinal));
+                    sb.AppendLine(line);
                 }
+                final = problems;
             }
-            for (int s = 0; s < shots; s++) Block([Problem(), Problem(), Problem()], false, null);
-            var final = new[] { Problem(), Problem(), Problem() };
-            var starts = new List<int>();
-            Block(final, true, starts);
             string text = sb.ToString();
             var ids = tokenizer.Encode(text);
             if (ids.Length > contextLength) continue;
             var predicted = Predict(lm, ids);
             for (int i = 0; i < final.Length; i++)
-            {
-                int start = tokenizer.Encode(text[..starts[i]]).Length;
-                var line = tokenizer.Encode(final[i], addSpecialTokens: false);
-                for (int j = 0; j < line.Length && start + j < ids.Length; j++)
-                {
-                    total++;
-                    if (predicted[start + j - 1] == ids[start + j]) right++;
-                }
-            }
+                acc = Score(tokenizer, ids, predicted, tokenizer.Encode(text[..starts[i]]).Length, final[i], acc, lettersOnly: false);
         }
-        return total > 0 ? right / (double)total : double.NaN;
+        return acc.Total > 0 ? acc.Right / (double)acc.Total : double.NaN;
     }
 
     /// <summary>Argmax next-token prediction at every position: predicted[t] is the guess for ids[t + 1].</summary>
@@ -150,14 +143,18 @@ public static class BaseProbes
         return lm.forward(x)[0].argmax(-1).cpu().data<long>().ToArray();                          // (T,)
     }
 
-    /// <summary>Counts right guesses over the list's letter tokens, the list starting at token position <paramref name="start"/>.</summary>
-    private static (long Right, long Total) Score(HfTokenizer tokenizer, int[] ids, long[] predicted, int start, string list, (long Right, long Total) acc)
+    /// <summary>
+    /// Adds to <paramref name="acc"/> the teacher-forced guesses over the tokens of <paramref name="span"/>, which
+    /// starts at token position <paramref name="start"/> of <paramref name="ids"/>; with <paramref name="lettersOnly"/>,
+    /// only its lower-case letter tokens count (not numbering, spaces or newlines).
+    /// </summary>
+    private static (long Right, long Total) Score(HfTokenizer tokenizer, int[] ids, long[] predicted, int start, string span,
+        (long Right, long Total) acc, bool lettersOnly = true)
     {
-        var listIds = tokenizer.Encode(list, addSpecialTokens: false);
-        for (int j = 0; j < listIds.Length && start + j < ids.Length; j++)
+        var spanIds = tokenizer.Encode(span, addSpecialTokens: false);
+        for (int j = 0; j < spanIds.Length && start + j < ids.Length; j++)
         {
-            string piece = tokenizer.Decode([listIds[j]]);
-            if (piece.Length == 0 || !piece.All(char.IsAsciiLetterLower)) continue;   // numbering, spaces, newlines
+            if (lettersOnly && tokenizer.Decode([spanIds[j]]) is var piece && (piece.Length == 0 || !piece.All(char.IsAsciiLetterLower))) continue;
             int t = start + j;
             acc.Total++;
             if (predicted[t - 1] == ids[t]) acc.Right++;
