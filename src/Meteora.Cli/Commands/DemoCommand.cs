@@ -44,8 +44,8 @@ public static class DemoCommand
                 if (result.Composite[n].TryGetValue("meteora-top2", out var m) && result.Composite[n].TryGetValue("lora-b", out var b))
                 {
                     string arrow = result.Composite[n].TryGetValue("arrow", out var a) ? $", Arrow {a.AverageCorrect:F3}" : "";
-                    string single = result.Composite[n].Keys.Any(k => k.StartsWith("single:"))
-                        ? $", best single adapter ({result.BestSingle(n).Adapter}) {result.BestSingle(n).Score:F3}" : "";
+                    string single = result.Composite[n].Keys.Any(k => k.StartsWith("single:")) && result.BestSingle(n) is var (adapter, score)
+                        ? $", best single adapter ({adapter}) {score:F3}" : "";
                     ctx.Out.WriteLine($"composite-{n}: MeteoRA {m.AverageCorrect:F3}{arrow}, LoRA-B {b.AverageCorrect:F3}{single}");
                 }
             ctx.Out.WriteLine($"total {sw.Elapsed.TotalMinutes:F1} min; " + string.Join(", ", result.StageSeconds.Select(kv => $"{kv.Key} {kv.Value:F0} s")));

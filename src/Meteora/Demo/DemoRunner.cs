@@ -34,9 +34,8 @@ public sealed record DemoResult(
 }
 
 /// <summary>
-/// The end-to-end demo: the built-in task suite and the tiny base (both cached in the demo folder), one LoRA per
-/// task, the LoRA-B baseline (one adapter of the same rank on all tasks, balanced), MeteoRA gates trained on the
-/// union, then per-task accuracy of PEFT-oracle, MeteoRA top-1/top-2, Arrow (training-free per-token routing),
+/// The end-to-end demo: the built-in task suite (cached in the demo folder), a base, one LoRA per task, the LoRA-B
+/// baseline (one adapter of the same rank on all tasks, balanced), MeteoRA gates trained on the union, then per-task accuracy of PEFT-oracle, MeteoRA top-1/top-2, Arrow (training-free per-token routing),
 /// LoRA-B, average-merge and the base, and composite-n of MeteoRA against Arrow, LoRA-B and every single adapter.
 /// Writes the report folder. By default the base, task adapters and LoRA-B are the shipped ones
 /// (<c>models/meteora-demo</c>); <see cref="DemoSettings.FromScratch"/> builds them first.
@@ -51,11 +50,10 @@ public sealed class DemoRunner
     private readonly Func<string, ITrainingProgress> _progress;
     private readonly Dictionary<string, double> _stages = new();
     private IReadOnlyDictionary<string, double> _gateByTask = new Dictionary<string, double>();
+    /// <summary>The shipped models' folder, or null when the demo builds its own (<see cref="DemoSettings.FromScratch"/>).</summary>
+    private readonly string? _shipped;
 
-    /// <summary>
-    /// A demo in folder <paramref name="dir"/>; <paramref name="log"/> receives one line per stage and result,
-    /// <paramref name="progress"/> makes the progress sink of one training stage from its title.
-    /// </summary>
+    /// <summary>A demo in folder <paramref name="dir"/>; <paramref name="log"/> receives one line per stage and result.</summary>
     /// <param name="progress">makes the progress sink of one training stage from its title</param>
     /// <param name="shippedDir">
     /// the shipped base and adapters (<c>models/meteora-demo</c>: base/, adapters/&lt;task&gt;/, lora-b/), used unless
@@ -73,7 +71,6 @@ public sealed class DemoRunner
                 : Path.GetFullPath(shippedDir);
     }
 
-    private readonly string? _shipped;
     private string TasksDir => Path.Combine(_dir, "tasks");
     private string BaseDir => Path.Combine(_shipped ?? _dir, "base");
     private string AdaptersDir => Path.Combine(_shipped ?? _dir, "adapters");
