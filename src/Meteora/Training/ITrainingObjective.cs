@@ -30,15 +30,15 @@ public interface ITrainingObjective
     /// </summary>
     void AfterBackward() { }
 
-    /// <summary>After the micro-batches, before clipping and the optimiser step.</summary>
-    void BeforeOptimizerStep() { }
-
     /// <summary>
     /// What the objective trains and how (its kind, precision, settings that change the result): part of the
     /// checkpoint fingerprint, so resuming under another description is refused.
     /// </summary>
     string Description => GetType().Name;
 
-    /// <summary>After the optimiser step (and after a resume restored the state): copy master weights back into the model.</summary>
+    /// <summary>
+    /// After the optimiser step: a mixed-precision objective copies its master weights back into the model (its
+    /// <see cref="LoadTrainableState"/> does the same after a resume).
+    /// </summary>
     void AfterOptimizerStep() { }
 }

@@ -57,7 +57,6 @@ public sealed class TrainingLoop
         {
             var state = TrainingCheckpoint.Load(_outDir, _objective, optimizer, fingerprint);
             start = state.Step;
-            _objective.AfterOptimizerStep();   // a mixed-precision objective refreshes its low-precision copy from the masters
             _progress.Message($"resuming from step {start} of {total}");
         }
         using var metrics = OpenMetrics(start);
@@ -104,7 +103,6 @@ public sealed class TrainingLoop
                 foreach (var (name, v) in parts) sums[name] = sums.GetValueOrDefault(name) + v / o.GradAccum;
                 tokensSeen += batch.Tokens;
             }
-            _objective.BeforeOptimizerStep();
             if (o.ClipNorm > 0) sums["grad_norm"] = nn.utils.clip_grad_norm_(_objective.Parameters, o.ClipNorm);
             optimizer.step();
             _objective.AfterOptimizerStep();
