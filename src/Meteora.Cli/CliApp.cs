@@ -23,6 +23,7 @@ public static class CliApp
         root.Subcommands.Add(MakeTasksCommand.Create(Context));
         root.Subcommands.Add(MakeBaseCommand.Create(Context));
         root.Subcommands.Add(ProbeBaseCommand.Create(Context));
+        root.Subcommands.Add(CorpusCommand.Create(Context));
         root.Subcommands.Add(EvalCommand.Create(Context));
         root.Subcommands.Add(ConvertCommand.Create(Context));
         root.Subcommands.Add(InspectCommand.Create(Context));

@@ -14,7 +14,9 @@ public sealed record CompositeScore(int N, int Examples, IReadOnlyDictionary<str
 
 /// <summary>
 /// Runs composite-n prompts (<see cref="CompositePrompt"/>) through one model with greedy decoding and scores each
-/// sub-problem with its task's metric, as the paper reports: per-task accuracy and "average correct".
+/// sub-problem with its task's metric, as the paper reports: per-task scores (the task's metric over its sub-answers)
+/// and "average correct" (the mean per-prompt share of sub-problems right; a graded metric's sub-answer counts
+/// with its sentence score).
 /// </summary>
 public static class CompositeEvaluator
 {
@@ -39,8 +41,8 @@ public static class CompositeEvaluator
             SuppressIds = SpecialTokens.EosIds(lm.Config, tokenizer),
             StopWhen = row => row.Count(t => t == newline) >= n,
         };
-        var correct = tasks.ToDictionary(t => t, _ => 0);
-        var seen = tasks.ToDictionary(t => t, _ => 0);
+        var hypotheses = tasks.ToDictionary(t => t, _ => new List<string>());
+        var references = tasks.ToDictionary(t => t, _ => new List<string>());
         double sumShare = 0;
         (int[], int[])? first = null;
         for (int i = 0; i < built.Count; i += batchSize)
@@ -51,20 +53,18 @@ public static class CompositeEvaluator
             first ??= (prompts[0], outputs[0]);
             foreach (var (example, ids) in batch.Zip(outputs))
             {
-                var answers = CompositePrompt.ParseAnswers(tokenizer.Decode(ids), n);
-                int right = 0;
+                var answers = CompositePrompt.ParseAnswers(tokenizer.Decode(ids), example.Parts.Select(p => p.Prompt).ToList());
+                double right = 0;
                 foreach (var (part, answer) in example.Parts.Zip(answers))
                 {
-                    bool ok = metrics[part.Task] == "numeric" ? AnswerMatch.Numeric(answer, part.Reference)
-                        : metrics[part.Task] == "contains" ? AnswerMatch.Contains(answer, part.Reference)
-                        : AnswerMatch.Exact(answer, part.Reference);
-                    seen[part.Task]++;
-                    if (ok) { correct[part.Task]++; right++; }
+                    hypotheses[part.Task].Add(answer);
+                    references[part.Task].Add(part.Reference);
+                    right += metrics[part.Task].Example(answer, part.Reference);
                 }
-                sumShare += right / (double)n;
+                sumShare += right / n;
             }
         }
-        var perTask = tasks.Where(t => seen[t] > 0).ToDictionary(t => t, t => correct[t] / (double)seen[t]);
+        var perTask = tasks.Where(t => hypotheses[t].Count > 0).ToDictionary(t => t, t => metrics[t].Corpus(hypotheses[t], references[t]));
         return new CompositeScore(n, built.Count, perTask, built.Count > 0 ? sumShare / built.Count : 0) { First = first };
     }
 }

@@ -16,6 +16,8 @@ public sealed record CompositeExample(string Prompt, IReadOnlyList<CompositePart
 /// numbered lines "i. …", parsed back into one answer per sub-problem and scored per sub-task. Each answer line
 /// restates its problem before the answer ("2. reverse: abc => cba"), as the shots show, so that every answer is
 /// produced right after its own task's prompt, in the same local context the task's adapter was trained on.
+/// Prompts and answers that span lines are put on one line (line breaks become spaces), since a numbered line is
+/// what holds one sub-problem; the references are scored in that form too.
 /// </summary>
 public static partial class CompositePrompt
 {
@@ -38,12 +40,12 @@ public static partial class CompositePrompt
         {
             var shotTasks = tasks.OrderBy(_ => rng.Next()).Take(n).ToList();
             var shot = shotTasks.Select(t => train[t][rng.Next(train[t].Count)]).ToList();
-            AppendProblems(sb, shot.Select(e => e.Prompt));
+            AppendProblems(sb, shot.Select(e => OneLine(e.Prompt)));
             sb.AppendLine(AnswersHeader);
-            for (int i = 0; i < shot.Count; i++) sb.AppendLine(AnswerLine(i + 1, shot[i].Prompt, shot[i].Response.Trim()));
+            for (int i = 0; i < shot.Count; i++) sb.AppendLine(AnswerLine(i + 1, OneLine(shot[i].Prompt), OneLine(shot[i].Response)));
         }
         var chosen = tasks.OrderBy(_ => rng.Next()).Take(n).ToList();
-        var parts = chosen.Select(t => { var e = test[t][rng.Next(test[t].Count)]; return new CompositePart(t, e.Prompt, e.Response.Trim()); }).ToList();
+        var parts = chosen.Select(t => { var e = test[t][rng.Next(test[t].Count)]; return new CompositePart(t, OneLine(e.Prompt), OneLine(e.Response)); }).ToList();
         AppendProblems(sb, parts.Select(p => p.Prompt));
         sb.Append(AnswersHeader).Append('\n');
         return new CompositeExample(sb.ToString(), parts);
@@ -61,26 +63,42 @@ public static partial class CompositePrompt
     }
 
     [GeneratedRegex(@"^\s*(\d+)\.\s*(.*?)\s*$")] private static partial Regex NumberedLine();
+    [GeneratedRegex(@"\s*[\r\n]+\s*")] private static partial Regex LineBreaks();
+
+    /// <summary>The text trimmed, with every line break (and the spaces around it) turned into one space.</summary>
+    public static string OneLine(string text) => LineBreaks().Replace(text.Trim(), " ");
 
     /// <summary>
-    /// Answers by number from "i. …" lines: the text after the line's last "=>" when it restates its problem, else
-    /// the whole line; missing numbers give empty answers. Stops at a new "Problems:" block.
+    /// Answers by number from "i. …" lines, one per problem of <paramref name="prompts"/>: a line that restates its
+    /// problem gives the text after it; one that restates it inexactly gives the text after the last occurrence of the
+    /// problem's last word (its closing "=>", "?" or word), and one without either is taken whole. Missing numbers give
+    /// empty answers; the first line of a number counts; parsing stops at a new "Problems:" block. Nothing here knows
+    /// a task's format: the problems themselves say where the restatement ends.
     /// </summary>
-    public static string[] ParseAnswers(string generated, int n)
+    public static string[] ParseAnswers(string generated, IReadOnlyList<string> prompts)
     {
+        int n = prompts.Count;
         var answers = new string[n];
+        var seen = new bool[n];
         Array.Fill(answers, "");
         foreach (var line in generated.Split('\n'))
         {
             if (line.StartsWith("Problems:", StringComparison.Ordinal)) break;
             var m = NumberedLine().Match(line);
-            if (m.Success && int.TryParse(m.Groups[1].Value, out int i) && i >= 1 && i <= n && answers[i - 1].Length == 0)
-            {
-                string text = m.Groups[2].Value;
-                int arrow = text.LastIndexOf("=>", StringComparison.Ordinal);
-                answers[i - 1] = arrow < 0 ? text : text[(arrow + 2)..].Trim();
-            }
+            if (!m.Success || !int.TryParse(m.Groups[1].Value, out int i) || i < 1 || i > n || seen[i - 1]) continue;
+            seen[i - 1] = true;
+            answers[i - 1] = AfterRestatement(m.Groups[2].Value, OneLine(prompts[i - 1]));
         }
         return answers;
+    }
+
+    /// <summary>The answer part of an answer line whose problem was <paramref name="prompt"/>.</summary>
+    private static string AfterRestatement(string text, string prompt)
+    {
+        if (prompt.Length == 0) return text;
+        if (text.StartsWith(prompt, StringComparison.Ordinal)) return text[prompt.Length..].Trim();
+        string last = prompt[(prompt.LastIndexOf(' ') + 1)..];
+        int at = text.LastIndexOf(last, StringComparison.Ordinal);
+        return at < 0 ? text : text[(at + last.Length)..].Trim();
     }
 }

@@ -35,7 +35,10 @@ public sealed class GeneratedDocuments : IExampleSource
     public string Fingerprint => $"generic-corpus {GenericCorpus.Version} seed {_seed} first {_first} count {Count} chars {_chars}";
 
     /// <summary>The text of document <paramref name="i"/> of this set.</summary>
-    public string Text(int i) => GenericCorpus.Document(new Random(Mix(_seed, _first + i)), _chars);
+    public string Text(int i) => TextOf(_seed, _first + i, _chars);
+
+    /// <summary>Document <paramref name="index"/> of the corpus with <paramref name="seed"/>, of at most about <paramref name="chars"/> characters.</summary>
+    public static string TextOf(int seed, int index, int chars) => GenericCorpus.Document(new Random(Mix(seed, index)), chars);
 
     /// <summary>Document <paramref name="index"/>, tokenized: BOS + text + EOS, every position in the loss.</summary>
     public EncodedExample this[int index]

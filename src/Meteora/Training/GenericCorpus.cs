@@ -20,7 +20,7 @@ namespace Meteora.Training;
 /// The task suite's prompt formats ("reverse: x =>") never appear: mapping a format to a skill is what each task's
 /// adapter has to learn.
 /// </summary>
-public static class GenericCorpus
+public static partial class GenericCorpus
 {
     private static readonly string[] Nouns = ["cat", "dog", "bird", "river", "stone", "tree", "house", "road", "star", "moon", "sun", "wind", "apple", "coin", "shell", "leaf", "bell", "key", "cup", "bread"];
     private static readonly string[] Verbs = ["sees", "finds", "likes", "keeps", "moves", "draws", "holds", "follows"];
@@ -115,28 +115,30 @@ public static class GenericCorpus
     public static string Line(Random rng) => rng.Next(3) == 0 ? Sentence(rng) : Fact(rng);
 
     /// <summary>
-    /// One document of about <paramref name="targetChars"/> characters (never more, unless a single block is
+    /// One document of about <paramref name="targetChars"/> characters (never more, unless a single line is
     /// longer): a mix of free lines, headed sections, restated lists, answered question lists and recalled
-    /// definitions; when the next block would not fit, free lines fill the rest.
+    /// definitions; a block that would not fit is drawn again, and after a few such draws free lines fill the rest.
     /// </summary>
     public static string Document(Random rng, int targetChars)
     {
         var sb = new StringBuilder();
+        int misses = 0;
         while (sb.Length < targetChars)
         {
             string block = rng.Next(100) switch
             {
-                < 20 => Line(rng) + "\n",
-                < 36 => Section(rng),
-                < 46 => RestatedList(rng, ListItem: Line),
-                < 58 => RestatedList(rng, ListItem: RandomStrings),
-                < 72 => AnsweredQuestions(rng),
-                < 88 => WorkedExamples(rng),
+                < 14 => Line(rng) + "\n",
+                < 28 => Section(rng),
+                < 36 => RestatedList(rng, ListItem: Line),
+                < 52 => RestatedList(rng, ListItem: RandomStrings),
+                < 66 => AnsweredQuestions(rng),
+                < 90 => WorkedExamples(rng),
                 _ => Definitions(rng),
             };
-            if (sb.Length > 0 && sb.Length + block.Length > targetChars)
+            if (sb.Length + block.Length > targetChars)
             {
-                // The block does not fit: fill what is left with free lines, so documents use their whole length.
+                if (++misses < 4) continue;   // a smaller block may still fit
+                // Nothing more fits: fill what is left with free lines, so documents use their whole length.
                 for (int tries = 0; tries < 8; tries++)
                 {
                     string line = Line(rng) + "\n";
@@ -166,21 +168,41 @@ public static class GenericCorpus
     }
 
     /// <summary>
-    /// Two to five groups of random letters, digits or symbols, sometimes after a "label:": a line nothing but an
-    /// earlier copy predicts, with any punctuation in it (copying must not depend on what is copied).
+    /// One to eight groups — words, letter runs of any length, numbers, runs of one to three symbols, symbols glued to
+    /// letters ("ab:", "=>", "(x") — sometimes after a "label:" of any length and sometimes ending in a symbol run: a
+    /// line nothing but an earlier copy predicts. The groups' shapes vary so that the only rule that predicts a
+    /// restated line is to copy it, whatever characters follow one another in it (a small base otherwise learns
+    /// "a label has two syllables" or "'=' is followed by a space" and breaks copies that disagree).
     /// </summary>
     private static string RandomStrings(Random rng)
     {
-        string Group() => rng.Next(6) switch
+        string Run() => new(Enumerable.Range(0, rng.Next(1, 4)).Select(_ => Symbols[rng.Next(Symbols.Length)]).ToArray());
+        string Group() => rng.Next(10) switch
         {
-            0 => rng.Next(1000).ToString(),
-            1 => Symbols[rng.Next(Symbols.Length)].ToString(),
-            _ => SuiteSkills.Letters(rng, 2, 7),
+            0 => rng.Next(rng.Next(2) == 0 ? 100 : 100_000).ToString(),
+            1 => Run(),
+            2 => SuiteSkills.Letters(rng, 1, 6) + Run(),
+            3 => Run() + SuiteSkills.Letters(rng, 1, 6),
+            4 or 5 => SuiteSkills.Word(rng, 1, 4),
+            _ => SuiteSkills.Letters(rng, 1, 9),
         };
-        string line = string.Join(' ', Enumerable.Range(0, rng.Next(2, 6)).Select(_ => Group()));
-        if (rng.Next(3) == 0) line = $"{SuiteSkills.Word(rng, 1, 2)}: {line}";
-        return line.EndsWith("=>") ? line + " " + SuiteSkills.Letters(rng) : line;   // never a task prompt's shape ("x: … =>")
+        string line = string.Join(' ', Enumerable.Range(0, rng.Next(1, 9)).Select(_ => Group()));
+        if (rng.Next(3) == 0) line = $"{(rng.Next(2) == 0 ? SuiteSkills.Word(rng, 1, 4) : SuiteSkills.Letters(rng, 1, 8))}: {line}";
+        if (rng.Next(3) == 0) line = $"{line} {Run()}";
+        // Never a task prompt's shape ("x: … =>" ending the line); a run like "=>" may end any other line.
+        return TaskPromptShape().IsMatch(line) ? line + " " + SuiteSkills.Letters(rng) : line;
     }
+
+    [System.Text.RegularExpressions.GeneratedRegex(@"^[a-z]+: .* =>$")]
+    private static partial System.Text.RegularExpressions.Regex TaskPromptShape();
+
+    /// <summary>A short unpredictable reply to a random-string problem: letters, a number or a word.</summary>
+    private static string RandomReply(Random rng) => rng.Next(3) switch
+    {
+        0 => rng.Next(1000).ToString(),
+        1 => SuiteSkills.Word(rng, 1, 3),
+        _ => SuiteSkills.Letters(rng, 1, 7),
+    };
 
     /// <summary>
     /// A heading for a block: a heading word or a made-up one, in one of a few cases, with a colon; never the same
@@ -235,7 +257,7 @@ public static class GenericCorpus
         var (ask, reply) = HeadingPair(rng);
         var sb = new StringBuilder(rng.Next(2) == 0 ? Instructions[rng.Next(Instructions.Length)] + "\n" : "");
         int size = rng.Next(2, 7);
-        for (int b = rng.Next(2, 4); b > 0; b--) sb.Append(QuestionBlock(rng, ask, reply, rng.Next(2) == 0 ? size : rng.Next(2, 7)));
+        for (int b = rng.Next(2, 5); b > 0; b--) sb.Append(QuestionBlock(rng, ask, reply, rng.Next(2) == 0 ? size : rng.Next(2, 7)));
         return sb.ToString();
     }
 
@@ -244,8 +266,11 @@ public static class GenericCorpus
     {
         var qs = Enumerable.Range(0, count).Select(_ =>
         {
+            // Half prose questions (sometimes labelled), half random-string problems with unpredictable replies: the
+            // reply after a restated line is its own thing, and only copying gets the line right.
+            if (rng.Next(2) == 0) return (Question: RandomStrings(rng), Answer: RandomReply(rng));
             var (q, a) = Question(rng);
-            return (Question: rng.Next(3) == 0 ? $"{SuiteSkills.Word(rng, 1, 2)}: {q}" : q, Answer: a);   // sometimes a labelled question
+            return (Question: rng.Next(3) == 0 ? $"{SuiteSkills.Word(rng, 1, 2)}: {q}" : q, Answer: a);
         }).ToList();
         var sb = new StringBuilder(ask).Append('\n');
         for (int i = 0; i < qs.Count; i++) sb.Append($"{i + 1}. {qs[i].Question}\n");

@@ -94,3 +94,50 @@ public class MetricTests
         Assert.False(AnswerMatch.Numeric("5020", "502"));
     }
 }
+
+public class TaskMetricTests
+{
+    [Fact]
+    public void TaskJsonNamesTheMetricAndBadManifestsAreOneLineErrors()
+    {
+        string dir = Path.Combine(Path.GetTempPath(), "meteora-metric-" + Guid.NewGuid().ToString("N"));
+        Directory.CreateDirectory(dir);
+        try
+        {
+            Assert.Equal("exact", TaskEvaluator.MetricOf(dir).Name);                      // no manifest
+            string path = Path.Combine(dir, "task.json");
+            foreach (var (json, name) in new[] { ("""{"metric":"bleu"}""", "bleu"), ("""{"metric":"ROUGE-L"}""", "rouge-l"),
+                         ("""{"metric":"rouge"}""", "rouge-l"), ("""{"metric":"numeric"}""", "numeric"), ("""{"name":"x"}""", "exact") })
+            {
+                File.WriteAllText(path, json);
+                Assert.Equal(name, TaskEvaluator.MetricOf(dir).Name);
+            }
+            foreach (var (json, says) in new[] { ("""{"metric":"f1"}""", "unknown metric 'f1'"), ("""{"metric":3}""", "'metric' must be a string"),
+                         ("[1]", "expected a JSON object"), ("{\"metric\":", "invalid JSON") })
+            {
+                File.WriteAllText(path, json);
+                var e = Assert.Throws<MeteoraException>(() => TaskEvaluator.MetricOf(dir));
+                Assert.Contains(path, e.Message);
+                Assert.Contains(says, e.Message);
+                Assert.DoesNotContain('\n', e.Message);
+            }
+        }
+        finally { Directory.Delete(dir, true); }
+    }
+
+    [Fact]
+    public void GradedMetricsScoreOnTheZeroToOneScale()
+    {
+        var bleu = TaskMetric.TryParse("bleu")!;
+        var rouge = TaskMetric.TryParse("rouge-l")!;
+        Assert.True(bleu.IsGraded && rouge.IsGraded && !TaskMetric.Exact.IsGraded);
+        // Corpus BLEU / 100 (the 84.6482 of BleuBrevityPenalty), not a mean of sentence scores.
+        Assert.Equal(0.846482, bleu.Corpus(["the cat sat on the mat"], ["the cat sat on the mat today"]), 5);
+        Assert.Equal(0.846482, bleu.Example("the cat sat on the mat", "the cat sat on the mat today"), 5);
+        // ROUGE-L: LCS "the cat" of 2/3 hyp and 2/2 ref tokens → F1 = 2·(2/3)·1 / (2/3 + 1) = 0.8; mean with an exact 1.
+        Assert.Equal(0.8, rouge.Example("the big cat", "the cat"), 9);
+        Assert.Equal(0.9, rouge.Corpus(["the big cat", "a dog"], ["the cat", "a dog"]), 9);
+        Assert.Equal(0.5, TaskMetric.TryParse("numeric")!.Corpus(["it is 12", "13"], ["12", "14"]), 9);
+        Assert.Null(TaskMetric.TryParse("accuracy"));
+    }
+}
