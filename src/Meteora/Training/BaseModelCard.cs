@@ -56,8 +56,8 @@ public static class BaseModelCard
         sb.AppendLine("## Probes (held-out)").AppendLine();
         sb.AppendLine($"- held-out next-byte loss {initialLoss:F3} → {finalLoss:F3}");
         sb.AppendLine($"- copy accuracy (restated random letters, teacher-forced): **{probes.CopyAccuracy:P1}** (first listing, where nothing predicts them: {probes.CopyChance:P1})");
-        sb.AppendLine("- composite-style restatement (made-up \"word: letters =>\" problems restated on the answer lines, teacher-forced): " +
-            string.Join(", ", probes.Restatement.Select(r => $"{r.Shots} solved blocks before: {r.Accuracy:P1}")));
+        sb.AppendLine("- composite-style restatement (made-up \"word: letters =>\" problems restated on the answer lines, teacher-forced; tokens / whole lines right): " +
+            string.Join(", ", probes.Restatement.Select(r => $"{r.Shots} solved blocks before: {r.Accuracy:P1} / {r.Lines:P0}")));
         sb.AppendLine("- next-byte loss by position: " + string.Join(", ", probes.LossByPosition.Select(b => $"{b.From}–{b.To}: {b.Loss:F2}"))).AppendLine();
         sb.AppendLine("## Files (SHA-256)").AppendLine();
         sb.AppendLine("| file | SHA-256 |").AppendLine("| --- | --- |");

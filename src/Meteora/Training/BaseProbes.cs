@@ -12,23 +12,24 @@ namespace Meteora.Training;
 /// <param name="CopyChance">the same share for the first listing, where nothing earlier predicts them (the no-copy baseline)</param>
 /// <param name="LossByPosition">next-token cross-entropy by position bucket: (first position, last position, mean loss)</param>
 /// <param name="Restatement">
-/// composite-shaped prompts over a line format the corpus never has: the share of the last block's problem lines
-/// restated right on its answer lines (teacher forced), after 0, 1 and 2 solved blocks
+/// composite-shaped prompts over a line format the corpus never has, after 0, 1 and 2 solved blocks: the share of the
+/// last block's problem-line tokens restated right on its answer lines, and the share of those lines restated right
+/// in every token (teacher forced) — a composite answer needs the whole line
 /// </param>
 public sealed record BaseProbeResult(double CopyAccuracy, double CopyChance, IReadOnlyList<(int From, int To, double Loss)> LossByPosition,
-    IReadOnlyList<(int Shots, double Accuracy)> Restatement)
+    IReadOnlyList<(int Shots, double Accuracy, double Lines)> Restatement)
 {
     /// <summary>Three human-readable lines.</summary>
     public override string ToString() =>
         $"copy accuracy {CopyAccuracy:P1} (first listing, no copy possible: {CopyChance:P1})\n" +
-        "composite-style restatement: " + string.Join(", ", Restatement.Select(r => $"{r.Shots} shots {r.Accuracy:P1}")) + "\n" +
+        "composite-style restatement (tokens / whole lines): " + string.Join(", ", Restatement.Select(r => $"{r.Shots} shots {r.Accuracy:P1} / {r.Lines:P0}")) + "\n" +
         "loss by position: " + string.Join(", ", LossByPosition.Select(b => $"{b.From}–{b.To} {b.Loss:F2}"));
 
     /// <summary>The result as probes.json holds it (NaN, for a probe the context was too short for, as null).</summary>
     public object ToJson(int contextLength, double heldOutLoss) => new
     {
         copy_accuracy = Finite(CopyAccuracy), copy_chance = Finite(CopyChance), context_length = contextLength,
-        restatement = Restatement.Select(r => new { shots = r.Shots, accuracy = Finite(r.Accuracy) }),
+        restatement = Restatement.Select(r => new { shots = r.Shots, accuracy = Finite(r.Accuracy), lines = Finite(r.Lines) }),
         loss_by_position = LossByPosition.Select(b => new { from = b.From, to = b.To, loss = Finite(b.Loss) }),
         held_out_loss = Finite(heldOutLoss),
     };
@@ -92,19 +93,24 @@ public static class BaseProbes
         }
         var byPosition = Enumerable.Range(0, buckets).Where(b => count[b] > 0)
             .Select(b => (b * bucket, Math.Min((b + 1) * bucket, contextLength) - 1, sum[b] / count[b])).ToList();
-        var restatement = new[] { 0, 1, 2 }.Select(shots => (shots, Restate(lm, tokenizer, new Random(seed + shots), shots, contextLength))).ToList();
+        var restatement = new[] { 0, 1, 2 }.Select(shots =>
+        {
+            var (tokens, lines) = Restate(lm, tokenizer, new Random(seed + shots), shots, contextLength);
+            return (shots, tokens, lines);
+        }).ToList();
         return new BaseProbeResult(total > 0 ? right / (double)total : double.NaN, totalFirst > 0 ? rightFirst / (double)totalFirst : double.NaN,
             byPosition, restatement);
     }
 
     /// <summary>
-    /// Teacher-forced share of the last block's problem-line tokens predicted right on its answer lines, over 12
-    /// composite-shaped prompts (<see cref="CompositePrompt"/>'s format) of three problems with <paramref name="shots"/>
-    /// solved blocks in front.
+    /// Teacher-forced shares of the last block's problem-line tokens, and of its whole lines, predicted right on its
+    /// answer lines, over 12 composite-shaped prompts (<see cref="CompositePrompt"/>'s format) of three problems with
+    /// <paramref name="shots"/> solved blocks in front.
     /// </summary>
-    private static double Restate(LlamaForCausalLM lm, HfTokenizer tokenizer, Random rng, int shots, int contextLength)
+    private static (double Tokens, double Lines) Restate(LlamaForCausalLM lm, HfTokenizer tokenizer, Random rng, int shots, int contextLength)
     {
         (long Right, long Total) acc = (0, 0);
+        int linesRight = 0, lines = 0;
         string Problem() => $"{SuiteSkills.Word(rng, 2, 3)}: {SuiteSkills.Letters(rng, 3, 6)} =>";
         for (int p = 0; p < 12; p++)
         {
@@ -130,9 +136,14 @@ public static class BaseProbes
             if (ids.Length > contextLength) continue;
             var predicted = Predict(lm, ids);
             for (int i = 0; i < final.Length; i++)
-                acc = Score(tokenizer, ids, predicted, tokenizer.Encode(text[..starts[i]]).Length, final[i], acc, lettersOnly: false);
+            {
+                var line = Score(tokenizer, ids, predicted, tokenizer.Encode(text[..starts[i]]).Length, final[i], (0, 0), lettersOnly: false);
+                acc = (acc.Right + line.Right, acc.Total + line.Total);
+                lines++;
+                if (line.Right == line.Total) linesRight++;
+            }
         }
-        return acc.Total > 0 ? acc.Right / (double)acc.Total : double.NaN;
+        return acc.Total > 0 ? (acc.Right / (double)acc.Total, linesRight / (double)lines) : (double.NaN, double.NaN);
     }
 
     /// <summary>Argmax next-token prediction at every position: predicted[t] is the guess for ids[t + 1].</summary>

@@ -188,7 +188,7 @@ public class ProbeBaseCommandTests
         string model = Path.Combine(Fixture.RepoRoot, "models", "meteora-demo", "base");
         var r = CliRunner.Run("probe-base", "--model", model, "--context", "512", "--out", dir["p.json"]);
         Assert.Equal(0, r.ExitCode);
-        Assert.Contains("composite-style restatement: 0 shots", r.Stdout);
+        Assert.Contains("composite-style restatement (tokens / whole lines): 0 shots", r.Stdout);
         using var doc = System.Text.Json.JsonDocument.Parse(File.ReadAllText(dir["p.json"]));
         Assert.True(doc.RootElement.GetProperty("copy_accuracy").GetDouble() > 0.9, "the shipped base copies restated lists");
         Assert.Equal(3, doc.RootElement.GetProperty("restatement").GetArrayLength());
