@@ -22,13 +22,20 @@ public static class TrainLoraCommand
         var layers = new Option<string?>("--layers") { Description = "comma list of decoder layers to adapt (PEFT's layers_to_transform; default: all)" };
         var dropout = new Option<double>("--dropout") { Description = "LoRA dropout", DefaultValueFactory = _ => 0.05 };
         var fullLoss = new Option<bool>("--full-sequence-loss") { Description = "loss on prompt and response (default: response only)" };
+        var replay = new Option<int>("--replay") { Description = "rehearsal: rows of generic text (make-base's corpus) per micro-batch whose LM loss is added, so the adapter keeps the base's skills (0: off)", DefaultValueFactory = _ => 0 };
+        var replayLen = new Option<int>("--replay-len") { Description = "tokens per rehearsal row", DefaultValueFactory = _ => 1024 };
+        var replayWeight = new Option<double>("--replay-weight") { Description = "weight of the rehearsal loss beside the task loss", DefaultValueFactory = _ => 1.0 };
         var train = new TrainingCliOptions(lr: 2e-4, weightDecay: 0.01, clip: 1.0);
-        var cmd = new Command("train-lora", "Train a LoRA adapter on a task folder") { model, data, output, r, alpha, rslora, targets, targetRegex, layers, dropout, fullLoss, balance };
+        var cmd = new Command("train-lora", "Train a LoRA adapter on a task folder")
+            { model, data, output, r, alpha, rslora, targets, targetRegex, layers, dropout, fullLoss, balance, replay, replayLen, replayWeight };
         train.AddTo(cmd);
         cmd.SetAction(p =>
         {
             var ctx = context(p);
-            var options = train.Read(p, responseOnly: !p.GetValue(fullLoss)) with { Balance = p.GetValue(balance) };
+            var options = train.Read(p, responseOnly: !p.GetValue(fullLoss)) with
+            {
+                Balance = p.GetValue(balance), ReplayRows = p.GetValue(replay), ReplaySeqLen = p.GetValue(replayLen), ReplayWeight = p.GetValue(replayWeight),
+            };
             string t = p.GetValue(targets)!;
             var names = t == "all-linear" ? ProjectionSite.AllNames : t.Split(',', StringSplitOptions.TrimEntries | StringSplitOptions.RemoveEmptyEntries);
             foreach (var n in names)

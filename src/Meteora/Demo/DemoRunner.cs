@@ -138,6 +138,7 @@ public sealed class DemoRunner
         var loraOptions = new TrainingOptions
         {
             LearningRate = _s.LoraLr, WeightDecay = 0.01, Steps = _s.LoraSteps, BatchSize = _s.LoraBatch, MaxSeqLen = 128, EvalLimit = 64,
+            ReplayRows = _s.LoraReplayRows, ReplaySeqLen = _s.LoraReplaySeqLen,
         };
         Stage("task LoRAs", () =>
         {

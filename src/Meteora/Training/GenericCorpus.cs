@@ -127,11 +127,11 @@ public static partial class GenericCorpus
         {
             string block = rng.Next(100) switch
             {
-                < 14 => Line(rng) + "\n",
-                < 28 => Section(rng),
-                < 36 => RestatedList(rng, ListItem: Line),
-                < 52 => RestatedList(rng, ListItem: RandomStrings),
-                < 66 => AnsweredQuestions(rng),
+                < 18 => Line(rng) + "\n",
+                < 34 => Section(rng),
+                < 42 => RestatedList(rng, ListItem: Line),
+                < 56 => RestatedList(rng, ListItem: RandomStrings),
+                < 70 => AnsweredQuestions(rng),
                 < 90 => WorkedExamples(rng),
                 _ => Definitions(rng),
             };

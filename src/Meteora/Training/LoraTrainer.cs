@@ -32,6 +32,18 @@ public static class LoraTrainer
         return (train, test.Count > 0 ? test : null);
     }
 
+    /// <summary>Seed of the rehearsal documents (any fixed value: they are drawn from the corpus's distribution).</summary>
+    public const int RehearsalSeed = 7_919;
+
+    /// <summary>
+    /// With <see cref="TrainingOptions.ReplayRows"/> &gt; 0: generic documents (<see cref="GenericCorpus"/>, the
+    /// built-in base's pretraining text) of <see cref="TrainingOptions.ReplaySeqLen"/> tokens for rehearsal, enough
+    /// that no row repeats in a run; otherwise null.
+    /// </summary>
+    public static GeneratedDocuments? Rehearsal(HfTokenizer tokenizer, TrainingOptions options, int eosId) =>
+        options.ReplayRows <= 0 ? null
+            : new GeneratedDocuments(tokenizer, 100_000, first: 0, RehearsalSeed, options.ReplaySeqLen, eosId);
+
     public static LoraTrainingResult Train(string baseFolder, string taskFolder, string outDir, LoraConfig lora,
         TrainingOptions options, Device device, ScalarType dtype, ITrainingProgress? progress = null,
         CancellationToken cancel = default)
@@ -58,7 +70,7 @@ public static class LoraTrainer
         objective.Initialize(options.Seed);
         int padId = SpecialTokens.PadId(config, eos);
         var loop = new TrainingLoop(objective, options, outDir, padId, device, progress);
-        var outcome = loop.Run(trainEncoded, testEncoded, cancel);
+        var outcome = loop.Run(trainEncoded, testEncoded, cancel, Rehearsal(tokenizer, options, eos ?? config.EosTokenIds.FirstOrDefault(1)));
         return new LoraTrainingResult(outcome, trainEncoded.Count, truncated, loop.InitialEvaluation, loop.LastEvaluation);
     }
 }

@@ -39,18 +39,28 @@ public sealed class TrainingLoop
         _progress = progress ?? new SilentProgress();
     }
 
+    /// <param name="train">training examples</param>
+    /// <param name="eval">held-out examples (their mean loss parts are logged as eval_*)</param>
+    /// <param name="cancel">stops the run at the next step with a checkpoint</param>
+    /// <param name="replay">
+    /// rehearsal examples (generic text): with <see cref="TrainingOptions.ReplayRows"/> &gt; 0, every micro-batch adds
+    /// <c>ReplayWeight × loss</c> over that many of them (their own seeded order, so resume stays exact), logged as
+    /// replay_loss
+    /// </param>
     public TrainingOutcome Run(IReadOnlyList<EncodedExample> train, IReadOnlyList<EncodedExample>? eval,
-        CancellationToken cancel = default)
+        CancellationToken cancel = default, IReadOnlyList<EncodedExample>? replay = null)
     {
         if (train.Count == 0) throw new MeteoraException("training data is empty");
-        Directory.CreateDirectory(_outDir);
         var o = _options;
-        var order = new DataOrder(train is IExampleSource source ? source.Tasks : train.Select(e => e.Task).ToList(), o.Seed, o.Balance);
+        if (o.ReplayRows > 0 && replay is not { Count: > 0 }) throw new MeteoraException("--replay: this trainer has no rehearsal text to replay");
+        Directory.CreateDirectory(_outDir);
+        var order = new DataOrder(GroupsOf(train), o.Seed, o.Balance);
+        var replayOrder = o.ReplayRows > 0 ? new DataOrder(GroupsOf(replay!), o.Seed + 1) : null;
         int total = o.TotalSteps(order.EpochLength);
         var schedule = new CosineSchedule(o.LearningRate, o.Warmup(total), total, o.MinLrRatio);
         foreach (var p in _objective.Parameters) p.requires_grad = true;
         using var optimizer = optim.AdamW(_objective.Parameters, o.LearningRate, o.Beta1, o.Beta2, o.AdamEps, o.WeightDecay);
-        string fingerprint = Fingerprint(train, total);
+        string fingerprint = Fingerprint(train, total, replayOrder is null ? null : replay);
 
         int start = 0;
         if (o.Resume)
@@ -72,13 +82,10 @@ public sealed class TrainingLoop
         long tokensSeen = 0;
         // Generated examples (pretraining documents) are built on worker threads, one micro-batch ahead, so making
         // text overlaps the device's work on the current batch; examples held in memory are just looked up.
-        List<EncodedExample> Rows(long k)
-        {
-            var idx = order.MicroBatch(k, o.BatchSize);
-            return train is IExampleSource
-                ? idx.AsParallel().AsOrdered().Select(i => train[i]).ToList()
-                : idx.Select(i => train[i]).ToList();
-        }
+        static List<EncodedExample> Fetch(IReadOnlyList<EncodedExample> from, int[] idx) => from is IExampleSource
+            ? idx.AsParallel().AsOrdered().Select(i => from[i]).ToList()
+            : idx.Select(i => from[i]).ToList();
+        List<EncodedExample> Rows(long k) => Fetch(train, order.MicroBatch(k, o.BatchSize));
         Task<List<EncodedExample>>? ahead = null;
         try
         {
@@ -98,6 +105,15 @@ public sealed class TrainingLoop
                 ahead = train is IExampleSource && more ? Task.Run(() => Rows(k + 1)) : null;
                 using var batch = TrainingBatch.Collate(rows, _padId, _device);
                 var (loss, parts) = _objective.Loss(batch, training: true);
+                if (replayOrder is not null)
+                {
+                    // Rehearsal: the same objective on generic text, so the trained weights keep the base's skills.
+                    using var rb = TrainingBatch.Collate(Fetch(replay!, replayOrder.MicroBatch(k, o.ReplayRows)), _padId, _device);
+                    var (replayLoss, _) = _objective.Loss(rb, training: true);
+                    parts = new Dictionary<string, double>(parts) { ["replay_loss"] = replayLoss.item<float>() };
+                    loss = loss + o.ReplayWeight * replayLoss;
+                    tokensSeen += rb.Tokens;
+                }
                 (loss / o.GradAccum).backward();
                 _objective.AfterBackward();
                 foreach (var (name, v) in parts) sums[name] = sums.GetValueOrDefault(name) + v / o.GradAccum;
@@ -169,16 +185,23 @@ public sealed class TrainingLoop
         if (_device.type == DeviceType.CUDA) cuda.manual_seed_all(seed);
     }
 
+    private static IReadOnlyList<int> GroupsOf(IReadOnlyList<EncodedExample> examples) =>
+        examples is IExampleSource source ? source.Tasks : examples.Select(e => e.Task).ToList();
+
     /// <summary>Identifies the data and settings a checkpoint belongs to (resuming with others is refused).</summary>
-    private string Fingerprint(IReadOnlyList<EncodedExample> train, int total)
+    private string Fingerprint(IReadOnlyList<EncodedExample> train, int total, IReadOnlyList<EncodedExample>? replay)
     {
         using var sha = SHA256.Create();
         var sb = new StringBuilder();
         var o = _options with { Resume = false, StopAfter = null, EvalEvery = 0, CheckpointEvery = 0 };
         sb.Append(JsonSerializer.Serialize(o)).Append(total).Append(_objective.Description);
-        if (train is IExampleSource source)
-            sb.Append(source.Fingerprint);   // generated on demand: its generator's settings identify it
-        else foreach (var e in train) sb.Append(string.Join(',', e.Ids)).Append('|').Append(e.Task).Append(';');
+        foreach (var data in replay is null ? [train] : new[] { train, replay })
+        {
+            if (data is IExampleSource source)
+                sb.Append(source.Fingerprint);   // generated on demand: its generator's settings identify it
+            else foreach (var e in data) sb.Append(string.Join(',', e.Ids)).Append('|').Append(e.Task).Append(';');
+            sb.Append("||");
+        }
         return Convert.ToHexString(sha.ComputeHash(Encoding.UTF8.GetBytes(sb.ToString())))[..16];
     }
 

@@ -32,6 +32,15 @@ public sealed record TrainingOptions
     public bool Resume { get; init; }
     /// <summary>Stop after this many steps as if interrupted (writes a checkpoint); for tests and staged runs.</summary>
     public int? StopAfter { get; init; }
+    /// <summary>
+    /// Rehearsal: rows of generic text (the base's pretraining corpus) added to every micro-batch as a second loss
+    /// term, so a LoRA learns its task without unlearning what the base could do (0 = off; LoRA training only).
+    /// </summary>
+    public int ReplayRows { get; init; }
+    /// <summary>Tokens per rehearsal row.</summary>
+    public int ReplaySeqLen { get; init; } = 1024;
+    /// <summary>Weight of the rehearsal loss (mean over its tokens) beside the task loss (mean over its tokens).</summary>
+    public double ReplayWeight { get; init; } = 1.0;
 
     /// <summary>Optimiser steps for an epoch of <paramref name="examples"/> examples.</summary>
     public int TotalSteps(int examples) =>
@@ -54,5 +63,8 @@ public sealed record TrainingOptions
         Check(WarmupSteps is null or >= 0, $"--warmup-steps: {WarmupSteps} must be ≥ 0");
         Check(WarmupRatio is >= 0 and < 1, $"--warmup-ratio: {WarmupRatio} must be in [0, 1)");
         Check(EvalEvery >= 0 && CheckpointEvery >= 0, "--eval-every and --checkpoint-every must be ≥ 0");
+        Check(ReplayRows is >= 0 and <= 65536, $"--replay: {ReplayRows} is out of range (0…65536)");
+        Check(ReplaySeqLen is >= 2 and <= 1_048_576, $"--replay-len: {ReplaySeqLen} is out of range (2…1048576)");
+        Check(ReplayWeight is > 0 and <= 1000, $"--replay-weight: {ReplayWeight} is out of range (0, 1000]");
     }
 }

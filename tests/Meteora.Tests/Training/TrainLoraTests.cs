@@ -249,3 +249,71 @@ public class TaskDataErrorTests
         public void Stop() { }
     }
 }
+
+public class TrainLoraRehearsalTests
+{
+    private static readonly LoraConfig Lora = new() { R = 8, LoraAlpha = 16, LoraDropout = 0.0 };
+
+    /// <summary>Mean next-token loss of <paramref name="lm"/> over held-out generic documents (a seed no run trains on).</summary>
+    private static double GenericLoss(LlamaForCausalLM lm, HfTokenizer tok)
+    {
+        using var _ = no_grad();
+        var docs = new GeneratedDocuments(tok, 6, first: 0, seed: 123_456, maxSeqLen: 128, eosId: 0);
+        double sum = 0;
+        foreach (var d in docs)
+        {
+            using var scope = NewDisposeScope();
+            var x = tensor(d.Ids.Select(i => (long)i).ToArray(), [1, d.Ids.Length]);
+            var logits = lm.forward(x)[0];
+            sum += nn.functional.cross_entropy(logits[..^1], x[0, 1..]).item<float>();
+        }
+        return sum / docs.Count;
+    }
+
+    [Fact]
+    public void RehearsalKeepsTheAdaptedModelCloserOnGenericTextAndIsLogged()
+    {
+        using var dir = Fixture.TempDir();
+        string data = ReverseDigitsTask.Write(dir["task"], train: 200, test: 20);
+        var options = new TrainingOptions { Steps = 40, BatchSize = 8, LearningRate = 1e-2, WarmupSteps = 2, Seed = 3 };
+        LoraTrainer.Train(Fixture.Base, data, dir["plain"], Lora, options, CPU, ScalarType.Float32);
+        LoraTrainer.Train(Fixture.Base, data, dir["replay"], Lora, options with { ReplayRows = 2, ReplaySeqLen = 128 }, CPU, ScalarType.Float32);
+
+        using var tok = HfTokenizer.Load(Fixture.Base);
+        using var baseLm = LlamaLoader.Load(Fixture.Base, CPU, ScalarType.Float32);
+        using var plain = LoraModel.Load(Fixture.Base, dir["plain"], CPU, ScalarType.Float32);
+        using var replay = LoraModel.Load(Fixture.Base, dir["replay"], CPU, ScalarType.Float32);
+        double b = GenericLoss(baseLm, tok), p = GenericLoss(plain, tok), r = GenericLoss(replay, tok);
+        Assert.True(r < p, $"generic-text loss: base {b:F3}, task only {p:F3}, with rehearsal {r:F3}");
+        var lines = File.ReadAllLines(Path.Combine(dir["replay"], "metrics.jsonl")).Where(l => l.Contains("\"train\"")).ToList();
+        Assert.Equal(40, lines.Count);
+        Assert.All(lines, l => Assert.Contains("\"replay_loss\"", l));
+        Assert.DoesNotContain("replay_loss", File.ReadAllText(Path.Combine(dir["plain"], "metrics.jsonl")));
+    }
+
+    [Fact]
+    public void ResumeWithRehearsalEndsWithTheSameWeights()
+    {
+        using var dir = Fixture.TempDir();
+        string data = ReverseDigitsTask.Write(dir["task"], train: 60, test: 10);
+        var options = new TrainingOptions { Steps = 10, BatchSize = 4, LearningRate = 2e-3, Seed = 4, ReplayRows = 2, ReplaySeqLen = 64 };
+        LoraTrainer.Train(Fixture.Base, data, dir["straight"], Lora, options, CPU, ScalarType.Float32);
+        Assert.Equal(TrainingOutcome.Interrupted, LoraTrainer.Train(Fixture.Base, data, dir["resumed"], Lora, options with { StopAfter = 4 }, CPU, ScalarType.Float32).Outcome);
+        var e = Assert.Throws<MeteoraException>(() => LoraTrainer.Train(Fixture.Base, data, dir["resumed"], Lora,
+            options with { Resume = true, ReplayWeight = 2 }, CPU, ScalarType.Float32));
+        Assert.Contains("other settings", e.Message);
+        LoraTrainer.Train(Fixture.Base, data, dir["resumed"], Lora, options with { Resume = true }, CPU, ScalarType.Float32);
+        using var a = Meteora.IO.SafeTensorsFile.Open(Path.Combine(dir["straight"], "adapter_model.safetensors"));
+        using var b = Meteora.IO.SafeTensorsFile.Open(Path.Combine(dir["resumed"], "adapter_model.safetensors"));
+        foreach (var k in a.Entries.Keys) Assert.True(a.Load(k).equal(b.Load(k)).all().item<bool>(), $"{k} differs after resume");
+    }
+
+    [Fact]
+    public void RehearsalOptionsAreRangeChecked()
+    {
+        var e = Assert.Throws<MeteoraException>(() => new TrainingOptions { ReplayRows = -1 }.Validate());
+        Assert.Contains("--replay: -1", e.Message);
+        Assert.Throws<MeteoraException>(() => new TrainingOptions { ReplayWeight = 0 }.Validate());
+        Assert.Throws<MeteoraException>(() => new TrainingOptions { ReplaySeqLen = 1 }.Validate());
+    }
+}
