@@ -137,8 +137,10 @@ public sealed class DemoRunner
         var lora = new LoraConfig { R = _s.LoraRank, LoraAlpha = 2 * _s.LoraRank, TargetRegex = _s.LoraTargetRegex, LoraDropout = 0 };
         var loraOptions = new TrainingOptions
         {
-            LearningRate = _s.LoraLr, WeightDecay = 0.01, Steps = _s.LoraSteps, BatchSize = _s.LoraBatch, MaxSeqLen = 128, EvalLimit = 64,
+            LearningRate = _s.LoraLr, WeightDecay = 0.01, Steps = _s.LoraSteps, BatchSize = _s.LoraBatch, EvalLimit = 64,
+            MaxSeqLen = 128 + (_s.LoraInContextShare > 0 ? _s.LoraInContextChars : 0),    // the suite's examples fit 128 tokens
             ReplayRows = _s.LoraReplayRows, ReplaySeqLen = _s.LoraReplaySeqLen,
+            InContextShare = _s.LoraInContextShare, InContextChars = _s.LoraInContextChars,
         };
         Stage("task LoRAs", () =>
         {

@@ -52,18 +52,19 @@ public sealed record DemoSettings
     public string LoraTargetRegex { get; init; } =
         @"model\.layers\.[1-9][0-9]*\.self_attn\.[qkv]_proj|model\.layers\.[0-9]+\.(self_attn\.o_proj|mlp\.(gate|up|down)_proj)";
     /// <summary>
-    /// 160 steps of 32 per task adapter. On the 8 × 256 base every task's training loss is near zero by step 150 of a
-    /// 300-step run (docs/RESULTS.md); each step also runs a rehearsal batch (<see cref="LoraReplayRows"/>), so 160
-    /// keeps `demo --from-scratch --device cuda` within ten minutes.
+    /// 150 steps of 32 per task adapter. On the 8 × 256 base every task's training loss is near zero by step 150 of a
+    /// 300-step run (docs/RESULTS.md); each step also runs a rehearsal batch (<see cref="LoraReplayRows"/>) and half
+    /// its rows are long (<see cref="LoraInContextShare"/>), so 150 keeps `demo --from-scratch --device cuda` within
+    /// ten minutes.
     /// </summary>
-    public int LoraSteps { get; init; } = 160;
+    public int LoraSteps { get; init; } = 150;
     /// <summary>Tasks that train for other than <see cref="LoraSteps"/> steps (none by default).</summary>
     public IReadOnlyDictionary<string, int> LoraStepsByTask { get; init; } = new Dictionary<string, int>();
 
     /// <summary>The fields that decide how the base and the task adapters are built (what --from-scratch uses), as text.</summary>
     public string BuildRecipe() =>
         $"{BaseLayers} {BaseHidden} {BaseIntermediate} {BaseHeads} {BaseKvHeads} {BaseSteps} {BaseBatch} {BaseSeqLen} {BaseLr} {BaseWeightDecay} {BaseShardMb} " +
-        $"{LoraRank} {LoraTargetRegex} {LoraSteps} {string.Join(',', LoraStepsByTask.OrderBy(kv => kv.Key).Select(kv => $"{kv.Key}={kv.Value}"))} {LoraBatch} {LoraLr} {LoraBSteps} {LoraReplayRows} {LoraReplaySeqLen}";
+        $"{LoraRank} {LoraTargetRegex} {LoraSteps} {string.Join(',', LoraStepsByTask.OrderBy(kv => kv.Key).Select(kv => $"{kv.Key}={kv.Value}"))} {LoraBatch} {LoraLr} {LoraBSteps} {LoraReplayRows} {LoraReplaySeqLen} {LoraInContextShare} {LoraInContextChars}";
 
     /// <summary>LoRA steps for <paramref name="task"/>.</summary>
     public int LoraStepsFor(string task) => LoraStepsByTask.TryGetValue(task, out int steps) ? steps : LoraSteps;
@@ -74,7 +75,7 @@ public sealed record DemoSettings
     public int LoraBatch { get; init; } = 32;
     public double LoraLr { get; init; } = 3e-3;
     /// <summary>LoRA-B (one adapter, same rank, all tasks balanced) steps.</summary>
-    public int LoraBSteps { get; init; } = 480;
+    public int LoraBSteps { get; init; } = 450;
     /// <summary>
     /// Rehearsal rows of generic text per LoRA step (task adapters and LoRA-B alike; <c>train-lora --replay</c>). A task
     /// adapter trained on its task alone unlearns the base's copying — merged into the base, the first v4 base's
@@ -84,6 +85,15 @@ public sealed record DemoSettings
     public int LoraReplayRows { get; init; } = 4;
     /// <summary>Tokens per rehearsal row: as long as a composite-10 prompt's answer block reaches.</summary>
     public int LoraReplaySeqLen { get; init; } = 1024;
+    /// <summary>
+    /// Share of each task's (and LoRA-B's) training examples put after generic text (<c>train-lora --in-context</c>).
+    /// An adapter trained only on prompts right after BOS answers them there and nowhere else: on the v4 base the
+    /// length adapter answered "length: viad =>" with 4 alone but with 54 as line 2 of a composite answer block; one
+    /// trained with half its examples mid-document answered 4 there too (docs/RESULTS.md).
+    /// </summary>
+    public double LoraInContextShare { get; init; } = 0.5;
+    /// <summary>Longest generic text before an in-context example, in characters.</summary>
+    public int LoraInContextChars { get; init; } = 384;
 
     /// <summary>
     /// Top-k of the gates' training form: top-1 (on the former 4-layer base, top-1 training routed better at top-1 and
@@ -146,7 +156,7 @@ public sealed record DemoSettings
         Tasks = ["reverse", "translate", "upper"], TrainPerTask = 80, TestPerTask = 8, FromScratch = true,
         BaseLayers = 4, BaseHidden = 128, BaseIntermediate = 352, BaseHeads = 4, BaseKvHeads = 2,
         BaseSteps = 40, BaseBatch = 16, BaseSeqLen = 256, BaseLr = 1e-3, BaseShardMb = 0.5,
-        LoraSteps = 15, LoraStepsByTask = new Dictionary<string, int>(), LoraBSteps = 30, LoraReplayRows = 2, LoraReplaySeqLen = 256, GateSteps = 15, GateBatch = 8,
+        LoraSteps = 15, LoraStepsByTask = new Dictionary<string, int>(), LoraBSteps = 30, LoraReplayRows = 2, LoraReplaySeqLen = 256, LoraInContextChars = 128, GateSteps = 15, GateBatch = 8,
         EvalLimit = 8, CompositeSizes = [3], SingleAdapterCompositeSizes = [3], CompositeExamples = 4, EvalBatch = 8, MaxNewTokens = 8,
     };
 }

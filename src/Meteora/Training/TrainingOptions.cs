@@ -41,6 +41,13 @@ public sealed record TrainingOptions
     public int ReplaySeqLen { get; init; } = 1024;
     /// <summary>Weight of the rehearsal loss (mean over its tokens) beside the task loss (mean over its tokens).</summary>
     public double ReplayWeight { get; init; } = 1.0;
+    /// <summary>
+    /// Share of training examples placed after a stretch of generic text (LoRA training only): the adapter learns to
+    /// answer its prompt wherever it sits in a document, not only right after BOS (0 = off).
+    /// </summary>
+    public double InContextShare { get; init; }
+    /// <summary>Longest generic text put before an example, in characters (each example draws a length up to it).</summary>
+    public int InContextChars { get; init; } = 512;
 
     /// <summary>Optimiser steps for an epoch of <paramref name="examples"/> examples.</summary>
     public int TotalSteps(int examples) =>
@@ -66,5 +73,7 @@ public sealed record TrainingOptions
         Check(ReplayRows is >= 0 and <= 65536, $"--replay: {ReplayRows} is out of range (0…65536)");
         Check(ReplaySeqLen is >= 2 and <= 1_048_576, $"--replay-len: {ReplaySeqLen} is out of range (2…1048576)");
         Check(ReplayWeight is > 0 and <= 1000, $"--replay-weight: {ReplayWeight} is out of range (0, 1000]");
+        Check(InContextShare is >= 0 and <= 1, $"--in-context: {InContextShare} must be in [0, 1]");
+        Check(InContextChars is >= 16 and <= 1_048_576, $"--in-context-chars: {InContextChars} is out of range (16…1048576)");
     }
 }

@@ -317,3 +317,32 @@ public class TrainLoraRehearsalTests
         Assert.Throws<MeteoraException>(() => new TrainingOptions { ReplaySeqLen = 1 }.Validate());
     }
 }
+
+public class InContextExamplesTests
+{
+    [Fact]
+    public void ASharePromptsFollowGenericTextCutAtALineAndContinueANumberedList()
+    {
+        var options = new TrainingOptions { Seed = 11, InContextShare = 0.5, InContextChars = 300 };
+        var example = new TaskExample("reverse: abc =>", " cba");
+        int placed = 0, numbered = 0;
+        for (int i = 0; i < 400; i++)
+        {
+            var e = LoraTrainer.InContext(example, i, options);
+            Assert.Equal(e, LoraTrainer.InContext(example, i, options));       // a function of (seed, index)
+            Assert.Equal(" cba", e.Response);
+            if (e == example) continue;
+            placed++;
+            Assert.EndsWith(example.Prompt, e.Prompt);
+            string before = e.Prompt[..^example.Prompt.Length];
+            var m = System.Text.RegularExpressions.Regex.Match(before, @"(?:^|\n)(\d+)\. ([^\n]*)\n(\d+)\. $");
+            if (m.Success) { Assert.Equal(int.Parse(m.Groups[1].Value) + 1, int.Parse(m.Groups[3].Value)); numbered++; }
+            else Assert.EndsWith("\n", before);
+            Assert.True(before.Length <= 300 + 8, $"{before.Length} characters of context");
+        }
+        Assert.InRange(placed, 160, 240);
+        Assert.True(numbered > 5, $"{numbered} prompts continue a numbered list");
+        Assert.Equal(example, LoraTrainer.InContext(example, 3, options with { InContextShare = 0 }));
+        Assert.Throws<MeteoraException>(() => new TrainingOptions { InContextShare = 1.5 }.Validate());
+    }
+}
