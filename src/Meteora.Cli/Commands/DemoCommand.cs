@@ -46,7 +46,9 @@ public static class DemoCommand
                     string arrow = result.Composite[n].TryGetValue("arrow", out var a) ? $", Arrow {a.AverageCorrect:F3}" : "";
                     string single = result.Composite[n].Keys.Any(k => k.StartsWith("single:")) && result.BestSingle(n) is var (adapter, score)
                         ? $", best single adapter ({adapter}) {score:F3}" : "";
-                    ctx.Out.WriteLine($"composite-{n}: MeteoRA {m.AverageCorrect:F3}{arrow}, LoRA-B {b.AverageCorrect:F3}{single}");
+                    string guided = result.Composite[n].TryGetValue("meteora-top2 guided", out var mg) && result.Composite[n].TryGetValue("lora-b guided", out var bg)
+                        ? $"; guided: MeteoRA {mg.AverageCorrect:F3}, LoRA-B {bg.AverageCorrect:F3}" : "";
+                    ctx.Out.WriteLine($"composite-{n}: MeteoRA {m.AverageCorrect:F3}{arrow}, LoRA-B {b.AverageCorrect:F3}{single}{guided}");
                 }
             ctx.Out.WriteLine($"total {sw.Elapsed.TotalMinutes:F1} min; " + string.Join(", ", result.StageSeconds.Select(kv => $"{kv.Key} {kv.Value:F0} s")));
             ctx.Out.WriteLine($"report: {runner.ReportDir} (results.md, results.json, results.png, routing-composite-*.png/.html)");

@@ -27,14 +27,16 @@ public static class TrainGateCommand
         var balance = new Option<bool>("--balance") { Description = "sample every task equally often" };
         var evalFraction = new Option<double>("--eval-fraction") { Description = "share of each task held out for evaluation", DefaultValueFactory = _ => 0.1 };
         var train = new TrainingCliOptions(lr: 5e-4, weightDecay: 0.01, clip: 0.3);
+        var inContext = new InContextCliOptions();
         var cmd = new Command("train-gate", "Train the MeteoRA gates on the union of the tasks' data")
             { model, adaptersDir, adapter, data, output, order, weight, topK, temperature, gateInit, trainAdapters, responseOnly, balance, evalFraction };
         train.AddTo(cmd);
+        inContext.AddTo(cmd);
         cmd.SetAction(p =>
         {
             var ctx = context(p);
             var adapters = ResolveAdapters(p.GetValue(adaptersDir), p.GetValue(adapter), p.GetValue(order));
-            var options = train.Read(p, responseOnly: p.GetValue(responseOnly)) with { Balance = p.GetValue(balance) };
+            var options = inContext.Apply(p, train.Read(p, responseOnly: p.GetValue(responseOnly))) with { Balance = p.GetValue(balance) };
             var gate = new GateTrainingOptions
             {
                 GateLossWeight = p.GetValue(weight), TopK = p.GetValue(topK), Temperature = p.GetValue(temperature),

@@ -25,19 +25,18 @@ public static class TrainLoraCommand
         var replay = new Option<int>("--replay") { Description = "rehearsal: rows of generic text (make-base's corpus) per micro-batch whose LM loss is added, so the adapter keeps the base's skills (0: off)", DefaultValueFactory = _ => 0 };
         var replayLen = new Option<int>("--replay-len") { Description = "tokens per rehearsal row", DefaultValueFactory = _ => 1024 };
         var replayWeight = new Option<double>("--replay-weight") { Description = "weight of the rehearsal loss beside the task loss", DefaultValueFactory = _ => 1.0 };
-        var inContext = new Option<double>("--in-context") { Description = "share of training examples put after generic text (cut at a line), so the adapter answers mid-document too (0: off)", DefaultValueFactory = _ => 0 };
-        var inContextChars = new Option<int>("--in-context-chars") { Description = "longest generic text before an example, in characters", DefaultValueFactory = _ => 512 };
+        var inContext = new InContextCliOptions();
         var train = new TrainingCliOptions(lr: 2e-4, weightDecay: 0.01, clip: 1.0);
         var cmd = new Command("train-lora", "Train a LoRA adapter on a task folder")
-            { model, data, output, r, alpha, rslora, targets, targetRegex, layers, dropout, fullLoss, balance, replay, replayLen, replayWeight, inContext, inContextChars };
+            { model, data, output, r, alpha, rslora, targets, targetRegex, layers, dropout, fullLoss, balance, replay, replayLen, replayWeight };
         train.AddTo(cmd);
+        inContext.AddTo(cmd);
         cmd.SetAction(p =>
         {
             var ctx = context(p);
-            var options = train.Read(p, responseOnly: !p.GetValue(fullLoss)) with
+            var options = inContext.Apply(p, train.Read(p, responseOnly: !p.GetValue(fullLoss))) with
             {
                 Balance = p.GetValue(balance), ReplayRows = p.GetValue(replay), ReplaySeqLen = p.GetValue(replayLen), ReplayWeight = p.GetValue(replayWeight),
-                InContextShare = p.GetValue(inContext), InContextChars = p.GetValue(inContextChars),
             };
             string t = p.GetValue(targets)!;
             var names = t == "all-linear" ? ProjectionSite.AllNames : t.Split(',', StringSplitOptions.TrimEntries | StringSplitOptions.RemoveEmptyEntries);

@@ -174,7 +174,8 @@ public sealed class DemoRunner
             var options = new TrainingOptions
             {
                 LearningRate = _s.GateLr, WeightDecay = 0.01, ClipNorm = 0.3, Steps = _s.GateSteps, BatchSize = _s.GateBatch,
-                MaxSeqLen = 128, Balance = true, EvalLimit = 128,
+                MaxSeqLen = 128 + (_s.GateInContextShare > 0 ? _s.GateInContextChars : 0), Balance = true, EvalLimit = 128,
+                InContextShare = _s.GateInContextShare, InContextChars = _s.GateInContextChars,
             };
             var r = GateTrainer.Train(BaseDir, tasks.Select(t => (t, Path.Combine(AdaptersDir, t))).ToList(), TasksDir, MeteoraDir, gate,
                 options, _device, _dtype, _progress("MeteoRA gates"), cancel);
@@ -245,20 +246,31 @@ public sealed class DemoRunner
     private void Evaluate(IReadOnlyList<string> tasks, HfTokenizer tokenizer, Dictionary<string, IReadOnlyList<TaskScore>> perTask,
         Dictionary<int, Dictionary<string, CompositeScore>> composite, CancellationToken cancel)
     {
+        var sizes = _s.CompositeSizes.Where(n => n <= tasks.Count).ToList();
+        var singleSizes = sizes.Intersect(_s.SingleAdapterCompositeSizes).ToList();
         List<TaskScore> All(LlamaForCausalLM lm) => tasks.Select(t => Score(t, lm)).ToList();
         TaskScore Score(string task, LlamaForCausalLM lm)
         {
             cancel.ThrowIfCancellationRequested();
             return TaskEvaluator.Evaluate(task, Path.Combine(TasksDir, task), lm, tokenizer, _s.EvalLimit, _s.EvalBatch, _s.MaxNewTokens);
         }
-        CompositeScore Composite(LlamaForCausalLM lm, int n)
+        CompositeScore Composite(LlamaForCausalLM lm, int n, bool guided = false)
         {
             cancel.ThrowIfCancellationRequested();
-            return CompositeEvaluator.Evaluate(lm, tokenizer, TasksDir, tasks, n, _s.CompositeExamples, seed: 0, _s.EvalBatch, _s.MaxNewTokens);
+            return CompositeEvaluator.Evaluate(lm, tokenizer, TasksDir, tasks, n, _s.CompositeExamples, seed: 0, _s.EvalBatch, _s.MaxNewTokens, guided);
+        }
+        // Free composite prompts, and with GuidedComposite the guided ones too (keyed "<mode> guided").
+        void Composites(LlamaForCausalLM lm, string mode, Action<int, CompositeScore>? onFree = null)
+        {
+            foreach (int n in sizes)
+            {
+                var score = Composite(lm, n);
+                composite[n][mode] = score;
+                onFree?.Invoke(n, score);
+                if (_s.GuidedComposite) composite[n][$"{mode} guided"] = Composite(lm, n, guided: true);
+            }
         }
         void Report(string mode) => _log($"  {mode,-14} mean accuracy {perTask[mode].Average(s => s.Accuracy):F3}");
-        var sizes = _s.CompositeSizes.Where(n => n <= tasks.Count).ToList();
-        var singleSizes = sizes.Intersect(_s.SingleAdapterCompositeSizes).ToList();
 
         using (var lm = LlamaLoader.Load(BaseDir, _device, _dtype)) { perTask["base"] = All(lm); Report("base"); }
         perTask["peft"] = tasks.Select(t =>
@@ -278,25 +290,23 @@ public sealed class DemoRunner
                 Report($"meteora-top{k}");
             }
             mm.Configure(topK: Math.Min(2, tasks.Count));
-            foreach (int n in sizes)
+            Composites(mm.Model, "meteora-top2", (n, score) =>
             {
-                var score = Composite(mm.Model, n);
-                composite[n]["meteora-top2"] = score;
                 if (score.First is { } first) RoutingHeatmap.WriteForAnswer(mm, tokenizer, first.Prompt, first.Output, ReportDir, n);
-            }
+            });
         }
         using (var arrow = ArrowModel.Load(BaseDir, tasks.Select(t => (t, Path.Combine(AdaptersDir, t))).ToList(), _device, _dtype,
                    Math.Min(_s.ArrowTopK, tasks.Count)))
         {
             perTask["arrow"] = All(arrow.Model);
             Report("arrow");
-            foreach (int n in sizes) composite[n]["arrow"] = Composite(arrow.Model, n);
+            Composites(arrow.Model, "arrow");
         }
         using (var lm = LoraModel.Load(BaseDir, LoraBDir, _device, _dtype))
         {
             perTask["lora-b"] = All(lm);
             Report("lora-b");
-            foreach (int n in sizes) composite[n]["lora-b"] = Composite(lm, n);
+            Composites(lm, "lora-b");
         }
         using (var merged = LoraMerger.LoadAverageMerged(BaseDir, tasks.Select(t => Path.Combine(AdaptersDir, t)).ToList(), _device, _dtype).Model)
         {

@@ -108,6 +108,16 @@ public sealed record DemoSettings
     /// gate seeds (docs/RESULTS.md).
     /// </summary>
     public double GateLr { get; init; } = 5e-2;
+    /// <summary>
+    /// Share of the gates' training examples put after generic text (<c>train-gate --in-context</c>; the text is in
+    /// neither loss). Gates trained only on prompts right after BOS route them there; in a composite answer block the
+    /// same problem comes after other tasks' lines. Off by default: on the run-4 models (docs/RESULTS.md) half the
+    /// examples in context (≤ 192 chars, 300 steps) moved composite-3 only from 0.08 to 0.13 while tripling the
+    /// gates' CPU time, beyond the demo's ten minutes.
+    /// </summary>
+    public double GateInContextShare { get; init; } = 0;
+    /// <summary>Longest generic text before an in-context gate example, in characters.</summary>
+    public int GateInContextChars { get; init; } = 384;
 
     /// <summary>Test examples per task in the per-task table.</summary>
     public int EvalLimit { get; init; } = 50;
@@ -115,6 +125,12 @@ public sealed record DemoSettings
     public IReadOnlyList<int> CompositeSizes { get; init; } = [3, 5, 10];
     /// <summary>Composite sizes at which every single adapter is also evaluated (the "best single adapter" baseline).</summary>
     public IReadOnlyList<int> SingleAdapterCompositeSizes { get; init; } = [3, 5];
+    /// <summary>
+    /// Also score MeteoRA, Arrow and LoRA-B on guided composite prompts (the evaluator writes each answer line's number
+    /// and problem, the model completes the answers; <c>eval --composite-guided</c>): separates "cannot restate a
+    /// line" from "answers the wrong task".
+    /// </summary>
+    public bool GuidedComposite { get; init; } = true;
     /// <summary>Arrow's top-k (the training-free per-token routing baseline): PEFT's default.</summary>
     public int ArrowTopK { get; init; } = ArrowModel.DefaultTopK;
     public int CompositeExamples { get; init; } = 20;
@@ -156,7 +172,7 @@ public sealed record DemoSettings
         Tasks = ["reverse", "translate", "upper"], TrainPerTask = 80, TestPerTask = 8, FromScratch = true,
         BaseLayers = 4, BaseHidden = 128, BaseIntermediate = 352, BaseHeads = 4, BaseKvHeads = 2,
         BaseSteps = 40, BaseBatch = 16, BaseSeqLen = 256, BaseLr = 1e-3, BaseShardMb = 0.5,
-        LoraSteps = 15, LoraStepsByTask = new Dictionary<string, int>(), LoraBSteps = 30, LoraReplayRows = 2, LoraReplaySeqLen = 256, LoraInContextChars = 128, GateSteps = 15, GateBatch = 8,
+        LoraSteps = 15, LoraStepsByTask = new Dictionary<string, int>(), LoraBSteps = 30, LoraReplayRows = 2, LoraReplaySeqLen = 256, LoraInContextChars = 128, GateInContextChars = 128, GateSteps = 15, GateBatch = 8,
         EvalLimit = 8, CompositeSizes = [3], SingleAdapterCompositeSizes = [3], CompositeExamples = 4, EvalBatch = 8, MaxNewTokens = 8,
     };
 }

@@ -20,8 +20,15 @@ public sealed record CompositeScore(int N, int Examples, IReadOnlyDictionary<str
 /// </summary>
 public static class CompositeEvaluator
 {
+    /// <param name="guided">
+    /// false (free): the model writes the whole answer block, restating each problem before its answer. true
+    /// (guided): the evaluator writes each answer line's number and problem and the model only completes the answer,
+    /// line after line in the one growing sequence — every answer still comes after all the earlier problems and
+    /// answers, and routing still has to switch at each line, but a model that cannot copy a line is not failed
+    /// for that
+    /// </param>
     public static CompositeScore Evaluate(LlamaForCausalLM lm, HfTokenizer tokenizer, string dataFolder, IReadOnlyList<string> tasks,
-        int n, int examples, int seed, int batchSize, int maxNewTokensPerPart)
+        int n, int examples, int seed, int batchSize, int maxNewTokensPerPart, bool guided = false)
     {
         var train = tasks.ToDictionary(t => t, t => TaskData.ReadTrain(Path.Combine(dataFolder, t)));
         var test = tasks.ToDictionary(t => t, t => TaskData.ReadJsonl(Path.Combine(dataFolder, t, "test.jsonl")));
@@ -49,11 +56,12 @@ public static class CompositeEvaluator
         {
             var batch = built.Skip(i).Take(batchSize).ToList();
             var prompts = batch.Select(b => tokenizer.Encode(b.Prompt)).ToList();
-            var outputs = generator.Generate(prompts, options);
-            first ??= (prompts[0], outputs[0]);
-            foreach (var (example, ids) in batch.Zip(outputs))
+            var outputs = guided ? GuidedAnswerBlocks(generator, tokenizer, batch, newline, maxNewTokensPerPart, options.SuppressIds.ToHashSet())
+                : generator.Generate(prompts, options).Select(ids => tokenizer.Decode(ids)).ToList();
+            first ??= (prompts[0], tokenizer.Encode(outputs[0], addSpecialTokens: false));
+            foreach (var (example, text) in batch.Zip(outputs))
             {
-                var answers = CompositePrompt.ParseAnswers(tokenizer.Decode(ids), example.Parts.Select(p => p.Prompt).ToList());
+                var answers = CompositePrompt.ParseAnswers(text, example.Parts.Select(p => p.Prompt).ToList());
                 double right = 0;
                 foreach (var (part, answer) in example.Parts.Zip(answers))
                 {
@@ -66,5 +74,34 @@ public static class CompositeEvaluator
         }
         var perTask = tasks.Where(t => hypotheses[t].Count > 0).ToDictionary(t => t, t => metrics[t].Corpus(hypotheses[t], references[t]));
         return new CompositeScore(n, built.Count, perTask, built.Count > 0 ? sumShare / built.Count : 0) { First = first };
+    }
+
+    /// <summary>
+    /// Guided answer blocks: for i = 1…n the evaluator appends "i. problem" and the model continues greedily until it
+    /// ends the line or the answer (a newline or EOS: an adapter ends its answer with EOS, as it was trained); the line
+    /// joins the sequence before the next. Returns each example's answer block.
+    /// </summary>
+    internal static List<string> GuidedAnswerBlocks(TextGenerator generator, HfTokenizer tokenizer, IReadOnlyList<CompositeExample> batch,
+        int newline, int maxNewTokensPerPart, HashSet<int> eos)
+    {
+        var blocks = batch.Select(_ => new System.Text.StringBuilder()).ToList();
+        var options = new GenerationOptions
+        {
+            MaxNewTokens = maxNewTokensPerPart + 1,
+            StopWhen = row => row.Count > 0 && (row[^1] == newline || eos.Contains(row[^1])),
+        };
+        int n = batch[0].Parts.Count;
+        for (int i = 0; i < n; i++)
+        {
+            var heads = batch.Select((b, r) => $"{i + 1}. {b.Parts[i].Prompt}").ToList();
+            var prompts = batch.Select((b, r) => tokenizer.Encode(b.Prompt + blocks[r] + heads[r])).ToList();
+            var outputs = generator.Generate(prompts, options);
+            for (int r = 0; r < batch.Count; r++)
+            {
+                string line = tokenizer.Decode(outputs[r]).Split('\n')[0];
+                blocks[r].Append(heads[r]).Append(line).Append('\n');
+            }
+        }
+        return blocks.Select(b => b.ToString()).ToList();
     }
 }

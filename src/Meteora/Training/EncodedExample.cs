@@ -6,6 +6,9 @@ namespace Meteora.Training;
 /// </summary>
 public sealed record EncodedExample(int[] Ids, bool[] LossMask, int Task, bool Truncated)
 {
+    /// <summary>First position whose gate decision counts in the gate loss (after any context put before the example).</summary>
+    public int GateFrom { get; init; }
+
     /// <summary>Number of positions that count in the loss.</summary>
     public int LossTokens => LossMask.Count(m => m);
 }

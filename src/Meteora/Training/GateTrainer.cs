@@ -62,7 +62,8 @@ public static class GateTrainer
             new Random(unchecked(options.Seed * 31 + task)).Shuffle(order);
             int held = gate.EvalFraction > 0 && rows.Count >= 2 ? Math.Max(1, (int)Math.Round(gate.EvalFraction * rows.Count)) : 0;
             eval.AddRange(order.Take(held).Select(i => encoder.Encode(rows[i], task)));
-            train.AddRange(order.Skip(held).Order().Select(i => encoder.Encode(rows[i], task)));
+            // Training examples may sit mid-document (--in-context); held-out ones stay plain, comparable across runs.
+            train.AddRange(order.Skip(held).Order().Select(i => encoder.Encode(rows[i], task, InContextExamples.ContextFor(task * 1_000_000 + i, options))));
         }
         eval = Interleave(eval);   // evaluation takes the first --eval-limit examples: every task must be among them
         int truncated = train.Count(e => e.Truncated) + eval.Count(e => e.Truncated);

@@ -44,27 +44,6 @@ public static class LoraTrainer
         options.ReplayRows <= 0 ? null
             : new GeneratedDocuments(tokenizer, 100_000, first: 0, RehearsalSeed, options.ReplaySeqLen, eosId);
 
-    /// <summary>
-    /// With <see cref="TrainingOptions.InContextShare"/>: for that share of examples (chosen by seed and index) the
-    /// prompt follows generic text (a corpus document cut after a whole line, up to
-    /// <see cref="TrainingOptions.InContextChars"/> characters), continuing a numbered list if the text ends in one,
-    /// so the adapter learns its task mid-document too. The loss mask still covers only what the options say.
-    /// </summary>
-    public static TaskExample InContext(TaskExample example, int index, TrainingOptions options)
-    {
-        if (options.InContextShare <= 0) return example;
-        var rng = new Random(unchecked(options.Seed * 1_000_003 + index * 7_919 + 101));
-        if (rng.NextDouble() >= options.InContextShare) return example;
-        string text = GeneratedDocuments.TextOf(RehearsalSeed + 1, index, rng.Next(16, options.InContextChars + 1));
-        int cut = text.LastIndexOf('\n');
-        if (cut < 0) return example;
-        string prefix = text[..(cut + 1)];
-        string lastLine = prefix[..^1][(prefix[..^1].LastIndexOf('\n') + 1)..];
-        var numbered = System.Text.RegularExpressions.Regex.Match(lastLine, @"^(\d+)\. ");
-        string number = numbered.Success && int.TryParse(numbered.Groups[1].Value, out int k) ? $"{k + 1}. " : "";
-        return example with { Prompt = prefix + number + example.Prompt };
-    }
-
     public static LoraTrainingResult Train(string baseFolder, string taskFolder, string outDir, LoraConfig lora,
         TrainingOptions options, Device device, ScalarType dtype, ITrainingProgress? progress = null,
         CancellationToken cancel = default)
@@ -76,7 +55,7 @@ public static class LoraTrainer
         var config = LlamaConfig.Load(baseFolder);
         int? eos = SpecialTokens.TrainingEos(config, tokenizer);
         var encoder = new SequenceEncoder(tokenizer, options.MaxSeqLen, options.ResponseOnly, eos);
-        var trainEncoded = train.Select((e, i) => encoder.Encode(InContext(e.Example, i, options), e.Task)).ToList();
+        var trainEncoded = train.Select((e, i) => encoder.Encode(e.Example, e.Task, InContextExamples.ContextFor(i, options))).ToList();
         var testEncoded = test?.Select(e => encoder.Encode(e.Example, e.Task)).ToList();
         int truncated = trainEncoded.Count(e => e.Truncated);
         if (truncated > 0) progress.Message($"truncated {truncated} of {trainEncoded.Count} training sequences to --max-seq-len {options.MaxSeqLen}");

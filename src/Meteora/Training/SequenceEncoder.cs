@@ -20,15 +20,22 @@ public sealed class SequenceEncoder
         _tokenizer = tokenizer; _maxLength = maxLength; _responseOnly = responseOnly; _eos = eosId;
     }
 
-    public EncodedExample Encode(TaskExample example, int task = 0)
+    /// <param name="example">prompt and response</param>
+    /// <param name="task">task index (for gate training)</param>
+    /// <param name="context">
+    /// text put between BOS and the prompt (<see cref="InContextExamples"/>): it is encoded with the prompt but is in
+    /// no loss — the LM loss starts at the prompt (or response) and the gate loss at the prompt's first token
+    /// </param>
+    public EncodedExample Encode(TaskExample example, int task = 0, string context = "")
     {
-        var prompt = _tokenizer.Encode(example.Prompt);                                  // BOS + prompt
+        var prompt = _tokenizer.Encode(context + example.Prompt);                        // BOS + context + prompt
+        int from = context.Length == 0 ? 0 : _tokenizer.Encode(context).Length - 1;     // last context token predicts the prompt's first
         var response = _tokenizer.Encode(example.Response, addSpecialTokens: false).ToList();
         if (_eos is { } eos) response.Add(eos);
         var ids = prompt.Concat(response).ToArray();
         // mask[t] = the loss includes predicting ids[t+1] from position t.
         var mask = new bool[ids.Length];
-        for (int t = 0; t + 1 < ids.Length; t++) mask[t] = !_responseOnly || t + 1 >= prompt.Length;
+        for (int t = from; t + 1 < ids.Length; t++) mask[t] = !_responseOnly || t + 1 >= prompt.Length;
         mask[^1] = false;
         bool truncated = ids.Length > _maxLength;
         if (truncated)
@@ -37,6 +44,6 @@ public sealed class SequenceEncoder
             mask = mask[.._maxLength];
             mask[^1] = false;
         }
-        return new EncodedExample(ids, mask, task, truncated);
+        return new EncodedExample(ids, mask, task, truncated) { GateFrom = context.Length == 0 ? 0 : from + 1 };
     }
 }

@@ -15,7 +15,7 @@ public sealed class TrainingBatch : IDisposable
     public Tensor Ids { get; }
     public Tensor Labels { get; }
     public Tensor Tasks { get; }
-    /// <summary>(B, T) bool: real positions 0…len-2 of each row.</summary>
+    /// <summary>(B, T) bool: real positions GateFrom…len-2 of each row (context before an example is not gated).</summary>
     public Tensor GateMask { get; }
     public int LossTokens { get; }
     public int Tokens { get; }
@@ -41,7 +41,7 @@ public sealed class TrainingBatch : IDisposable
             for (int t = 0; t < r.Ids.Length; t++)
             {
                 ids[b * T + t] = r.Ids[t];
-                gate[b * T + t] = t + 1 < r.Ids.Length;
+                gate[b * T + t] = t + 1 < r.Ids.Length && t >= r.GateFrom;
                 if (r.LossMask[t]) { labels[b * T + t] = r.Ids[t + 1]; lossTokens++; }
             }
         }

@@ -42,8 +42,9 @@ public sealed record TrainingOptions
     /// <summary>Weight of the rehearsal loss (mean over its tokens) beside the task loss (mean over its tokens).</summary>
     public double ReplayWeight { get; init; } = 1.0;
     /// <summary>
-    /// Share of training examples placed after a stretch of generic text (LoRA training only): the adapter learns to
-    /// answer its prompt wherever it sits in a document, not only right after BOS (0 = off).
+    /// Share of training examples placed after a stretch of generic text (<see cref="InContextExamples"/>; LoRA and
+    /// gate training): adapters and gates learn to serve a prompt wherever it sits in a document, not only right after
+    /// BOS (0 = off).
     /// </summary>
     public double InContextShare { get; init; }
     /// <summary>Longest generic text put before an example, in characters (each example draws a length up to it).</summary>

@@ -158,4 +158,35 @@ public class ArrowEvalTests
             "--top-k: 4 must be between 1 and the 3 adapters");
         CliRunner.AssertUserError(CliRunner.Run(["eval", .. common, "--adapters-dir", dir["nothing"], "--out", dir["e4"]]), "adapters folder not found");
     }
+
+    [Fact]
+    public void GuidedCompositeWritesEachProblemAndTheModelOnlyItsAnswer()
+    {
+        using var dir = Fixture.TempDir();
+        Meteora.Evaluation.TaskSuite.Write(dir["data"], trainPerTask: 10, testPerTask: 10, seed: 1, only: ["add", "reverse", "upper"]);
+        var tasks = new[] { "add", "reverse", "upper" };
+        var train = tasks.ToDictionary(t => t, t => Meteora.Training.TaskData.ReadTrain(Path.Combine(dir["data"], t)));
+        var test = tasks.ToDictionary(t => t, t => Meteora.Training.TaskData.ReadJsonl(Path.Combine(dir["data"], t, "test.jsonl")));
+        var rng = new Random(2);
+        var batch = Enumerable.Range(0, 3).Select(_ => Meteora.Evaluation.CompositePrompt.Build(train, test, 3, rng)).ToList();
+        using var lm = Meteora.Llama.LlamaLoader.Load(Fixture.Base, TorchSharp.torch.CPU, TorchSharp.torch.ScalarType.Float32);
+        using var tok = Meteora.Tokenization.HfTokenizer.Load(Fixture.Base);
+        int newline = tok.Encode("\n", addSpecialTokens: false).Single();
+        var blocks = Meteora.Evaluation.CompositeEvaluator.GuidedAnswerBlocks(new Meteora.Generation.TextGenerator(lm), tok, batch, newline, 4, []);
+        foreach (var (example, block) in batch.Zip(blocks))
+        {
+            var lines = block.TrimEnd('\n').Split('\n');
+            Assert.Equal(3, lines.Length);                                   // one line per problem, each ended by the evaluator
+            for (int i = 0; i < 3; i++) Assert.StartsWith($"{i + 1}. {example.Parts[i].Prompt}", lines[i]);
+            // The parsed answers are exactly what the model wrote after each problem.
+            var answers = Meteora.Evaluation.CompositePrompt.ParseAnswers(block, example.Parts.Select(p => p.Prompt).ToList());
+            for (int i = 0; i < 3; i++) Assert.Equal(lines[i][$"{i + 1}. {example.Parts[i].Prompt}".Length..].Trim(), answers[i]);
+        }
+        var r = CliRunner.Run("eval", "--model", Fixture.Base, "--mode", "meteora", "--meteora", Fixture.Meteora, "--data", dir["data"],
+            "--composite", "3", "--composite-examples", "2", "--composite-guided", "--max-new-tokens", "4", "--out", dir["report"]);
+        Assert.Equal(0, r.ExitCode);
+        var json = JsonDocument.Parse(File.ReadAllText(Path.Combine(dir["report"], "composite-3.json"))).RootElement;
+        Assert.True(json.GetProperty("guided").GetBoolean());
+        Assert.Contains("Composite-3 (guided)", File.ReadAllText(Path.Combine(dir["report"], "composite-3.md")));
+    }
 }

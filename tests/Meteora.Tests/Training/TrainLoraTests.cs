@@ -321,28 +321,49 @@ public class TrainLoraRehearsalTests
 public class InContextExamplesTests
 {
     [Fact]
-    public void ASharePromptsFollowGenericTextCutAtALineAndContinueANumberedList()
+    public void AShareOfExamplesFollowGenericTextCutAtALineAndContinueANumberedList()
     {
         var options = new TrainingOptions { Seed = 11, InContextShare = 0.5, InContextChars = 300 };
-        var example = new TaskExample("reverse: abc =>", " cba");
         int placed = 0, numbered = 0;
         for (int i = 0; i < 400; i++)
         {
-            var e = LoraTrainer.InContext(example, i, options);
-            Assert.Equal(e, LoraTrainer.InContext(example, i, options));       // a function of (seed, index)
-            Assert.Equal(" cba", e.Response);
-            if (e == example) continue;
+            string context = InContextExamples.ContextFor(i, options);
+            Assert.Equal(context, InContextExamples.ContextFor(i, options));       // a function of (seed, index)
+            if (context.Length == 0) continue;
             placed++;
-            Assert.EndsWith(example.Prompt, e.Prompt);
-            string before = e.Prompt[..^example.Prompt.Length];
-            var m = System.Text.RegularExpressions.Regex.Match(before, @"(?:^|\n)(\d+)\. ([^\n]*)\n(\d+)\. $");
+            var m = System.Text.RegularExpressions.Regex.Match(context, @"(?:^|\n)(\d+)\. ([^\n]*)\n(\d+)\. $");
             if (m.Success) { Assert.Equal(int.Parse(m.Groups[1].Value) + 1, int.Parse(m.Groups[3].Value)); numbered++; }
-            else Assert.EndsWith("\n", before);
-            Assert.True(before.Length <= 300 + 8, $"{before.Length} characters of context");
+            else Assert.EndsWith("\n", context);
+            Assert.True(context.Length <= 300 + 8, $"{context.Length} characters of context");
         }
         Assert.InRange(placed, 160, 240);
-        Assert.True(numbered > 5, $"{numbered} prompts continue a numbered list");
-        Assert.Equal(example, LoraTrainer.InContext(example, 3, options with { InContextShare = 0 }));
+        Assert.True(numbered > 5, $"{numbered} contexts continue a numbered list");
+        Assert.Equal("", InContextExamples.ContextFor(3, options with { InContextShare = 0 }));
         Assert.Throws<MeteoraException>(() => new TrainingOptions { InContextShare = 1.5 }.Validate());
+    }
+
+    [Fact]
+    public void ContextIsInNoLossAndTheGateLossStartsAtThePrompt()
+    {
+        using var tok = HfTokenizer.Load(Fixture.Base);
+        var example = new TaskExample("reverse: abc =>", " cba");
+        string context = "some generic text\n";
+        foreach (bool responseOnly in new[] { true, false })
+        {
+            var encoder = new SequenceEncoder(tok, 512, responseOnly, eosId: 2);
+            var plain = encoder.Encode(example, task: 3);
+            var placed = encoder.Encode(example, task: 3, context);
+            int ctx = tok.Encode(context).Length;                  // BOS + context tokens
+            Assert.Equal(0, plain.GateFrom);
+            Assert.Equal(ctx, placed.GateFrom);                    // the prompt's first token
+            Assert.Equal(tok.Encode(context + example.Prompt), placed.Ids[..tok.Encode(context + example.Prompt).Length]);
+            Assert.All(placed.LossMask[..(ctx - 1)], m => Assert.False(m));   // no position inside the context is in the loss
+            // After the context, the loss covers what the plain example's loss covers (the response, or everything).
+            Assert.Equal(plain.LossTokens, placed.LossTokens);
+            using var batch = TrainingBatch.Collate([placed], padId: 0, CPU);
+            var gate = batch.GateMask[0].data<bool>().ToArray();
+            Assert.All(gate[..ctx], g => Assert.False(g));
+            Assert.All(gate[ctx..^1], g => Assert.True(g));
+        }
     }
 }
