@@ -28,10 +28,12 @@ public static class TrainGateCommand
         var evalFraction = new Option<double>("--eval-fraction") { Description = "share of each task held out for evaluation", DefaultValueFactory = _ => 0.1 };
         var train = new TrainingCliOptions(lr: 5e-4, weightDecay: 0.01, clip: 0.3);
         var inContext = new InContextCliOptions();
+        var pack = new Option<int>("--pack") { Description = "examples of different tasks per training sequence, each part's tokens labelled with its own task (1: one example per sequence)", DefaultValueFactory = _ => 1 };
         var cmd = new Command("train-gate", "Train the MeteoRA gates on the union of the tasks' data")
             { model, adaptersDir, adapter, data, output, order, weight, topK, temperature, gateInit, trainAdapters, responseOnly, balance, evalFraction };
         train.AddTo(cmd);
         inContext.AddTo(cmd);
+        cmd.Options.Add(pack);
         cmd.SetAction(p =>
         {
             var ctx = context(p);
@@ -40,7 +42,7 @@ public static class TrainGateCommand
             var gate = new GateTrainingOptions
             {
                 GateLossWeight = p.GetValue(weight), TopK = p.GetValue(topK), Temperature = p.GetValue(temperature),
-                GateInit = p.GetValue(gateInit)!, TrainAdapters = p.GetValue(trainAdapters), EvalFraction = p.GetValue(evalFraction),
+                GateInit = p.GetValue(gateInit)!, TrainAdapters = p.GetValue(trainAdapters), EvalFraction = p.GetValue(evalFraction), Pack = p.GetValue(pack),
             };
             using var ctrlC = new CtrlC(ctx.Err);
             var progress = new ConsoleProgress(ctx.Err, ctx.Err == Console.Error && !Console.IsErrorRedirected, "lm_loss", "gate_loss", "gate_acc", "lr");

@@ -259,15 +259,15 @@ public sealed class DemoRunner
             cancel.ThrowIfCancellationRequested();
             return CompositeEvaluator.Evaluate(lm, tokenizer, TasksDir, tasks, n, _s.CompositeExamples, seed: 0, _s.EvalBatch, _s.MaxNewTokens, guided);
         }
-        // Free composite prompts, and with GuidedComposite the guided ones too (keyed "<mode> guided").
-        void Composites(LlamaForCausalLM lm, string mode, Action<int, CompositeScore>? onFree = null)
+        // Free composite prompts, and with guided the guided ones too at GuidedCompositeSizes (keyed "<mode> guided").
+        void Composites(LlamaForCausalLM lm, string mode, bool guided, Action<int, CompositeScore>? onFree = null)
         {
             foreach (int n in sizes)
             {
                 var score = Composite(lm, n);
                 composite[n][mode] = score;
                 onFree?.Invoke(n, score);
-                if (_s.GuidedComposite) composite[n][$"{mode} guided"] = Composite(lm, n, guided: true);
+                if (guided && _s.GuidedCompositeSizes.Contains(n)) composite[n][$"{mode} guided"] = Composite(lm, n, guided: true);
             }
         }
         void Report(string mode) => _log($"  {mode,-14} mean accuracy {perTask[mode].Average(s => s.Accuracy):F3}");
@@ -290,7 +290,7 @@ public sealed class DemoRunner
                 Report($"meteora-top{k}");
             }
             mm.Configure(topK: Math.Min(2, tasks.Count));
-            Composites(mm.Model, "meteora-top2", (n, score) =>
+            Composites(mm.Model, "meteora-top2", guided: true, (n, score) =>
             {
                 if (score.First is { } first) RoutingHeatmap.WriteForAnswer(mm, tokenizer, first.Prompt, first.Output, ReportDir, n);
             });
@@ -300,13 +300,13 @@ public sealed class DemoRunner
         {
             perTask["arrow"] = All(arrow.Model);
             Report("arrow");
-            Composites(arrow.Model, "arrow");
+            Composites(arrow.Model, "arrow", guided: false);
         }
         using (var lm = LoraModel.Load(BaseDir, LoraBDir, _device, _dtype))
         {
             perTask["lora-b"] = All(lm);
             Report("lora-b");
-            Composites(lm, "lora-b");
+            Composites(lm, "lora-b", guided: true);
         }
         using (var merged = LoraMerger.LoadAverageMerged(BaseDir, tasks.Select(t => Path.Combine(AdaptersDir, t)).ToList(), _device, _dtype).Model)
         {

@@ -8,6 +8,11 @@ public sealed record EncodedExample(int[] Ids, bool[] LossMask, int Task, bool T
 {
     /// <summary>First position whose gate decision counts in the gate loss (after any context put before the example).</summary>
     public int GateFrom { get; init; }
+    /// <summary>
+    /// Task of every position, for a sequence that holds several tasks' examples one after another
+    /// (<see cref="SequenceEncoder.Pack"/>); null: every position is <see cref="Task"/>'s.
+    /// </summary>
+    public int[]? TokenTasks { get; init; }
 
     /// <summary>Number of positions that count in the loss.</summary>
     public int LossTokens => LossMask.Count(m => m);

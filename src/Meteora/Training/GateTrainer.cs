@@ -19,6 +19,12 @@ public sealed record GateTrainingOptions
     public bool TrainAdapters { get; init; }
     /// <summary>Share of each task's train.jsonl held out for evaluation.</summary>
     public double EvalFraction { get; init; } = 0.1;
+    /// <summary>
+    /// Examples of different tasks per training sequence (<see cref="SequenceEncoder.Pack"/>; 1 = one example per
+    /// sequence): with more, the gates see the task change mid-sequence, as in a composite prompt, and the gate loss
+    /// follows each part's task.
+    /// </summary>
+    public int Pack { get; init; } = 1;
 }
 
 /// <summary>Result of a gate training run.</summary>
@@ -53,8 +59,10 @@ public static class GateTrainer
         var config = LlamaConfig.Load(baseFolder);
         int? eos = SpecialTokens.TrainingEos(config, tokenizer);
         var encoder = new SequenceEncoder(tokenizer, options.MaxSeqLen, options.ResponseOnly, eos);
+        if (gate.Pack < 1 || gate.Pack > 64) throw new MeteoraException($"--pack: {gate.Pack} is out of range (1…64)");
         var train = new List<EncodedExample>();
         var eval = new List<EncodedExample>();
+        var trainRows = new List<(TaskExample Example, int Task)>();
         for (int task = 0; task < adapters.Count; task++)
         {
             var rows = TaskData.ReadTrain(Path.Combine(dataFolder, adapters[task].Name));
@@ -64,7 +72,9 @@ public static class GateTrainer
             eval.AddRange(order.Take(held).Select(i => encoder.Encode(rows[i], task)));
             // Training examples may sit mid-document (--in-context); held-out ones stay plain, comparable across runs.
             train.AddRange(order.Skip(held).Order().Select(i => encoder.Encode(rows[i], task, InContextExamples.ContextFor(task * 1_000_000 + i, options))));
+            trainRows.AddRange(order.Skip(held).Order().Select(i => (rows[i], task)));
         }
+        if (gate.Pack > 1) train = Packed(trainRows, Math.Min(gate.Pack, adapters.Count), options.Seed, encoder);
         eval = Interleave(eval);   // evaluation takes the first --eval-limit examples: every task must be among them
         int truncated = train.Count(e => e.Truncated) + eval.Count(e => e.Truncated);
         if (truncated > 0) progress.Message($"truncated {truncated} of {train.Count + eval.Count} sequences to --max-seq-len {options.MaxSeqLen}");
@@ -94,6 +104,28 @@ public static class GateTrainer
         if (File.Exists(metrics))
             LossCurvePlot.Write(metrics, Path.Combine(outDir, "loss_curve.png"), ["lm_loss", "gate_loss"], $"train-gate: {adapters.Count} adapters, λ = {gate.GateLossWeight:G}");
         return new GateTrainingResult(outcome, train.Count, eval.Count, truncated, loop.InitialEvaluation, loop.LastEvaluation, byTask);
+    }
+
+    /// <summary>
+    /// As many sequences as it takes to use every example once (⌈rows / pack⌉), each of <paramref name="pack"/> examples
+    /// of distinct tasks drawn at random (seeded); each task's examples are taken in a shuffled order, cycled, so small
+    /// tasks recur. A sequence's group (for --balance) is its first part's task.
+    /// </summary>
+    internal static List<EncodedExample> Packed(IReadOnlyList<(TaskExample Example, int Task)> rows, int pack, int seed, SequenceEncoder encoder)
+    {
+        var rng = new Random(unchecked(seed * 7_919 + 3));
+        var byTask = rows.GroupBy(r => r.Task).ToDictionary(g => g.Key, g => { var a = g.ToArray(); rng.Shuffle(a); return a; });
+        var next = byTask.Keys.ToDictionary(t => t, _ => 0);
+        var taskIds = byTask.Keys.Order().ToArray();
+        pack = Math.Min(pack, taskIds.Length);
+        int sequences = (rows.Count + pack - 1) / pack;
+        var result = new List<EncodedExample>(sequences);
+        for (int s = 0; s < sequences; s++)
+        {
+            var chosen = taskIds.OrderBy(_ => rng.Next()).Take(pack);
+            result.Add(encoder.Pack(chosen.Select(t => byTask[t][next[t]++ % byTask[t].Length]).ToList()));
+        }
+        return result;
     }
 
     /// <summary>Gate accuracy per task over every held-out example (batches of one task; exact decision counts).</summary>

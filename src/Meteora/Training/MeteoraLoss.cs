@@ -31,7 +31,7 @@ public static class MeteoraLoss
 
         var lm = LanguageModelLoss.CrossEntropy(logits, batch.Labels);
         var mask = batch.GateMask;                                                       // (B, T)
-        var targets = batch.Tasks.unsqueeze(1).expand_as(batch.Ids).masked_select(mask); // (M,) task per gated position
+        var targets = batch.TokenTasks.masked_select(mask);                               // (M,) task per gated position
         Tensor sum = zeros(1, ScalarType.Float32, logits.device);
         Tensor correct = zeros(1, ScalarType.Int64, logits.device);
         long count = 0;

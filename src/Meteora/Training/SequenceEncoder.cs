@@ -46,4 +46,38 @@ public sealed class SequenceEncoder
         }
         return new EncodedExample(ids, mask, task, truncated) { GateFrom = context.Length == 0 ? 0 : from + 1 };
     }
+
+    /// <summary>
+    /// Several examples, of different tasks, as one sequence: BOS, then each example's prompt and response on a line of
+    /// its own (a newline between them; EOS only after the last), every position labelled with its example's task, the
+    /// loss covering each response (or everything) as <see cref="Encode"/> does. What a composite prompt's answer block
+    /// is made of: gates trained on such sequences see the task change mid-sequence. Cut at the maximum length.
+    /// </summary>
+    public EncodedExample Pack(IReadOnlyList<(TaskExample Example, int Task)> parts)
+    {
+        if (parts.Count == 0) throw new ArgumentException("nothing to pack", nameof(parts));
+        var ids = new List<int>();
+        var mask = new List<bool>();
+        var tasks = new List<int>();
+        for (int i = 0; i < parts.Count; i++)
+        {
+            var (example, task) = parts[i];
+            var prompt = i == 0 ? _tokenizer.Encode(example.Prompt) : _tokenizer.Encode("\n" + example.Prompt, addSpecialTokens: false);
+            var response = _tokenizer.Encode(example.Response, addSpecialTokens: false).ToList();
+            if (i == parts.Count - 1 && _eos is { } eos) response.Add(eos);
+            // A response's last token predicts the newline that ends its line: in the loss, as ending the answer is.
+            if (mask.Count > 0) mask[^1] = true;
+            for (int t = 0; t < prompt.Length; t++) mask.Add(!_responseOnly || t + 1 == prompt.Length && response.Count > 0);
+            for (int t = 0; t < response.Count; t++) mask.Add(t + 1 < response.Count);
+            ids.AddRange(prompt);
+            ids.AddRange(response);
+            tasks.AddRange(Enumerable.Repeat(task, prompt.Length + response.Count));
+        }
+        mask[^1] = false;
+        bool truncated = ids.Count > _maxLength;
+        int n = Math.Min(ids.Count, _maxLength);
+        var m = mask.Take(n).ToArray();
+        m[^1] = false;
+        return new EncodedExample(ids.Take(n).ToArray(), m, parts[0].Task, truncated) { TokenTasks = tasks.Take(n).ToArray() };
+    }
 }

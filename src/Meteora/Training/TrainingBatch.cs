@@ -15,14 +15,16 @@ public sealed class TrainingBatch : IDisposable
     public Tensor Ids { get; }
     public Tensor Labels { get; }
     public Tensor Tasks { get; }
+    /// <summary>(B, T) task of every position: the row's task, or each packed part's (<see cref="EncodedExample.TokenTasks"/>).</summary>
+    public Tensor TokenTasks { get; }
     /// <summary>(B, T) bool: real positions GateFrom…len-2 of each row (context before an example is not gated).</summary>
     public Tensor GateMask { get; }
     public int LossTokens { get; }
     public int Tokens { get; }
 
-    private TrainingBatch(Tensor ids, Tensor labels, Tensor tasks, Tensor gateMask, int lossTokens, int tokens)
+    private TrainingBatch(Tensor ids, Tensor labels, Tensor tasks, Tensor tokenTasks, Tensor gateMask, int lossTokens, int tokens)
     {
-        Ids = ids; Labels = labels; Tasks = tasks; GateMask = gateMask; LossTokens = lossTokens; Tokens = tokens;
+        Ids = ids; Labels = labels; Tasks = tasks; TokenTasks = tokenTasks; GateMask = gateMask; LossTokens = lossTokens; Tokens = tokens;
     }
 
     public static TrainingBatch Collate(IReadOnlyList<EncodedExample> rows, int padId, Device device)
@@ -31,6 +33,7 @@ public sealed class TrainingBatch : IDisposable
         var ids = new long[B * T];
         var labels = new long[B * T];
         var gate = new bool[B * T];
+        var tokenTasks = new long[B * T];
         Array.Fill(ids, padId);
         Array.Fill(labels, IgnoreIndex);
         int lossTokens = 0, tokens = 0;
@@ -42,6 +45,7 @@ public sealed class TrainingBatch : IDisposable
             {
                 ids[b * T + t] = r.Ids[t];
                 gate[b * T + t] = t + 1 < r.Ids.Length && t >= r.GateFrom;
+                tokenTasks[b * T + t] = r.TokenTasks?[t] ?? r.Task;
                 if (r.LossMask[t]) { labels[b * T + t] = r.Ids[t + 1]; lossTokens++; }
             }
         }
@@ -49,12 +53,13 @@ public sealed class TrainingBatch : IDisposable
             tensor(ids, [B, T], device: device).DetachFromDisposeScope(),
             tensor(labels, [B, T], device: device).DetachFromDisposeScope(),
             tensor(rows.Select(r => (long)r.Task).ToArray(), [B], device: device).DetachFromDisposeScope(),
+            tensor(tokenTasks, [B, T], device: device).DetachFromDisposeScope(),
             tensor(gate, [B, T], device: device).DetachFromDisposeScope(),
             lossTokens, tokens);
     }
 
     public void Dispose()
     {
-        Ids.Dispose(); Labels.Dispose(); Tasks.Dispose(); GateMask.Dispose();
+        Ids.Dispose(); Labels.Dispose(); Tasks.Dispose(); TokenTasks.Dispose(); GateMask.Dispose();
     }
 }

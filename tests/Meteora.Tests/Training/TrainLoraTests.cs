@@ -367,3 +367,41 @@ public class InContextExamplesTests
         }
     }
 }
+
+public class PackedSequenceTests
+{
+    [Fact]
+    public void PackedExamplesFollowEachOtherOnLinesWithEveryTokenLabelledByItsTask()
+    {
+        using var tok = HfTokenizer.Load(Fixture.Base);
+        var encoder = new SequenceEncoder(tok, 512, responseOnly: true, eosId: 2);
+        var parts = new List<(TaskExample, int)> { (new("add: 1 + 2 =>", " 3"), 0), (new("Question: why?", "Because."), 4), (new("upper: ab =>", " AB"), 2) };
+        var e = encoder.Pack(parts);
+        int[] Piece(string text) => tok.Encode(text, addSpecialTokens: false);
+        int[][] pieces = [tok.Encode("add: 1 + 2 =>"), Piece(" 3"), Piece("\nQuestion: why?"), Piece("Because."), Piece("\nupper: ab =>"), Piece(" AB"), [2]];
+        Assert.Equal(pieces.SelectMany(p => p).ToArray(), e.Ids);       // a line per example; EOS only at the end
+        int first = pieces[0].Length + pieces[1].Length, second = pieces[2].Length + pieces[3].Length;
+        Assert.Equal(Enumerable.Repeat(0, first).Concat(Enumerable.Repeat(4, second)).Concat(Enumerable.Repeat(2, e.Ids.Length - first - second)), e.TokenTasks!);
+        Assert.Equal(0, e.Task);
+        // Response-only: the loss predicts each response, the newline after it, and the final EOS — never a prompt token.
+        var predicted = Enumerable.Range(0, e.Ids.Length - 1).Where(t => e.LossMask[t]).Select(t => e.Ids[t + 1]).ToArray();
+        Assert.Equal(pieces[1].Append(pieces[2][0]).Concat(pieces[3]).Append(pieces[4][0]).Concat(pieces[5]).Append(2), predicted);
+        var plain = encoder.Encode(new("x =>", " y"), task: 5);
+        using var batch = TrainingBatch.Collate([e, plain], padId: 0, CPU);
+        Assert.Equal(e.TokenTasks!.Select(t => (long)t), batch.TokenTasks[0, ..e.Ids.Length].data<long>().ToArray());
+        Assert.All(batch.TokenTasks[1, ..plain.Ids.Length].data<long>().ToArray(), t => Assert.Equal(5L, t));   // an unpacked row: its own task
+    }
+
+    [Fact]
+    public void GateTrainingPacksDistinctTasksAndUsesEveryExample()
+    {
+        using var tok = HfTokenizer.Load(Fixture.Base);
+        var encoder = new SequenceEncoder(tok, 512, responseOnly: true, eosId: 2);
+        var rows = Enumerable.Range(0, 30).Select(i => (new TaskExample($"t{i % 3}: {i} =>", $" {i}"), i % 3)).ToList();
+        var packed = GateTrainer.Packed(rows, pack: 3, seed: 1, encoder);
+        Assert.Equal(10, packed.Count);
+        foreach (var p in packed) Assert.Equal(3, p.TokenTasks!.Distinct().Count());      // three different tasks per sequence
+        string all = string.Join("\n", packed.Select(p => tok.Decode(p.Ids)));
+        foreach (var (ex, _) in rows) Assert.Contains(ex.Prompt + ex.Response, all);        // every example used (30 = 10 × 3)
+    }
+}
