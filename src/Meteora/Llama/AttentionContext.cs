@@ -23,6 +23,14 @@ public sealed class AttentionContext
     /// under <see cref="Mask"/>, (B, 1, T, MaxLength), so every shape and address is the same at every step.
     /// </summary>
     public Tensor? CacheSlots { get; init; }
+    /// <summary>
+    /// (B,) int64 on the device: each row's own cache slot for its one new token (continuous batching, where
+    /// rows are at different lengths). Attention then reads slots [0, <see cref="KeyLength"/>) under
+    /// <see cref="Mask"/>.
+    /// </summary>
+    public Tensor? RowSlots { get; init; }
+    /// <summary>Key slots attention reads with <see cref="RowSlots"/>: at least the longest row's length.</summary>
+    public int KeyLength { get; init; }
 
     /// <summary>
     /// Builds the mask for T new queries at cache slots [start, start+T) over keys [0, S = start+T):

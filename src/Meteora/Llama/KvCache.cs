@@ -31,6 +31,24 @@ public sealed class KvCache : IDisposable
         }
     }
 
+    private KvCache(Tensor[] keys, Tensor[] values, int batchSize, int maxLength)
+    {
+        Keys = keys; Values = values; BatchSize = batchSize; MaxLength = maxLength;
+    }
+
+    /// <summary>
+    /// A cache over rows [<paramref name="start"/>, start + <paramref name="count"/>) of this one: views of the same
+    /// memory, so what a forward writes through it lands here (serving gives every request its own row). Starts
+    /// at <see cref="Length"/> 0 and without padding; dispose it when done (the memory stays with this cache).
+    /// </summary>
+    public KvCache Rows(int start, int count)
+    {
+        if (start < 0 || count < 1 || start + count > BatchSize)
+            throw new MeteoraException($"KV cache rows {start}…{start + count - 1} outside the cache's {BatchSize} rows");
+        return new KvCache(Keys.Select(k => k.narrow(0, start, count).DetachFromDisposeScope()).ToArray(),
+            Values.Select(v => v.narrow(0, start, count).DetachFromDisposeScope()).ToArray(), count, MaxLength);
+    }
+
     /// <summary>Records which of the first slots are padding: <paramref name="attentionMask"/> (B, T) of 0/1.</summary>
     public void SetPadding(Tensor attentionMask)
     {

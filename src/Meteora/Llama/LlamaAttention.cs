@@ -36,7 +36,15 @@ public sealed class LlamaAttention : nn.Module
         k = RotaryEmbedding.Apply(k, ctx.Cos, ctx.Sin).transpose(1, 2);  // (B, Hkv, T, d)
         v = v.transpose(1, 2);
 
-        if (ctx is { Cache: { } slotted, CacheSlots: { } slots })
+        if (ctx is { Cache: { } rowCache, RowSlots: { } rowSlots })
+        {
+            var index = rowSlots.view(B, 1, 1, 1).expand(B, _kvHeads, 1, _headDim);     // (B, Hkv, 1, d): row b → its slot
+            rowCache.Keys[layer].scatter_(2, index, k);
+            rowCache.Values[layer].scatter_(2, index, v);
+            k = rowCache.Keys[layer].narrow(2, 0, ctx.KeyLength);                        // (B, Hkv, S, d), masked per row
+            v = rowCache.Values[layer].narrow(2, 0, ctx.KeyLength);
+        }
+        else if (ctx is { Cache: { } slotted, CacheSlots: { } slots })
         {
             slotted.Keys[layer].index_copy_(2, slots, k);                   // slots from the device, not the host
             slotted.Values[layer].index_copy_(2, slots, v);

@@ -127,6 +127,30 @@ public sealed class LlamaForCausalLM : nn.Module
         return nn.functional.linear(h, lm_head ?? model.embed_tokens.weight).MoveToOuterDisposeScope();   // (B, V)
     }
 
+    /// <summary>
+    /// One decode step with rows at different lengths (continuous batching): row b's token ids[b] (B, 1) sits at
+    /// position positions[b] (B, 1), which is also its cache slot (each row's sequence starts at slot 0), and
+    /// attends to its slots [0, position]. Attention reads <paramref name="keyLength"/> slots (≥ the largest
+    /// position + 1; the cache's length when the step is to be captured once for every length). Does not move
+    /// <see cref="KvCache.Length"/>. Returns logits (B, V).
+    /// </summary>
+    public Tensor ForwardRows(Tensor ids, Tensor positions, KvCache cache, int keyLength)
+    {
+        using var scope = NewDisposeScope();
+        int B = (int)ids.shape[0];
+        if (keyLength < 1 || keyLength > cache.MaxLength)
+            throw new MeteoraException($"decode step reads {keyLength} key slots but the KV cache holds {cache.MaxLength}");
+        var (cos, sin) = _rope.Compute(positions, DType);
+        var keySlots = arange(keyLength, ScalarType.Int64, ids.device).view(1, 1, 1, keyLength);   // (1, 1, 1, S)
+        var ctx = new AttentionContext
+        {
+            Cos = cos, Sin = sin, Cache = cache, RowSlots = positions.view(B), KeyLength = keyLength,
+            Mask = keySlots.le(positions.view(B, 1, 1, 1)),                                  // (B, 1, 1, S)
+        };
+        var h = model.forward(ids, ctx).select(1, 0);                                     // (B, hidden)
+        return nn.functional.linear(h, lm_head ?? model.embed_tokens.weight).MoveToOuterDisposeScope();   // (B, V)
+    }
+
     /// <summary>Forward without a cache over unpadded rows; positions 0…T-1. Returns logits (B, T, V).</summary>
     public Tensor forward(Tensor ids)
     {

@@ -113,7 +113,7 @@ public sealed class MeteoraLinear : Linear
         Tensor y;
         if (training || _fused is null || x2.dtype != _fused.dtype)
             y = Unfused(x2, shape, strategy);
-        else if (strategy == MixingStrategy.Dense && _routing.Forced is null && !_routing.Arrow && RoutingKernelFor(x2) is { } kernel)
+        else if (strategy == MixingStrategy.Dense && _routing.Forced is null && _routing.Rows is null && !_routing.Arrow && RoutingKernelFor(x2) is { } kernel)
             y = KernelDense(x2, kernel);
         else
         {
@@ -229,12 +229,34 @@ public sealed class MeteoraLinear : Linear
     {
         int k = Math.Min(_routing.TopK, _n);
         if (_routing.Arrow) logits = ArrowLogits(logits);
+        if (_routing.Rows is { } rows) return RowRoute(rows, logits, shape);
         var (indices, weights) = _routing.Forced is { } forced && forced.AppliesTo(shape) ? ForcedRoute(forced.Adapter, logits.shape[0], k, logits.device)
             : Router.Route(logits, k, _routing.Temperature, _routing.TrainingForm);
         if (Recorder is not null)
             Recorder.Add(Site.Key, logits.to(ScalarType.Float32).view([.. shape[..^1], _n]), indices.view([.. shape[..^1], k]),
                 weights.view([.. shape[..^1], k]));
         return (indices, weights);
+    }
+
+    /// <summary>
+    /// Per-row routing (<see cref="RowRouting"/>): every adapter is a slot, indices (N, L) = 0…L−1 and weights the
+    /// dense routing matrix (zero for unrouted adapters), which every mixer handles like a top-L.
+    /// </summary>
+    private (Tensor Indices, Tensor Weights) RowRoute(RowRouting rows, Tensor logits, long[] shape)
+    {
+        using var scope = NewDisposeScope();
+        long tokens = logits.shape[0];
+        long batch = shape.Length >= 3 ? shape[0] : tokens;                               // (B, T, in) or (N, in)
+        if (rows.Adapters != _n || batch != rows.Rows)
+            throw new MeteoraException($"row routing for {rows.Rows} rows of {rows.Adapters} adapters does not fit {Site.Key}: batch {batch}, {_n} adapters");
+        long perRow = tokens / rows.Rows;
+        var weights = rows.Route(logits, perRow);                                          // (N, L) float32
+        rows.AddUsage(weights, perRow, Site.Layer);
+        var indices = arange(_n, ScalarType.Int64, logits.device).unsqueeze(0).expand(tokens, _n).contiguous();   // (N, L)
+        if (Recorder is not null)
+            Recorder.Add(Site.Key, logits.to(ScalarType.Float32).view([.. shape[..^1], _n]), indices.view([.. shape[..^1], _n]),
+                weights.view([.. shape[..^1], _n]));
+        return (indices.MoveToOuterDisposeScope(), weights.MoveToOuterDisposeScope());
     }
 
     /// <summary>

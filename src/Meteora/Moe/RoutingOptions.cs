@@ -40,4 +40,11 @@ public sealed class RoutingOptions
     /// weights follow the inference form. Routes with ATen ops (never the fused routing kernel).
     /// </summary>
     public bool Arrow { get; set; }
+
+    /// <summary>
+    /// Per-row routing for batched calls (serving): when set, each batch row follows its own mode, top-k and
+    /// temperature, and the call-wide <see cref="TopK"/>, <see cref="Temperature"/> and <see cref="Forced"/> are
+    /// ignored. Its row count must equal the batch of every call made while it is set.
+    /// </summary>
+    public RowRouting? Rows { get; set; }
 }

@@ -1,0 +1,149 @@
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace Meteora.Moe;
+
+/// <summary>
+/// Routing chosen per batch row instead of per call (serving: every request in a batched step keeps its own
+/// mode, top-k and temperature). Each row is routed by the gates (<see cref="GatesMode"/>) with its own top-k
+/// and temperature, forced onto one adapter (mode = adapter index, weight 1), or given no adapter at all
+/// (<see cref="BaseMode"/>: the base model's output exactly). Set on <see cref="RoutingOptions.Rows"/>; it then
+/// takes precedence over the call-wide top-k, temperature and <see cref="RoutingOptions.Forced"/>.
+/// <para>
+/// The settings live in device tensors of fixed address, updated in place by <see cref="Upload"/>, so a decode
+/// step that reads them can be captured into a CUDA graph once and replayed with other requests in the rows.
+/// With <see cref="Usage"/>, every projection adds the routing weights of each row's last position into
+/// <c>(B, G, N)</c> by layer group: what the gates chose for the token a step produces.
+/// </para>
+/// </summary>
+public sealed class RowRouting : IDisposable
+{
+    /// <summary>Mode of a row routed by the gates.</summary>
+    public const long GatesMode = -1;
+    /// <summary>Mode of a row that uses no adapter (the base model).</summary>
+    public const long BaseMode = -2;
+
+    private static readonly Scalar NegativeInfinity = double.NegativeInfinity.ToScalar();   // held for the process (see RmsNorm)
+    private readonly long[] _mode, _topK;
+    private readonly float[] _temperature;
+
+    /// <summary>Rows B.</summary>
+    public int Rows { get; }
+    /// <summary>Adapters N.</summary>
+    public int Adapters { get; }
+    /// <summary>(B,) int64: <see cref="GatesMode"/>, <see cref="BaseMode"/> or a forced adapter index.</summary>
+    public Tensor Mode { get; }
+    /// <summary>(B,) int64: adapters per token for gate-routed rows, 1…N.</summary>
+    public Tensor TopK { get; }
+    /// <summary>(B,) float32: softmax temperature over each row's top-k logits.</summary>
+    public Tensor Temperature { get; }
+    /// <summary>(B, G, N) float32 routing weights summed over the projections of each layer group; null = not recorded.</summary>
+    public Tensor? Usage { get; }
+    /// <summary>Layer groups G of <see cref="Usage"/>.</summary>
+    public int Groups { get; }
+    /// <summary>Decoder layers the groups split.</summary>
+    public int Layers { get; }
+
+    /// <param name="rows">Batch rows B.</param>
+    /// <param name="adapters">Adapters N.</param>
+    /// <param name="layers">Decoder layers (for the layer groups).</param>
+    /// <param name="groups">Layer groups of <see cref="Usage"/>; 0 = no usage recorded.</param>
+    public RowRouting(int rows, int adapters, int layers, int groups, Device device)
+    {
+        if (rows < 1 || adapters < 1) throw new MeteoraException($"row routing needs ≥ 1 row and adapter, not {rows} and {adapters}");
+        Rows = rows; Adapters = adapters; Layers = layers; Groups = Math.Clamp(groups, 0, layers);
+        _mode = Enumerable.Repeat(BaseMode, rows).ToArray();
+        _topK = Enumerable.Repeat(1L, rows).ToArray();
+        _temperature = Enumerable.Repeat(1f, rows).ToArray();
+        Mode = zeros(rows, ScalarType.Int64, device).DetachFromDisposeScope();
+        TopK = zeros(rows, ScalarType.Int64, device).DetachFromDisposeScope();
+        Temperature = zeros(rows, ScalarType.Float32, device).DetachFromDisposeScope();
+        if (Groups > 0) Usage = zeros(rows, Groups, adapters, ScalarType.Float32, device).DetachFromDisposeScope();
+        Upload();
+    }
+
+    /// <summary>Layer group of decoder layer <paramref name="layer"/>: layers split into G contiguous, near-equal runs.</summary>
+    public int GroupOf(int layer) => Groups == 0 ? 0 : Math.Min(Groups - 1, layer * Groups / Math.Max(1, Layers));
+
+    /// <summary>First and last layer (inclusive) of group <paramref name="group"/>.</summary>
+    public (int First, int Last) LayersOf(int group)
+    {
+        int first = Enumerable.Range(0, Layers).First(l => GroupOf(l) == group);
+        int last = Enumerable.Range(0, Layers).Last(l => GroupOf(l) == group);
+        return (first, last);
+    }
+
+    /// <summary>Routes row <paramref name="row"/> by the gates with its own top-k and temperature (call <see cref="Upload"/> after the changes).</summary>
+    public void SetGates(int row, int topK, double temperature)
+    {
+        if (topK < 1 || topK > Adapters) throw new MeteoraException($"top_k: {topK} must be between 1 and the {Adapters} adapters");
+        if (!(temperature > 0 && double.IsFinite(temperature))) throw new MeteoraException($"temperature: {temperature} must be a positive number");
+        _mode[row] = GatesMode; _topK[row] = topK; _temperature[row] = (float)temperature;
+    }
+
+    /// <summary>Forces row <paramref name="row"/> onto adapter <paramref name="adapter"/> (weight 1).</summary>
+    public void SetAdapter(int row, int adapter)
+    {
+        if (adapter < 0 || adapter >= Adapters) throw new MeteoraException($"adapter {adapter} outside 0…{Adapters - 1}");
+        _mode[row] = adapter; _topK[row] = 1; _temperature[row] = 1f;
+    }
+
+    /// <summary>Gives row <paramref name="row"/> no adapter: the base model.</summary>
+    public void SetBase(int row)
+    {
+        _mode[row] = BaseMode; _topK[row] = 1; _temperature[row] = 1f;
+    }
+
+    /// <summary>Copies the rows' settings into the device tensors (same addresses).</summary>
+    public void Upload()
+    {
+        using var noGrad = no_grad();
+        using var mode = tensor(_mode); using var topK = tensor(_topK); using var temperature = tensor(_temperature);
+        Mode.copy_(mode); TopK.copy_(topK); Temperature.copy_(temperature);
+    }
+
+    /// <summary>Zeroes <see cref="Usage"/> (before a step whose usage is read).</summary>
+    public void ClearUsage()
+    {
+        using var noGrad = no_grad();
+        Usage?.zero_();
+    }
+
+    /// <summary>
+    /// Dense routing weights (B·T, N) float32 for logits (B·T, N) of B rows of T tokens: per gate-routed row the
+    /// inference form (top-k of the raw logits, softmax(top-k / T), 1 when k = 1, 0 elsewhere); one-hot for forced
+    /// rows; zeros for base rows. Device ops only, at fixed shapes (a CUDA graph can capture them).
+    /// </summary>
+    public Tensor Route(Tensor logits, long tokensPerRow)
+    {
+        using var scope = NewDisposeScope();
+        long n = logits.shape[0];
+        var mode = Expand(Mode, tokensPerRow);                                             // (B·T,)
+        var topK = Expand(TopK, tokensPerRow).unsqueeze(1);                                // (B·T, 1)
+        var temperature = Expand(Temperature, tokensPerRow).unsqueeze(1);                  // (B·T, 1)
+        var (sorted, order) = logits.to(ScalarType.Float32).sort(-1, descending: true);    // (B·T, N) each
+        var rank = arange(Adapters, ScalarType.Int64, logits.device).unsqueeze(0);         // (1, N)
+        var scaled = sorted.div(temperature).masked_fill(rank.ge(topK), NegativeInfinity);
+        var gate = zeros(n, Adapters, ScalarType.Float32, logits.device).scatter_(1, order, scaled.softmax(-1));   // (B·T, N)
+        var forced = nn.functional.one_hot(mode.clamp_min(0), Adapters).to(ScalarType.Float32);                      // (B·T, N)
+        var route = where(mode.eq(GatesMode).unsqueeze(1), gate, where(mode.ge(0).unsqueeze(1), forced, zeros_like(gate)));
+        return route.MoveToOuterDisposeScope();
+    }
+
+    /// <summary>Adds each row's last-position weights <paramref name="route"/> (B·T, N) into <see cref="Usage"/>'s group of <paramref name="layer"/>.</summary>
+    public void AddUsage(Tensor route, long tokensPerRow, int layer)
+    {
+        if (Usage is null) return;
+        using var scope = NewDisposeScope();
+        var last = route.view(Rows, tokensPerRow, Adapters).select(1, tokensPerRow - 1);    // (B, N)
+        Usage.select(1, GroupOf(layer)).add_(last);
+    }
+
+    private Tensor Expand(Tensor perRow, long tokensPerRow) =>
+        tokensPerRow == 1 ? perRow : perRow.repeat_interleave(tokensPerRow);
+
+    public void Dispose()
+    {
+        Mode.Dispose(); TopK.Dispose(); Temperature.Dispose(); Usage?.Dispose();
+    }
+}

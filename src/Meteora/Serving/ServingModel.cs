@@ -1,0 +1,72 @@
+using Meteora.Generation;
+using Meteora.Llama;
+using Meteora.Moe;
+using Meteora.Tokenization;
+
+namespace Meteora.Serving;
+
+/// <summary>
+/// What a <see cref="ServingEngine"/> serves: a base model, optionally with adapters embedded as a MeteoRA model
+/// (trained gates, or Arrow prototypes when only adapters are given), and its tokenizer. Model names, as clients
+/// use them: <see cref="MeteoraName"/> (the gates route), each adapter's name (that adapter alone) and
+/// <see cref="BaseName"/> (no adapter).
+/// </summary>
+public sealed class ServingModel : IDisposable
+{
+    public const string MeteoraName = "meteora";
+    public const string BaseName = "base";
+
+    public LlamaForCausalLM Lm { get; }
+    /// <summary>The adapters' model (null when only the base is served).</summary>
+    public MeteoraModel? Meteora { get; }
+    public HfTokenizer Tokenizer { get; }
+    /// <summary>Where the base was loaded from (for /v1/models).</summary>
+    public string BaseFolder { get; }
+    /// <summary>How <see cref="MeteoraName"/> routes: "gates" (a trained checkpoint) or "arrow" (adapters only).</summary>
+    public string Routing { get; }
+    public IReadOnlyList<int> EosIds { get; }
+    /// <summary>Top-k and temperature of <see cref="MeteoraName"/> when a request does not set them.</summary>
+    public int DefaultTopK { get; }
+    public double DefaultTemperature { get; }
+    public IReadOnlyList<string> AdapterNames => Meteora?.AdapterNames ?? [];
+
+    public ServingModel(LlamaForCausalLM lm, MeteoraModel? meteora, HfTokenizer tokenizer, string baseFolder, string routing)
+    {
+        Lm = lm; Meteora = meteora; Tokenizer = tokenizer; BaseFolder = baseFolder; Routing = routing;
+        EosIds = SpecialTokens.EosIds(lm.Config, tokenizer);
+        DefaultTopK = meteora?.Routing.TopK ?? 1;
+        DefaultTemperature = meteora?.Routing.Temperature ?? 1.0;
+    }
+
+    /// <summary>Every model name a request may give, <see cref="MeteoraName"/> first when there are adapters.</summary>
+    public IEnumerable<string> ModelNames =>
+        (Meteora is null ? [] : new[] { MeteoraName }).Concat(AdapterNames).Append(BaseName);
+
+    /// <summary>
+    /// The routing for model name <paramref name="model"/> and the request's routing fields (null = the defaults).
+    /// Throws <see cref="ServingRequestException"/> with code <c>model_not_found</c> for unknown names.
+    /// </summary>
+    public RouteChoice Choose(string model, int? topK, double? temperature, bool returnRouting)
+    {
+        if (model == BaseName) return RouteChoice.Base with { ReturnRouting = returnRouting && Meteora is not null };
+        if (Meteora is not null && model == MeteoraName)
+        {
+            int k = topK ?? DefaultTopK;
+            if (k < 1 || k > AdapterNames.Count)
+                throw new ServingRequestException($"meteora.top_k: {k} must be between 1 and the {AdapterNames.Count} adapters", "meteora.top_k");
+            double t = temperature ?? DefaultTemperature;
+            if (!(t > 0 && double.IsFinite(t))) throw new ServingRequestException($"meteora.temperature: {t} must be a positive number", "meteora.temperature");
+            return new RouteChoice(RouteMode.Gates, -1, k, t, returnRouting);
+        }
+        int index = AdapterNames.ToList().IndexOf(model);
+        if (index < 0)
+            throw new ServingRequestException($"The model '{model}' does not exist; this server has {string.Join(", ", ModelNames)}", "model", "model_not_found");
+        return new RouteChoice(RouteMode.Adapter, index, 1, 1.0, returnRouting);
+    }
+
+    public void Dispose()
+    {
+        if (Meteora is not null) Meteora.Dispose(); else Lm.Dispose();
+        Tokenizer.Dispose();
+    }
+}
