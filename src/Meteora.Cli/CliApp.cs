@@ -31,6 +31,7 @@ public static class CliApp
         root.Subcommands.Add(TrainGateCommand.Create(Context));
         root.Subcommands.Add(BenchCommand.Create(Context));
         root.Subcommands.Add(DemoCommand.Create(Context));
+        root.Subcommands.Add(ServeCommand.Create(Context));
 
         var parse = root.Parse(args);
         try

@@ -89,7 +89,8 @@ public sealed class ServingEngine : IDisposable
         lock (_lock)
         {
             if (_stopping) throw new EngineBusyException("the server is shutting down");
-            if (_waiting.Count >= _options.MaxQueue)
+            // Requests that a free row takes at the next step do not count as waiting.
+            if (_waiting.Count >= _options.MaxQueue + Math.Max(0, _options.MaxBatch - Running))
                 throw new EngineBusyException($"the queue is full ({_options.MaxQueue} requests waiting); retry later");
             _waiting.Enqueue(request);
         }

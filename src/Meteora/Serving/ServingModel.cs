@@ -2,6 +2,7 @@ using Meteora.Generation;
 using Meteora.Llama;
 using Meteora.Moe;
 using Meteora.Tokenization;
+using static TorchSharp.torch;
 
 namespace Meteora.Serving;
 
@@ -36,6 +37,48 @@ public sealed class ServingModel : IDisposable
         EosIds = SpecialTokens.EosIds(lm.Config, tokenizer);
         DefaultTopK = meteora?.Routing.TopK ?? 1;
         DefaultTemperature = meteora?.Routing.Temperature ?? 1.0;
+    }
+
+    /// <summary>
+    /// Loads what <c>meteora serve</c> serves: the base at <paramref name="baseFolder"/> with a MeteoRA checkpoint
+    /// (<paramref name="meteoraFolder"/>: its gates route), or with every PEFT adapter folder directly under
+    /// <paramref name="adaptersDir"/> (sorted by name; no trained gates, so <see cref="MeteoraName"/> routes by
+    /// Arrow), or alone. <paramref name="topK"/> / <paramref name="temperature"/> override the defaults.
+    /// </summary>
+    public static ServingModel Load(string baseFolder, string? meteoraFolder, string? adaptersDir, Device device, ScalarType dtype,
+        int? topK = null, double? temperature = null, MixingStrategy strategy = MixingStrategy.Auto)
+    {
+        if (meteoraFolder is not null && adaptersDir is not null) throw new MeteoraException("--meteora and --adapters-dir exclude each other");
+        var tokenizer = HfTokenizer.Load(baseFolder);
+        MeteoraModel? meteora = null;
+        try
+        {
+            if (meteoraFolder is not null)
+            {
+                meteora = MeteoraModel.Load(baseFolder, meteoraFolder, device, dtype);
+                meteora.Configure(topK, temperature, strategy);
+                return new ServingModel(meteora.Model, meteora, tokenizer, baseFolder, "gates");
+            }
+            if (adaptersDir is not null)
+            {
+                if (!Directory.Exists(adaptersDir)) throw new MeteoraException($"--adapters-dir: {adaptersDir} does not exist");
+                var folders = Directory.GetDirectories(adaptersDir).Where(d => File.Exists(Path.Combine(d, "adapter_config.json")))
+                    .OrderBy(d => Path.GetFileName(d), StringComparer.Ordinal).Select(d => (Path.GetFileName(d), d)).ToList();
+                if (folders.Count == 0) throw new MeteoraException($"--adapters-dir: {adaptersDir} holds no adapter folder (a folder with adapter_config.json)");
+                var arrow = ArrowModel.Load(baseFolder, folders, device, dtype, topK ?? Math.Min(ArrowModel.DefaultTopK, folders.Count), temperature ?? 1.0);
+                meteora = arrow.Meteora;
+                meteora.Configure(strategy: strategy);
+                return new ServingModel(meteora.Model, meteora, tokenizer, baseFolder, "arrow");
+            }
+            if (topK is not null || temperature is not null) throw new MeteoraException("--top-k and --temperature need --meteora or --adapters-dir");
+            return new ServingModel(LlamaLoader.Load(baseFolder, device, dtype), null, tokenizer, baseFolder, "none");
+        }
+        catch
+        {
+            meteora?.Dispose();
+            tokenizer.Dispose();
+            throw;
+        }
     }
 
     /// <summary>Every model name a request may give, <see cref="MeteoraName"/> first when there are adapters.</summary>
