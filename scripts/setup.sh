@@ -7,6 +7,7 @@
 #  4. Optional, never fatal: NVRTC (Debian 12 non-free's libnvrtc, CUDA 11.8) unpacked into .cache/nvrtc — not
 #     installed — so the tests can compile the CUDA routing kernel on a machine without CUDA. Without it those
 #     tests are skipped with their reason. METEORA_SKIP_NVRTC=1 skips this step.
+#  5. Optional, never fatal: Debian's chromium for the routing page's browser test (METEORA_SKIP_CHROMIUM=1 skips).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -88,3 +89,14 @@ SRC
   rm -f "$src"; rm -rf "$debs" "$lists"
 fi
 
+
+# 5. Optional, never fatal: Debian's chromium, for the test that loads `meteora serve`'s routing page in a real
+#    (headless) browser. Without it that test is skipped with its reason. METEORA_SKIP_CHROMIUM=1 skips this step.
+if [ "${METEORA_SKIP_CHROMIUM:-0}" != 1 ] && ! command -v chromium >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
+  echo "setup: installing chromium (Debian) for the routing page's browser test ..." >&2
+  export DEBIAN_FRONTEND=noninteractive
+  if ! { apt-get install -y -qq --no-install-recommends chromium || { apt-get update -qq && apt-get install -y -qq --no-install-recommends chromium; }; } \
+      >/tmp/meteora-setup-chromium.log 2>&1; then
+    echo "setup: could not install chromium (see /tmp/meteora-setup-chromium.log); the routing page's browser test will be skipped" >&2
+  fi
+fi
