@@ -69,8 +69,11 @@ public sealed class MeteoraServer : IAsyncDisposable
             return CompletionHandler.WriteJsonAsync(http, 200, model.DeepClone());
         }));
         app.MapGet("/health", http => CompletionHandler.WriteJsonAsync(http, 200, new JsonObject { ["status"] = "ok" }));
-        app.MapGet("/ready", http => CompletionHandler.WriteJsonAsync(http, _engine.Ready ? 200 : 503,
-            new JsonObject { ["status"] = _engine.Ready ? "ready" : "warming up" }));
+        app.MapGet("/ready", http => CompletionHandler.WriteJsonAsync(http, _engine.Ready ? 200 : 503, new JsonObject
+        {
+            ["status"] = _engine.Ready ? "ready" : _engine.WarmupError is null ? "warming up" : "failed",
+            ["error"] = _engine.WarmupError,
+        }));
         app.MapGet("/metrics", async http =>
         {
             http.Response.ContentType = "text/plain; version=0.0.4; charset=utf-8";

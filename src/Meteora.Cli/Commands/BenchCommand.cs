@@ -22,6 +22,7 @@ public static class BenchCommand
         bench.Subcommands.Add(CreateModel(context));
         bench.Subcommands.Add(CreateTrainGate(context));
         bench.Subcommands.Add(CreateLayer(context));
+        bench.Subcommands.Add(BenchServeCommand.Create(context));
         return bench;
     }
 
@@ -226,20 +227,7 @@ public static class BenchCommand
             var topKs = variantNames.Where(v => v.StartsWith("top")).Select(v => int.Parse(v[3..])).ToList();
             if (topKs.Count > 0)
             {
-                var loras = SyntheticAdapters.Create(cfg, L, r, ProjectionSite.AllNames, seed: 1);
-                using var m = MeteoraModel.Build(factory =>
-                {
-                    var lm = new LlamaForCausalLM(cfg, dtype, device, factory);
-                    lm.InitializeRandom(seed: 0);
-                    return lm;
-                }, loras, ProjectionSite.AllNames, device, dtype);
-                using (TorchSharp.torch.no_grad())
-                {
-                    using var gen = new TorchSharp.torch.Generator(3);
-                    foreach (var g in m.Projections)
-                        g.moe_gate.copy_(TorchSharp.torch.empty(g.moe_gate.shape).normal_(0, 1 / Math.Sqrt(g.Site.InFeatures), gen));
-                }
-                m.SyncGates();
+                using var m = SyntheticMeteora.Build(cfg, L, r, device, dtype);
                 foreach (int k in topKs)
                 foreach (var s in strategyList)
                 {

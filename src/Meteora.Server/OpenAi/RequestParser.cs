@@ -13,7 +13,7 @@ public sealed class RequestParser(ServingEngine engine)
     private static readonly HashSet<string> Shared =
     [
         "model", "max_tokens", "temperature", "top_p", "n", "stream", "stream_options", "stop", "presence_penalty",
-        "frequency_penalty", "logit_bias", "user", "seed", "logprobs", "meteora",
+        "frequency_penalty", "logit_bias", "user", "seed", "logprobs", "meteora", "ignore_eos",
     ];
     private static readonly HashSet<string> CompletionFields = [.. Shared, "prompt", "suffix", "echo", "best_of"];
     private static readonly HashSet<string> ChatFields =
@@ -88,6 +88,7 @@ public sealed class RequestParser(ServingEngine engine)
             Seed = f.Integer("seed"),
             Stop = Stop(f),
             Logprobs = logprobs,
+            IgnoreEos = f.Bool("ignore_eos") ?? false,   // vLLM's extension: run to max_tokens (benchmarks)
         };
         if (sampling.TopP == 0) throw ApiException.BadRequest("top_p: 0 is out of range (0, 1]", "top_p", "invalid_value");
         foreach (var penalty in new[] { "presence_penalty", "frequency_penalty" })

@@ -30,6 +30,7 @@ public sealed class ServingEngine : IDisposable
     private readonly Thread _thread;
     private volatile bool _stopping;
     private volatile bool _ready;
+    private volatile bool _warmedUp;
     private int _running;
 
     /// <summary>Prompt + generated tokens a sequence may hold.</summary>
@@ -40,8 +41,12 @@ public sealed class ServingEngine : IDisposable
     public int Running => Volatile.Read(ref _running);
     /// <summary>Requests waiting for a row.</summary>
     public int Waiting { get { lock (_lock) return _waiting.Count; } }
-    /// <summary>True once the warm-up request has gone through the loop.</summary>
+    /// <summary>True once the warm-up request has gone through the loop without error.</summary>
     public bool Ready => _ready;
+    /// <summary>True once the warm-up has run (successfully or not).</summary>
+    public bool WarmedUp => _warmedUp;
+    /// <summary>Why the warm-up request failed, or null (the server then does not report ready).</summary>
+    public string? WarmupError { get; private set; }
     /// <summary>Layer groups routing is reported by, as (first, last) layers.</summary>
     public IReadOnlyList<(int First, int Last)> RoutingGroups { get; }
 
@@ -156,11 +161,16 @@ public sealed class ServingEngine : IDisposable
             if (r.State == RequestState.Decoding) DecodeStep([r]);
             if (r.State != RequestState.Finished) Release(r, "abort");
         }
+        catch (Exception e)
+        {
+            WarmupError = $"{e.GetType().Name}: {e.Message}";   // /ready reports it; requests still run, each guarded
+        }
         finally
         {
             Array.Clear(_rows); _prefilling.Clear(); _running = 0;
             lock (_selections) Array.Clear(_selections);
-            _ready = true;
+            _ready = WarmupError is null;
+            _warmedUp = true;
         }
     }
 
