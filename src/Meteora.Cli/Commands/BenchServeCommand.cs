@@ -107,7 +107,7 @@ public static class BenchServeCommand
                 {
                     target, prompt_len = P, new_tokens = N, adapters = L, rank = r, top_k = k, model = modelName,
                     levels = results, reference = referenceResults.Select(x => new { phase = x.Phase, batch = x.Batch, seconds = x.Seconds, tokens_per_s = x.TokensPerSecond }),
-                }, new JsonSerializerOptions { WriteIndented = true }));
+                }, new JsonSerializerOptions { WriteIndented = true, PropertyNamingPolicy = JsonNamingPolicy.SnakeCaseLower }));
             return 0;
         });
         return cmd;

@@ -202,8 +202,10 @@ public sealed class MeteoraLinear : Linear
         long N = z.shape[0];
         if (Adapters.UniformRank is { } r)
         {
-            // Equal ranks: one (N, L) routing matrix, broadcast over each adapter's r rank columns.
-            var route = zeros(N, _n, z.dtype, z.device).scatter_(1, indices, weights.to(z.dtype));   // (N, L)
+            // Equal ranks: one (N, L) routing matrix, broadcast over each adapter's r rank columns. Row routing
+            // already gives it dense (indices 0…L−1), so it needs no scatter.
+            var route = _routing.Rows is not null && weights.shape[1] == _n ? weights.to(z.dtype)
+                : zeros(N, _n, z.dtype, z.device).scatter_(1, indices, weights.to(z.dtype));   // (N, L)
             z.view(N, _n, r).mul_(route.unsqueeze(-1));                                    // (N, L, r) *= route
         }
         else
@@ -252,11 +254,11 @@ public sealed class MeteoraLinear : Linear
         long perRow = tokens / rows.Rows;
         var weights = rows.Route(logits, perRow);                                          // (N, L) float32
         rows.AddUsage(weights, perRow, Site.Layer);
-        var indices = arange(_n, ScalarType.Int64, logits.device).unsqueeze(0).expand(tokens, _n).contiguous();   // (N, L)
+        var indices = rows.Indices(perRow);                                                // (N, L): 0…L−1, owned by rows
         if (Recorder is not null)
             Recorder.Add(Site.Key, logits.to(ScalarType.Float32).view([.. shape[..^1], _n]), indices.view([.. shape[..^1], _n]),
                 weights.view([.. shape[..^1], _n]));
-        return (indices.MoveToOuterDisposeScope(), weights.MoveToOuterDisposeScope());
+        return (indices, weights.MoveToOuterDisposeScope());
     }
 
     /// <summary>

@@ -100,6 +100,7 @@ public sealed class RowRouting : IDisposable
         using var noGrad = no_grad();
         using var mode = tensor(_mode); using var topK = tensor(_topK); using var temperature = tensor(_temperature);
         Mode.copy_(mode); TopK.copy_(topK); Temperature.copy_(temperature);
+        foreach (var (tokensPerRow, settings) in _perTokens) Fill(settings, tokensPerRow);
     }
 
     /// <summary>Zeroes <see cref="Usage"/> (before a step whose usage is read).</summary>
@@ -110,6 +111,48 @@ public sealed class RowRouting : IDisposable
     }
 
     /// <summary>
+    /// The per-token form of the rows' settings for calls of T tokens per row, computed once per
+    /// <see cref="Upload"/> (not once per projection) and updated in place, so their addresses stay fixed.
+    /// </summary>
+    private sealed record TokenSettings(Tensor GatesMask, Tensor RankMask, Tensor Temperature, Tensor Fixed, Tensor Indices) : IDisposable
+    {
+        public void Dispose()
+        {
+            GatesMask.Dispose(); RankMask.Dispose(); Temperature.Dispose(); Fixed.Dispose(); Indices.Dispose();
+        }
+    }
+
+    private readonly Dictionary<long, TokenSettings> _perTokens = new();
+
+    private TokenSettings SettingsFor(long tokensPerRow)
+    {
+        if (_perTokens.TryGetValue(tokensPerRow, out var cached)) return cached;
+        long n = Rows * tokensPerRow;
+        var device = Mode.device;
+        var settings = new TokenSettings(
+            zeros(n, 1, ScalarType.Bool, device).DetachFromDisposeScope(), zeros(n, Adapters, ScalarType.Bool, device).DetachFromDisposeScope(),
+            zeros(n, 1, ScalarType.Float32, device).DetachFromDisposeScope(), zeros(n, Adapters, ScalarType.Float32, device).DetachFromDisposeScope(),
+            arange(Adapters, ScalarType.Int64, device).unsqueeze(0).expand(n, Adapters).contiguous().DetachFromDisposeScope());
+        Fill(settings, tokensPerRow);
+        _perTokens[tokensPerRow] = settings;
+        return settings;
+    }
+
+    /// <summary>Writes the rows' current settings into <paramref name="s"/>: which tokens the gates route, which ranks are past each row's k, the fixed weights of forced and base rows.</summary>
+    private void Fill(TokenSettings s, long tokensPerRow)
+    {
+        using var scope = NewDisposeScope();
+        using var noGrad = no_grad();
+        var mode = Expand(Mode, tokensPerRow);                                             // (B·T,)
+        var rank = arange(Adapters, ScalarType.Int64, Mode.device).unsqueeze(0);          // (1, N)
+        s.GatesMask.copy_(mode.eq(GatesMode).unsqueeze(1));                               // (B·T, 1)
+        s.RankMask.copy_(rank.ge(Expand(TopK, tokensPerRow).unsqueeze(1)));                // (B·T, N): past the row's top-k
+        s.Temperature.copy_(Expand(Temperature, tokensPerRow).unsqueeze(1));               // (B·T, 1)
+        var forced = nn.functional.one_hot(mode.clamp_min(0), Adapters).to(ScalarType.Float32);   // (B·T, N)
+        s.Fixed.copy_(forced.mul_(mode.ge(0).unsqueeze(1)));                               // one-hot for forced rows, 0 for base rows
+    }
+
+    /// <summary>
     /// Dense routing weights (B·T, N) float32 for logits (B·T, N) of B rows of T tokens: per gate-routed row the
     /// inference form (top-k of the raw logits, softmax(top-k / T), 1 when k = 1, 0 elsewhere); one-hot for forced
     /// rows; zeros for base rows. Device ops only, at fixed shapes (a CUDA graph can capture them).
@@ -117,18 +160,15 @@ public sealed class RowRouting : IDisposable
     public Tensor Route(Tensor logits, long tokensPerRow)
     {
         using var scope = NewDisposeScope();
-        long n = logits.shape[0];
-        var mode = Expand(Mode, tokensPerRow);                                             // (B·T,)
-        var topK = Expand(TopK, tokensPerRow).unsqueeze(1);                                // (B·T, 1)
-        var temperature = Expand(Temperature, tokensPerRow).unsqueeze(1);                  // (B·T, 1)
+        var s = SettingsFor(tokensPerRow);
         var (sorted, order) = logits.to(ScalarType.Float32).sort(-1, descending: true);    // (B·T, N) each
-        var rank = arange(Adapters, ScalarType.Int64, logits.device).unsqueeze(0);         // (1, N)
-        var scaled = sorted.div(temperature).masked_fill(rank.ge(topK), NegativeInfinity);
-        var gate = zeros(n, Adapters, ScalarType.Float32, logits.device).scatter_(1, order, scaled.softmax(-1));   // (B·T, N)
-        var forced = nn.functional.one_hot(mode.clamp_min(0), Adapters).to(ScalarType.Float32);                      // (B·T, N)
-        var route = where(mode.eq(GatesMode).unsqueeze(1), gate, where(mode.ge(0).unsqueeze(1), forced, zeros_like(gate)));
-        return route.MoveToOuterDisposeScope();
+        var weights = sorted.div_(s.Temperature).masked_fill_(s.RankMask, NegativeInfinity).softmax(-1);   // 0 past each row's k
+        var gate = zeros_like(weights).scatter_(1, order, weights);                        // (B·T, N) in adapter order
+        return where(s.GatesMask, gate, s.Fixed).MoveToOuterDisposeScope();
     }
+
+    /// <summary>(B·T, N) int64 adapter indices 0…N−1 per token: the slots that go with <see cref="Route"/>'s dense weights.</summary>
+    public Tensor Indices(long tokensPerRow) => SettingsFor(tokensPerRow).Indices;
 
     /// <summary>Adds each row's last-position weights <paramref name="route"/> (B·T, N) into <see cref="Usage"/>'s group of <paramref name="layer"/>.</summary>
     public void AddUsage(Tensor route, long tokensPerRow, int layer)
@@ -145,5 +185,6 @@ public sealed class RowRouting : IDisposable
     public void Dispose()
     {
         Mode.Dispose(); TopK.Dispose(); Temperature.Dispose(); Usage?.Dispose();
+        foreach (var settings in _perTokens.Values) settings.Dispose();
     }
 }

@@ -22,10 +22,12 @@ public sealed record TokenRouting(float[][] Groups)
 
 /// <summary>
 /// A generated token: its id, the text that became final with it (possibly empty: held back while it may be part
-/// of a stop string or of a UTF-8 character), its log-probability and alternatives when asked, and its routing.
+/// of a stop string or of a UTF-8 character), its log-probability and alternatives when asked, its routing, and
+/// the engine step that made it (steps count the engine loop's iterations: one prefill chunk and/or one decode
+/// step each).
 /// </summary>
 public sealed record TokenEvent(int Id, string Text, string TokenText, byte[] TokenBytes, TokenLogprob? Logprob,
-    IReadOnlyList<TokenLogprob>? TopLogprobs, TokenRouting? Routing, int TextOffset) : EngineEvent;
+    IReadOnlyList<TokenLogprob>? TopLogprobs, TokenRouting? Routing, int TextOffset, long Step) : EngineEvent;
 
 /// <summary>
 /// The end of a sequence: <c>stop</c> (EOS or a stop string), <c>length</c> (max_tokens or the context), or

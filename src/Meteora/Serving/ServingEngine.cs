@@ -45,6 +45,8 @@ public sealed class ServingEngine : IDisposable
     public bool Ready => _ready;
     /// <summary>True once the warm-up has run (successfully or not).</summary>
     public bool WarmedUp => _warmedUp;
+    /// <summary>Engine loop iterations that did work (each: at most one prefill chunk, then one decode step).</summary>
+    public long Steps { get; private set; }
     /// <summary>Why the warm-up request failed, or null (the server then does not report ready).</summary>
     public string? WarmupError { get; private set; }
     /// <summary>Layer groups routing is reported by, as (first, last) layers.</summary>
@@ -125,6 +127,7 @@ public sealed class ServingEngine : IDisposable
                     continue;
                 }
                 using var noGrad = no_grad();
+                Steps++;
                 if (_prefilling.Count > 0) Guard([_prefilling[0]], () => PrefillChunk(_prefilling[0]));
                 var decoding = _rows.Where(r => r is { State: RequestState.Decoding }).Select(r => r!).ToList();
                 if (decoding.Count > 0) Guard(decoding, () => DecodeStep(decoding));
@@ -293,7 +296,7 @@ public sealed class ServingEngine : IDisposable
         if (routing is not null && r.Route.Mode == RouteMode.Gates && r.Id != "warmup") CountSelections(routing);
         var bytes = _model.Tokenizer.TokenBytes(pick.Token);
         r.Emit(new TokenEvent(pick.Token, text, System.Text.Encoding.UTF8.GetString(bytes), bytes, pick.Logprob, pick.Top,
-            r.Route.ReturnRouting ? routing : null, offset));
+            r.Route.ReturnRouting ? routing : null, offset, Steps));
         bool eos = !r.Sampling.IgnoreEos && _model.EosIds.Contains(pick.Token);
         if (eos || r.Text.Stopped) Release(r, "stop");
         else if (r.Generated.Count >= r.Sampling.MaxTokens || r.Position >= MaxContext) Release(r, "length");

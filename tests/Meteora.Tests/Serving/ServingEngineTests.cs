@@ -120,3 +120,28 @@ public class ServingEngineTests
         Assert.Equal(0, engine.Waiting);
     }
 }
+
+public class ServingScheduleTests
+{
+    [Fact]
+    public async Task ALongPromptPrefillsInChunksBetweenTheRunningDecodeSteps()
+    {
+        using var model = ServingModels.TinyMeteora();
+        using var engine = new ServingEngine(model, new EngineOptions { MaxBatch = 2, PrefillChunk = 8, MaxContext = 160 });
+        var greedy = new SamplingSettings { Temperature = 0, IgnoreEos = true };
+        var running = engine.Submit("a", Fixture.PromptIds(0), greedy with { MaxTokens = 60 }, RouteChoice.Base);
+        await running.Events.WaitToReadAsync();                                        // A is decoding
+        var longPrompt = Enumerable.Range(0, 100).Select(i => 3 + i * 7 % 300).ToArray();
+        var late = engine.Submit("b", longPrompt, greedy with { MaxTokens = 4 }, new RouteChoice(RouteMode.Gates, TopK: 2));
+        var a = await ServingEngineTests.Collect(running);
+        var b = await ServingEngineTests.Collect(late);
+        long bFirst = b.Tokens[0].Step;
+        // 100 prompt tokens in chunks of 8 take 13 steps; A got a token at every one of them, none skipped (its
+        // first token comes from its own prefill, in the same step as its first decode).
+        var aSteps = a.Tokens.Skip(1).Select(t => t.Step).ToList();
+        var during = aSteps.Where(s => s > bFirst - 13 && s <= bFirst).ToList();
+        Assert.Equal(13, during.Count);
+        Assert.All(aSteps.Zip(aSteps.Skip(1)), p => Assert.Equal(p.First + 1, p.Second));
+        Assert.Equal(4, b.Ids.Count);
+    }
+}
