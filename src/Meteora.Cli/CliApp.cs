@@ -32,6 +32,8 @@ public static class CliApp
         root.Subcommands.Add(BenchCommand.Create(Context));
         root.Subcommands.Add(DemoCommand.Create(Context));
         root.Subcommands.Add(ServeCommand.Create(Context));
+        root.Subcommands.Add(AddAdapterCommand.Create(Context));
+        root.Subcommands.Add(RemoveAdapterCommand.Create(Context));
 
         var parse = root.Parse(args);
         try

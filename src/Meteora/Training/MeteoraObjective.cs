@@ -1,4 +1,5 @@
 using Meteora.Moe;
+using TorchSharp;
 using TorchSharp.Modules;
 using static TorchSharp.torch;
 
@@ -39,7 +40,8 @@ public sealed class MeteoraObjective : ITrainingObjective
     /// </summary>
     public string Description =>
         $"meteora λ={_lambda:R} top-k={_m.Routing.TopK} T={_m.Routing.Temperature:R} init={_gateInit} train-adapters={_trainAdapters} " +
-        $"dtype={_m.Model.DType} adapters=[{string.Join(", ", _m.Adapters.Select(a => $"{a.Name} r={a.Config.R} α={a.Config.LoraAlpha:R}"))}]";
+        $"dtype={_m.Model.DType} adapters=[{string.Join(", ", _m.Adapters.Select(a => $"{a.Name} r={a.Config.R} α={a.Config.LoraAlpha:R}"))}]" +
+        (_slowRows > 0 ? $" slow-rows={_slowRows}×{_slowScale:R}" : "");
 
     /// <summary>
     /// Gate initialisation. "normal": N(0, 1), as the original code leaves nn.Linear-sized gates; "small":
@@ -95,7 +97,48 @@ public sealed class MeteoraObjective : ITrainingObjective
             if (!state.TryGetValue(name, out var t)) throw new MeteoraException($"checkpoint: missing tensor '{name}'");
             target.copy_(t);
         }
+        Snapshot();   // a resumed run scales its next steps from the restored rows
     }
 
-    public void SaveArtifact(string folder) => _m.Save(folder, _baseModel, selfContained: _trainAdapters, _adapterPaths);
+    public void SaveArtifact(string folder) => _m.Save(folder, _baseModel, selfContained: _trainAdapters || _adapterPaths.Any(p => p is null), _adapterPaths);
+
+    private int _slowRows;
+    private double _slowScale = 1.0;
+    private List<Tensor>? _slowSnapshot;   // per projection: rows [0, _slowRows) after the last step
+
+    /// <summary>
+    /// Trains gate rows [0, <paramref name="rows"/>) at <paramref name="scale"/> × the learning rate (0 freezes them):
+    /// after every optimiser step their change is scaled by it. AdamW's update is proportional to the learning rate
+    /// (its moments depend on the gradients only), so this is exactly AdamW with that smaller rate for those rows,
+    /// weight decay included. <c>add-adapter</c> uses it for the rows the old gates learnt.
+    /// </summary>
+    public void SlowRows(int rows, double scale)
+    {
+        if (rows < 0 || rows > _m.AdapterNames.Count) throw new MeteoraException($"slow gate rows: {rows} outside 0…{_m.AdapterNames.Count}");
+        if (!(scale >= 0 && scale <= 1)) throw new MeteoraException($"--old-rows-lr: must be between 0 and the learning rate (scale {scale})");
+        _slowRows = rows; _slowScale = scale;
+        Snapshot();
+    }
+
+    private void Snapshot()
+    {
+        if (_slowRows == 0) return;
+        _slowSnapshot?.ForEach(t => t.Dispose());
+        using var noGrad = no_grad();
+        _slowSnapshot = _m.Projections.Select(p => p.moe_gate.narrow(0, 0, _slowRows).clone().DetachFromDisposeScope()).ToList();
+    }
+
+    public void AfterOptimizerStep()
+    {
+        if (_slowSnapshot is null || _slowScale == 1.0) return;
+        using var noGrad = no_grad();
+        using var scale = _slowScale.ToScalar();   // held for the op (see RmsNorm)
+        for (int i = 0; i < _m.Projections.Count; i++)
+        {
+            var rows = _m.Projections[i].moe_gate.narrow(0, 0, _slowRows);                 // (old N, in), a view
+            var before = _slowSnapshot[i];
+            rows.sub_(before).mul_(scale).add_(before);                                      // before + scale · (after − before)
+            before.copy_(rows);
+        }
+    }
 }
