@@ -35,8 +35,9 @@ public static class BenchServeCommand
         var model = new Option<string>("--model") { Description = "model name in the requests", DefaultValueFactory = _ => "meteora" };
         var reference = new Option<bool>("--no-reference") { Description = "skip the bench model prefill/decode reference (in-process)" };
         var json = new Option<string?>("--json") { Description = "also write the results to this JSON file" };
+        var graphs = new Option<bool>("--cuda-graphs") { Description = "in-process server: replay decode steps from CUDA graphs" };
         var cmd = new Command("serve", "Serving latency and throughput over the HTTP API at several concurrency levels")
-            { config, adapters, rank, topK, concurrency, promptLen, newTokens, prefillChunk, url, vocab, model, reference, json };
+            { config, adapters, rank, topK, concurrency, promptLen, newTokens, prefillChunk, url, vocab, model, reference, json, graphs };
         cmd.SetAction(p =>
         {
             var ctx = context(p);
@@ -82,7 +83,7 @@ public static class BenchServeCommand
                     foreach (var x in referenceResults)
                         ctx.Err.WriteLine($"  bench model {x.Phase,-12} batch {x.Batch,3}: {x.TokensPerSecond,10:F1} tok/s ({x.Seconds * 1e3:F2} ms)");
                 }
-                var engineOptions = new EngineOptions { MaxBatch = levels.Max(), MaxQueue = levels.Max(), MaxContext = Math.Min(cfg.MaxPositionEmbeddings, P + N + 8), PrefillChunk = p.GetValue(prefillChunk) };
+                var engineOptions = new EngineOptions { MaxBatch = levels.Max(), MaxQueue = levels.Max(), MaxContext = Math.Min(cfg.MaxPositionEmbeddings, P + N + 8), PrefillChunk = p.GetValue(prefillChunk), CudaGraphs = p.GetValue(graphs) };
                 using var engine = new ServingEngine(served, engineOptions);
                 var server = new MeteoraServer(engine, new ServerOptions { Port = 0, Log = false });
                 try

@@ -21,9 +21,12 @@ public static class LayerBenchmark
 {
     /// <summary>
     /// base = the bare projection; dense-aten = dense with the routing done by ATen ops instead of
-    /// <see cref="RoutingKernel"/> (the same as dense where the kernel does not apply, e.g. on CPU).
+    /// <see cref="RoutingKernel"/> (the same as dense where the kernel does not apply, e.g. on CPU); rows = dense
+    /// with per-row routing (<see cref="RowRouting"/>, as the server runs it: every token its own row, routed by the
+    /// gates with the same k and T, usage recorded) by ATen ops; rows-kernel = the same with the per-row routing
+    /// kernel (as rows where it does not apply). Both must equal loop, since every row asks for the same routing.
     /// </summary>
-    public static readonly string[] Variants = ["base", "loop", "gather", "segment", "dense", "dense-aten", "auto"];
+    public static readonly string[] Variants = ["base", "loop", "gather", "segment", "dense", "dense-aten", "auto", "rows", "rows-kernel"];
 
     public static IEnumerable<LayerBenchRow> Run(IReadOnlyList<(int In, int Out)> shapes, IReadOnlyList<int> adapterCounts,
         IReadOnlyList<int> ranks, IReadOnlyList<int> topKs, IReadOnlyList<int> tokenCounts, Device device, ScalarType dtype,
@@ -43,6 +46,9 @@ public static class LayerBenchmark
                 routing.TopK = k;
                 using var scope = NewDisposeScope();
                 var x = randn(n, inF, dtype, device);
+                using var perRow = new RowRouting(n, L, layers: 1, groups: 1, device);
+                for (int row = 0; row < n; row++) perRow.SetGates(row, k, 1.0);
+                perRow.Upload();
                 Tensor? reference = null;
                 var rows = new List<LayerBenchRow>();
                 foreach (var variant in Variants.OrderBy(v => v != "loop"))   // loop first: the others are compared with it
@@ -51,6 +57,7 @@ public static class LayerBenchmark
                     {
                         "base" => () => nn.functional.linear(x, layer.weight),
                         "dense-aten" => () => WithoutKernel(() => { routing.Strategy = MixingStrategy.Dense; return layer.forward(x); }),
+                        "rows" or "rows-kernel" => () => WithRows(layer, routing, perRow, x, kernel: variant == "rows-kernel"),
                         _ => () => { routing.Strategy = MixingStrategies.Parse(variant); return layer.forward(x); },
                     };
                     var output = call();
@@ -93,6 +100,26 @@ public static class LayerBenchmark
         RoutingKernel.Enabled = false;
         try { return call(); }
         finally { RoutingKernel.Enabled = was; }
+    }
+
+    /// <summary>x (N, in) as N rows of one token each, routed per row; returns (N, out).</summary>
+    private static Tensor WithRows(MeteoraLinear layer, RoutingOptions routing, RowRouting rows, Tensor x, bool kernel)
+    {
+        bool was = RoutingKernel.RowsEnabled;
+        RoutingKernel.RowsEnabled = kernel;
+        routing.Strategy = MixingStrategy.Dense;
+        routing.Rows = rows;
+        try
+        {
+            rows.ClearUsage();
+            using var y = layer.forward(x.view(x.shape[0], 1, x.shape[1]));             // (N, 1, out)
+            return y.view(x.shape[0], -1).clone();                                         // (N, out)
+        }
+        finally
+        {
+            routing.Rows = null;
+            RoutingKernel.RowsEnabled = was;
+        }
     }
 
     private static double Time(Device device, int warmup, int runs, Func<Tensor> call)

@@ -39,6 +39,7 @@ public sealed class MeteoraLinear : Linear
     private readonly long _gateColumn;        // where the gate logits start in the fused GEMM's output, or -1
     private readonly Tensor? _absent;         // (N,) bool: adapters that do not adapt this projection, when some (not all) do
     private Runtime.CudaKernel? _routingKernel;  // resolved on first CUDA bfloat16 call
+    private Runtime.CudaKernel? _rowKernel;      // the per-row variant (serving), likewise
     // Held for the process (an implicit Scalar can be finalized while the op runs; see RmsNorm).
     private static readonly Scalar NegativeInfinity = double.NegativeInfinity.ToScalar();
 
@@ -113,8 +114,12 @@ public sealed class MeteoraLinear : Linear
         Tensor y;
         if (training || _fused is null || x2.dtype != _fused.dtype)
             y = Unfused(x2, shape, strategy);
-        else if (strategy == MixingStrategy.Dense && _routing.Forced is null && _routing.Rows is null && !_routing.Arrow && RoutingKernelFor(x2) is { } kernel)
+        else if (strategy == MixingStrategy.Dense && _routing.Forced is null && _routing.Rows is null && !_routing.Arrow
+                 && RoutingKernelFor(x2, Math.Min(_routing.TopK, _n), rows: false) is { } kernel)
             y = KernelDense(x2, kernel);
+        else if (strategy == MixingStrategy.Dense && _routing.Forced is null && _routing.Rows is { } rows && !_routing.Arrow && RoutingKernel.RowsEnabled
+                 && shape.Length >= 3 && shape[0] == rows.Rows && rows.Adapters == _n && RoutingKernelFor(x2, rows.MaxTopK, rows: true) is { } rowKernel)
+            y = KernelDenseRows(x2, rowKernel, rows, shape[^2]);
         else
         {
             var (baseOut, h, zColumn, gateColumn) = FusedGemm(x2);
@@ -179,16 +184,39 @@ public sealed class MeteoraLinear : Linear
 
     /// <summary>
     /// The fused routing kernel when it applies: bfloat16 on CUDA, the gate inside the fused GEMM, equal ranks,
-    /// at most 256 adapters and top-8, no recorder (which needs the indices), and the kernel built on this device.
+    /// at most 256 adapters and top-8, no recorder (which needs the indices), and the kernel built on this device;
+    /// with <paramref name="rows"/>, the per-row kernel (<see cref="RowRouting"/>).
     /// </summary>
-    private Runtime.CudaKernel? RoutingKernelFor(Tensor x)
+    private Runtime.CudaKernel? RoutingKernelFor(Tensor x, int topK, bool rows)
     {
         if (!RoutingKernel.Enabled || Recorder is not null || x.device.type != DeviceType.CUDA || x.dtype != ScalarType.BFloat16
             || _gateColumn < 0 || Adapters.UniformRank is null || Adapters.TotalRank == 0
-            || _n > RoutingKernel.MaxAdapters || Math.Min(_routing.TopK, _n) > RoutingKernel.MaxTopK)
+            || _n > RoutingKernel.MaxAdapters || topK > RoutingKernel.MaxTopK)
             return null;
-        _routingKernel ??= RoutingKernel.TryGet(x.device.index < 0 ? 0 : x.device.index, out _) is { } k ? k : null;
+        int device = x.device.index < 0 ? 0 : x.device.index;
+        if (rows) return _rowKernel ??= RoutingKernel.TryGetRows(device, out _);
+        _routingKernel ??= RoutingKernel.TryGet(device, out _) is { } k ? k : null;
         return _routingKernel;
+    }
+
+    /// <summary>
+    /// <see cref="KernelDense"/> with per-row routing (serving): the kernel reads each batch row's mode, top-k and
+    /// temperature from <paramref name="rows"/> and adds the rows' last-token weights into its usage.
+    /// </summary>
+    private Tensor KernelDenseRows(Tensor x2, Runtime.CudaKernel kernel, RowRouting rows, long perRow)
+    {
+        int outF = Site.OutFeatures, R = Adapters.TotalRank, r = Adapters.UniformRank!.Value;
+        int group = rows.GroupOf(Site.Layer);
+        if (x2.shape[0] >= SplitGemmMinTokens)
+        {
+            var h = x2.matmul(_adapterT!);                                                // (N, ΣR + L + pad)
+            RoutingKernel.ApplyRows(kernel, h, 0, _gateColumn - outF, _n, r, rows, (int)perRow, group);
+            var y = h.narrow(1, 0, R).matmul(_bT!);                                       // (N, out) = z B_allᵀ
+            return y.addmm_(x2, _baseT!);                                                 // y += x Wᵀ
+        }
+        var all = x2.matmul(_fusedT!);                                                    // (N, out + ΣR + L + pad)
+        RoutingKernel.ApplyRows(kernel, all, outF, _gateColumn, _n, r, rows, (int)perRow, group);
+        return all.narrow(1, 0, outF).addmm_(all.narrow(1, outF, R), _bT!);              // y += z B_allᵀ
     }
 
     /// <summary>

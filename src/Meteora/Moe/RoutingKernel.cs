@@ -37,24 +37,17 @@ public static unsafe class RoutingKernel
         #define PER 8    /* logits per lane: L <= 256 */
         #define MAXK 8
 
-        // h: (rows, ld) bfloat16; z = h[:, zCol : zCol + L*r], logits = h[:, gateCol : gateCol + L].
-        extern "C" __global__ void meteora_route_bf16(bf16* h, long long ld, int rows, int zCol, int gateCol,
-                                                      int L, int r, int k, float invT)
+        // One row's top-k of its L logits (warp-wide; lane j holds logits j, j+32, …) into sel/top; lower index wins a tie.
+        __device__ __forceinline__ void top_k(const bf16* p, int gateCol, int L, int k, int lane, int* sel, float* top)
         {
-            int row = (int)((blockIdx.x * blockDim.x + threadIdx.x) >> 5);
-            int lane = threadIdx.x & 31;
-            if (row >= rows) return;
-            bf16* p = h + (long long)row * ld;
             float v[PER];
             #pragma unroll
             for (int i = 0; i < PER; i++) { int j = lane + 32 * i; v[i] = j < L ? bf2f(p[gateCol + j]) : NEG_INF; }
             unsigned int taken = 0;
-            int sel[MAXK]; float top[MAXK];
             #pragma unroll
             for (int t = 0; t < MAXK; t++) {
                 sel[t] = -1; top[t] = NEG_INF;
                 if (t < k) {
-                    // Warp-wide argmax over the logits not yet taken; the lower index wins a tie.
                     float best = NEG_INF; int bi = 0x7fffffff;
                     #pragma unroll
                     for (int i = 0; i < PER; i++) {
@@ -72,13 +65,21 @@ public static unsafe class RoutingKernel
                     for (int i = 0; i < PER; i++) if (lane + 32 * i == bi) taken |= 1u << i;
                 }
             }
-            // softmax(top / T) in float32 (weight 1 when k = 1), rounded to bfloat16 as the ATen path's cast does.
-            float w[MAXK];
+        }
+
+        // softmax(top / T) in float32 (weight 1 when k = 1), rounded to bfloat16 as the ATen path's cast does.
+        __device__ __forceinline__ void weights(const float* top, int k, float invT, float* w)
+        {
             float sum = 0.f;
             #pragma unroll
             for (int t = 0; t < MAXK; t++) { w[t] = t < k ? expf(top[t] * invT - top[0] * invT) : 0.f; sum += w[t]; }
             #pragma unroll
             for (int t = 0; t < MAXK; t++) w[t] = k == 1 ? (t == 0 ? 1.f : 0.f) : bf2f(f2bf(w[t] / sum));
+        }
+
+        // Scales the row's L*r rank columns by their adapter's weight (0 for adapters not selected).
+        __device__ __forceinline__ void scale(bf16* p, int zCol, int L, int r, const int* sel, const float* w, int lane)
+        {
             int R = L * r;
             for (int c = lane; c < R; c += 32) {
                 int e = c / r;
@@ -89,10 +90,60 @@ public static unsafe class RoutingKernel
                 *q = f2bf(bf2f(*q) * f);
             }
         }
+
+        // h: (rows, ld) bfloat16; z = h[:, zCol : zCol + L*r], logits = h[:, gateCol : gateCol + L].
+        extern "C" __global__ void meteora_route_bf16(bf16* h, long long ld, int rows, int zCol, int gateCol,
+                                                      int L, int r, int k, float invT)
+        {
+            int row = (int)((blockIdx.x * blockDim.x + threadIdx.x) >> 5);
+            int lane = threadIdx.x & 31;
+            if (row >= rows) return;
+            bf16* p = h + (long long)row * ld;
+            int sel[MAXK]; float top[MAXK], w[MAXK];
+            top_k(p, gateCol, L, k, lane, sel, top);
+            weights(top, k, invT, w);
+            scale(p, zCol, L, r, sel, w, lane);
+        }
+
+        // Per-row routing (serving): token `row` belongs to batch row b = row / perRow, whose mode is -1 (the gates,
+        // with its own k and temperature), -2 (no adapter: all weights 0) or an adapter index (that adapter, weight 1).
+        // With usage (B, G, L) float32, each batch row's last token adds its weights into group `group`.
+        extern "C" __global__ void meteora_route_rows_bf16(bf16* h, long long ld, int rows, int zCol, int gateCol, int L, int r,
+                                                           const long long* mode, const long long* topk, const float* temperature,
+                                                           int perRow, float* usage, int groups, int group)
+        {
+            int row = (int)((blockIdx.x * blockDim.x + threadIdx.x) >> 5);
+            int lane = threadIdx.x & 31;
+            if (row >= rows) return;
+            bf16* p = h + (long long)row * ld;
+            int b = row / perRow;
+            long long m = mode[b];
+            int sel[MAXK]; float top[MAXK], w[MAXK];
+            int k = 0;
+            if (m == -1) {
+                k = (int)topk[b];
+                top_k(p, gateCol, L, k, lane, sel, top);
+                weights(top, k, 1.f / temperature[b], w);
+            } else {
+                #pragma unroll
+                for (int t = 0; t < MAXK; t++) { sel[t] = -1; w[t] = 0.f; }
+                if (m >= 0) { sel[0] = (int)m; w[0] = 1.f; k = 1; }
+            }
+            scale(p, zCol, L, r, sel, w, lane);
+            if (usage != 0 && lane == 0 && row % perRow == perRow - 1)
+                for (int t = 0; t < k; t++) atomicAdd(usage + ((long long)b * groups + group) * L + sel[t], w[t]);
+        }
         """;
 
     private static readonly object Gate = new();
-    private static readonly Dictionary<int, (CudaKernel? Kernel, string Status)> PerDevice = [];
+    private static readonly Dictionary<(int Device, string Name), (CudaKernel? Kernel, string Status)> PerDevice = [];
+
+    /// <summary>
+    /// Whether per-row routing (<see cref="RowRouting"/>, serving) may use its kernel. Off by default until it is
+    /// checked against the ATen chain on a GPU (tests/…/RoutingKernelTests, a CUDA test);
+    /// <c>METEORA_ROW_ROUTING_KERNEL=on</c> switches it on.
+    /// </summary>
+    public static bool RowsEnabled { get; set; } = Environment.GetEnvironmentVariable("METEORA_ROW_ROUTING_KERNEL") is "on" or "1" or "true";
 
     /// <summary>
     /// Whether the fused path may use the kernel (default true; <c>METEORA_ROUTING_KERNEL=off</c> or setting this
@@ -104,22 +155,27 @@ public static unsafe class RoutingKernel
     /// The kernel for CUDA device <paramref name="device"/>, compiled and loaded on first call, or null (with
     /// the reason in <paramref name="status"/>) when it cannot be built here.
     /// </summary>
-    public static CudaKernel? TryGet(int device, out string status)
+    public static CudaKernel? TryGet(int device, out string status) => TryGet(device, "meteora_route_bf16", out status);
+
+    /// <summary>The per-row kernel (serving) for CUDA device <paramref name="device"/>, or null with the reason.</summary>
+    public static CudaKernel? TryGetRows(int device, out string status) => TryGet(device, "meteora_route_rows_bf16", out status);
+
+    private static CudaKernel? TryGet(int device, string name, out string status)
     {
         lock (Gate)
         {
-            if (!PerDevice.TryGetValue(device, out var entry))
+            if (!PerDevice.TryGetValue((device, name), out var entry))
             {
                 try
                 {
-                    var kernel = CudaKernel.Load(Source, "meteora_route_bf16", device);
+                    var kernel = CudaKernel.Load(Source, name, device);
                     entry = (kernel, $"fused routing kernel ({kernel.Architecture}, NVRTC from {Nvrtc.Location})");
                 }
                 catch (MeteoraException e)
                 {
                     entry = (null, $"ATen routing ops (fused kernel unavailable: {e.Message})");
                 }
-                PerDevice[device] = entry;
+                PerDevice[(device, name)] = entry;
             }
             status = entry.Status;
             return entry.Kernel;
@@ -151,6 +207,27 @@ public static unsafe class RoutingKernel
         uint blocks = (uint)((rows + WarpsPerBlock - 1) / WarpsPerBlock);
         kernel.Launch(blocks, 32 * WarpsPerBlock, args);
     }
+
+    /// <summary>
+    /// Per-row routing in place (<see cref="RowRouting"/>): as <see cref="Apply"/>, with each batch row's mode, top-k
+    /// (at most <see cref="MaxTopK"/>) and temperature from <paramref name="rows"/>, and its usage added into
+    /// layer group <paramref name="group"/>. h (B·T, C) for B rows of <paramref name="perRow"/> tokens.
+    /// </summary>
+    public static void ApplyRows(CudaKernel kernel, Tensor h, long zColumn, long gateColumn, int adapters, int rank, RowRouting rows, int perRow, int group)
+    {
+        IntPtr data = StorageData(h.Handle) + (nint)(h.storage_offset() * 2);
+        IntPtr mode = DataOf(rows.Mode, 8), topK = DataOf(rows.TopK, 8), temperature = DataOf(rows.Temperature, 4);
+        IntPtr usage = rows.Usage is { } u ? DataOf(u, 4) : IntPtr.Zero;
+        long ld = h.stride(0);
+        int count = (int)h.shape[0], zCol = (int)zColumn, gateCol = (int)gateColumn, L = adapters, r = rank, per = perRow, groups = rows.Groups, g = group;
+        void** args = stackalloc void*[14];
+        args[0] = &data; args[1] = &ld; args[2] = &count; args[3] = &zCol; args[4] = &gateCol; args[5] = &L; args[6] = &r;
+        args[7] = &mode; args[8] = &topK; args[9] = &temperature; args[10] = &per; args[11] = &usage; args[12] = &groups; args[13] = &g;
+        uint blocks = (uint)((count + WarpsPerBlock - 1) / WarpsPerBlock);
+        kernel.Launch(blocks, 32 * WarpsPerBlock, args);
+    }
+
+    private static IntPtr DataOf(Tensor t, int elementSize) => StorageData(t.Handle) + (nint)(t.storage_offset() * elementSize);
 
     // The storage's base address (TorchSharp's own export; it exposes no tensor data pointer for CUDA tensors).
     [DllImport("LibTorchSharp", EntryPoint = "THSStorage_data_ptr")]

@@ -39,6 +39,8 @@ public sealed class RowRouting : IDisposable
     public Tensor Temperature { get; }
     /// <summary>(B, G, N) float32 routing weights summed over the projections of each layer group; null = not recorded.</summary>
     public Tensor? Usage { get; }
+    /// <summary>Largest top-k among the gate-routed rows as last uploaded (1 when none): the routing kernel takes at most 8.</summary>
+    public int MaxTopK { get; private set; } = 1;
     /// <summary>Layer groups G of <see cref="Usage"/>.</summary>
     public int Groups { get; }
     /// <summary>Decoder layers the groups split.</summary>
@@ -100,6 +102,7 @@ public sealed class RowRouting : IDisposable
         using var noGrad = no_grad();
         using var mode = tensor(_mode); using var topK = tensor(_topK); using var temperature = tensor(_temperature);
         Mode.copy_(mode); TopK.copy_(topK); Temperature.copy_(temperature);
+        MaxTopK = (int)Enumerable.Range(0, Rows).Where(i => _mode[i] == GatesMode).Select(i => _topK[i]).DefaultIfEmpty(1).Max();
         foreach (var (tokensPerRow, settings) in _perTokens) Fill(settings, tokensPerRow);
     }
 

@@ -13,6 +13,11 @@ public sealed record EngineOptions
     public int PrefillChunk { get; init; } = 256;
     /// <summary>Layer groups that routing is reported and counted by.</summary>
     public int RoutingGroups { get; init; } = 4;
+    /// <summary>
+    /// On CUDA, replay decode steps from CUDA graphs (<see cref="DecodeGraphs"/>); ignored elsewhere. Off by default
+    /// until measured on a GPU (docs/BENCHMARKS.md, "Serving").
+    /// </summary>
+    public bool CudaGraphs { get; init; }
 
     public void Validate(int modelPositions)
     {

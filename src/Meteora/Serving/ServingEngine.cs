@@ -26,6 +26,7 @@ public sealed class ServingEngine : IDisposable
     private readonly RowRouting? _prefillRouting;
     private readonly int[] _groupProjections;              // MeteoRA projections per layer group
     private readonly long[,] _selections;                  // (G, N) gate-routed tokens whose group mean weight peaked at each adapter
+    private readonly DecodeGraphs? _graphs;                // CUDA-graph decode steps (EngineOptions.CudaGraphs on CUDA)
     private readonly SemaphoreSlim _wake = new(0);
     private readonly Thread _thread;
     private volatile bool _stopping;
@@ -70,6 +71,8 @@ public sealed class ServingEngine : IDisposable
             foreach (var p in model.Meteora?.Projections ?? []) _groupProjections[probe.GroupOf(p.Site.Layer)]++;
         }
         _selections = new long[RoutingGroups.Count, n];
+        if (options.CudaGraphs && DecodeGraphs.Available(model.Lm))
+            _graphs = new DecodeGraphs(model.Lm, model.Meteora, _cache, MaxContext + 1, RoutingGroups.Count);
         _thread = new Thread(Loop) { IsBackground = true, Name = "meteora-engine" };
         _thread.Start();
     }
@@ -243,29 +246,39 @@ public sealed class ServingEngine : IDisposable
     {
         using var scope = NewDisposeScope();
         int top = decoding.Max(r => r.Slot) + 1, bucket = Bucket(top);
-        var (view, routing) = BucketState(bucket);
         var ids = new long[bucket];
         var positions = Enumerable.Repeat((long)MaxContext, bucket).ToArray();          // idle rows: scratch slot
-        for (int row = 0; row < bucket; row++) routing?.SetBase(row);
-        foreach (var r in decoding)
+        foreach (var r in decoding) { ids[r.Slot] = r.NextToken; positions[r.Slot] = r.Position; }
+        void ConfigureRows(RowRouting routing)
         {
-            ids[r.Slot] = r.NextToken; positions[r.Slot] = r.Position;
-            if (routing is not null) Configure(routing, r.Slot, r);
+            for (int row = 0; row < bucket; row++) routing.SetBase(row);
+            foreach (var r in decoding) Configure(routing, r.Slot, r);
         }
-        routing?.Upload(); routing?.ClearUsage();
-        var device = _model.Lm.Device;
-        var idsT = tensor(ids, [bucket, 1], device: device);                              // (B, 1)
-        var positionsT = tensor(positions, [bucket, 1], device: device);                  // (B, 1)
         int keyLength = (int)decoding.Max(r => r.Position) + 1;
         Tensor logits;
-        try
+        RowRouting? routing;
+        if (_graphs is not null)
         {
-            if (_model.Meteora is { } m) m.Routing.Rows = routing;
-            logits = _model.Lm.ForwardRows(idsT, positionsT, view, keyLength);            // (B, V)
+            int maxTopK = decoding.Where(r => r.Route.Mode == RouteMode.Gates).Select(r => r.Route.TopK).DefaultIfEmpty(1).Max();
+            (logits, routing) = _graphs.Step(bucket, _graphs.KeyBucket(keyLength), ids, positions, ConfigureRows, maxTopK);   // (B, V), the graph's
         }
-        finally
+        else
         {
-            if (_model.Meteora is { } m) m.Routing.Rows = null;
+            KvCache view;
+            (view, routing) = BucketState(bucket);
+            if (routing is not null) { ConfigureRows(routing); routing.Upload(); routing.ClearUsage(); }
+            var device = _model.Lm.Device;
+            var idsT = tensor(ids, [bucket, 1], device: device);                          // (B, 1)
+            var positionsT = tensor(positions, [bucket, 1], device: device);              // (B, 1)
+            try
+            {
+                if (_model.Meteora is { } m) m.Routing.Rows = routing;
+                logits = _model.Lm.ForwardRows(idsT, positionsT, view, keyLength);        // (B, V)
+            }
+            finally
+            {
+                if (_model.Meteora is { } m) m.Routing.Rows = null;
+            }
         }
         var picks = RowSampler.Choose(logits, decoding.Select(r => (r.Slot, r)).ToList(), _model.Tokenizer);
         float[]? usage = routing?.Usage?.cpu().data<float>().ToArray();                   // (B·G·N)
@@ -376,6 +389,7 @@ public sealed class ServingEngine : IDisposable
         _wake.Release();
         _thread.Join();
         foreach (var (view, routing) in _buckets.Values) { view.Dispose(); routing?.Dispose(); }
+        _graphs?.Dispose();
         _prefillRouting?.Dispose();
         _cache.Dispose();
         _wake.Dispose();
