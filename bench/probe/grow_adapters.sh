@@ -2,7 +2,7 @@
 # add-adapter / remove-adapter on the demo's shipped base and task adapters (issue "Grow a MeteoRA model"; results in
 # docs/RESULTS.md). For each held-out task T (HELD, default all twelve): train the gates on the other eleven exactly as
 # the demo does (top-1 training, 500 steps × 16, lr 5e-2), then `add-adapter` T (ADD_STEPS steps, old rows frozen,
-# replay 1:1, no --balance), and evaluate the eleven-task gates on their eleven tasks and the grown gates on all twelve; also the
+# replay 1:1, --balance: recipe a of docs/RESULTS.md), and evaluate the eleven-task gates on their eleven tasks and the grown gates on all twelve; also the
 # twelve-task gates trained from the start (the reference and the timing baseline), PEFT-oracle per task, and
 # remove-adapter of T from the twelve-task gates
 # (evaluated on the other eleven). Writes OUT/rows.jsonl (one line per run) and OUT/*.log.
@@ -11,8 +11,8 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 OUT=${1:-/tmp/grow}; mkdir -p "$OUT"
 M=./meteora; BASE=models/meteora-demo/base; ADAPTERS=models/meteora-demo/adapters
-ADD_STEPS=${ADD_STEPS:-80}
-ADD_EXTRA=${ADD_EXTRA:-}      # e.g. --balance (every task equally often: the new one then gets 1/12 of the batches)
+ADD_STEPS=${ADD_STEPS:-100}
+ADD_EXTRA=${ADD_EXTRA---balance}   # every task equally often (recipe a); ADD_EXTRA= for recipe b (half of each batch the new task)
 TAG=${TAG:-}                  # a second add-adapter recipe over the same eleven-task gates: TAG=b ADD_EXTRA=… writes grown<TAG>-T
 TASKS=$(ls "$ADAPTERS"); HELD=${HELD:-$TASKS}
 GATE="--top-k 1 --steps 500 --batch-size 16 --lr 5e-2 --weight-decay 0.01 --clip 0.3 --max-seq-len 128 --balance --eval-limit 128"
