@@ -38,6 +38,9 @@ public sealed class CompletionHandler(ServingEngine engine, ServerMetrics metric
     private List<(ChoiceResult Choice, EngineRequest Sequence)> Submit(GenerationRequest request, string id, CancellationTokenSource cancel)
     {
         var sequences = new List<(ChoiceResult, EngineRequest)>();
+        long total = (long)request.Prompts.Count * request.N, capacity = (long)engine.Options.MaxQueue + engine.Options.MaxBatch;
+        if (total > capacity)
+            throw ApiException.BadRequest($"{total} sequences (prompts × n) exceed what this server can hold at once ({capacity})", "n", "invalid_value");
         try
         {
             for (int p = 0; p < request.Prompts.Count; p++)
@@ -54,8 +57,12 @@ public sealed class CompletionHandler(ServingEngine engine, ServerMetrics metric
         catch (Exception e) when (e is ServingRequestException or EngineBusyException)
         {
             cancel.Cancel();
-            throw e is ServingRequestException s ? ApiException.BadRequest(s.Message, s.Param, s.Code)
-                : new ApiException(429, e.Message, null, "queue_full");
+            throw e switch
+            {
+                ServingRequestException s => ApiException.BadRequest(s.Message, s.Param, s.Code),
+                EngineBusyException { Stopping: true } => new ApiException(503, e.Message, null, "shutting_down"),
+                _ => new ApiException(429, e.Message, null, "queue_full"),
+            };
         }
     }
 
@@ -131,7 +138,7 @@ public sealed class CompletionHandler(ServingEngine engine, ServerMetrics metric
             await http.Response.WriteAsync("data: [DONE]\n\n", cancel);
             await http.Response.Body.FlushAsync(cancel);
         }
-        catch (OperationCanceledException) { }   // the client went away: the finally of HandleAsync frees the rows
+        catch (Exception e) when (e is OperationCanceledException or IOException) { }   // the client went away: HandleAsync's finally frees the rows
     }
 
     private static async Task WriteEventAsync(HttpContext http, JsonObject payload, CancellationToken cancel)

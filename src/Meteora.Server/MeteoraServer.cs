@@ -97,6 +97,9 @@ public sealed class MeteoraServer : IAsyncDisposable
             var error = e switch
             {
                 ApiException a => a,
+                // A string with a lone surrogate or bad UTF-8 parses as JSON but cannot be read as text.
+                InvalidOperationException or FormatException when http.Request.Method == "POST"
+                    => new ApiException(400, $"the request body holds a string that is not valid text: {e.Message}", null, "invalid_json"),
                 BadHttpRequestException { StatusCode: 413 } => new ApiException(413, "the request body is larger than the server accepts", null, "request_too_large"),
                 BadHttpRequestException b => new ApiException(b.StatusCode, b.Message),
                 OperationCanceledException when http.RequestAborted.IsCancellationRequested => null,

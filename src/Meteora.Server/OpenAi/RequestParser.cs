@@ -1,4 +1,5 @@
 using System.Text.Json;
+using Meteora.Moe;
 using Meteora.Serving;
 
 namespace Meteora.Server.OpenAi;
@@ -107,7 +108,7 @@ public sealed class RequestParser(ServingEngine engine)
             includeUsage = o.Bool("include_usage") ?? false;
         }
         foreach (var p in prompts)
-            if (p.Length + sampling.MaxTokens > engine.MaxContext)
+            if ((long)p.Length + sampling.MaxTokens > engine.MaxContext)
                 throw ApiException.BadRequest($"This model's maximum context length is {engine.MaxContext} tokens. However, you requested "
                     + $"{p.Length + sampling.MaxTokens} tokens ({p.Length} in the {(chat ? "messages" : "prompt")}, {sampling.MaxTokens} for the completion). "
                     + "Please reduce the length of the prompt or max_tokens.", "max_tokens", "context_length_exceeded");
@@ -131,7 +132,8 @@ public sealed class RequestParser(ServingEngine engine)
                 throw ApiException.BadRequest($"meteora.top_k: {k} must be between 1 and the {n} adapters", "meteora.top_k", "invalid_value");
             topK = (int?)m.Integer("top_k");
             temperature = m.Number("temperature");
-            if (temperature is { } t && !(t > 0)) throw ApiException.BadRequest($"meteora.temperature: {t} must be positive", "meteora.temperature", "invalid_value");
+            if (temperature is { } t && !(t >= RowRouting.MinTemperature && double.IsFinite(t)))
+                throw ApiException.BadRequest($"meteora.temperature: {t} must be a number ≥ {RowRouting.MinTemperature}", "meteora.temperature", "invalid_value");
             returnRouting = m.Bool("return_routing") ?? false;
         }
         try
@@ -197,6 +199,8 @@ public sealed class RequestParser(ServingEngine engine)
         };
         if (stops.Count > 4) throw ApiException.BadRequest($"stop: at most 4 sequences, not {stops.Count}", "stop", "invalid_value");
         if (stops.Any(x => x.Length == 0)) throw ApiException.BadRequest("stop: sequences must not be empty", "stop", "invalid_value");
+        if (stops.Any(x => x.Length > SamplingSettings.MaxStopLength))
+            throw ApiException.BadRequest($"stop: sequences must be at most {SamplingSettings.MaxStopLength} characters", "stop", "invalid_value");
         return stops;
     }
 

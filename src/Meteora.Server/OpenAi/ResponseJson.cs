@@ -53,7 +53,7 @@ public sealed class ResponseJson(GenerationRequest request, string id, long crea
         if (!request.Chat) choice["text"] = text;
         else if (whole) choice["message"] = new JsonObject { ["role"] = "assistant", ["content"] = text, ["refusal"] = null };
         else choice["delta"] = text.Length > 0 ? new JsonObject { ["content"] = text } : new JsonObject();
-        choice["logprobs"] = request.Logprobs ? Logprobs(tokens) : null;
+        choice["logprobs"] = request.Logprobs && tokens.Count > 0 ? Logprobs(tokens) : null;
         choice["finish_reason"] = finishReason;
         if (request.Route.ReturnRouting) choice["meteora_routing"] = new JsonArray(tokens.Select(t => (JsonNode)Routing(t)).ToArray());
         return choice;
@@ -77,6 +77,7 @@ public sealed class ResponseJson(GenerationRequest request, string id, long crea
         {
             var alternatives = new JsonObject();
             foreach (var x in t.TopLogprobs ?? []) alternatives[x.Text] = x.Logprob;   // later duplicates of one text overwrite
+            alternatives[t.Logprob!.Text] = t.Logprob.Logprob;                         // OpenAI always lists the chosen token
             top.Add(alternatives);
         }
         return new JsonObject

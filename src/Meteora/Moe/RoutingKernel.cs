@@ -118,10 +118,14 @@ public static unsafe class RoutingKernel
             bf16* p = h + (long long)row * ld;
             int b = row / perRow;
             long long m = mode[b];
+            if (m >= L) m = -2;                                  /* no such adapter: route nothing */
             int sel[MAXK]; float top[MAXK], w[MAXK];
             int k = 0;
             if (m == -1) {
                 k = (int)topk[b];
+                if (k > MAXK) k = MAXK;
+                if (k > L) k = L;
+                if (k < 1) k = 1;
                 top_k(p, gateCol, L, k, lane, sel, top);
                 weights(top, k, 1.f / temperature[b], w);
             } else {

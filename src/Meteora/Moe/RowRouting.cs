@@ -22,6 +22,8 @@ public sealed class RowRouting : IDisposable
     public const long GatesMode = -1;
     /// <summary>Mode of a row that uses no adapter (the base model).</summary>
     public const long BaseMode = -2;
+    /// <summary>Smallest routing temperature: below it 1/T overflows float32 and the weights become NaN.</summary>
+    public const double MinTemperature = 1e-3;
 
     private static readonly Scalar NegativeInfinity = double.NegativeInfinity.ToScalar();   // held for the process (see RmsNorm)
     private readonly long[] _mode, _topK;
@@ -79,7 +81,7 @@ public sealed class RowRouting : IDisposable
     public void SetGates(int row, int topK, double temperature)
     {
         if (topK < 1 || topK > Adapters) throw new MeteoraException($"top_k: {topK} must be between 1 and the {Adapters} adapters");
-        if (!(temperature > 0 && double.IsFinite(temperature))) throw new MeteoraException($"temperature: {temperature} must be a positive number");
+        if (!(temperature >= MinTemperature && double.IsFinite(temperature))) throw new MeteoraException($"temperature: {temperature} must be a number ≥ {MinTemperature}");
         _mode[row] = GatesMode; _topK[row] = topK; _temperature[row] = (float)temperature;
     }
 

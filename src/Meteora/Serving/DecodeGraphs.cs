@@ -27,6 +27,8 @@ internal sealed class DecodeGraphs : IDisposable
         public CudaGraph? Graph { get; set; }
         public Tensor? Logits { get; set; }                  // (B, V): the graph's output once captured
         public int Runs { get; set; }
+        /// <summary>Capture failed: this shape runs eagerly from now on.</summary>
+        public bool Eager { get; set; }
 
         public void Dispose()
         {
@@ -74,7 +76,12 @@ internal sealed class DecodeGraphs : IDisposable
         using (var posHost = tensor(positions, [batch, 1])) e.Positions.copy_(posHost);
         e.Routing?.Upload();
         e.Routing?.ClearUsage();
-        if (e.Runs == 0)
+        if (e.Eager)
+        {
+            e.Logits?.Dispose();
+            e.Logits = Body(e);
+        }
+        else if (e.Runs == 0)
         {
             // Warm-up on the capture stream: cuBLAS workspaces and lazily loaded kernels exist before capture.
             cuda.synchronize(_lm.Device);
@@ -86,8 +93,19 @@ internal sealed class DecodeGraphs : IDisposable
             if (e.Graph is null)
             {
                 e.Logits?.Dispose();
+                e.Logits = null;
                 Tensor? captured = null;
-                e.Graph = CudaGraph.Capture(_lm.Device, _stream, () => captured = Body(e));   // recorded, not run
+                try
+                {
+                    e.Graph = CudaGraph.Capture(_lm.Device, _stream, () => captured = Body(e));   // recorded, not run
+                }
+                catch (MeteoraException)
+                {
+                    e.Eager = true;   // do not try again every step: this shape runs eagerly
+                    e.Logits = Body(e);
+                    e.Runs++;
+                    return (e.Logits, e.Routing);
+                }
                 e.Logits = captured;
             }
             e.Graph.Replay();

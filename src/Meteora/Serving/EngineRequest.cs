@@ -40,10 +40,11 @@ public sealed class EngineRequest
     internal EngineRequest(string id, int[] prompt, SamplingSettings sampling, RouteChoice route, OutputText text, CancellationToken cancellation)
     {
         Id = id; Prompt = prompt; Sampling = sampling; Route = route; Text = text; Cancellation = cancellation;
-        if (sampling.Temperature > 0) Random = new Generator((ulong)(sampling.Seed ?? System.Random.Shared.NextInt64()));
+        if (!Greedy) Random = new Generator((ulong)(sampling.Seed ?? System.Random.Shared.NextInt64()));
     }
 
-    internal bool Greedy => Sampling.Temperature == 0;
+    /// <summary>Temperature 0 — or below 1e-5, where dividing the logits by it would overflow float32 — picks the argmax.</summary>
+    internal bool Greedy => Sampling.Temperature < 1e-5;
 
     internal void Emit(EngineEvent e) => _events.Writer.TryWrite(e);
 

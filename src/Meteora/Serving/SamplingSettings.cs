@@ -20,6 +20,9 @@ public sealed record SamplingSettings
     public int? Logprobs { get; init; }
     public bool IgnoreEos { get; init; }
 
+    /// <summary>Longest stop string: matching partial stops costs up to its length squared per token on the engine thread.</summary>
+    public const int MaxStopLength = 512;
+
     /// <summary>Checks ranges; throws <see cref="ServingRequestException"/> naming the field.</summary>
     public void Validate()
     {
@@ -28,6 +31,7 @@ public sealed record SamplingSettings
         if (!(TopP > 0 && TopP <= 1)) throw new ServingRequestException($"top_p: {TopP} must be in (0, 1]", "top_p");
         if (Stop.Count > 4) throw new ServingRequestException($"stop: at most 4 sequences, not {Stop.Count}", "stop");
         if (Stop.Any(string.IsNullOrEmpty)) throw new ServingRequestException("stop: sequences must not be empty", "stop");
+        if (Stop.Any(s => s.Length > MaxStopLength)) throw new ServingRequestException($"stop: sequences must be at most {MaxStopLength} characters", "stop");
         if (Logprobs is < 0 or > 20) throw new ServingRequestException($"logprobs: {Logprobs} must be between 0 and 20", "logprobs");
     }
 }

@@ -89,22 +89,30 @@ public sealed class ServingEngine : IDisposable
         int vocab = _model.Lm.Config.VocabSize;
         foreach (int t in prompt)
             if (t < 0 || t >= vocab) throw new ServingRequestException($"token id {t} is outside the vocabulary of {vocab}", "prompt");
-        if (prompt.Length + sampling.MaxTokens > MaxContext)
+        if ((long)prompt.Length + sampling.MaxTokens > MaxContext)
             throw new ServingRequestException($"This model's maximum context length is {MaxContext} tokens. However, you requested "
                 + $"{prompt.Length + sampling.MaxTokens} tokens ({prompt.Length} in the prompt, {sampling.MaxTokens} for the completion). "
                 + "Please reduce the prompt or max_tokens.", "max_tokens", "context_length_exceeded");
         if (route.Mode != RouteMode.Base && _model.Meteora is null)
             throw new ServingRequestException("this server has no adapters", "model", "model_not_found");
+        if (route.Mode == RouteMode.Gates && !(route.Temperature >= RowRouting.MinTemperature))
+            throw new ServingRequestException($"meteora.temperature: {route.Temperature} must be at least {RowRouting.MinTemperature}", "meteora.temperature");
         var request = new EngineRequest(id, prompt, sampling, route, new OutputText(_model.Tokenizer, prompt, sampling.Stop), cancellation);
         lock (_lock)
         {
-            if (_stopping) throw new EngineBusyException("the server is shutting down");
-            // Requests that a free row takes at the next step do not count as waiting.
-            if (_waiting.Count >= _options.MaxQueue + Math.Max(0, _options.MaxBatch - Running))
-                throw new EngineBusyException($"the queue is full ({_options.MaxQueue} requests waiting); retry later");
+            string? refused = _stopping ? "the server is shutting down"
+                // Requests that a free row takes at the next step do not count as waiting.
+                : _waiting.Count >= _options.MaxQueue + Math.Max(0, _options.MaxBatch - Running) ? $"the queue is full ({_options.MaxQueue} requests waiting); retry later"
+                : null;
+            if (refused is not null)
+            {
+                request.Finish("abort");   // frees its generator; nobody reads its events
+                throw new EngineBusyException(refused, _stopping);
+            }
             _waiting.Enqueue(request);
         }
-        _wake.Release();
+        try { _wake.Release(); }
+        catch (ObjectDisposedException) { throw new EngineBusyException("the server is shutting down", stopping: true); }
         return request;
     }
 

@@ -98,7 +98,7 @@ public sealed class ServingModel : IDisposable
             if (k < 1 || k > AdapterNames.Count)
                 throw new ServingRequestException($"meteora.top_k: {k} must be between 1 and the {AdapterNames.Count} adapters", "meteora.top_k");
             double t = temperature ?? DefaultTemperature;
-            if (!(t > 0 && double.IsFinite(t))) throw new ServingRequestException($"meteora.temperature: {t} must be a positive number", "meteora.temperature");
+            if (!(t >= RowRouting.MinTemperature && double.IsFinite(t))) throw new ServingRequestException($"meteora.temperature: {t} must be a number ≥ {RowRouting.MinTemperature}", "meteora.temperature");
             return new RouteChoice(RouteMode.Gates, -1, k, t, returnRouting);
         }
         int index = AdapterNames.ToList().IndexOf(model);

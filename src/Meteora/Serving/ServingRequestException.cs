@@ -9,5 +9,8 @@ public sealed class ServingRequestException(string message, string? param = null
     public string Code { get; } = code;
 }
 
-/// <summary>The waiting queue is full: the client should retry later (HTTP 429).</summary>
-public sealed class EngineBusyException(string message) : Exception(message);
+/// <summary>The waiting queue is full (HTTP 429: retry later), or the engine is stopping (<see cref="Stopping"/>: HTTP 503).</summary>
+public sealed class EngineBusyException(string message, bool stopping = false) : Exception(message)
+{
+    public bool Stopping { get; } = stopping;
+}

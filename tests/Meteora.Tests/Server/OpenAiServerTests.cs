@@ -169,6 +169,14 @@ public class OpenAiServerTests(TinyServer server) : IClassFixture<TinyServer>
         await Expect(400, "messages[0].role", "{\"model\": \"base\", \"messages\": [{\"role\": \"robot\", \"content\": \"a\"}]}", "/v1/chat/completions");
         await Expect(400, "messages", "{\"model\": \"base\", \"messages\": \"hi\"}", "/v1/chat/completions");
         await Expect(413, null, "{\"model\": \"base\", \"prompt\": \"" + new string('a', 100_000) + "\"}");
+        await Expect(400, null, "{\"model\": \"base\", \"prompt\": \"\\ud800\"}");                               // a lone surrogate
+        await Expect(400, "max_tokens", "{\"model\": \"base\", \"prompt\": \"a\", \"max_tokens\": 2147483647}");   // no int overflow
+        await Expect(400, "meteora.temperature", "{\"model\": \"meteora\", \"prompt\": \"a\", \"meteora\": {\"temperature\": 1e-50}}");
+        await Expect(400, "stop", "{\"model\": \"base\", \"prompt\": \"a\", \"stop\": \"" + new string('x', 600) + "\"}");
+        await Expect(400, "n", "{\"model\": \"base\", \"prompt\": [\"a\", \"b\", \"c\"], \"n\": 128}");   // more than queue + rows
+        // A vanishing sampling temperature is greedy, not a NaN that would end every running request.
+        var (tiny, tinyBody, _) = await server.Post("/v1/completions", "{\"model\": \"base\", \"prompt\": \"a\", \"temperature\": 1e-40, \"max_tokens\": 3}");
+        Assert.True(tiny == 200, tinyBody.ToString());
         var (_, missing, notFound) = await server.Post("/v1/nothing", "{}");
         Assert.Equal(404, (int)notFound.StatusCode);
         // The server is still fine afterwards.
