@@ -39,7 +39,7 @@ public static class InspectCommand
                 for (int i = 0; i < adapters.Count; i++)
                 {
                     var a = adapters[i];
-                    var targets = ProjectionSite.AllNames.Where(n => a.Weights.Keys.Any(k => k.EndsWith("." + n))).Select(n => n.Replace("_proj", ""));
+                    var targets = LoraAdapter.TargetNames([a]).Select(n => n.Replace("_proj", ""));
                     int layers = a.Weights.Keys.Select(k => k.Split('.')[2]).Distinct().Count();
                     string source = config.Adapters[i].Path is { } path ? MeteoraCheckpointConfig.Resolve(dir, path) : MeteoraCheckpoint.AdaptersFile;
                     o.WriteLine($"  {i,3}  {a.Name,-20} r={a.Config.R} alpha={a.Config.LoraAlpha:G} scale={a.Config.Scale:G4} targets={string.Join(",", targets)} layers={layers}/{c.NumHiddenLayers} params={a.Weights.Values.Sum(w => w.A.numel() + w.B.numel()):N0}  ({source})");

@@ -37,17 +37,22 @@ public sealed class TokenSampler : IDisposable
         }
         if (_options.Greedy) return logits.argmax(-1).MoveToOuterDisposeScope();
         using var t = _options.Temperature.ToScalar();   // held for the op (see RmsNorm)
-        var probs = logits.to(ScalarType.Float32).cpu().div(t).softmax(-1);                  // (B, V)
-        if (_options.TopP < 1.0)
-        {
-            // Keep the smallest prefix of tokens (by descending probability) whose mass reaches top_p.
-            var (sorted, order) = probs.sort(-1, descending: true);
-            var before = sorted.cumsum(-1) - sorted;                  // mass strictly before each token
-            var drop = before > _options.TopP;                         // the first token always stays
-            sorted = sorted.masked_fill(drop, 0);
-            probs = zeros_like(probs).scatter_(-1, order, sorted);
-        }
+        var probs = Nucleus(logits.to(ScalarType.Float32).cpu().div(t).softmax(-1), _options.TopP);   // (B, V)
         return multinomial(probs, 1, false, _generator).squeeze(-1).to(logits.device).MoveToOuterDisposeScope();
+    }
+
+    /// <summary>
+    /// Top-p filtering of probabilities (…, V): keeps the smallest prefix of tokens (by descending probability)
+    /// whose mass reaches <paramref name="topP"/> and zeroes the rest (unnormalised; multinomial does not need it).
+    /// The first token always stays. Returns <paramref name="probs"/> itself when topP ≥ 1.
+    /// </summary>
+    public static Tensor Nucleus(Tensor probs, double topP)
+    {
+        if (topP >= 1.0) return probs;
+        var (sorted, order) = probs.sort(-1, descending: true);
+        var before = sorted.cumsum(-1) - sorted;                      // mass strictly before each token
+        sorted = sorted.masked_fill(before > topP, 0);
+        return zeros_like(probs).scatter_(-1, order, sorted);
     }
 
     public void Dispose()

@@ -43,6 +43,13 @@ public sealed partial class LoraAdapter : IDisposable
         return found;
     }
 
+    /// <summary>The projection kinds (q_proj, …, in Hugging Face order) that any of <paramref name="adapters"/> adapts somewhere.</summary>
+    public static List<string> TargetNames(IEnumerable<LoraAdapter> adapters)
+    {
+        var list = adapters.ToList();
+        return ProjectionSite.AllNames.Where(n => list.Any(a => a.Weights.Keys.Any(k => k.EndsWith("." + n)))).ToList();
+    }
+
     /// <summary>Loads and validates the adapter in <paramref name="folder"/> against <paramref name="baseConfig"/>.</summary>
     public static LoraAdapter Load(string folder, LlamaConfig baseConfig, string? name = null)
     {

@@ -47,7 +47,7 @@ public sealed class ArrowModel : IDisposable
         {
             foreach (var (name, folder) in adapters) loaded.Add(LoraAdapter.Load(folder, config, name));
             // The projection kinds some adapter adapts; sites that no adapter adapts stay plain linears.
-            var targets = ProjectionSite.AllNames.Where(n => loaded.Any(a => a.Weights.Keys.Any(k => k.EndsWith("." + n)))).ToList();
+            var targets = LoraAdapter.TargetNames(loaded);
             mm = MeteoraModel.Build(baseFolder, loaded, targets, device, dtype);
             var arrow = new ArrowModel(mm);
             arrow.SetPrototypes();

@@ -116,10 +116,11 @@ public sealed class MeteoraLinear : Linear
             y = Unfused(x2, shape, strategy);
         else if (strategy == MixingStrategy.Dense && _routing.Forced is null && _routing.Rows is null && !_routing.Arrow
                  && RoutingKernelFor(x2, Math.Min(_routing.TopK, _n), rows: false) is { } kernel)
-            y = KernelDense(x2, kernel);
+            y = KernelDense(x2, (h, z, g, r) => RoutingKernel.Apply(kernel, h, z, g, _n, r, Math.Min(_routing.TopK, _n), _routing.Temperature));
         else if (strategy == MixingStrategy.Dense && _routing.Forced is null && _routing.Rows is { } rows && !_routing.Arrow && RoutingKernel.RowsEnabled
                  && shape.Length >= 3 && shape[0] == rows.Rows && rows.Adapters == _n && RoutingKernelFor(x2, rows.MaxTopK, rows: true) is { } rowKernel)
-            y = KernelDenseRows(x2, rowKernel, rows, shape[^2]);
+            // Per-row routing (serving): each batch row's mode, top-k and temperature, its last token's weights into the usage.
+            y = KernelDense(x2, (h, z, g, r) => RoutingKernel.ApplyRows(rowKernel, h, z, g, _n, r, rows, (int)shape[^2], rows.GroupOf(Site.Layer)));
         else
         {
             var (baseOut, h, zColumn, gateColumn) = FusedGemm(x2);
@@ -146,20 +147,20 @@ public sealed class MeteoraLinear : Linear
     /// Below <see cref="SplitGemmMinTokens"/>: one GEMM over [W; A_all; G], the kernel, then y += z B_allᵀ.
     /// From it on the base GEMM goes last, accumulating into <c>y = z B_allᵀ</c> (beta = 1): its read of y
     /// hides under the big GEMM's arithmetic, where a separate addmm would make one more memory-bound pass over
-    /// the (N, out) output.
+    /// the (N, out) output. <paramref name="route"/> launches the kernel on (h, rank column, gate column, rank r).
     /// </summary>
-    private Tensor KernelDense(Tensor x2, Runtime.CudaKernel kernel)
+    private Tensor KernelDense(Tensor x2, Action<Tensor, long, long, int> route)
     {
-        int outF = Site.OutFeatures, R = Adapters.TotalRank, r = Adapters.UniformRank!.Value, k = Math.Min(_routing.TopK, _n);
+        int outF = Site.OutFeatures, R = Adapters.TotalRank, r = Adapters.UniformRank!.Value;
         if (x2.shape[0] >= SplitGemmMinTokens)
         {
             var h = x2.matmul(_adapterT!);                                                // (N, ΣR + L + pad)
-            RoutingKernel.Apply(kernel, h, 0, _gateColumn - outF, _n, r, k, _routing.Temperature);
+            route(h, 0, _gateColumn - outF, r);
             var y = h.narrow(1, 0, R).matmul(_bT!);                                       // (N, out) = z B_allᵀ
             return y.addmm_(x2, _baseT!);                                                 // y += x Wᵀ
         }
         var all = x2.matmul(_fusedT!);                                                    // (N, out + ΣR + L + pad)
-        RoutingKernel.Apply(kernel, all, outF, _gateColumn, _n, r, k, _routing.Temperature);
+        route(all, outF, _gateColumn, r);
         return all.narrow(1, 0, outF).addmm_(all.narrow(1, outF, R), _bT!);              // y += z B_allᵀ
     }
 
@@ -197,26 +198,6 @@ public sealed class MeteoraLinear : Linear
         if (rows) return _rowKernel ??= RoutingKernel.TryGetRows(device, out _);
         _routingKernel ??= RoutingKernel.TryGet(device, out _) is { } k ? k : null;
         return _routingKernel;
-    }
-
-    /// <summary>
-    /// <see cref="KernelDense"/> with per-row routing (serving): the kernel reads each batch row's mode, top-k and
-    /// temperature from <paramref name="rows"/> and adds the rows' last-token weights into its usage.
-    /// </summary>
-    private Tensor KernelDenseRows(Tensor x2, Runtime.CudaKernel kernel, RowRouting rows, long perRow)
-    {
-        int outF = Site.OutFeatures, R = Adapters.TotalRank, r = Adapters.UniformRank!.Value;
-        int group = rows.GroupOf(Site.Layer);
-        if (x2.shape[0] >= SplitGemmMinTokens)
-        {
-            var h = x2.matmul(_adapterT!);                                                // (N, ΣR + L + pad)
-            RoutingKernel.ApplyRows(kernel, h, 0, _gateColumn - outF, _n, r, rows, (int)perRow, group);
-            var y = h.narrow(1, 0, R).matmul(_bT!);                                       // (N, out) = z B_allᵀ
-            return y.addmm_(x2, _baseT!);                                                 // y += x Wᵀ
-        }
-        var all = x2.matmul(_fusedT!);                                                    // (N, out + ΣR + L + pad)
-        RoutingKernel.ApplyRows(kernel, all, outF, _gateColumn, _n, r, rows, (int)perRow, group);
-        return all.narrow(1, 0, outF).addmm_(all.narrow(1, outF, R), _bT!);              // y += z B_allᵀ
     }
 
     /// <summary>

@@ -201,7 +201,7 @@ public static unsafe class RoutingKernel
     /// </summary>
     public static void Apply(CudaKernel kernel, Tensor h, long zColumn, long gateColumn, int adapters, int rank, int topK, double temperature)
     {
-        IntPtr data = StorageData(h.Handle) + (nint)(h.storage_offset() * 2);
+        IntPtr data = DataOf(h, 2);
         long ld = h.stride(0);
         int rows = (int)h.shape[0], zCol = (int)zColumn, gateCol = (int)gateColumn, L = adapters, r = rank, k = topK;
         float invT = (float)(1.0 / temperature);
@@ -219,7 +219,7 @@ public static unsafe class RoutingKernel
     /// </summary>
     public static void ApplyRows(CudaKernel kernel, Tensor h, long zColumn, long gateColumn, int adapters, int rank, RowRouting rows, int perRow, int group)
     {
-        IntPtr data = StorageData(h.Handle) + (nint)(h.storage_offset() * 2);
+        IntPtr data = DataOf(h, 2);
         IntPtr mode = DataOf(rows.Mode, 8), topK = DataOf(rows.TopK, 8), temperature = DataOf(rows.Temperature, 4);
         IntPtr usage = rows.Usage is { } u ? DataOf(u, 4) : IntPtr.Zero;
         long ld = h.stride(0);

@@ -1,3 +1,4 @@
+using Meteora.Generation;
 using Meteora.Tokenization;
 using TorchSharp;
 using static TorchSharp.torch;
@@ -57,14 +58,7 @@ public static class RowSampler
     {
         using var scope = NewDisposeScope();
         using var t = request.Sampling.Temperature.ToScalar();   // held for the op (see RmsNorm)
-        var probs = row.div(t).softmax(-1);                                                  // (V,)
-        if (request.Sampling.TopP < 1.0)
-        {
-            var (sorted, order) = probs.sort(-1, descending: true);
-            var before = sorted.cumsum(-1) - sorted;                                         // mass strictly before each token
-            sorted = sorted.masked_fill(before > request.Sampling.TopP, 0);                  // the first token always stays
-            probs = zeros_like(probs).scatter_(-1, order, sorted);
-        }
+        var probs = TokenSampler.Nucleus(row.div(t).softmax(-1), request.Sampling.TopP);   // (V,)
         return (int)multinomial(probs, 1, false, request.Random).item<long>();
     }
 

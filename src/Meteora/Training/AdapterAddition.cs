@@ -93,7 +93,7 @@ public static class AdapterAddition
             adapters.ForEach(a => a.Dispose());
             throw;
         }
-        var newTargets = ProjectionSite.AllNames.Where(n => adapters[^1].Weights.Keys.Any(k => k.EndsWith("." + n)));
+        var newTargets = LoraAdapter.TargetNames([adapters[^1]]);
         var targets = ProjectionSite.AllNames.Where(n => old.TargetModules.Contains(n) || newTargets.Contains(n)).ToList();
         using var m = MeteoraModel.Build(baseFolder, adapters, targets, device, dtype);
         m.Configure(Math.Min(old.TopK, adapters.Count), old.Temperature, MixingStrategy.Dense);
@@ -119,8 +119,7 @@ public static class AdapterAddition
     private static (List<string> Replay, List<string> NotReplayed) CheckData(string dataFolder, string added, IReadOnlyList<string> oldNames)
     {
         if (!Directory.Exists(dataFolder)) throw new MeteoraException($"{dataFolder}: data folder not found");
-        var tasks = Directory.GetDirectories(dataFolder).Where(d => File.Exists(Path.Combine(d, "train.jsonl")))
-            .Select(Path.GetFileName).OfType<string>().Order(StringComparer.Ordinal).ToList();
+        var tasks = TaskData.TaskNames(dataFolder);
         if (!tasks.Contains(added)) throw new MeteoraException($"{dataFolder}: no task folder '{added}' (with train.jsonl) for the new adapter");
         var strangers = tasks.Where(t => t != added && !oldNames.Contains(t)).ToList();
         if (strangers.Count > 0)

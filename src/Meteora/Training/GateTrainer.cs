@@ -81,7 +81,7 @@ public static class GateTrainer
         progress.Message($"{adapters.Count} tasks: {string.Join(", ", adapters.Select((a, i) => $"{i}={a.Name} ({train.Count(e => e.Task == i)}+{eval.Count(e => e.Task == i)})"))} train+eval examples");
 
         var loaded = adapters.Select(a => LoraAdapter.Load(a.Folder, config, a.Name)).ToList();
-        var targets = ProjectionSite.AllNames.Where(n => loaded.Any(a => a.Weights.Keys.Any(k => k.EndsWith("." + n)))).ToList();
+        var targets = LoraAdapter.TargetNames(loaded);
         using var m = MeteoraModel.Build(baseFolder, loaded, targets, device, dtype, gate.TrainAdapters ? ScalarType.Float32 : null);
         m.Configure(gate.TopK, gate.Temperature, MixingStrategy.Dense);
         var objective = new MeteoraObjective(m, gate.GateLossWeight, gate.TrainAdapters, Path.GetFullPath(baseFolder),
@@ -169,8 +169,7 @@ public static class GateTrainer
     public static void CheckTasks(string dataFolder, IReadOnlyList<string> adapterNames)
     {
         if (!Directory.Exists(dataFolder)) throw new MeteoraException($"{dataFolder}: data folder not found");
-        var tasks = Directory.GetDirectories(dataFolder).Where(d => File.Exists(Path.Combine(d, "train.jsonl")))
-            .Select(Path.GetFileName).OfType<string>().ToHashSet();
+        var tasks = TaskData.TaskNames(dataFolder).ToHashSet();
         var noAdapter = tasks.Except(adapterNames).Order(StringComparer.Ordinal).ToList();
         var noTask = adapterNames.Except(tasks).Order(StringComparer.Ordinal).ToList();
         if (noAdapter.Count > 0 || noTask.Count > 0)

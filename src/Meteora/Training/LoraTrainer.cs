@@ -25,7 +25,7 @@ public static class LoraTrainer
     {
         if (File.Exists(Path.Combine(folder, "train.jsonl")) || !Directory.Exists(folder))
             return (TaskData.ReadTrain(folder).Select(e => (e, 0)).ToList(), TaskData.ReadTestIfPresent(folder)?.Select(e => (e, 0)).ToList());
-        var tasks = Directory.GetDirectories(folder).Where(d => File.Exists(Path.Combine(d, "train.jsonl"))).Order(StringComparer.Ordinal).ToList();
+        var tasks = TaskData.TaskNames(folder).Select(t => Path.Combine(folder, t)).ToList();
         if (tasks.Count == 0) throw new MeteoraException($"{folder}: no train.jsonl, and no task folders with one");
         var train = tasks.SelectMany((d, i) => TaskData.ReadTrain(d).Select(e => (e, i))).ToList();
         var test = tasks.SelectMany((d, i) => (TaskData.ReadTestIfPresent(d) ?? []).Select(e => (e, i))).ToList();

@@ -37,6 +37,11 @@ public static class TaskData
         return examples;
     }
 
+    /// <summary>Names of the task folders (those holding train.jsonl) directly inside <paramref name="dataFolder"/>, in ordinal order.</summary>
+    public static List<string> TaskNames(string dataFolder) =>
+        Directory.GetDirectories(dataFolder).Where(d => File.Exists(Path.Combine(d, "train.jsonl")))
+            .Select(Path.GetFileName).OfType<string>().Order(StringComparer.Ordinal).ToList();
+
     /// <summary>train.jsonl of a task folder.</summary>
     public static List<TaskExample> ReadTrain(string taskFolder) => ReadJsonl(Checked(taskFolder, "train.jsonl"));
 
