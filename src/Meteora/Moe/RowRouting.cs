@@ -41,8 +41,8 @@ public sealed class RowRouting : IDisposable
     public Tensor Temperature { get; }
     /// <summary>(B, G, N) float32 routing weights summed over the projections of each layer group; null = not recorded.</summary>
     public Tensor? Usage { get; }
-    /// <summary>Largest top-k among the gate-routed rows as last uploaded (1 when none): the routing kernel takes at most 8.</summary>
-    public int MaxTopK { get; private set; } = 1;
+    /// <summary>Largest top-k among the gate-routed rows (1 when none): the routing kernel takes at most 8.</summary>
+    public int MaxTopK => (int)Enumerable.Range(0, Rows).Where(i => _mode[i] == GatesMode).Select(i => _topK[i]).DefaultIfEmpty(1).Max();
     /// <summary>Layer groups G of <see cref="Usage"/>.</summary>
     public int Groups { get; }
     /// <summary>Decoder layers the groups split.</summary>
@@ -67,15 +67,15 @@ public sealed class RowRouting : IDisposable
     }
 
     /// <summary>Layer group of decoder layer <paramref name="layer"/>: layers split into G contiguous, near-equal runs.</summary>
-    public int GroupOf(int layer) => Groups == 0 ? 0 : Math.Min(Groups - 1, layer * Groups / Math.Max(1, Layers));
+    public int GroupOf(int layer) => GroupOf(layer, Groups, Layers);
 
-    /// <summary>First and last layer (inclusive) of group <paramref name="group"/>.</summary>
-    public (int First, int Last) LayersOf(int group)
-    {
-        int first = Enumerable.Range(0, Layers).First(l => GroupOf(l) == group);
-        int last = Enumerable.Range(0, Layers).Last(l => GroupOf(l) == group);
-        return (first, last);
-    }
+    /// <summary>Layer group of <paramref name="layer"/> when <paramref name="layers"/> layers form <paramref name="groups"/> groups.</summary>
+    public static int GroupOf(int layer, int groups, int layers) => groups == 0 ? 0 : Math.Min(groups - 1, layer * groups / Math.Max(1, layers));
+
+    /// <summary>First and last layer (inclusive) of each of <paramref name="groups"/> groups of <paramref name="layers"/> layers.</summary>
+    public static (int First, int Last)[] GroupLayers(int groups, int layers) =>
+        Enumerable.Range(0, groups).Select(g => (Enumerable.Range(0, layers).First(l => GroupOf(l, groups, layers) == g),
+            Enumerable.Range(0, layers).Last(l => GroupOf(l, groups, layers) == g))).ToArray();
 
     /// <summary>Routes row <paramref name="row"/> by the gates with its own top-k and temperature (call <see cref="Upload"/> after the changes).</summary>
     public void SetGates(int row, int topK, double temperature)
@@ -104,7 +104,6 @@ public sealed class RowRouting : IDisposable
         using var noGrad = no_grad();
         using var mode = tensor(_mode); using var topK = tensor(_topK); using var temperature = tensor(_temperature);
         Mode.copy_(mode); TopK.copy_(topK); Temperature.copy_(temperature);
-        MaxTopK = (int)Enumerable.Range(0, Rows).Where(i => _mode[i] == GatesMode).Select(i => _topK[i]).DefaultIfEmpty(1).Max();
         foreach (var (tokensPerRow, settings) in _perTokens) Fill(settings, tokensPerRow);
     }
 

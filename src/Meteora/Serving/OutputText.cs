@@ -12,13 +12,16 @@ public sealed class OutputText
 {
     private readonly StreamingDetokenizer _detokenizer;
     private readonly IReadOnlyList<string> _stop;
-    private readonly System.Text.StringBuilder _text = new();
+    private readonly int _keep;        // released characters kept for matching: the longest stop string − 1
+    private string _seen = "";         // the last _keep released characters
+    private string _pending = "";      // text not released yet (held back, or not yet checked)
     private int _released;
 
     public OutputText(HfTokenizer tokenizer, IEnumerable<int> promptIds, IReadOnlyList<string> stop)
     {
         _detokenizer = new StreamingDetokenizer(tokenizer, promptIds);
         _stop = stop;
+        _keep = stop.Count == 0 ? 0 : stop.Max(x => x.Length) - 1;
     }
 
     /// <summary>Characters released so far (the offset of the next piece).</summary>
@@ -31,7 +34,7 @@ public sealed class OutputText
     public string Add(int id)
     {
         if (Stopped) return "";
-        _text.Append(_detokenizer.Add(id));
+        _pending += _detokenizer.Add(id);
         return Release(final: false);
     }
 
@@ -39,30 +42,35 @@ public sealed class OutputText
     public string Flush()
     {
         if (Stopped) return "";
-        _text.Append(_detokenizer.Flush());
+        _pending += _detokenizer.Flush();
         return Release(final: true);
     }
 
+    /// <summary>
+    /// Releases what can no longer be part of a stop string. Only a window is searched — the last released
+    /// characters that a stop string could still start in, and the pending text — so a token's cost does not grow
+    /// with the length of the output.
+    /// </summary>
     private string Release(bool final)
     {
-        string text = _text.ToString();
-        int end = text.Length;
+        int end = _pending.Length;                                     // release _pending[..end]
         if (_stop.Count > 0)
         {
-            // Search from where a stop string could start that was not complete before.
-            int from = Math.Max(0, _released - _stop.Max(s => s.Length) + 1);
-            int found = _stop.Select(s => text.IndexOf(s, from, StringComparison.Ordinal)).Where(i => i >= 0).DefaultIfEmpty(-1).Min();
+            string window = _seen + _pending;
+            int found = _stop.Select(s => window.IndexOf(s, StringComparison.Ordinal)).Where(i => i >= 0).DefaultIfEmpty(-1).Min();
             if (found >= 0)
             {
                 Stopped = true;
-                end = Math.Max(found, _released);
+                end = Math.Max(found - _seen.Length, 0);
             }
             else if (!final)
-                end = text.Length - LongestPartialStop(text);
+                end = Math.Max(_pending.Length - LongestPartialStop(window), 0);
         }
-        if (end <= _released) return "";
-        string piece = text[_released..end];
-        _released = end;
+        if (end == 0) return "";
+        string piece = _pending[..end];
+        _pending = _pending[end..];
+        _released += end;
+        _seen = _keep == 0 ? "" : (_seen + piece)[Math.Max(0, _seen.Length + piece.Length - _keep)..];
         return piece;
     }
 

@@ -63,13 +63,9 @@ public sealed class ServingEngine : IDisposable
         _rows = new EngineRequest?[options.MaxBatch];
         int n = model.AdapterNames.Count, layers = config.NumHiddenLayers, groups = Math.Min(options.RoutingGroups, layers);
         if (model.Meteora is not null) _prefillRouting = new RowRouting(1, n, layers, groups, model.Lm.Device);
-        var probe = new RowRouting(1, Math.Max(1, n), layers, groups, CPU);
-        using (probe)
-        {
-            RoutingGroups = Enumerable.Range(0, probe.Groups).Select(probe.LayersOf).ToArray();
-            _groupProjections = new int[probe.Groups];
-            foreach (var p in model.Meteora?.Projections ?? []) _groupProjections[probe.GroupOf(p.Site.Layer)]++;
-        }
+        RoutingGroups = RowRouting.GroupLayers(groups, layers);
+        _groupProjections = new int[groups];
+        foreach (var p in model.Meteora?.Projections ?? []) _groupProjections[RowRouting.GroupOf(p.Site.Layer, groups, layers)]++;
         _selections = new long[RoutingGroups.Count, n];
         if (options.CudaGraphs && DecodeGraphs.Available(model.Lm))
             _graphs = new DecodeGraphs(model.Lm, model.Meteora, _cache, MaxContext + 1, RoutingGroups.Count);
@@ -93,10 +89,7 @@ public sealed class ServingEngine : IDisposable
             throw new ServingRequestException($"This model's maximum context length is {MaxContext} tokens. However, you requested "
                 + $"{prompt.Length + sampling.MaxTokens} tokens ({prompt.Length} in the prompt, {sampling.MaxTokens} for the completion). "
                 + "Please reduce the prompt or max_tokens.", "max_tokens", "context_length_exceeded");
-        if (route.Mode != RouteMode.Base && _model.Meteora is null)
-            throw new ServingRequestException("this server has no adapters", "model", "model_not_found");
-        if (route.Mode == RouteMode.Gates && !(route.Temperature >= RowRouting.MinTemperature))
-            throw new ServingRequestException($"meteora.temperature: {route.Temperature} must be at least {RowRouting.MinTemperature}", "meteora.temperature");
+        CheckRoute(route);
         var request = new EngineRequest(id, prompt, sampling, route, new OutputText(_model.Tokenizer, prompt, sampling.Stop), cancellation);
         lock (_lock)
         {
@@ -114,6 +107,24 @@ public sealed class ServingEngine : IDisposable
         try { _wake.Release(); }
         catch (ObjectDisposedException) { throw new EngineBusyException("the server is shutting down", stopping: true); }
         return request;
+    }
+
+    /// <summary>
+    /// A route the engine's rows can take, checked here once rather than failing a batched step later: adapters to
+    /// route between, the gates' top-k within 1…N and temperature ≥ <see cref="RowRouting.MinTemperature"/>, a forced
+    /// adapter that exists.
+    /// </summary>
+    private void CheckRoute(RouteChoice route)
+    {
+        int n = _model.AdapterNames.Count;
+        if (route.Mode != RouteMode.Base && _model.Meteora is null)
+            throw new ServingRequestException("this server has no adapters", "model", "model_not_found");
+        if (route.Mode == RouteMode.Gates && (route.TopK < 1 || route.TopK > n))
+            throw new ServingRequestException($"meteora.top_k: {route.TopK} must be between 1 and the {n} adapters", "meteora.top_k");
+        if (route.Mode == RouteMode.Gates && !(route.Temperature >= RowRouting.MinTemperature && double.IsFinite(route.Temperature)))
+            throw new ServingRequestException($"meteora.temperature: {route.Temperature} must be a number ≥ {RowRouting.MinTemperature}", "meteora.temperature");
+        if (route.Mode == RouteMode.Adapter && (route.Adapter < 0 || route.Adapter >= n))
+            throw new ServingRequestException($"adapter {route.Adapter} is outside 0…{n - 1}", "model", "model_not_found");
     }
 
     /// <summary>How often each adapter had the largest mean weight in each layer group, over gate-routed tokens: (G, N).</summary>
@@ -314,7 +325,7 @@ public sealed class ServingEngine : IDisposable
         r.Generated.Add(pick.Token);
         string text = r.Text.Add(pick.Token);
         var routing = usage is not null && (r.Route.ReturnRouting || r.Route.Mode == RouteMode.Gates) ? RoutingOf(usage, row) : null;
-        if (routing is not null && r.Route.Mode == RouteMode.Gates && r.Id != "warmup") CountSelections(routing);
+        if (routing is not null && r.Route.Mode == RouteMode.Gates) CountSelections(routing);   // the warm-up's are cleared after it
         var bytes = _model.Tokenizer.TokenBytes(pick.Token);
         r.Emit(new TokenEvent(pick.Token, text, System.Text.Encoding.UTF8.GetString(bytes), bytes, pick.Logprob, pick.Top,
             r.Route.ReturnRouting ? routing : null, offset, Steps));

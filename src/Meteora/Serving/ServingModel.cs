@@ -1,5 +1,6 @@
 using Meteora.Generation;
 using Meteora.Llama;
+using Meteora.Lora;
 using Meteora.Moe;
 using Meteora.Tokenization;
 using static TorchSharp.torch;
@@ -61,10 +62,7 @@ public sealed class ServingModel : IDisposable
             }
             if (adaptersDir is not null)
             {
-                if (!Directory.Exists(adaptersDir)) throw new MeteoraException($"--adapters-dir: {adaptersDir} does not exist");
-                var folders = Directory.GetDirectories(adaptersDir).Where(d => File.Exists(Path.Combine(d, "adapter_config.json")))
-                    .OrderBy(d => Path.GetFileName(d), StringComparer.Ordinal).Select(d => (Path.GetFileName(d), d)).ToList();
-                if (folders.Count == 0) throw new MeteoraException($"--adapters-dir: {adaptersDir} holds no adapter folder (a folder with adapter_config.json)");
+                var folders = LoraAdapter.FoldersIn(adaptersDir).Select(d => (Path.GetFileName(d), d)).ToList();
                 var arrow = ArrowModel.Load(baseFolder, folders, device, dtype, topK ?? Math.Min(ArrowModel.DefaultTopK, folders.Count), temperature ?? 1.0);
                 meteora = arrow.Meteora;
                 meteora.Configure(strategy: strategy);
@@ -87,19 +85,15 @@ public sealed class ServingModel : IDisposable
 
     /// <summary>
     /// The routing for model name <paramref name="model"/> and the request's routing fields (null = the defaults).
-    /// Throws <see cref="ServingRequestException"/> with code <c>model_not_found</c> for unknown names.
+    /// Throws <see cref="ServingRequestException"/> with code <c>model_not_found</c> for unknown names; the
+    /// engine checks the values when the request is submitted.
     /// </summary>
     public RouteChoice Choose(string model, int? topK, double? temperature, bool returnRouting)
     {
         if (model == BaseName) return RouteChoice.Base with { ReturnRouting = returnRouting && Meteora is not null };
         if (Meteora is not null && model == MeteoraName)
         {
-            int k = topK ?? DefaultTopK;
-            if (k < 1 || k > AdapterNames.Count)
-                throw new ServingRequestException($"meteora.top_k: {k} must be between 1 and the {AdapterNames.Count} adapters", "meteora.top_k");
-            double t = temperature ?? DefaultTemperature;
-            if (!(t >= RowRouting.MinTemperature && double.IsFinite(t))) throw new ServingRequestException($"meteora.temperature: {t} must be a number ≥ {RowRouting.MinTemperature}", "meteora.temperature");
-            return new RouteChoice(RouteMode.Gates, -1, k, t, returnRouting);
+            return new RouteChoice(RouteMode.Gates, -1, topK ?? DefaultTopK, temperature ?? DefaultTemperature, returnRouting);
         }
         int index = AdapterNames.ToList().IndexOf(model);
         if (index < 0)
