@@ -80,10 +80,16 @@ public sealed class MeteoraServer : IAsyncDisposable
             await _metrics.WriteAsync(http.Response.Body, http.RequestAborted);
         });
         app.MapGet("/", http => RoutingPage.WriteAsync(http));
-        app.MapFallback(http => Guarded(http, () => throw new ApiException(
-            HttpMethods.IsGet(http.Request.Method) || HttpMethods.IsPost(http.Request.Method) ? 404 : 405,
-            $"{http.Request.Method} {http.Request.Path} is not an endpoint of this server", null, "not_found")));
+        // Anything else: 405 (with OpenAI's error object) for a wrong method on one of the paths above, else 404.
+        app.MapFallback(http => Guarded(http, () => throw (IsEndpointPath(http.Request.Path)
+            ? new ApiException(405, $"{http.Request.Method} is not allowed on {http.Request.Path}", null, "method_not_allowed")
+            : new ApiException(404, $"{http.Request.Method} {http.Request.Path} is not an endpoint of this server", null, "not_found"))));
     }
+
+    private static readonly HashSet<string> EndpointPaths = ["/v1/completions", "/v1/chat/completions", "/v1/models", "/health", "/ready", "/metrics", "/"];
+
+    private static bool IsEndpointPath(PathString path) =>
+        EndpointPaths.Contains(path.Value ?? "") || path.StartsWithSegments("/v1/models");
 
     /// <summary>Answers any failure with OpenAI's error object: ours with their status, malformed bodies 400/413, the rest 500.</summary>
     private static async Task Guarded(HttpContext http, Func<Task> action)

@@ -179,6 +179,13 @@ public class OpenAiServerTests(TinyServer server) : IClassFixture<TinyServer>
         Assert.True(tiny == 200, tinyBody.ToString());
         var (_, missing, notFound) = await server.Post("/v1/nothing", "{}");
         Assert.Equal(404, (int)notFound.StatusCode);
+        Assert.True(missing.TryGetProperty("error", out _));
+        // A wrong method on a known path: ASP.NET Core's 405, with OpenAI's error object.
+        var wrongMethod = await server.Http.GetAsync("/v1/completions");
+        Assert.Equal(405, (int)wrongMethod.StatusCode);
+        var body = JsonDocument.Parse(await wrongMethod.Content.ReadAsStringAsync()).RootElement.GetProperty("error");
+        Assert.Equal("method_not_allowed", body.GetProperty("code").GetString());
+        Assert.Contains("GET", body.GetProperty("message").GetString());
         // The server is still fine afterwards.
         Assert.Equal(200, (await server.Post("/v1/completions", new { model = "base", prompt = "a", max_tokens = 1 })).Status);
     }
