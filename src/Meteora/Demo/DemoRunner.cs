@@ -138,9 +138,11 @@ public sealed class DemoRunner
         var loraOptions = new TrainingOptions
         {
             LearningRate = _s.LoraLr, WeightDecay = 0.01, Steps = _s.LoraSteps, BatchSize = _s.LoraBatch, EvalLimit = 64,
-            MaxSeqLen = 128 + (_s.LoraInContextShare > 0 ? _s.LoraInContextChars : 0),    // the suite's examples fit 128 tokens
+            // The suite's examples fit 128 tokens; 384 more for in-context text or for restated lists.
+            MaxSeqLen = 128 + (_s.LoraInContextShare > 0 || _s.LoraRestateShare > 0 ? Math.Max(_s.LoraInContextChars, 384) : 0),
             ReplayRows = _s.LoraReplayRows, ReplaySeqLen = _s.LoraReplaySeqLen,
             InContextShare = _s.LoraInContextShare, InContextChars = _s.LoraInContextChars,
+            RestateShare = _s.LoraRestateShare, RestateItems = _s.RestateItems, RestateCopyWeight = _s.RestateCopyWeight,
         };
         Stage("task LoRAs", () =>
         {
@@ -174,8 +176,9 @@ public sealed class DemoRunner
             var options = new TrainingOptions
             {
                 LearningRate = _s.GateLr, WeightDecay = 0.01, ClipNorm = 0.3, Steps = _s.GateSteps, BatchSize = _s.GateBatch,
-                MaxSeqLen = 128 + (_s.GateInContextShare > 0 ? _s.GateInContextChars : 0), Balance = true, EvalLimit = 128,
+                MaxSeqLen = 128 + (_s.GateInContextShare > 0 || _s.GateRestateShare > 0 ? Math.Max(_s.GateInContextChars, 384) : 0), Balance = true, EvalLimit = 128,
                 InContextShare = _s.GateInContextShare, InContextChars = _s.GateInContextChars,
+                RestateShare = _s.GateRestateShare, RestateItems = _s.RestateItems, RestateCopyWeight = _s.RestateCopyWeight,
             };
             var r = GateTrainer.Train(BaseDir, tasks.Select(t => (t, Path.Combine(AdaptersDir, t))).ToList(), TasksDir, MeteoraDir, gate,
                 options, _device, _dtype, _progress("MeteoRA gates"), cancel);

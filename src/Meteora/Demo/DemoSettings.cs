@@ -64,7 +64,8 @@ public sealed record DemoSettings
     /// <summary>The fields that decide how the base and the task adapters are built (what --from-scratch uses), as text.</summary>
     public string BuildRecipe() =>
         $"{BaseLayers} {BaseHidden} {BaseIntermediate} {BaseHeads} {BaseKvHeads} {BaseSteps} {BaseBatch} {BaseSeqLen} {BaseLr} {BaseWeightDecay} {BaseShardMb} " +
-        $"{LoraRank} {LoraTargetRegex} {LoraSteps} {string.Join(',', LoraStepsByTask.OrderBy(kv => kv.Key).Select(kv => $"{kv.Key}={kv.Value}"))} {LoraBatch} {LoraLr} {LoraBSteps} {LoraReplayRows} {LoraReplaySeqLen} {LoraInContextShare} {LoraInContextChars}";
+        $"{LoraRank} {LoraTargetRegex} {LoraSteps} {string.Join(',', LoraStepsByTask.OrderBy(kv => kv.Key).Select(kv => $"{kv.Key}={kv.Value}"))} {LoraBatch} {LoraLr} {LoraBSteps} {LoraReplayRows} {LoraReplaySeqLen} {LoraInContextShare} {LoraInContextChars}" +
+        (LoraRestateShare > 0 ? $" restate {LoraRestateShare} {RestateItems} {RestateCopyWeight}" : "");
 
     /// <summary>LoRA steps for <paramref name="task"/>.</summary>
     public int LoraStepsFor(string task) => LoraStepsByTask.TryGetValue(task, out int steps) ? steps : LoraSteps;
@@ -94,6 +95,17 @@ public sealed record DemoSettings
     public double LoraInContextShare { get; init; } = 0.5;
     /// <summary>Longest generic text before an in-context example, in characters.</summary>
     public int LoraInContextChars { get; init; } = 384;
+    /// <summary>
+    /// Share of each task's (and LoRA-B's) training examples turned into restated lists (<c>train-lora --restate</c>):
+    /// problems listed, then restated with their answers, the restated lines in the loss. A task adapter trained only
+    /// on "prompt → response" never predicts its own prompt's tokens, and restating its problem is how a composite
+    /// answer line starts.
+    /// </summary>
+    public double LoraRestateShare { get; init; } = 0.5;
+    /// <summary>Most problems per restated list (LoRAs and gates).</summary>
+    public int RestateItems { get; init; } = 3;
+    /// <summary>LM-loss weight of a restated problem's tokens against its answer's 1 (<c>--restate-copy-weight</c>).</summary>
+    public double RestateCopyWeight { get; init; } = 0.1;
 
     /// <summary>
     /// Top-k of the gates' training form: top-1 (on the former 4-layer base, top-1 training routed better at top-1 and
@@ -118,6 +130,12 @@ public sealed record DemoSettings
     public double GateInContextShare { get; init; } = 0;
     /// <summary>Longest generic text before an in-context gate example, in characters.</summary>
     public int GateInContextChars { get; init; } = 384;
+    /// <summary>
+    /// Share of the gates' training examples turned into restated lists of problems from different tasks
+    /// (<c>train-gate --restate</c>), every token labelled with its line's task: the gates see a problem restated after
+    /// a list whose next line belongs to another task, as in a composite answer block.
+    /// </summary>
+    public double GateRestateShare { get; init; } = 0.5;
 
     /// <summary>Test examples per task in the per-task table.</summary>
     public int EvalLimit { get; init; } = 50;

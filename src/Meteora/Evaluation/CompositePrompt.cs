@@ -52,21 +52,19 @@ public static partial class CompositePrompt
     }
 
     /// <summary>Answer line <paramref name="number"/> of a solved block: the problem restated, then its answer.</summary>
-    public static string AnswerLine(int number, string prompt, string answer) => $"{number}. {prompt} {answer}";
+    public static string AnswerLine(int number, string prompt, string answer) => RestatedLists.AnswerLine(number, prompt, answer);
 
     /// <summary>A "Problems:" block: the prompts on numbered lines.</summary>
     public static void AppendProblems(StringBuilder sb, IEnumerable<string> prompts)
     {
         sb.AppendLine("Problems:");
         int i = 1;
-        foreach (var p in prompts) sb.AppendLine($"{i++}. {p}");
+        foreach (var p in prompts) sb.AppendLine(RestatedLists.ListLine(i++, p));
     }
 
     [GeneratedRegex(@"^\s*(\d+)\.\s*(.*?)\s*$")] private static partial Regex NumberedLine();
-    [GeneratedRegex(@"\s*[\r\n]+\s*")] private static partial Regex LineBreaks();
-
     /// <summary>The text trimmed, with every line break (and the spaces around it) turned into one space.</summary>
-    public static string OneLine(string text) => LineBreaks().Replace(text.Trim(), " ");
+    public static string OneLine(string text) => RestatedLists.OneLine(text);
 
     /// <summary>
     /// Answers by number from "i. …" lines, one per problem of <paramref name="prompts"/>: a line that restates its

@@ -114,6 +114,9 @@ public sealed class HfTokenizer : IDisposable
         return ids[_leadingSpecial..(ids.Length - _trailingSpecial)];
     }
 
+    /// <summary>The special tokens the post-processor puts before any text (BOS for LLaMA tokenizers; may be empty).</summary>
+    public int[] LeadingSpecialIds => _inner.Encode("").Select(i => (int)i).Take(_leadingSpecial).ToArray();
+
     /// <summary>Text of <paramref name="ids"/>, special tokens skipped.</summary>
     public string Decode(IEnumerable<int> ids) => _inner.Decode(ids.Select(i => (uint)i).ToArray());
 

@@ -13,6 +13,12 @@ public sealed record EncodedExample(int[] Ids, bool[] LossMask, int Task, bool T
     /// (<see cref="SequenceEncoder.Pack"/>); null: every position is <see cref="Task"/>'s.
     /// </summary>
     public int[]? TokenTasks { get; init; }
+    /// <summary>
+    /// Weight of each position's term in the LM loss (the prediction of ids[t+1]; only where <see cref="LossMask"/> is
+    /// set); null: 1 everywhere. Restated-list sequences weigh the copied problems below the answers
+    /// (<see cref="TrainingOptions.RestateCopyWeight"/>).
+    /// </summary>
+    public float[]? LossWeights { get; init; }
 
     /// <summary>Number of positions that count in the loss.</summary>
     public int LossTokens => LossMask.Count(m => m);

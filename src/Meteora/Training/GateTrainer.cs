@@ -74,6 +74,8 @@ public static class GateTrainer
             train.AddRange(order.Skip(held).Order().Select(i => encoder.Encode(rows[i], task, InContextExamples.ContextFor(task * 1_000_000 + i, options))));
             trainRows.AddRange(order.Skip(held).Order().Select(i => (rows[i], task)));
         }
+        if (options.RestateShare > 0)   // restated-list sequences replace a share of the examples (of other tasks beside each)
+            train = train.Select((e, i) => RestatedLists.RoundsFor(i, trainRows, options) is { } rounds ? encoder.Restated(rounds, trainRows[i].Task, options.RestateCopyWeight) : e).ToList();
         if (gate.Pack > 1) train = Packed(trainRows, Math.Min(gate.Pack, adapters.Count), options.Seed, encoder);
         eval = Interleave(eval);   // evaluation takes the first --eval-limit examples: every task must be among them
         int truncated = train.Count(e => e.Truncated) + eval.Count(e => e.Truncated);

@@ -46,7 +46,7 @@ public sealed class LoraObjective : ITrainingObjective
     {
         _lm.train(training);
         var logits = _lm.forward(batch.Ids);                                           // (B, T, V)
-        var loss = LanguageModelLoss.CrossEntropy(logits, batch.Labels);
+        var loss = LanguageModelLoss.CrossEntropy(logits, batch.Labels, batch.LossWeights);
         return (loss, new Dictionary<string, double> { ["loss"] = loss.item<float>() });
     }
 

@@ -29,7 +29,7 @@ public static class MeteoraLoss
         try { logits = m.Model.forward(batch.Ids); }                                   // (B, T, V)
         finally { m.Attach(null); m.Routing.TrainingForm = trainingForm; }
 
-        var lm = LanguageModelLoss.CrossEntropy(logits, batch.Labels);
+        var lm = LanguageModelLoss.CrossEntropy(logits, batch.Labels, batch.LossWeights);
         var mask = batch.GateMask;                                                       // (B, T)
         var targets = batch.TokenTasks.masked_select(mask);                               // (M,) task per gated position
         Tensor sum = zeros(1, ScalarType.Float32, logits.device);

@@ -48,6 +48,57 @@ public sealed class SequenceEncoder
     }
 
     /// <summary>
+    /// Rounds of problems listed, then restated with their answers (<see cref="RestatedLists"/>): per round the list
+    /// lines "i. prompt", then the answer lines "i. prompt" + " response", each ending in a newline (EOS after the
+    /// last). The answer lines are in the LM loss — the restated problem at <paramref name="copyWeight"/>, the answer and
+    /// the newline that ends the line at 1 — and the list lines only when the loss is not response-only (at
+    /// <paramref name="copyWeight"/>). Every token is labelled with its line's task. Leading rounds are dropped while the
+    /// sequence is longer than the maximum; a last round that is still too long is cut.
+    /// </summary>
+    /// <param name="rounds">the problems of each round, with their tasks</param>
+    /// <param name="group">the sequence's group for --balance (the task of the example it was built for)</param>
+    /// <param name="copyWeight">LM-loss weight of a restated (or, without response-only, listed) problem's tokens</param>
+    public EncodedExample Restated(IReadOnlyList<IReadOnlyList<(TaskExample Example, int Task)>> rounds, int group, double copyWeight = 1.0)
+    {
+        if (rounds.Count == 0 || rounds.Any(r => r.Count == 0)) throw new ArgumentException("nothing to restate", nameof(rounds));
+        float copy = (float)copyWeight;
+        float? listWeight = _responseOnly ? null : copy;                                  // null: not in the loss
+        // Per round: (text, task, loss weight) pieces, tokenized without special tokens; an answer line is two pieces.
+        var encoded = rounds.Select(round =>
+            round.Select((p, i) => (Text: RestatedLists.ListLine(i + 1, p.Example.Prompt) + "\n", p.Task, Weight: listWeight))
+                 .Concat(round.SelectMany((p, i) => new[]
+                 {
+                     (Text: RestatedLists.ListLine(i + 1, p.Example.Prompt), p.Task, Weight: (float?)copy),
+                     (Text: " " + RestatedLists.OneLine(p.Example.Response) + "\n", p.Task, Weight: (float?)1f),
+                 }))
+                 .Select(l => (Ids: _tokenizer.Encode(l.Text, addSpecialTokens: false), l.Task, l.Weight)).ToList()).ToList();
+        var bos = _tokenizer.LeadingSpecialIds;                                           // BOS (or nothing, for a tokenizer without one)
+        int first = 0;
+        while (first < encoded.Count - 1 && bos.Length + encoded.Skip(first).Sum(r => r.Sum(l => l.Ids.Length)) + 1 > _maxLength) first++;
+        var ids = new List<int>(bos);
+        var weightOf = new List<float?>(Enumerable.Repeat((float?)null, bos.Length));     // per token: its weight as a target, null = not one
+        var tasks = new List<int>(Enumerable.Repeat(encoded[first][0].Task, bos.Length));
+        foreach (var piece in encoded.Skip(first).SelectMany(r => r))
+        {
+            ids.AddRange(piece.Ids);
+            weightOf.AddRange(Enumerable.Repeat(piece.Weight, piece.Ids.Length));
+            tasks.AddRange(Enumerable.Repeat(piece.Task, piece.Ids.Length));
+        }
+        if (_eos is { } eos) { ids.Add(eos); weightOf.Add(1f); tasks.Add(tasks[^1]); }
+        bool truncated = ids.Count > _maxLength;
+        int n = Math.Min(ids.Count, _maxLength);
+        var mask = new bool[n];
+        var weights = new float[n];
+        for (int t = 0; t + 1 < n; t++)                                                   // position t predicts ids[t+1]
+        {
+            mask[t] = weightOf[t + 1] is not null;
+            weights[t] = weightOf[t + 1] ?? 0f;
+        }
+        return new EncodedExample(ids.Take(n).ToArray(), mask, group, truncated)
+        { TokenTasks = tasks.Take(n).ToArray(), LossWeights = copy == 1f ? null : weights };
+    }
+
+    /// <summary>
     /// Several examples, of different tasks, as one sequence: BOS, then each example's prompt and response on a line of
     /// its own (a newline between them; EOS only after the last), every position labelled with its example's task, the
     /// loss covering each response (or everything) as <see cref="Encode"/> does. What a composite prompt's answer block

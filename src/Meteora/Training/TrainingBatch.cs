@@ -19,12 +19,14 @@ public sealed class TrainingBatch : IDisposable
     public Tensor TokenTasks { get; }
     /// <summary>(B, T) bool: real positions GateFrom…len-2 of each row (context before an example is not gated).</summary>
     public Tensor GateMask { get; }
+    /// <summary>(B, T) float32 weights of the LM loss's positions, or null when every row weighs them all 1 (<see cref="EncodedExample.LossWeights"/>).</summary>
+    public Tensor? LossWeights { get; }
     public int LossTokens { get; }
     public int Tokens { get; }
 
-    private TrainingBatch(Tensor ids, Tensor labels, Tensor tasks, Tensor tokenTasks, Tensor gateMask, int lossTokens, int tokens)
+    private TrainingBatch(Tensor ids, Tensor labels, Tensor tasks, Tensor tokenTasks, Tensor gateMask, Tensor? lossWeights, int lossTokens, int tokens)
     {
-        Ids = ids; Labels = labels; Tasks = tasks; TokenTasks = tokenTasks; GateMask = gateMask; LossTokens = lossTokens; Tokens = tokens;
+        Ids = ids; Labels = labels; Tasks = tasks; TokenTasks = tokenTasks; GateMask = gateMask; LossWeights = lossWeights; LossTokens = lossTokens; Tokens = tokens;
     }
 
     public static TrainingBatch Collate(IReadOnlyList<EncodedExample> rows, int padId, Device device)
@@ -34,6 +36,8 @@ public sealed class TrainingBatch : IDisposable
         var labels = new long[B * T];
         var gate = new bool[B * T];
         var tokenTasks = new long[B * T];
+        bool weighted = rows.Any(r => r.LossWeights is not null);
+        var weights = weighted ? new float[B * T] : null;
         Array.Fill(ids, padId);
         Array.Fill(labels, IgnoreIndex);
         int lossTokens = 0, tokens = 0;
@@ -47,6 +51,7 @@ public sealed class TrainingBatch : IDisposable
                 gate[b * T + t] = t + 1 < r.Ids.Length && t >= r.GateFrom;
                 tokenTasks[b * T + t] = r.TokenTasks?[t] ?? r.Task;
                 if (r.LossMask[t]) { labels[b * T + t] = r.Ids[t + 1]; lossTokens++; }
+                if (weights is not null) weights[b * T + t] = r.LossWeights?[t] ?? 1f;
             }
         }
         return new TrainingBatch(
@@ -55,11 +60,12 @@ public sealed class TrainingBatch : IDisposable
             tensor(rows.Select(r => (long)r.Task).ToArray(), [B], device: device).DetachFromDisposeScope(),
             tensor(tokenTasks, [B, T], device: device).DetachFromDisposeScope(),
             tensor(gate, [B, T], device: device).DetachFromDisposeScope(),
+            weights is null ? null : tensor(weights, [B, T], device: device).DetachFromDisposeScope(),
             lossTokens, tokens);
     }
 
     public void Dispose()
     {
-        Ids.Dispose(); Labels.Dispose(); Tasks.Dispose(); TokenTasks.Dispose(); GateMask.Dispose();
+        Ids.Dispose(); Labels.Dispose(); Tasks.Dispose(); TokenTasks.Dispose(); GateMask.Dispose(); LossWeights?.Dispose();
     }
 }

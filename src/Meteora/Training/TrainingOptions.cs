@@ -49,6 +49,20 @@ public sealed record TrainingOptions
     public double InContextShare { get; init; }
     /// <summary>Longest generic text put before an example, in characters (each example draws a length up to it).</summary>
     public int InContextChars { get; init; } = 512;
+    /// <summary>
+    /// Share of training examples turned into restated-list sequences (<see cref="RestatedLists"/>: problems listed,
+    /// then restated one per line with their answers, the restated lines in the loss; LoRA and gate training): the
+    /// layout of a prompt holding several problems answered line by line (0 = off).
+    /// </summary>
+    public double RestateShare { get; init; }
+    /// <summary>Most problems per list of a restated-list sequence (each list has 2…this many).</summary>
+    public int RestateItems { get; init; } = 3;
+    /// <summary>
+    /// LM-loss weight of a restated problem's tokens (its answer's weigh 1). Copying a listed problem is most of a
+    /// restated sequence's tokens; at weight 1 it outweighed the answers sixfold and the harder tasks' adapters
+    /// learnt their answers far less (docs/RESULTS.md).
+    /// </summary>
+    public double RestateCopyWeight { get; init; } = 0.1;
 
     /// <summary>Optimiser steps for an epoch of <paramref name="examples"/> examples.</summary>
     public int TotalSteps(int examples) =>
@@ -76,5 +90,8 @@ public sealed record TrainingOptions
         Check(ReplayWeight is > 0 and <= 1000, $"--replay-weight: {ReplayWeight} is out of range (0, 1000]");
         Check(InContextShare is >= 0 and <= 1, $"--in-context: {InContextShare} must be in [0, 1]");
         Check(InContextChars is >= 16 and <= 1_048_576, $"--in-context-chars: {InContextChars} is out of range (16…1048576)");
+        Check(RestateShare is >= 0 and <= 1, $"--restate: {RestateShare} must be in [0, 1]");
+        Check(RestateItems is >= 2 and <= 64, $"--restate-items: {RestateItems} is out of range (2…64)");
+        Check(RestateCopyWeight is >= 0 and <= 1, $"--restate-copy-weight: {RestateCopyWeight} must be in [0, 1]");
     }
 }

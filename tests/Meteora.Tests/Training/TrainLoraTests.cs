@@ -405,3 +405,106 @@ public class PackedSequenceTests
         foreach (var (ex, _) in rows) Assert.Contains(ex.Prompt + ex.Response, all);        // every example used (30 = 10 × 3)
     }
 }
+
+public class RestatedListTests
+{
+    [Fact]
+    public void RestatedListsListTheProblemsThenRestateThemWithAnswersInTheLossEachLineLabelledByItsTask()
+    {
+        using var tok = HfTokenizer.Load(Fixture.Base);
+        var encoder = new SequenceEncoder(tok, 512, responseOnly: true, eosId: 2);
+        List<(TaskExample, int)> round = [(new("add: 1 + 2 =>", " 3"), 0), (new("Question: why\nnot?", "Because."), 4)];
+        var e = encoder.Restated([round], group: 4);
+        int[] Piece(string text) => tok.Encode(text, addSpecialTokens: false);
+        // Multi-line prompts become one line; the answer follows its restated problem after one space.
+        int[][] list = [Piece("1. add: 1 + 2 =>\n"), Piece("2. Question: why not?\n")];
+        int[][] answers = [Piece("1. add: 1 + 2 => 3\n"), Piece("2. Question: why not? Because.\n")];
+        Assert.Equal(tok.LeadingSpecialIds.Concat(list.SelectMany(p => p)).Concat(answers.SelectMany(p => p)).Append(2).ToArray(), e.Ids);
+        Assert.Equal(4, e.Task);
+        int bos = tok.LeadingSpecialIds.Length;
+        // Labels: BOS takes the first line's task, then each line its own.
+        int[] expectedTasks = [.. Enumerable.Repeat(0, bos + list[0].Length), .. Enumerable.Repeat(4, list[1].Length),
+            .. Enumerable.Repeat(0, answers[0].Length), .. Enumerable.Repeat(4, answers[1].Length + 1)];
+        Assert.Equal(expectedTasks, e.TokenTasks!);
+        // Response-only: exactly the answer lines (restated problem, answer, newline) and EOS are predicted in the loss.
+        var predicted = Enumerable.Range(0, e.Ids.Length - 1).Where(t => e.LossMask[t]).Select(t => e.Ids[t + 1]).ToArray();
+        Assert.Equal(answers.SelectMany(p => p).Append(2).ToArray(), predicted);
+        // With the loss on everything, the list lines are predicted too (BOS is never a target).
+        var all = new SequenceEncoder(tok, 512, responseOnly: false, eosId: 2).Restated([round], group: 4);
+        Assert.Equal(e.Ids.Length - 1 - bos + 1, all.LossTokens);
+        Assert.Null(e.LossWeights);                                                   // copy weight 1: an unweighted loss
+    }
+
+    [Fact]
+    public void RestatedProblemsWeighLessThanAnswersInTheLoss()
+    {
+        using var tok = HfTokenizer.Load(Fixture.Base);
+        var encoder = new SequenceEncoder(tok, 512, responseOnly: true, eosId: 2);
+        List<(TaskExample, int)> round = [(new("add: 1 + 2 =>", " 3"), 0), (new("upper: ab =>", " AB"), 1)];
+        var e = encoder.Restated([round], group: 0, copyWeight: 0.25);
+        int[] Piece(string text) => tok.Encode(text, addSpecialTokens: false);
+        int listTokens = tok.LeadingSpecialIds.Length + Piece("1. add: 1 + 2 =>\n").Length + Piece("2. upper: ab =>\n").Length;
+        // Targets in order: restated problem 1 (copy), " 3\n" (answer), restated problem 2, " AB\n", EOS.
+        float[] expected = [.. Enumerable.Repeat(0.25f, Piece("1. add: 1 + 2 =>").Length), .. Enumerable.Repeat(1f, Piece(" 3\n").Length),
+            .. Enumerable.Repeat(0.25f, Piece("2. upper: ab =>").Length), .. Enumerable.Repeat(1f, Piece(" AB\n").Length + 1)];
+        Assert.Equal(expected, e.LossWeights![(listTokens - 1)..^1]);
+        Assert.All(e.LossWeights[..(listTokens - 1)], w => Assert.Equal(0f, w));      // the list is not a target
+
+        // The weighted LM loss is Σ w·ce / Σ w over the loss positions; a batch without weights keeps the plain mean.
+        var plain = encoder.Encode(new("x =>", " y"), task: 0);
+        using var batch = TrainingBatch.Collate([e, plain], padId: 0, CPU);
+        using var logits = randn([2, batch.Ids.shape[1], 1024], generator: new Generator(5));   // more ids than the fixture's vocabulary
+        float got = LanguageModelLoss.CrossEntropy(logits, batch.Labels, batch.LossWeights).item<float>();
+        using var logp = nn.functional.log_softmax(logits, -1);
+        double num = 0, den = 0;
+        for (int b = 0; b < 2; b++)
+            for (int t = 0; t < batch.Ids.shape[1]; t++)
+            {
+                long label = batch.Labels[b, t].item<long>();
+                if (label == TrainingBatch.IgnoreIndex) continue;
+                double w = b == 0 ? e.LossWeights[t] : 1;                                  // a row without weights weighs 1
+                num -= w * logp[b, t, label].item<float>(); den += w;
+            }
+        Assert.Equal(num / den, got, 4);
+        using var unweighted = TrainingBatch.Collate([plain], padId: 0, CPU);
+        Assert.Null(unweighted.LossWeights);
+    }
+
+    [Fact]
+    public void LeadingRoundsAreDroppedToFitTheMaximumLength()
+    {
+        using var tok = HfTokenizer.Load(Fixture.Base);
+        List<(TaskExample, int)> Round(int k) => [(new($"first {k} =>", " a"), 0), (new($"second {k} =>", " b"), 1)];
+        var full = new SequenceEncoder(tok, 4096, responseOnly: true, eosId: 2).Restated([Round(1), Round(2), Round(3)], 0);
+        int lastRound = new SequenceEncoder(tok, 4096, responseOnly: true, eosId: 2).Restated([Round(3)], 0).Ids.Length;
+        var cut = new SequenceEncoder(tok, lastRound + 5, responseOnly: true, eosId: 2).Restated([Round(1), Round(2), Round(3)], 0);
+        Assert.False(cut.Truncated);
+        Assert.Equal(lastRound, cut.Ids.Length);                                  // rounds 1 and 2 dropped, round 3 whole
+        Assert.Contains("first 3 => a", tok.Decode(cut.Ids));
+        Assert.DoesNotContain("first 2", tok.Decode(cut.Ids));
+        Assert.True(full.Ids.Length > cut.Ids.Length);
+        var tooShort = new SequenceEncoder(tok, 10, responseOnly: true, eosId: 2).Restated([Round(3)], 0);
+        Assert.True(tooShort.Truncated);
+        Assert.Equal(10, tooShort.Ids.Length);
+    }
+
+    [Fact]
+    public void AShareOfExamplesIsRestatedBesideOtherTasksWithTheTargetInTheLastRoundDeterministically()
+    {
+        var pool = Enumerable.Range(0, 300).Select(i => (new TaskExample($"t{i % 4}: {i} =>", $" {i}"), i % 4)).ToList();
+        var options = new TrainingOptions { RestateShare = 0.5, RestateItems = 3, Seed = 3 };
+        var chosen = Enumerable.Range(0, pool.Count).Select(i => (i, RestatedLists.RoundsFor(i, pool, options))).Where(x => x.Item2 is not null).ToList();
+        Assert.InRange(chosen.Count, 110, 190);                                       // about half
+        foreach (var (i, rounds) in chosen)
+        {
+            Assert.InRange(rounds!.Count, 1, RestatedLists.MaxRounds);
+            Assert.All(rounds, r => Assert.InRange(r.Count, 2, 3));
+            Assert.Contains(pool[i], rounds[^1]);                                      // the example it was built for, in the last round
+            Assert.All(rounds, r => Assert.Equal(r.Count, r.Select(x => x.Task).Distinct().Count()));   // four tasks: distinct per round
+        }
+        Assert.Equal(chosen.Select(c => c.i), Enumerable.Range(0, pool.Count).Where(i => RestatedLists.RoundsFor(i, pool, options) is not null));
+        Assert.Null(RestatedLists.RoundsFor(0, pool, options with { RestateShare = 0 }));
+        Assert.Throws<MeteoraException>(() => (options with { RestateShare = 1.5 }).Validate());
+        Assert.Throws<MeteoraException>(() => (options with { RestateItems = 1 }).Validate());
+    }
+}
