@@ -20,7 +20,6 @@ namespace Meteora.Generation;
 /// </summary>
 public sealed class StaticDecoder : IDisposable
 {
-    private static readonly Scalar One = 1.ToScalar();   // held: an implicit Scalar can be finalized mid-op (see RmsNorm)
 
     private readonly LlamaForCausalLM _model;
     private readonly KvCache _cache;
@@ -66,7 +65,7 @@ public sealed class StaticDecoder : IDisposable
         using var noGrad = no_grad();
         Feed(tokens);
         _positions.copy_(positions.view(_cache.BatchSize, 1));
-        using var slot = _cache.Length.ToScalar();   // held for the op (see One)
+        using var slot = _cache.Length.ToScalar();   // held for the op (see HeldScalars.One)
         _slot.fill_(slot);
     }
 
@@ -118,8 +117,8 @@ public sealed class StaticDecoder : IDisposable
     private Tensor Body()
     {
         var logits = _model.ForwardAtSlot(_ids, _positions, _cache, _slot).DetachFromDisposeScope();   // (B, V)
-        _positions.add_(One);
-        _slot.add_(One);
+        _positions.add_(HeldScalars.One, HeldScalars.One);
+        _slot.add_(HeldScalars.One, HeldScalars.One);
         return logits;
     }
 

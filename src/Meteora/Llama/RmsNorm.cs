@@ -1,3 +1,4 @@
+using Meteora.Runtime;
 using TorchSharp;
 using static TorchSharp.torch;
 using Parameter = TorchSharp.Modules.Parameter;
@@ -9,7 +10,7 @@ namespace Meteora.Llama;
 /// held as a TorchSharp <see cref="Scalar"/> for the module's lifetime: TorchSharp 0.107 leaves a Scalar made
 /// implicitly from a number at a call to its finalizer (dotnet/TorchSharp#1434), and a collection while the native
 /// op runs can free it mid-call — with a thread collecting continuously, plain <c>pow(2)</c> / <c>+ 1e-5</c> calls
-/// failed within seconds with "Unknown scalar type". Hot paths therefore hold their Scalars.
+/// failed within seconds with "Unknown scalar type". Hot paths therefore hold their Scalars, the add's alpha included (<see cref="HeldScalars"/>).
 /// </summary>
 public sealed class RmsNorm : nn.Module<Tensor, Tensor>
 {
@@ -28,7 +29,7 @@ public sealed class RmsNorm : nn.Module<Tensor, Tensor>
         using var scope = NewDisposeScope();
         var h = x.to(ScalarType.Float32);
         var variance = h.square().mean([-1], keepdim: true);  // (…, 1)
-        h = h * rsqrt(variance.add(_eps));
+        h = h * rsqrt(variance.add(_eps, HeldScalars.One));
         return (weight * h.to(x.dtype)).MoveToOuterDisposeScope();
     }
 

@@ -1,3 +1,4 @@
+using Meteora.Runtime;
 using Meteora.IO;
 using Meteora.Llama;
 using static TorchSharp.torch;
@@ -63,7 +64,7 @@ public static class LoraMerger
             {
                 if (!a.Weights.TryGetValue(p.Site.Key, out var w)) continue;
                 var delta = w.B.matmul(w.A) * a.Config.Scale;
-                sum = sum is null ? delta : sum.add_(delta);
+                sum = sum is null ? delta : sum.add_(delta, HeldScalars.One);
             }
             if (sum is null) continue;
             FoldInto(p, sum / adapters.Count);

@@ -1,3 +1,4 @@
+using Meteora.Runtime;
 using Meteora.Llama;
 using TorchSharp;
 using static TorchSharp.torch;
@@ -291,7 +292,7 @@ public sealed class MeteoraLinear : Linear
         using var scope = NewDisposeScope();
         // Device ops only (no host copies), so a CUDA graph can capture them; Scalars held for the ops (see RmsNorm).
         using Scalar count = k, start = adapter, modulus = _n, one = 1.0;
-        var slots = arange(count, ScalarType.Int64, device).add_(start).remainder_(modulus);    // (k)
+        var slots = arange(count, ScalarType.Int64, device).add_(start, HeldScalars.One).remainder_(modulus);    // (k)
         var indices = slots.unsqueeze(0).expand(tokens, k).contiguous();                        // (N, k)
         var weights = zeros(tokens, k, ScalarType.Float32, device);
         weights.select(1, 0).fill_(one);                                                        // (N, k): 1, 0, …

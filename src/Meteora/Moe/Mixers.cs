@@ -1,3 +1,4 @@
+using Meteora.Runtime;
 using TorchSharp;
 using static TorchSharp.torch;
 
@@ -9,8 +10,6 @@ namespace Meteora.Moe;
 /// </summary>
 public static class Mixers
 {
-    // index_add_'s alpha, held for the process (an implicit Scalar can be finalized while the op runs; see RmsNorm).
-    private static readonly Scalar One = 1.ToScalar();
 
     public static Tensor Mix(MixingStrategy strategy, AdapterStack s, Tensor x, Tensor indices, Tensor weights) => strategy switch
     {
@@ -47,7 +46,7 @@ public static class Mixers
             if (rows.shape[0] == 0) continue;
             var h = x.index_select(0, rows).matmul(s.AOf(e).t());                        // (n, r_e)
             var d = h.matmul(s.BOf(e).t()) * w.index_select(0, rows).unsqueeze(-1).to(x.dtype);   // (n, out)
-            y.index_add_(0, rows, d, One);
+            y.index_add_(0, rows, d, HeldScalars.One);
         }
         return y.MoveToOuterDisposeScope();
     }
@@ -87,7 +86,7 @@ public static class Mixers
                 var rows = tokens.narrow(0, start, n);
                 var h = x.index_select(0, rows).matmul(s.AOf(e).t());                    // (n, r_e)
                 var d = h.matmul(s.BOf(e).t()) * slotWeights.narrow(0, start, n).unsqueeze(-1);
-                y.index_add_(0, rows, d, One);
+                y.index_add_(0, rows, d, HeldScalars.One);
             }
             start += n;
         }

@@ -1,3 +1,4 @@
+using Meteora.Runtime;
 using TorchSharp;
 using static TorchSharp.torch;
 
@@ -180,7 +181,7 @@ public sealed class RowRouting : IDisposable
         if (Usage is null) return;
         using var scope = NewDisposeScope();
         var last = route.view(Rows, tokensPerRow, Adapters).select(1, tokensPerRow - 1);    // (B, N)
-        Usage.select(1, GroupOf(layer)).add_(last);
+        Usage.select(1, GroupOf(layer)).add_(last, HeldScalars.One);
     }
 
     private Tensor Expand(Tensor perRow, long tokensPerRow) =>

@@ -9,6 +9,9 @@ namespace Meteora.Training;
 /// </summary>
 public static class LanguageModelLoss
 {
+    // Held for the process: an implicit Scalar can be finalized while its op runs (see HeldScalars).
+    private static readonly Scalar Ignored = TrainingBatch.IgnoreIndex.ToScalar(), Zero = 0.ToScalar(), Tiny = 1e-12.ToScalar();
+
     /// <summary>logits (B, T, V), labels (B, T), optional weights (B, T) float32 → scalar.</summary>
     public static Tensor CrossEntropy(Tensor logits, Tensor labels, Tensor? weights = null)
     {
@@ -18,7 +21,7 @@ public static class LanguageModelLoss
         using var scope = NewDisposeScope();
         var ce = nn.functional.cross_entropy(flat, labels.reshape(-1), ignore_index: TrainingBatch.IgnoreIndex,
             reduction: nn.Reduction.None);                                                 // (B·T,), 0 where ignored
-        var w = weights.reshape(-1).masked_fill(labels.reshape(-1) == TrainingBatch.IgnoreIndex, 0);
-        return (ce * w).sum().div(w.sum().clamp_min(1e-12)).MoveToOuterDisposeScope();
+        var w = weights.reshape(-1).masked_fill(labels.reshape(-1).eq(Ignored), Zero);        // (B·T,), 0 where ignored
+        return (ce * w).sum().div(w.sum().clamp_min(Tiny)).MoveToOuterDisposeScope();
     }
 }
