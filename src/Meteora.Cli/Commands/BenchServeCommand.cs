@@ -35,7 +35,7 @@ public static class BenchServeCommand
         var model = new Option<string>("--model") { Description = "model name in the requests", DefaultValueFactory = _ => "meteora" };
         var reference = new Option<bool>("--no-reference") { Description = "skip the bench model prefill/decode reference (in-process)" };
         var json = new Option<string?>("--json") { Description = "also write the results to this JSON file" };
-        var graphs = new Option<bool>("--cuda-graphs") { Description = "in-process server: replay decode steps from CUDA graphs" };
+        var graphs = new Option<bool>("--cuda-graphs") { Description = "in-process server: replay decode steps from CUDA graphs (--cuda-graphs false: eager steps)", DefaultValueFactory = _ => true };
         var cmd = new Command("serve", "Serving latency and throughput over the HTTP API at several concurrency levels")
             { config, adapters, rank, topK, concurrency, promptLen, newTokens, prefillChunk, url, vocab, model, reference, json, graphs };
         cmd.SetAction(p =>

@@ -26,7 +26,7 @@ public static class ServeCommand
         var maxQueue = new Option<int>("--max-queue") { Description = "requests that may wait for a row; more get 429", DefaultValueFactory = _ => 256 };
         var maxContext = new Option<int?>("--max-context") { Description = "prompt + completion tokens per sequence (default: the model's positions)" };
         var prefillChunk = new Option<int>("--prefill-chunk") { Description = "prompt tokens prefilled per engine step", DefaultValueFactory = _ => 256 };
-        var graphs = new Option<bool>("--cuda-graphs") { Description = "on CUDA, replay decode steps from CUDA graphs (one per batch and key-length bucket; not yet measured, off by default)" };
+        var graphs = new Option<bool>("--cuda-graphs") { Description = "on CUDA, replay decode steps from CUDA graphs, one per batch and key-length bucket (--cuda-graphs false: eager steps)", DefaultValueFactory = _ => true };
         var maxBody = new Option<long>("--max-body-bytes") { Description = "largest request body; larger get 413", DefaultValueFactory = _ => 8 * 1024 * 1024 };
         var cmd = new Command("serve", "Serve the model over an OpenAI-compatible HTTP API with continuous batching and per-token routing")
             { model, meteora, adaptersDir, topK, temperature, strategy, host, port, maxBatch, maxQueue, maxContext, prefillChunk, maxBody, graphs };

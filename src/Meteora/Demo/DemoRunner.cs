@@ -140,7 +140,7 @@ public sealed class DemoRunner
             LearningRate = _s.LoraLr, WeightDecay = 0.01, Steps = _s.LoraSteps, BatchSize = _s.LoraBatch, EvalLimit = 64,
             // The suite's examples fit 128 tokens; 384 more for in-context text or for restated lists.
             MaxSeqLen = 128 + (_s.LoraInContextShare > 0 || _s.LoraRestateShare > 0 ? Math.Max(_s.LoraInContextChars, 384) : 0),
-            ReplayRows = _s.LoraReplayRows, ReplaySeqLen = _s.LoraReplaySeqLen,
+            ReplayRows = _s.LoraReplayRows, ReplaySeqLen = _s.LoraReplaySeqLen, LengthBuckets = _s.LengthBuckets,
             InContextShare = _s.LoraInContextShare, InContextChars = _s.LoraInContextChars,
             RestateShare = _s.LoraRestateShare, RestateItems = _s.RestateItems, RestateCopyWeight = _s.RestateCopyWeight,
         };
@@ -176,7 +176,7 @@ public sealed class DemoRunner
             var options = new TrainingOptions
             {
                 LearningRate = _s.GateLr, WeightDecay = 0.01, ClipNorm = 0.3, Steps = _s.GateSteps, BatchSize = _s.GateBatch,
-                MaxSeqLen = 128 + (_s.GateInContextShare > 0 || _s.GateRestateShare > 0 ? Math.Max(_s.GateInContextChars, 384) : 0), Balance = true, EvalLimit = 128,
+                MaxSeqLen = _s.GateMaxSeqLen, LengthBuckets = _s.LengthBuckets, Balance = true, EvalLimit = 128,
                 InContextShare = _s.GateInContextShare, InContextChars = _s.GateInContextChars,
                 RestateShare = _s.GateRestateShare, RestateItems = _s.RestateItems, RestateCopyWeight = _s.RestateCopyWeight,
             };

@@ -143,11 +143,11 @@ public static unsafe class RoutingKernel
     private static readonly Dictionary<(int Device, string Name), (CudaKernel? Kernel, string Status)> PerDevice = [];
 
     /// <summary>
-    /// Whether per-row routing (<see cref="RowRouting"/>, serving) may use its kernel. Off by default until it is
-    /// checked against the ATen chain on a GPU (tests/…/RoutingKernelTests, a CUDA test);
-    /// <c>METEORA_ROW_ROUTING_KERNEL=on</c> switches it on.
+    /// Whether per-row routing (<see cref="RowRouting"/>, serving) may use its kernel (default true since it was
+    /// checked on an H200: `bench layer`'s rows-kernel within 0.0057 of loop, as the fused kernel;
+    /// docs/BENCHMARKS.md "Serving"). <c>METEORA_ROW_ROUTING_KERNEL=off</c> keeps the ATen chain.
     /// </summary>
-    public static bool RowsEnabled { get; set; } = Environment.GetEnvironmentVariable("METEORA_ROW_ROUTING_KERNEL") is "on" or "1" or "true";
+    public static bool RowsEnabled { get; set; } = Environment.GetEnvironmentVariable("METEORA_ROW_ROUTING_KERNEL") is not ("off" or "0" or "false");
 
     /// <summary>
     /// Whether the fused path may use the kernel (default true; <c>METEORA_ROUTING_KERNEL=off</c> or setting this

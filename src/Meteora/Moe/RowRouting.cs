@@ -166,7 +166,7 @@ public sealed class RowRouting : IDisposable
     {
         using var scope = NewDisposeScope();
         var s = SettingsFor(tokensPerRow);
-        var (sorted, order) = logits.to(ScalarType.Float32).sort(-1, descending: true);    // (B·T, N) each
+        var (sorted, order) = logits.to(ScalarType.Float32).sort(-1, descending: true, stable: true);   // (B·T, N) each; ties to the lower index
         var weights = sorted.div_(s.Temperature).masked_fill_(s.RankMask, NegativeInfinity).softmax(-1);   // 0 past each row's k
         var gate = zeros_like(weights).scatter_(1, order, weights);                        // (B·T, N) in adapter order
         return where(s.GatesMask, gate, s.Fixed).MoveToOuterDisposeScope();

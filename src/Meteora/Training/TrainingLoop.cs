@@ -54,7 +54,9 @@ public sealed class TrainingLoop
         var o = _options;
         if (o.ReplayRows > 0 && replay is not { Count: > 0 }) throw new MeteoraException("--replay: this trainer has no rehearsal text to replay");
         Directory.CreateDirectory(_outDir);
-        var order = new DataOrder(GroupsOf(train), o.Seed, o.Balance);
+        // Length buckets need every example's length: not for generated sources (their sequences are all full length).
+        var buckets = o.LengthBuckets && train is not IExampleSource ? train.Select(e => DataOrder.LengthBucket(e.Ids.Length)).ToList() : null;
+        var order = new DataOrder(GroupsOf(train), o.Seed, o.Balance, buckets, o.BatchSize);
         var replayOrder = o.ReplayRows > 0 ? new DataOrder(GroupsOf(replay!), o.Seed + 1) : null;
         int total = o.TotalSteps(order.EpochLength);
         var schedule = new CosineSchedule(o.LearningRate, o.Warmup(total), total, o.MinLrRatio);

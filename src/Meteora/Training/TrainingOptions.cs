@@ -22,6 +22,11 @@ public sealed record TrainingOptions
     public bool ResponseOnly { get; init; } = true;
     /// <summary>Sample every task equally often (smaller tasks cycled), instead of the data's own mix.</summary>
     public bool Balance { get; init; }
+    /// <summary>
+    /// Micro-batches of sequences of similar length (<see cref="DataOrder"/>): far less padding when examples'
+    /// lengths differ a lot (restated lists beside plain examples), at the cost of batches less mixed by length.
+    /// </summary>
+    public bool LengthBuckets { get; init; }
     public int Seed { get; init; } = 42;
     /// <summary>Evaluate every N optimiser steps (0 = only at the end).</summary>
     public int EvalEvery { get; init; } = 0;
