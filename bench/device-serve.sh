@@ -15,7 +15,8 @@ if [ "${PART:-bench}" = check ]; then
   # Serving modes agree token for token: the fixture served eagerly with ATen per-row routing ("eager"), then with
   # CUDA-graph decode steps and the per-row routing kernel ("graphs"; float32 has no kernel, so graphs alone), the
   # same greedy requests 8 at a time (bench/probe/serve_outputs.py); the differing completions are listed. Every
-  # step is time-limited and logs straight to $OUT (a hung server is killed, not waited for).
+  # step is time-limited and logs straight to $OUT (a hung server is killed, not waited for). SIGTERM, not SIGINT:
+  # a background job of a non-interactive shell starts with SIGINT ignored.
   port=18000
   for dt in ${DTYPES:-bfloat16 float32}; do
     for mode in eager graphs; do
@@ -27,8 +28,8 @@ if [ "${PART:-bench}" = check ]; then
       for i in $(seq 90); do curl -sf "http://127.0.0.1:$port/ready" > /dev/null && break; sleep 1; done
       echo "== $dt $mode: ready after ${i} s" | tee -a "$OUT/check.txt"
       timeout 90 python3 -u bench/probe/serve_outputs.py "http://127.0.0.1:$port" "/tmp/check-$dt-$mode.json" --concurrency 8 2>&1 | tee -a "$OUT/check.txt"
-      kill -INT $pid; for i in $(seq 15); do kill -0 $pid 2>/dev/null || break; sleep 1; done
-      kill -0 $pid 2>/dev/null && { echo "== $dt $mode: did not stop within 15 s of SIGINT; killed" | tee -a "$OUT/check.txt"; kill -9 $pid; }
+      kill -TERM $pid; for i in $(seq 15); do kill -0 $pid 2>/dev/null || break; sleep 1; done
+      kill -0 $pid 2>/dev/null && { echo "== $dt $mode: did not stop within 15 s of SIGTERM; killed" | tee -a "$OUT/check.txt"; kill -9 $pid; }
       tail -5 "$log"
     done
     python3 - "$dt" <<'PY' 2>&1 | tee -a "$OUT/check.txt"
