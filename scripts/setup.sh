@@ -11,6 +11,24 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# The Debian archive this machine already uses (its own mirror or proxy), from its apt sources: the first URI of a
+# deb822 stanza (sources.list.d/*.sources) or one-line entry (sources.list, *.list) whose suite is bookworm. No host
+# name is written here, so machines behind a local mirror work unchanged.
+debian_mirror() {
+  local f
+  {
+    for f in /etc/apt/sources.list.d/*.sources; do
+      [ -f "$f" ] || continue
+      awk 'BEGIN{RS=""} /(^|\n)Types:[^\n]*deb/ && /(^|\n)Suites:[^\n]*(^|[ \t])bookworm([ \t\n]|$)/ {
+        n = split($0, lines, "\n"); for (i = 1; i <= n; i++) if (lines[i] ~ /^URIs:/) { split(lines[i], u, /[ \t]+/); print u[2] } }' "$f"
+    done
+    for f in /etc/apt/sources.list /etc/apt/sources.list.d/*.list; do
+      [ -f "$f" ] || continue
+      awk '$1 == "deb" { i = 2; if ($i ~ /^\[/) while ($i !~ /\]$/) i++; if ($i ~ /^\[/ || $i ~ /\]$/) i++; if ($(i+1) == "bookworm") print $i }' "$f"
+    done
+  } | head -1 || true    # (head closing the pipe early is not a failure; finding nothing is the callers' to report)
+}
+
 LIBSTDCXX=/usr/lib/x86_64-linux-gnu/libstdc++.so.6
 need_glibcxx() { ! grep -qa GLIBCXX_3.4.32 "$LIBSTDCXX" 2>/dev/null; }
 
@@ -21,10 +39,15 @@ if need_glibcxx; then
   fi
   echo "setup: installing libstdc++6 from Debian 13 (trixie) for TorchSharp ..." >&2
   # The trixie source is there only for this one install, so later upgrades stay on Debian 12.
+  mirror=$(debian_mirror)
+  if [ -z "$mirror" ]; then
+    echo "setup: no Debian bookworm source in /etc/apt/sources.list or sources.list.d to take the archive mirror from" >&2
+    exit 1
+  fi
   src=/etc/apt/sources.list.d/meteora-trixie.sources
-  cat > "$src" <<'SRC'
+  cat > "$src" <<SRC
 Types: deb
-URIs: http://deb.debian.org/debian
+URIs: $mirror
 Suites: trixie
 Components: main
 Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
@@ -66,13 +89,16 @@ if [ "${METEORA_SKIP_BUILD:-0}" != 1 ] && stale; then
 fi
 
 nvrtc_dir=.cache/nvrtc
-if [ "${METEORA_SKIP_NVRTC:-0}" != 1 ] && [ ! -e "$nvrtc_dir/usr/lib/x86_64-linux-gnu/libnvrtc.so.11.2" ] && [ "$(id -u)" = 0 ]; then
+nvrtc_mirror=$(debian_mirror)
+if [ "${METEORA_SKIP_NVRTC:-0}" != 1 ] && [ ! -e "$nvrtc_dir/usr/lib/x86_64-linux-gnu/libnvrtc.so.11.2" ] && [ "$(id -u)" = 0 ] && [ -z "$nvrtc_mirror" ]; then
+  echo "setup: no Debian bookworm source in the apt configuration to fetch NVRTC from; the kernel compile tests will be skipped" >&2
+elif [ "${METEORA_SKIP_NVRTC:-0}" != 1 ] && [ ! -e "$nvrtc_dir/usr/lib/x86_64-linux-gnu/libnvrtc.so.11.2" ] && [ "$(id -u)" = 0 ]; then
   echo "setup: fetching NVRTC (libnvrtc11.2 from Debian non-free) into $nvrtc_dir for the kernel compile tests ..." >&2
   src=/etc/apt/sources.list.d/meteora-nonfree.sources
   lists=$(mktemp -d /tmp/meteora-apt-lists.XXXXXX)
-  cat > "$src" <<'SRC'
+  cat > "$src" <<SRC
 Types: deb
-URIs: http://deb.debian.org/debian
+URIs: $nvrtc_mirror
 Suites: bookworm
 Components: non-free
 Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg

@@ -29,7 +29,8 @@ public class CliContractTests
         var json = JsonDocument.Parse(r.Stdout).RootElement;
         Assert.Equal(Fixture.PromptIds(1), Fixture.Ints(json.GetProperty("prompt_ids")));
         Assert.Equal(expected, Fixture.Ints(json.GetProperty("new_token_ids")));
-        Assert.True(json.TryGetProperty("text", out _));
+        using var tok = Meteora.Tokenization.HfTokenizer.Load(Fixture.Base);
+        Assert.Equal(tok.Decode(expected), json.GetProperty("text").GetString());             // the continuation, without the prompt
     }
 
     [Fact]

@@ -98,12 +98,9 @@ public class CliErrorTests
     [Fact]
     public void UnknownDevice() => CliRunner.AssertUserError(Forward(Fixture.Base, "--device", "tpu"), "--device", "unknown device 'tpu'");
 
-    [Fact]
-    public void CudaWhereThereIsNone()
-    {
-        if (CudaFactAttribute.Available) return;   // the opposite case is CudaParityTests
+    [NoCudaFact]
+    public void CudaWhereThereIsNone() =>
         CliRunner.AssertUserError(Forward(Fixture.Base, "--device", "cuda"), "--device cuda", "no CUDA device");
-    }
 
     [Fact]
     public void TokenIdOutsideTheVocabulary() =>

@@ -57,6 +57,19 @@ public class TaskSuiteTests
                     case "larger": Assert.Equal(arg.Split(" or ").Max(int.Parse).ToString(), answer); break;
                     case "initials": Assert.Equal(string.Concat(arg.Split(' ').Select(w => w[0])), answer); break;
                     case "subtract": Assert.Equal(int.Parse(arg.Split(" - ")[0]) - int.Parse(arg.Split(" - ")[1]), int.Parse(answer)); break;
+                    case "sort":   // the same letters, in non-decreasing order
+                        Assert.Equal(arg.GroupBy(c => c).ToDictionary(g => g.Key, g => g.Count()), answer.GroupBy(c => c).ToDictionary(g => g.Key, g => g.Count()));
+                        Assert.All(answer.Zip(answer.Skip(1)), p => Assert.True(p.First <= p.Second, $"{answer} is not sorted"));
+                        break;
+                    case "upper": Assert.Equal(arg.ToUpperInvariant(), answer); Assert.Matches("^[a-z]+$", arg); break;
+                    case "devowel": Assert.Equal(string.Concat(arg.Where(c => c is not ('a' or 'e' or 'i' or 'o' or 'u'))), answer); break;
+                    case "translate":
+                        // Word for word through the suite's lexicon, which maps distinct words to distinct made-up ones.
+                        Assert.Equal(SuiteSkills.Lexicon.Count, SuiteSkills.Lexicon.Values.Distinct().Count());
+                        Assert.Equal(string.Join(' ', arg.Split(' ').Select(w => SuiteSkills.Lexicon[w])), answer);
+                        Assert.DoesNotContain(arg.Split(' '), w => answer.Split(' ').Contains(w));
+                        break;
+                    default: Assert.Fail($"task '{task.Name}' has no check of its answers here"); break;
                 }
             }
         }

@@ -8,11 +8,11 @@ using static TorchSharp.torch;
 namespace Meteora.Tests.Moe;
 
 /// <summary>
-/// The MeteoRA objective on the fixture. Note on the reference: its <c>train.grad.*</c> tensors equal
-/// d(lm_loss)/d(gate) (they match ours to 1e-6 with λ = 0), although the fixture README calls them
-/// d(total_loss)/d(gate). We check the reference against our LM-part gradients (`loss --grad-of lm`, or λ = 0),
-/// and the full d(total)/d(gate)
-/// (what `loss --out` writes and gate training uses) against central finite differences of the total loss.
+/// The MeteoRA objective on the fixture. The reference's <c>train.grad.*</c> tensors are d(lm_loss)/d(gate) and
+/// <c>train.grad_total.*</c> are d(lm_loss + λ·gate_loss)/d(gate), both computed by transformers (fixture README).
+/// We check the first against our LM-part gradients (`loss --grad-of lm`, or λ = 0), the second against the full
+/// gradient that `loss --out` writes and gate training uses, and that full gradient also against central finite
+/// differences of the total loss.
 /// </summary>
 public class MeteoraLossTests
 {
@@ -49,6 +49,25 @@ public class MeteoraLossTests
         Assert.Equal(14, grads.Entries.Count);
         foreach (var t in Training.GetProperty("grad_tensors").EnumerateArray().Select(e => e.GetString()!))
             TensorAssert.RelativeClose(Fixture.Tensor(t), grads.Load(t["train.grad.".Length..]), 1e-3, t);
+    }
+
+    [Fact]
+    public void TotalGradientsEqualTheReferenceWithTheGateLossIncluded()
+    {
+        using var dir = Fixture.TempDir();
+        Assert.Equal(0, RunLoss(Training.GetProperty("gate_loss_weight").GetDouble(), dir["grad.safetensors"], "total").ExitCode);
+        using var grads = SafeTensorsFile.Open(dir["grad.safetensors"]);
+        var names = Training.GetProperty("grad_total_tensors").EnumerateArray().Select(e => e.GetString()!).ToList();
+        Assert.NotEmpty(names);
+        foreach (var t in names)
+        {
+            using var want = Fixture.Tensor(t);
+            using var got = grads.Load(t["train.grad_total.".Length..]);
+            TensorAssert.RelativeClose(want, got, 1e-3, t);
+            // The gate loss must be what makes these differ from the LM-part reference, or the check proves nothing.
+            using var lmOnly = Fixture.Tensor("train.grad." + t["train.grad_total.".Length..]);
+            Assert.True((want - lmOnly).norm().item<float>() > 0.1f * want.norm().item<float>(), $"{t}: total and LM-part gradients barely differ");
+        }
     }
 
     [Fact]
