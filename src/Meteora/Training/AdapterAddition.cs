@@ -66,6 +66,7 @@ public static class AdapterAddition
         var rng = new Random(unchecked(options.Seed * 17 + 5));
         var newRows = Split(TaskData.ReadTrain(Path.Combine(dataFolder, added.Name)), add.EvalFraction, rng);
         train.AddRange(newRows.Train.Select((r, i) => encoder.Encode(r, newIndex, InContextExamples.ContextFor(newIndex * 1_000_000 + i, options))));
+        var trainRows = newRows.Train.Select(r => (r, newIndex)).ToList();   // (example, task) of every training row, for restated lists
         eval.AddRange(newRows.Held.Select(r => encoder.Encode(r, newIndex)));
         int replayTotal = (int)Math.Round(add.ReplayFraction * newRows.Train.Count);
         var replayed = new Dictionary<string, int>();
@@ -75,8 +76,20 @@ public static class AdapterAddition
             var rows = Split(TaskData.ReadTrain(Path.Combine(dataFolder, replayTasks[t])), add.EvalFraction, rng);
             int take = Math.Min(rows.Train.Count, replayTotal / replayTasks.Count + (t < replayTotal % replayTasks.Count ? 1 : 0));
             train.AddRange(rows.Train.Take(take).Select((r, i) => encoder.Encode(r, task, InContextExamples.ContextFor(task * 1_000_000 + i, options))));
+            trainRows.AddRange(rows.Train.Take(take).Select(r => (r, task)));
             eval.AddRange(rows.Held.Select(r => encoder.Encode(r, task)));
             replayed[replayTasks[t]] = take;
+        }
+        if (options.RestateShare > 0)   // as train-gate: restated lists of the new and the replayed tasks' problems
+        {
+            int restated = 0;
+            for (int i = 0; i < train.Count; i++)
+                if (RestatedLists.RoundsFor(i, trainRows, options) is { } rounds)
+                {
+                    train[i] = encoder.Restated(rounds, trainRows[i].Item2, options.RestateCopyWeight);
+                    restated++;
+                }
+            progress.Message($"restated lists: {restated} of {train.Count} training rows");
         }
         eval = GateTrainer.Interleave(eval);
         progress.Message($"adding '{added.Name}' as adapter {newIndex}: {newRows.Train.Count} new-task examples; replaying " +

@@ -75,7 +75,16 @@ public static class GateTrainer
             trainRows.AddRange(order.Skip(held).Order().Select(i => (rows[i], task)));
         }
         if (options.RestateShare > 0)   // restated-list sequences replace a share of the examples (of other tasks beside each)
-            train = train.Select((e, i) => RestatedLists.RoundsFor(i, trainRows, options) is { } rounds ? encoder.Restated(rounds, trainRows[i].Task, options.RestateCopyWeight) : e).ToList();
+        {
+            int restated = 0;
+            for (int i = 0; i < train.Count; i++)
+                if (RestatedLists.RoundsFor(i, trainRows, options) is { } rounds)
+                {
+                    train[i] = encoder.Restated(rounds, trainRows[i].Task, options.RestateCopyWeight);
+                    restated++;
+                }
+            progress.Message($"restated lists: {restated} of {train.Count} training rows");
+        }
         if (gate.Pack > 1) train = Packed(trainRows, Math.Min(gate.Pack, adapters.Count), options.Seed, encoder);
         eval = Interleave(eval);   // evaluation takes the first --eval-limit examples: every task must be among them
         int truncated = train.Count(e => e.Truncated) + eval.Count(e => e.Truncated);

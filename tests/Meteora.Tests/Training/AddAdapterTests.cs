@@ -51,6 +51,34 @@ public class AddAdapterTests
             Assert.False(n.narrow(0, 0, 2).allclose(o, 0, 0), "old rows with --old-rows-lr > 0 should change");
     }
 
+    /// <summary>--restate reaches add-adapter: a share of its rows (new and replayed tasks) become restated lists, and it says how many.</summary>
+    [Fact]
+    public void RestatedListsMixTheNewTaskWithTheReplayedOnes()
+    {
+        using var dir = Fixture.TempDir();
+        string data = FixtureTasks.Write(dir["data"]);
+        string oldData = dir["old-data"];
+        foreach (var t in new[] { "reverse", "upper" }) CopyTask(data, oldData, t);
+        GateTrainer.Train(Fixture.Base, [("reverse", Fixture.Adapter("reverse")), ("upper", Fixture.Adapter("upper"))], oldData, dir["old"],
+            new GateTrainingOptions(), Quick with { Steps = 5 }, CPU, ScalarType.Float32);
+
+        var plain = new RecordingProgress();
+        AdapterAddition.Add(Fixture.Base, dir["old"], ("add", Fixture.Adapter("add")), data, dir["plain"], new AdapterAdditionOptions(),
+            Quick with { Steps = 2 }, CPU, ScalarType.Float32, plain);
+        Assert.DoesNotContain(plain.Messages, m => m.StartsWith("restated lists"));
+
+        var restate = new RecordingProgress();
+        var r = AdapterAddition.Add(Fixture.Base, dir["old"], ("add", Fixture.Adapter("add")), data, dir["restated"], new AdapterAdditionOptions(),
+            Quick with { Steps = 2, RestateShare = 0.5, MaxSeqLen = 256 }, CPU, ScalarType.Float32, restate);
+        Assert.Equal(TrainingOutcome.Completed, r.Outcome);
+        var line = Assert.Single(restate.Messages, m => m.StartsWith("restated lists"));
+        var counts = System.Text.RegularExpressions.Regex.Match(line, @"restated lists: (\d+) of (\d+) training rows");
+        Assert.True(counts.Success, line);
+        int n = int.Parse(counts.Groups[1].Value), total = int.Parse(counts.Groups[2].Value);
+        Assert.Equal(r.NewExamples + r.Replayed.Values.Sum(), total);
+        Assert.InRange(n, total / 4, 3 * total / 4);                                      // about half at share 0.5
+    }
+
     [Fact]
     public void InconsistentAdditionsAreRefused()
     {

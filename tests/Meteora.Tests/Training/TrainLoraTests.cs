@@ -239,15 +239,6 @@ public class TaskDataErrorTests
         CliRunner.AssertUserError(r, dir["train.jsonl"] + ":1", "malformed JSON");
     }
 
-    private sealed class RecordingProgress : ITrainingProgress
-    {
-        public List<string> Messages { get; } = new();
-        public void Start(int totalSteps, int startStep) { }
-        public void Step(int step, int totalSteps, IReadOnlyDictionary<string, double> metrics, double tokensPerSecond, TimeSpan eta) { }
-        public void Evaluation(int step, IReadOnlyDictionary<string, double> metrics) { }
-        public void Message(string text) => Messages.Add(text);
-        public void Stop() { }
-    }
 }
 
 public class TrainLoraRehearsalTests
