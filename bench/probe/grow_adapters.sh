@@ -12,10 +12,16 @@ cd "$(dirname "$0")/../.."
 OUT=${1:-/tmp/grow}; mkdir -p "$OUT"
 M=./meteora; BASE=models/meteora-demo/base; ADAPTERS=models/meteora-demo/adapters
 ADD_STEPS=${ADD_STEPS:-100}
+# GATE: the gate recipe (default the 2026-12-01 demo's; the 2026-12-02 demo's: RECIPE=restate). ADD_LEN: add-adapter's --max-seq-len.
+if [ "${RECIPE:-}" = restate ]; then
+  GATE=${GATE:-"--top-k 1 --steps 220 --batch-size 16 --lr 5e-2 --weight-decay 0.01 --clip 0.3 --max-seq-len 256 --balance --eval-limit 128 --restate 0.5 --length-buckets"}
+  ADD_EXTRA=${ADD_EXTRA---balance --restate 0.5 --length-buckets}; ADD_LEN=${ADD_LEN:-256}
+fi
 ADD_EXTRA=${ADD_EXTRA---balance}   # every task equally often (recipe a); ADD_EXTRA= for recipe b (half of each batch the new task)
 TAG=${TAG:-}                  # a second add-adapter recipe over the same eleven-task gates: TAG=b ADD_EXTRA=… writes grown<TAG>-T
 TASKS=$(ls "$ADAPTERS"); HELD=${HELD:-$TASKS}
-GATE="--top-k 1 --steps 500 --batch-size 16 --lr 5e-2 --weight-decay 0.01 --clip 0.3 --max-seq-len 128 --balance --eval-limit 128"
+GATE=${GATE:-"--top-k 1 --steps 500 --batch-size 16 --lr 5e-2 --weight-decay 0.01 --clip 0.3 --max-seq-len 128 --balance --eval-limit 128"}
+ADD_LEN=${ADD_LEN:-128}
 EVAL="--limit 50 --batch-size 25 --max-new-tokens 16"
 [ -d "$OUT/tasks" ] || $M make-tasks --out "$OUT/tasks" --train 500 --test 50 --seed 0 > /dev/null
 now() { date +%s.%N; }
@@ -35,7 +41,7 @@ for T in $HELD; do
   [ -f "$OUT/grown$TAG-$T-eval/results.json" ] && continue
   if [ -n "$TAG" ] && [ -f "$OUT/gates11-$T/meteora_config.json" ]; then   # reuse the eleven-task gates
     t1=$(now); $M add-adapter --model $BASE --meteora "$OUT/gates11-$T" --adapter "$ADAPTERS/$T" --data "$OUT/tasks" --out "$OUT/grown$TAG-$T" \
-      --steps $ADD_STEPS --batch-size 16 --lr 5e-2 --weight-decay 0.01 --clip 0.3 --max-seq-len 128 --eval-limit 128 $ADD_EXTRA > "$OUT/grown$TAG-$T.log" 2>&1; t2=$(now)
+      --steps $ADD_STEPS --batch-size 16 --lr 5e-2 --weight-decay 0.01 --clip 0.3 --max-seq-len $ADD_LEN --eval-limit 128 $ADD_EXTRA > "$OUT/grown$TAG-$T.log" 2>&1; t2=$(now)
     $M eval --model $BASE --mode meteora --meteora "$OUT/grown$TAG-$T" --data "$OUT/tasks" --out "$OUT/grown$TAG-$T-eval" $EVAL > "$OUT/grown$TAG-$T-eval.log" 2>&1
     row "{\"run\": \"held$TAG\", \"task\": \"$T\", \"add_seconds\": $(echo "$t2 - $t1" | bc), \"grown\": $(scores "$OUT/grown$TAG-$T-eval")}"
     continue
@@ -47,7 +53,7 @@ for T in $HELD; do
   done
   t0=$(now); $M train-gate --model $BASE --adapters-dir "$OUT/sub-$T/adapters" --data "$OUT/sub-$T/tasks" --out "$OUT/gates11-$T" $GATE > "$OUT/gates11-$T.log" 2>&1; t1=$(now)
   $M add-adapter --model $BASE --meteora "$OUT/gates11-$T" --adapter "$ADAPTERS/$T" --data "$OUT/tasks" --out "$OUT/grown-$T" \
-    --steps $ADD_STEPS --batch-size 16 --lr 5e-2 --weight-decay 0.01 --clip 0.3 --max-seq-len 128 --eval-limit 128 $ADD_EXTRA > "$OUT/grown-$T.log" 2>&1; t2=$(now)
+    --steps $ADD_STEPS --batch-size 16 --lr 5e-2 --weight-decay 0.01 --clip 0.3 --max-seq-len $ADD_LEN --eval-limit 128 $ADD_EXTRA > "$OUT/grown-$T.log" 2>&1; t2=$(now)
   $M eval --model $BASE --mode meteora --meteora "$OUT/gates11-$T" --data "$OUT/sub-$T/tasks" --out "$OUT/gates11-$T-eval" $EVAL > "$OUT/gates11-$T-eval.log" 2>&1
   $M eval --model $BASE --mode meteora --meteora "$OUT/grown-$T" --data "$OUT/tasks" --out "$OUT/grown-$T-eval" $EVAL > "$OUT/grown-$T-eval.log" 2>&1
   $M remove-adapter --meteora "$OUT/all12" --name "$T" --out "$OUT/removed-$T" > "$OUT/removed-$T.log" 2>&1
