@@ -12,10 +12,11 @@ cd "$(dirname "$0")/../.."
 OUT=${1:-/tmp/grow}; mkdir -p "$OUT"
 M=./meteora; BASE=models/meteora-demo/base; ADAPTERS=models/meteora-demo/adapters
 ADD_STEPS=${ADD_STEPS:-100}
-# GATE: the gate recipe (default the 2026-12-01 demo's; the 2026-12-02 demo's: RECIPE=restate). ADD_LEN: add-adapter's --max-seq-len.
+# GATE: the gate recipe (default the 2026-12-01 demo's; the 2026-12-02 demo's: RECIPE=restate, response-only LM loss as
+# the demo's GateTrainer default — train-gate's CLI default is prompt + response). ADD_LEN: add-adapter's --max-seq-len.
 if [ "${RECIPE:-}" = restate ]; then
-  GATE=${GATE:-"--top-k 1 --steps 220 --batch-size 16 --lr 5e-2 --weight-decay 0.01 --clip 0.3 --max-seq-len 256 --balance --eval-limit 128 --restate 0.5 --length-buckets"}
-  ADD_EXTRA=${ADD_EXTRA---balance --restate 0.5 --length-buckets}; ADD_LEN=${ADD_LEN:-256}
+  GATE=${GATE:-"--top-k 1 --steps 220 --batch-size 16 --lr 5e-2 --weight-decay 0.01 --clip 0.3 --max-seq-len 256 --balance --eval-limit 128 --restate 0.5 --length-buckets --response-only"}
+  ADD_EXTRA=${ADD_EXTRA---balance --restate 0.5 --length-buckets --response-only}; ADD_LEN=${ADD_LEN:-256}
 fi
 ADD_EXTRA=${ADD_EXTRA---balance}   # every task equally often (recipe a); ADD_EXTRA= for recipe b (half of each batch the new task)
 TAG=${TAG:-}                  # a second add-adapter recipe over the same eleven-task gates: TAG=b ADD_EXTRA=… writes grown<TAG>-T
