@@ -82,13 +82,7 @@ public static class AdapterAddition
         }
         if (options.RestateShare > 0)   // as train-gate: restated lists of the new and the replayed tasks' problems
         {
-            int restated = 0;
-            for (int i = 0; i < train.Count; i++)
-                if (RestatedLists.RoundsFor(i, trainRows, options) is { } rounds)
-                {
-                    train[i] = encoder.Restated(rounds, trainRows[i].Item2, options.RestateCopyWeight);
-                    restated++;
-                }
+            int restated = RestatedLists.Replace(train, trainRows, encoder, options);
             progress.Message($"restated lists: {restated} of {train.Count} training rows");
         }
         eval = GateTrainer.Interleave(eval);

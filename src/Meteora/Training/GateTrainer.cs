@@ -76,13 +76,7 @@ public static class GateTrainer
         }
         if (options.RestateShare > 0)   // restated-list sequences replace a share of the examples (of other tasks beside each)
         {
-            int restated = 0;
-            for (int i = 0; i < train.Count; i++)
-                if (RestatedLists.RoundsFor(i, trainRows, options) is { } rounds)
-                {
-                    train[i] = encoder.Restated(rounds, trainRows[i].Task, options.RestateCopyWeight);
-                    restated++;
-                }
+            int restated = RestatedLists.Replace(train, trainRows, encoder, options);
             progress.Message($"restated lists: {restated} of {train.Count} training rows");
         }
         if (gate.Pack > 1) train = Packed(trainRows, Math.Min(gate.Pack, adapters.Count), options.Seed, encoder);

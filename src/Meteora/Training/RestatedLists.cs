@@ -77,4 +77,21 @@ public static partial class RestatedLists
         RoundsFor(index, pool, options) is { } rounds
             ? encoder.Restated(rounds, pool[index].Task, options.RestateCopyWeight)
             : encoder.Encode(pool[index].Example, pool[index].Task, context);
+
+    /// <summary>
+    /// Replaces the examples that <see cref="RoundsFor"/> picks in <paramref name="train"/> (encoded from
+    /// <paramref name="rows"/>, index for index) by their restated-list sequences; returns how many it replaced.
+    /// </summary>
+    public static int Replace(List<EncodedExample> train, IReadOnlyList<(TaskExample Example, int Task)> rows, SequenceEncoder encoder, TrainingOptions options)
+    {
+        if (train.Count != rows.Count) throw new ArgumentException("one row per training example", nameof(rows));
+        int replaced = 0;
+        for (int i = 0; i < train.Count; i++)
+            if (RoundsFor(i, rows, options) is { } rounds)
+            {
+                train[i] = encoder.Restated(rounds, rows[i].Task, options.RestateCopyWeight);
+                replaced++;
+            }
+        return replaced;
+    }
 }

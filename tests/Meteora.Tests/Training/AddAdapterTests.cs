@@ -14,11 +14,7 @@ public class AddAdapterTests
     public void AddingAnAdapterTrainsItsRowsAndKeepsTheOldOnes()
     {
         using var dir = Fixture.TempDir();
-        string data = FixtureTasks.Write(dir["data"]);
-        string oldData = dir["old-data"];
-        foreach (var t in new[] { "reverse", "upper" }) CopyTask(data, oldData, t);
-        var old = GateTrainer.Train(Fixture.Base, [("reverse", Fixture.Adapter("reverse")), ("upper", Fixture.Adapter("upper"))], oldData, dir["old"],
-            new GateTrainingOptions(), Quick, CPU, ScalarType.Float32);
+        var (data, old) = OldGates(dir, Quick.Steps!.Value);
         Assert.True(old.FinalEval["eval_gate_acc"] > 0.9);
 
         var r = AdapterAddition.Add(Fixture.Base, dir["old"], ("add", Fixture.Adapter("add")), data, dir["grown"],
@@ -56,11 +52,7 @@ public class AddAdapterTests
     public void RestatedListsMixTheNewTaskWithTheReplayedOnes()
     {
         using var dir = Fixture.TempDir();
-        string data = FixtureTasks.Write(dir["data"]);
-        string oldData = dir["old-data"];
-        foreach (var t in new[] { "reverse", "upper" }) CopyTask(data, oldData, t);
-        GateTrainer.Train(Fixture.Base, [("reverse", Fixture.Adapter("reverse")), ("upper", Fixture.Adapter("upper"))], oldData, dir["old"],
-            new GateTrainingOptions(), Quick with { Steps = 5 }, CPU, ScalarType.Float32);
+        var (data, _) = OldGates(dir, steps: 5);
 
         var plain = new RecordingProgress();
         AdapterAddition.Add(Fixture.Base, dir["old"], ("add", Fixture.Adapter("add")), data, dir["plain"], new AdapterAdditionOptions(),
@@ -114,6 +106,17 @@ public class AddAdapterTests
         var e = Assert.Throws<MeteoraException>(action);
         Assert.Contains(fragment, e.Message);
         Assert.DoesNotContain('\n', e.Message);
+    }
+
+    /// <summary>The fixture's tasks in DIR/data and gates trained on reverse and upper alone in DIR/old.</summary>
+    private static (string Data, GateTrainingResult Old) OldGates(TempDir dir, int steps)
+    {
+        string data = FixtureTasks.Write(dir["data"]);
+        string oldData = dir["old-data"];
+        foreach (var t in new[] { "reverse", "upper" }) CopyTask(data, oldData, t);
+        var old = GateTrainer.Train(Fixture.Base, [("reverse", Fixture.Adapter("reverse")), ("upper", Fixture.Adapter("upper"))], oldData, dir["old"],
+            new GateTrainingOptions(), Quick with { Steps = steps }, CPU, ScalarType.Float32);
+        return (data, old);
     }
 
     private static void CopyTask(string from, string to, string task)
