@@ -53,6 +53,70 @@ public class LlamaConfigTests
         Assert.Contains(cause, e.Message);
     }
 
+    /// <summary>
+    /// Every key config.json is read for, with a value of the wrong type or range: a one-line error naming the key
+    /// (these used to fall back to the default silently: rope theta lost, eps 1e-6, the derived head_dim).
+    /// </summary>
+    [Theory]
+    [InlineData("hidden_size", "\"64\"")]
+    [InlineData("hidden_size", "64.5")]
+    [InlineData("intermediate_size", "0")]
+    [InlineData("num_hidden_layers", "true")]
+    [InlineData("num_attention_heads", "[8]")]
+    [InlineData("vocab_size", "-1")]
+    [InlineData("num_key_value_heads", "\"2\"")]
+    [InlineData("head_dim", "3.5")]
+    [InlineData("rms_norm_eps", "\"\"")]
+    [InlineData("rms_norm_eps", "0")]
+    [InlineData("max_position_embeddings", "-1")]
+    [InlineData("tie_word_embeddings", "3.5")]
+    [InlineData("attention_bias", "\"no\"")]
+    [InlineData("mlp_bias", "0")]
+    [InlineData("hidden_act", "1")]
+    [InlineData("model_type", "[]")]
+    [InlineData("rope_parameters", "true")]
+    [InlineData("rope_scaling", "\"llama3\"")]
+    [InlineData("rope_theta", "\"500000\"")]
+    [InlineData("rope_theta", "-5")]
+    [InlineData("bos_token_id", "\"0\"")]
+    [InlineData("eos_token_id", "[1, \"2\"]")]
+    [InlineData("eos_token_id", "-3")]
+    [InlineData("pad_token_id", "1.5")]
+    [InlineData("torch_dtype", "16")]
+    public void AKeyWithAWrongTypeOrRangeIsAnErrorNamingIt(string key, string value)
+    {
+        var root = JsonNode.Parse("{" + Sizes + "}")!.AsObject();
+        root[key] = JsonNode.Parse(value);
+        var e = Assert.Throws<MeteoraException>(() => LlamaConfig.Parse(root, "config.json"));
+        Assert.StartsWith("config.json: ", e.Message);
+        Assert.Contains($"'{key}'", e.Message);
+        Assert.DoesNotContain("\n", e.Message);
+    }
+
+    [Theory]
+    [InlineData("rope_parameters", "{\"rope_theta\": \"x\"}", "rope_theta")]
+    [InlineData("rope_scaling", "{\"rope_type\": \"llama3\", \"factor\": \"8\"}", "factor")]
+    [InlineData("rope_scaling", "{\"rope_type\": \"llama3\", \"factor\": 8, \"original_max_position_embeddings\": 0}", "original_max_position_embeddings")]
+    public void NestedRopeKeysAreCheckedToo(string key, string value, string nested)
+    {
+        var root = JsonNode.Parse("{" + Sizes + "}")!.AsObject();
+        root[key] = JsonNode.Parse(value);
+        var e = Assert.Throws<MeteoraException>(() => LlamaConfig.Parse(root, "config.json"));
+        Assert.Contains($"'{nested}'", e.Message);
+    }
+
+    [Fact]
+    public void NullAndAbsentKeysKeepTheirDefaults()
+    {
+        // Hugging Face writes null for several keys (pad_token_id, rope_scaling, head_dim …): null means "not set".
+        var c = Parse("{" + Sizes + ",\"pad_token_id\":null,\"rope_scaling\":null,\"head_dim\":null,\"bos_token_id\":null,\"rms_norm_eps\":null,\"torch_dtype\":null}");
+        Assert.Null(c.PadTokenId);
+        Assert.Equal("default", c.Rope.RopeType);
+        Assert.Equal(8, c.HeadDim);                // hidden / heads
+        Assert.Equal(1e-6, c.RmsNormEps);
+        Assert.Equal(2048, c.MaxPositionEmbeddings);
+    }
+
     [Fact]
     public void Llama3InverseFrequenciesFollowTheScalingFormula()
     {
