@@ -1,4 +1,5 @@
 using System.Text.Json;
+using Meteora.IO;
 using System.Text.Json.Nodes;
 
 namespace Meteora.Llama;
@@ -51,35 +52,35 @@ public sealed record LlamaConfig
     /// <summary>Parses a config object; <paramref name="path"/> names the source in error messages.</summary>
     public static LlamaConfig Parse(JsonObject root, string path)
     {
-        string modelType = Str(root, "model_type", path) ?? "";
+        string modelType = JsonFields.Str(root, "model_type", path) ?? "";
         if (modelType != "llama")
             throw new MeteoraException($"{path}: unsupported model_type '{modelType}' (supported: llama)");
-        if (Bool(root, "attention_bias", path) == true || Bool(root, "mlp_bias", path) == true)
+        if (JsonFields.Bool(root, "attention_bias", path) == true || JsonFields.Bool(root, "mlp_bias", path) == true)
             throw new MeteoraException($"{path}: attention_bias/mlp_bias = true is not supported");
-        string act = Str(root, "hidden_act", path) ?? "silu";
+        string act = JsonFields.Str(root, "hidden_act", path) ?? "silu";
         if (act != "silu") throw new MeteoraException($"{path}: unsupported hidden_act '{act}' (supported: silu)");
 
-        int hidden = RequiredInt(root, "hidden_size", path);
-        int heads = RequiredInt(root, "num_attention_heads", path);
-        int kvHeads = Int(root, "num_key_value_heads", path, min: 1) ?? heads;
-        int headDim = Int(root, "head_dim", path, min: 1) ?? (heads > 0 ? hidden / heads : 0);
+        int hidden = JsonFields.RequiredInt(root, "hidden_size", path);
+        int heads = JsonFields.RequiredInt(root, "num_attention_heads", path);
+        int kvHeads = JsonFields.Int(root, "num_key_value_heads", path, min: 1) ?? heads;
+        int headDim = JsonFields.Int(root, "head_dim", path, min: 1) ?? (heads > 0 ? hidden / heads : 0);
         var config = new LlamaConfig
         {
             HiddenSize = hidden,
-            IntermediateSize = RequiredInt(root, "intermediate_size", path),
-            NumHiddenLayers = RequiredInt(root, "num_hidden_layers", path),
+            IntermediateSize = JsonFields.RequiredInt(root, "intermediate_size", path),
+            NumHiddenLayers = JsonFields.RequiredInt(root, "num_hidden_layers", path),
             NumAttentionHeads = heads,
             NumKeyValueHeads = kvHeads,
             HeadDim = headDim,
-            VocabSize = RequiredInt(root, "vocab_size", path),
-            RmsNormEps = Double(root, "rms_norm_eps", path, positive: true) ?? 1e-6,
-            MaxPositionEmbeddings = Int(root, "max_position_embeddings", path, min: 1) ?? 2048,
-            TieWordEmbeddings = Bool(root, "tie_word_embeddings", path) ?? false,
+            VocabSize = JsonFields.RequiredInt(root, "vocab_size", path),
+            RmsNormEps = JsonFields.Double(root, "rms_norm_eps", path, positive: true) ?? 1e-6,
+            MaxPositionEmbeddings = JsonFields.Int(root, "max_position_embeddings", path, min: 1) ?? 2048,
+            TieWordEmbeddings = JsonFields.Bool(root, "tie_word_embeddings", path) ?? false,
             Rope = ParseRope(root, path),
-            BosTokenId = Int(root, "bos_token_id", path),
-            EosTokenIds = IntList(root, "eos_token_id", path),
-            PadTokenId = Int(root, "pad_token_id", path),
-            TorchDtype = Str(root, "dtype", path) ?? Str(root, "torch_dtype", path),
+            BosTokenId = JsonFields.Int(root, "bos_token_id", path),
+            EosTokenIds = JsonFields.IntList(root, "eos_token_id", path, "a token id or a list of token ids") ?? [],
+            PadTokenId = JsonFields.Int(root, "pad_token_id", path),
+            TorchDtype = JsonFields.Str(root, "dtype", path) ?? JsonFields.Str(root, "torch_dtype", path),
         };
         config.Validate(path);
         return config;
@@ -98,20 +99,20 @@ public sealed record LlamaConfig
     private static RopeParameters ParseRope(JsonObject root, string path)
     {
         // transformers 5: rope_parameters holds theta and type; Hub form: rope_theta + optional rope_scaling.
-        JsonObject? p = Obj(root, "rope_parameters", path);
-        JsonObject? scaling = p ?? Obj(root, "rope_scaling", path);
-        double theta = (p != null ? Double(p, "rope_theta", path, positive: true) : null) ?? Double(root, "rope_theta", path, positive: true) ?? 10000.0;
-        string type = scaling == null ? "default" : Str(scaling, "rope_type", path) ?? Str(scaling, "type", path) ?? "default";
+        JsonObject? p = JsonFields.Obj(root, "rope_parameters", path);
+        JsonObject? scaling = p ?? JsonFields.Obj(root, "rope_scaling", path);
+        double theta = (p != null ? JsonFields.Double(p, "rope_theta", path, positive: true) : null) ?? JsonFields.Double(root, "rope_theta", path, positive: true) ?? 10000.0;
+        string type = scaling == null ? "default" : JsonFields.Str(scaling, "rope_type", path) ?? JsonFields.Str(scaling, "type", path) ?? "default";
         switch (type)
         {
             case "default":
                 return new RopeParameters(theta);
             case "llama3":
                 return new RopeParameters(theta, "llama3",
-                    Double(scaling!, "factor", path, positive: true) ?? throw new MeteoraException($"{path}: llama3 rope scaling needs 'factor'"),
-                    Double(scaling!, "low_freq_factor", path, positive: true) ?? 1.0,
-                    Double(scaling!, "high_freq_factor", path, positive: true) ?? 4.0,
-                    Int(scaling!, "original_max_position_embeddings", path, min: 1) ?? 8192);
+                    JsonFields.Double(scaling!, "factor", path, positive: true) ?? throw new MeteoraException($"{path}: llama3 rope scaling needs 'factor'"),
+                    JsonFields.Double(scaling!, "low_freq_factor", path, positive: true) ?? 1.0,
+                    JsonFields.Double(scaling!, "high_freq_factor", path, positive: true) ?? 4.0,
+                    JsonFields.Int(scaling!, "original_max_position_embeddings", path, min: 1) ?? 8192);
             default:
                 throw new MeteoraException($"{path}: unsupported rope_type '{type}' (supported: default, llama3)");
         }
@@ -154,60 +155,4 @@ public sealed record LlamaConfig
         }.ToJsonString(new JsonSerializerOptions { WriteIndented = true });
     }
 
-    // Strict readers: an absent key or JSON null keeps the documented default (Hugging Face writes null for several),
-    // but a key we use holding a value of the wrong type or range is a one-line error naming the file and the key —
-    // never a silent fall-back to the default (`rms_norm_eps: ""` used to give 1e-6, `head_dim: 3.5` the derived one).
-    private static JsonNode? Present(JsonObject o, string key) => o[key] is { } n && n.GetValueKind() != JsonValueKind.Null ? n : null;
-
-    private static MeteoraException Wrong(string path, string key, string expected, JsonNode node) =>
-        new($"{path}: '{key}' must be {expected}, not {node.ToJsonString()}");
-
-    private static string? Str(JsonObject o, string key, string path) => Present(o, key) switch
-    {
-        null => null,
-        JsonValue v when v.GetValueKind() == JsonValueKind.String => v.GetValue<string>(),
-        var n => throw Wrong(path, key, "a string", n),
-    };
-
-    private static bool? Bool(JsonObject o, string key, string path) => Present(o, key) switch
-    {
-        null => null,
-        JsonValue v when v.GetValueKind() is JsonValueKind.True or JsonValueKind.False => v.GetValue<bool>(),
-        var n => throw Wrong(path, key, "true or false", n),
-    };
-
-    /// <summary>A finite number, greater than 0 when <paramref name="positive"/>.</summary>
-    private static double? Double(JsonObject o, string key, string path, bool positive = false) => Present(o, key) switch
-    {
-        null => null,
-        JsonValue v when v.GetValueKind() == JsonValueKind.Number && v.TryGetValue(out double d) && double.IsFinite(d) && (!positive || d > 0) => d,
-        var n => throw Wrong(path, key, positive ? "a number > 0" : "a finite number", n),
-    };
-
-    /// <summary>An integer at least <paramref name="min"/>.</summary>
-    private static int? Int(JsonObject o, string key, string path, int min = 0) => Present(o, key) switch
-    {
-        null => null,
-        JsonValue v when v.GetValueKind() == JsonValueKind.Number && v.TryGetValue(out int i) && i >= min => i,
-        var n => throw Wrong(path, key, $"an integer ≥ {min}", n),
-    };
-
-    private static int[] IntList(JsonObject o, string key, string path) => Present(o, key) switch
-    {
-        null => [],
-        JsonArray a => a.Select(x => x is JsonValue v && v.GetValueKind() == JsonValueKind.Number && v.TryGetValue(out int i) && i >= 0
-            ? i : throw Wrong(path, key, "a token id or a list of token ids", a)).ToArray(),
-        JsonValue v when v.GetValueKind() == JsonValueKind.Number && v.TryGetValue(out int i) && i >= 0 => [i],
-        var n => throw Wrong(path, key, "a token id or a list of token ids", n),
-    };
-
-    private static JsonObject? Obj(JsonObject o, string key, string path) => Present(o, key) switch
-    {
-        null => null,
-        JsonObject obj => obj,
-        var n => throw Wrong(path, key, "an object", n),
-    };
-
-    private static int RequiredInt(JsonObject o, string key, string path) =>
-        Int(o, key, path, min: 1) ?? throw new MeteoraException($"{path}: missing '{key}'");
 }

@@ -1,4 +1,5 @@
 using System.Text.Json;
+using Meteora.IO;
 using System.Text.Json.Nodes;
 using System.Text.RegularExpressions;
 using Meteora.Llama;
@@ -50,13 +51,13 @@ public sealed record LoraConfig
 
     public static LoraConfig Parse(JsonObject o, string path)
     {
-        string peftType = Str(o, "peft_type") ?? "LORA";
+        string peftType = JsonFields.Str(o, "peft_type", path) ?? "LORA";
         if (peftType != "LORA") throw new MeteoraException($"{path}: peft_type '{peftType}' is not LORA");
-        string bias = Str(o, "bias") ?? "none";
+        string bias = JsonFields.Str(o, "bias", path) ?? "none";
         if (bias != "none") throw new MeteoraException($"{path}: bias '{bias}' is not supported (only \"none\")");
-        if (o["use_dora"] is JsonValue d && d.TryGetValue(out bool dora) && dora)
+        if (JsonFields.Bool(o, "use_dora", path) == true)
             throw new MeteoraException($"{path}: use_dora = true (DoRA) is not supported");
-        if (o["fan_in_fan_out"] is JsonValue f && f.TryGetValue(out bool fifo) && fifo)
+        if (JsonFields.Bool(o, "fan_in_fan_out", path) == true)
             throw new MeteoraException($"{path}: fan_in_fan_out = true is not supported (LLaMA projections are nn.Linear)");
         foreach (var key in new[] { "rank_pattern", "alpha_pattern" })
             if (o[key] is JsonObject pattern && pattern.Count > 0)
@@ -64,25 +65,21 @@ public sealed record LoraConfig
         if (o["modules_to_save"] is JsonArray saved && saved.Count > 0)
             throw new MeteoraException($"{path}: modules_to_save is not supported (the adapter must hold LoRA weights only)");
 
-        int r = o["r"] is JsonValue rv && rv.TryGetValue(out int ri) ? ri : 8;
-        if (r < 1) throw new MeteoraException($"{path}: r = {r} must be ≥ 1");
-        double alpha = o["lora_alpha"] is JsonValue av && av.TryGetValue(out double ad) ? ad : 8;
+        int r = JsonFields.Int(o, "r", path, min: 1) ?? 8;
+        double alpha = JsonFields.Double(o, "lora_alpha", path, positive: true) ?? 8;
+        double dropout = JsonFields.Double(o, "lora_dropout", path, nonNegative: true) ?? 0;
+        if (dropout >= 1) throw new MeteoraException($"{path}: 'lora_dropout' must be below 1, not {dropout}");
         var (targets, regex) = ParseTargets(o["target_modules"], path);
         return new LoraConfig
         {
             R = r,
             LoraAlpha = alpha,
-            UseRsLora = o["use_rslora"] is JsonValue rs && rs.TryGetValue(out bool rsb) && rsb,
+            UseRsLora = JsonFields.Bool(o, "use_rslora", path) ?? false,
             TargetModules = targets,
             TargetRegex = regex,
-            LayersToTransform = o["layers_to_transform"] switch
-            {
-                JsonArray a => a.Select(x => x!.GetValue<int>()).ToArray(),
-                JsonValue v when v.TryGetValue(out int one) => [one],
-                _ => null,
-            },
-            LoraDropout = o["lora_dropout"] is JsonValue dv && dv.TryGetValue(out double dd) ? dd : 0,
-            BaseModelNameOrPath = Str(o, "base_model_name_or_path"),
+            LayersToTransform = JsonFields.IntList(o, "layers_to_transform", path, "a layer index or a list of them"),
+            LoraDropout = dropout,
+            BaseModelNameOrPath = JsonFields.Str(o, "base_model_name_or_path", path),
         };
     }
 
@@ -98,13 +95,14 @@ public sealed record LoraConfig
                 if (!IsValidRegex(s!)) throw new MeteoraException($"{path}: target_modules '{s}' is not a valid regular expression");
                 return (ProjectionSite.AllNames.Where(n => Regex.IsMatch(n, s!)).ToArray(), s);
             case JsonArray a:
-                var names = a.Select(x => x?.GetValue<string>() ?? "").ToArray();
+                var names = a.Select(x => x is JsonValue v && v.GetValueKind() == JsonValueKind.String ? v.GetValue<string>()
+                    : throw new MeteoraException($"{path}: 'target_modules' must be a list of module names or a string, not {a.ToJsonString()}")).ToArray();
                 foreach (var n in names)
                     if (!ProjectionSite.AllNames.Contains(n))
                         throw new MeteoraException($"{path}: target module '{n}' is not a LLaMA projection ({string.Join(", ", ProjectionSite.AllNames)})");
                 return (names, null);
             default:
-                throw new MeteoraException($"{path}: target_modules must be a list or a string");
+                throw new MeteoraException($"{path}: 'target_modules' must be a list of module names or a string, not {node.ToJsonString()}");
         }
     }
 
@@ -115,7 +113,6 @@ public sealed record LoraConfig
         catch (ArgumentException) { return false; }
     }
 
-    private static string? Str(JsonObject o, string key) => o[key] is JsonValue v && v.TryGetValue(out string? s) ? s : null;
 
     /// <summary>The PEFT-compatible <c>adapter_config.json</c> text for this config.</summary>
     public string ToPeftJson() => new JsonObject

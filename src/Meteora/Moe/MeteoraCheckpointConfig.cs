@@ -33,30 +33,31 @@ public sealed record MeteoraCheckpointConfig
         try { o = JsonNode.Parse(File.ReadAllText(path)) as JsonObject ?? throw new MeteoraException($"{path}: not a JSON object"); }
         catch (JsonException e) { throw new MeteoraException($"{path}: invalid JSON ({e.Message.Split('\n')[0]})"); }
 
-        string? format = (o["format"] as JsonValue)?.TryGetValue(out string? f) == true ? f : null;
+        string? format = JsonFields.Str(o, "format", path);
         if (format != "meteora") throw new MeteoraException($"{path}: \"format\" must be \"meteora\"");
-        int version = o["version"] is JsonValue v && v.TryGetValue(out int vi) ? vi : 0;
+        int version = JsonFields.Int(o, "version", path) ?? 0;
         if (version != 1) throw new MeteoraException($"{path}: unsupported version {version} (this build reads version 1)");
         if (o["adapters"] is not JsonArray list || list.Count == 0) throw new MeteoraException($"{path}: the adapter list is empty");
         var adapters = new List<MeteoraAdapterRef>();
         foreach (var item in list)
         {
-            string? name = item?["name"] is JsonValue n && n.TryGetValue(out string? ns) ? ns : null;
+            if (item is not JsonObject entry) throw new MeteoraException($"{path}: adapter {adapters.Count} must be an object with a \"name\", not {item?.ToJsonString() ?? "null"}");
+            string? name = JsonFields.Str(entry, "name", path);
             if (string.IsNullOrWhiteSpace(name)) throw new MeteoraException($"{path}: adapter {adapters.Count} has no name");
             if (adapters.Any(a => a.Name == name)) throw new MeteoraException($"{path}: adapter '{name}' is listed twice");
-            string? p = item?["path"] is JsonValue pv && pv.TryGetValue(out string? ps) ? ps : null;
+            string? p = JsonFields.Str(entry, "path", path);
             adapters.Add(new MeteoraAdapterRef(name, p));
         }
-        var targets = o["target_modules"] is JsonArray t ? t.Select(x => x!.GetValue<string>()).ToArray() : ProjectionSite.AllNames;
+        var targets = JsonFields.StrList(o, "target_modules", path) ?? ProjectionSite.AllNames;
         foreach (var name in targets)
             if (!ProjectionSite.AllNames.Contains(name)) throw new MeteoraException($"{path}: target module '{name}' is not a LLaMA projection");
-        int topK = o["top_k"] is JsonValue k && k.TryGetValue(out int ki) ? ki : 2;
+        int topK = JsonFields.Int(o, "top_k", path, min: 1) ?? 2;
         if (topK < 1 || topK > adapters.Count) throw new MeteoraException($"{path}: top_k = {topK} must be between 1 and the {adapters.Count} adapters");
-        double temperature = o["temperature"] is JsonValue tv && tv.TryGetValue(out double td) ? td : 1.0;
+        double temperature = JsonFields.Double(o, "temperature", path, positive: true) ?? 1.0;
         if (!(temperature > 0)) throw new MeteoraException($"{path}: temperature = {temperature} must be positive");
         return new MeteoraCheckpointConfig
         {
-            BaseModel = o["base_model"] is JsonValue b && b.TryGetValue(out string? bs) ? bs : null,
+            BaseModel = JsonFields.Str(o, "base_model", path),
             Adapters = adapters, TargetModules = targets, TopK = topK, Temperature = temperature,
         };
     }
