@@ -13,6 +13,7 @@ public sealed class HfTokenizer : IDisposable
     private readonly Tokenizers.DotNet.Tokenizer _inner;
     private readonly int _leadingSpecial, _trailingSpecial;
     private readonly Lazy<Func<int, byte[]?>> _tokenBytes;
+    private readonly Lazy<IReadOnlyList<int>> _leadingSpecialIds;   // the post-processor's leading specials, encoded once
 
     public string Path { get; }
     /// <summary>Token text → id for the added (special) tokens.</summary>
@@ -26,6 +27,7 @@ public sealed class HfTokenizer : IDisposable
         Path = path; _inner = inner; SpecialTokens = special;
         _leadingSpecial = leading; _trailingSpecial = trailing; BosId = bos; EosId = eos;
         _tokenBytes = new(() => TokenByteTable(path, special));
+        _leadingSpecialIds = new(() => Array.AsReadOnly(_inner.Encode("").Select(i => (int)i).Take(_leadingSpecial).ToArray()));
     }
 
     /// <summary>Loads <c>tokenizer.json</c> (and <c>tokenizer_config.json</c> for BOS/EOS names) from a model folder.</summary>
@@ -115,7 +117,7 @@ public sealed class HfTokenizer : IDisposable
     }
 
     /// <summary>The special tokens the post-processor puts before any text (BOS for LLaMA tokenizers; may be empty).</summary>
-    public int[] LeadingSpecialIds => _inner.Encode("").Select(i => (int)i).Take(_leadingSpecial).ToArray();
+    public IReadOnlyList<int> LeadingSpecialIds => _leadingSpecialIds.Value;
 
     /// <summary>Text of <paramref name="ids"/>, special tokens skipped.</summary>
     public string Decode(IEnumerable<int> ids) => _inner.Decode(ids.Select(i => (uint)i).ToArray());

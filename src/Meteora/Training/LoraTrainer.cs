@@ -55,7 +55,7 @@ public static class LoraTrainer
         var config = LlamaConfig.Load(baseFolder);
         int? eos = SpecialTokens.TrainingEos(config, tokenizer);
         var encoder = new SequenceEncoder(tokenizer, options.MaxSeqLen, options.ResponseOnly, eos);
-        var trainEncoded = train.Select((_, i) => RestatedLists.Encode(encoder, train, i, options, InContextExamples.ContextFor(i, options))).ToList();
+        var trainEncoded = RestatedLists.EncodeAll(encoder, train, options, i => InContextExamples.ContextFor(i, options));
         var testEncoded = test?.Select(e => encoder.Encode(e.Example, e.Task)).ToList();
         int truncated = trainEncoded.Count(e => e.Truncated);
         if (truncated > 0) progress.Message($"truncated {truncated} of {trainEncoded.Count} training sequences to --max-seq-len {options.MaxSeqLen}");

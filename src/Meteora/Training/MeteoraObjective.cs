@@ -138,7 +138,7 @@ public sealed class MeteoraObjective : ITrainingObjective
         {
             var rows = _m.Projections[i].moe_gate.narrow(0, 0, _slowRows);                 // (old N, in), a view
             var before = _slowSnapshot[i];
-            rows.sub_(before).mul_(scale).add_(before, HeldScalars.One);                                      // before + scale · (after − before)
+            rows.sub_(before).mul_(scale).add_(before, HeldScalars.One);                    // before + scale · (after − before)
             before.copy_(rows);
         }
     }

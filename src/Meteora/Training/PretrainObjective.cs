@@ -66,7 +66,7 @@ public sealed class PretrainObjective : ITrainingObjective
         {
             var g = _weights[i].Weight.grad;
             if (g is null) continue;
-            if (_masters[i].grad is { } mg) mg.add_(g, HeldScalars.One);            // accumulate in float32 (bf16 → float32 is exact)
+            if (_masters[i].grad is { } mg) mg.add_(g, HeldScalars.One);   // accumulate in float32 (bf16 → float32 is exact)
             else _masters[i].grad = g.to(ScalarType.Float32);
         }
         _lm.zero_grad();

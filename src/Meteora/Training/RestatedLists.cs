@@ -34,13 +34,20 @@ public static partial class RestatedLists
     /// (chosen by seed and index, a share <see cref="TrainingOptions.RestateShare"/> of them). Deterministic in
     /// (seed, index): a resumed run rebuilds the same sequences.
     /// </summary>
-    public static List<List<(TaskExample Example, int Task)>>? RoundsFor(int index, IReadOnlyList<(TaskExample Example, int Task)> pool, TrainingOptions options)
+    public static List<List<(TaskExample Example, int Task)>>? RoundsFor(int index, IReadOnlyList<(TaskExample Example, int Task)> pool, TrainingOptions options) =>
+        RoundsFor(index, pool, ByTask(pool), options);
+
+    /// <summary>Row indices of <paramref name="pool"/> by task: computed once per pool, not once per example drawn from it.</summary>
+    private static Dictionary<int, int[]> ByTask(IReadOnlyList<(TaskExample Example, int Task)> pool) =>
+        pool.Select((r, i) => (r.Task, i)).GroupBy(x => x.Task).ToDictionary(g => g.Key, g => g.Select(x => x.i).ToArray());
+
+    private static List<List<(TaskExample Example, int Task)>>? RoundsFor(int index, IReadOnlyList<(TaskExample Example, int Task)> pool,
+        Dictionary<int, int[]> byTask, TrainingOptions options)
     {
         if (options.RestateShare <= 0 || pool.Count == 0) return null;
         var rng = new Random(unchecked(options.Seed * 1_000_033 + index * 7_927 + 211));
         if (rng.NextDouble() >= options.RestateShare) return null;
         var target = pool[index];
-        var byTask = pool.Select((r, i) => (r.Task, i)).GroupBy(x => x.Task).ToDictionary(g => g.Key, g => g.Select(x => x.i).ToArray());
         var tasks = byTask.Keys.Order().ToArray();
         int rounds = rng.Next(1, MaxRounds + 1);
         var result = new List<List<(TaskExample, int)>>(rounds);
@@ -69,14 +76,17 @@ public static partial class RestatedLists
     }
 
     /// <summary>
-    /// Example <paramref name="index"/> of <paramref name="pool"/> encoded for training: as a restated-list sequence
-    /// when <see cref="RoundsFor"/> picks it, otherwise plainly, after <paramref name="context"/> (<see cref="InContextExamples"/>).
+    /// Every example of <paramref name="pool"/> encoded for training: as a restated-list sequence when
+    /// <see cref="RoundsFor"/> picks it, otherwise plainly, after <paramref name="contextFor"/>(index) (<see cref="InContextExamples"/>).
     /// </summary>
-    public static EncodedExample Encode(SequenceEncoder encoder, IReadOnlyList<(TaskExample Example, int Task)> pool, int index,
-        TrainingOptions options, string context = "") =>
-        RoundsFor(index, pool, options) is { } rounds
-            ? encoder.Restated(rounds, pool[index].Task, options.RestateCopyWeight)
-            : encoder.Encode(pool[index].Example, pool[index].Task, context);
+    public static List<EncodedExample> EncodeAll(SequenceEncoder encoder, IReadOnlyList<(TaskExample Example, int Task)> pool,
+        TrainingOptions options, Func<int, string> contextFor)
+    {
+        var byTask = ByTask(pool);
+        return pool.Select((row, i) => RoundsFor(i, pool, byTask, options) is { } rounds
+            ? encoder.Restated(rounds, row.Task, options.RestateCopyWeight)
+            : encoder.Encode(row.Example, row.Task, contextFor(i))).ToList();
+    }
 
     /// <summary>
     /// Replaces the examples that <see cref="RoundsFor"/> picks in <paramref name="train"/> (encoded from
@@ -85,9 +95,10 @@ public static partial class RestatedLists
     public static int Replace(List<EncodedExample> train, IReadOnlyList<(TaskExample Example, int Task)> rows, SequenceEncoder encoder, TrainingOptions options)
     {
         if (train.Count != rows.Count) throw new ArgumentException("one row per training example", nameof(rows));
+        var byTask = ByTask(rows);
         int replaced = 0;
         for (int i = 0; i < train.Count; i++)
-            if (RoundsFor(i, rows, options) is { } rounds)
+            if (RoundsFor(i, rows, byTask, options) is { } rounds)
             {
                 train[i] = encoder.Restated(rounds, rows[i].Task, options.RestateCopyWeight);
                 replaced++;

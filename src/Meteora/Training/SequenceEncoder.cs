@@ -74,10 +74,10 @@ public sealed class SequenceEncoder
                  .Select(l => (Ids: _tokenizer.Encode(l.Text, addSpecialTokens: false), l.Task, l.Weight)).ToList()).ToList();
         var bos = _tokenizer.LeadingSpecialIds;                                           // BOS (or nothing, for a tokenizer without one)
         int first = 0;
-        while (first < encoded.Count - 1 && bos.Length + encoded.Skip(first).Sum(r => r.Sum(l => l.Ids.Length)) + 1 > _maxLength) first++;
+        while (first < encoded.Count - 1 && bos.Count + encoded.Skip(first).Sum(r => r.Sum(l => l.Ids.Length)) + 1 > _maxLength) first++;
         var ids = new List<int>(bos);
-        var weightOf = new List<float?>(Enumerable.Repeat((float?)null, bos.Length));     // per token: its weight as a target, null = not one
-        var tasks = new List<int>(Enumerable.Repeat(encoded[first][0].Task, bos.Length));
+        var weightOf = new List<float?>(Enumerable.Repeat((float?)null, bos.Count));     // per token: its weight as a target, null = not one
+        var tasks = new List<int>(Enumerable.Repeat(encoded[first][0].Task, bos.Count));
         foreach (var piece in encoded.Skip(first).SelectMany(r => r))
         {
             ids.AddRange(piece.Ids);

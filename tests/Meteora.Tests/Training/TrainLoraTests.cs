@@ -412,7 +412,7 @@ public class RestatedListTests
         int[][] answers = [Piece("1. add: 1 + 2 => 3\n"), Piece("2. Question: why not? Because.\n")];
         Assert.Equal(tok.LeadingSpecialIds.Concat(list.SelectMany(p => p)).Concat(answers.SelectMany(p => p)).Append(2).ToArray(), e.Ids);
         Assert.Equal(4, e.Task);
-        int bos = tok.LeadingSpecialIds.Length;
+        int bos = tok.LeadingSpecialIds.Count;
         // Labels: BOS takes the first line's task, then each line its own.
         int[] expectedTasks = [.. Enumerable.Repeat(0, bos + list[0].Length), .. Enumerable.Repeat(4, list[1].Length),
             .. Enumerable.Repeat(0, answers[0].Length), .. Enumerable.Repeat(4, answers[1].Length + 1)];
@@ -434,7 +434,7 @@ public class RestatedListTests
         List<(TaskExample, int)> round = [(new("add: 1 + 2 =>", " 3"), 0), (new("upper: ab =>", " AB"), 1)];
         var e = encoder.Restated([round], group: 0, copyWeight: 0.25);
         int[] Piece(string text) => tok.Encode(text, addSpecialTokens: false);
-        int listTokens = tok.LeadingSpecialIds.Length + Piece("1. add: 1 + 2 =>\n").Length + Piece("2. upper: ab =>\n").Length;
+        int listTokens = tok.LeadingSpecialIds.Count + Piece("1. add: 1 + 2 =>\n").Length + Piece("2. upper: ab =>\n").Length;
         // Targets in order: restated problem 1 (copy), " 3\n" (answer), restated problem 2, " AB\n", EOS.
         float[] expected = [.. Enumerable.Repeat(0.25f, Piece("1. add: 1 + 2 =>").Length), .. Enumerable.Repeat(1f, Piece(" 3\n").Length),
             .. Enumerable.Repeat(0.25f, Piece("2. upper: ab =>").Length), .. Enumerable.Repeat(1f, Piece(" AB\n").Length + 1)];
