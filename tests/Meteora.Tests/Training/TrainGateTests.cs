@@ -110,6 +110,17 @@ public class TrainGateTests
     }
 
     [Fact]
+    public void PackAndRestateTogetherAreRefusedBeforeAnythingIsWritten()
+    {
+        using var dir = Fixture.TempDir();
+        string data = FixtureTasks.Write(dir["data"], perTask: 5);
+        var e = Assert.Throws<MeteoraException>(() => GateTrainer.Train(Fixture.Base, FixtureTasks.Adapters, data, dir["m"],
+            new GateTrainingOptions { Pack = 2 }, new TrainingOptions { Steps = 1, RestateShare = 0.5 }, CPU, ScalarType.Float32));
+        Assert.Contains("--pack and --restate cannot be combined", e.Message);
+        Assert.False(Directory.Exists(dir["m"]));
+    }
+
+    [Fact]
     public void TasksAndAdaptersMustMatchByName()
     {
         using var dir = Fixture.TempDir();
