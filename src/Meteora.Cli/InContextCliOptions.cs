@@ -4,8 +4,9 @@ using Meteora.Training;
 namespace Meteora.Cli;
 
 /// <summary>
-/// Where training examples sit, for train-lora and train-gate: <c>--in-context</c> / <c>--in-context-chars</c>
-/// (<see cref="InContextExamples"/>) and <c>--restate</c> / <c>--restate-items</c> (<see cref="RestatedLists"/>).
+/// Where training examples sit, for train-lora, train-gate and add-adapter: <c>--in-context</c> / <c>--in-context-chars</c>
+/// (<see cref="InContextExamples"/>) and <c>--restate</c> / <c>--restate-items</c> / <c>--restate-copy-weight</c>
+/// (<see cref="RestatedLists"/>).
 /// </summary>
 public sealed class InContextCliOptions
 {

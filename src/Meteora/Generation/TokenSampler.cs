@@ -1,3 +1,4 @@
+using Meteora.Runtime;
 using TorchSharp;
 using static TorchSharp.torch;
 
@@ -13,7 +14,6 @@ public sealed class TokenSampler : IDisposable
     private readonly Generator? _generator;
     private readonly long[] _suppress;
     private Tensor? _suppressIndex;           // (S,) int64 on the logits' device, made on the first step
-    private readonly Scalar _minusInfinity = double.NegativeInfinity.ToScalar();   // held for the op (see RmsNorm)
 
     public TokenSampler(GenerationOptions options)
     {
@@ -33,7 +33,7 @@ public sealed class TokenSampler : IDisposable
                 _suppressIndex?.Dispose();
                 _suppressIndex = tensor(_suppress, device: logits.device).DetachFromDisposeScope();
             }
-            logits = logits.index_fill(-1, _suppressIndex, _minusInfinity);          // (B, V)
+            logits = logits.index_fill(-1, _suppressIndex, HeldScalars.NegativeInfinity);          // (B, V)
         }
         if (_options.Greedy) return logits.argmax(-1).MoveToOuterDisposeScope();
         using var t = _options.Temperature.ToScalar();   // held for the op (see RmsNorm)
@@ -59,6 +59,5 @@ public sealed class TokenSampler : IDisposable
     {
         _generator?.Dispose();
         _suppressIndex?.Dispose();
-        _minusInfinity.Dispose();
     }
 }

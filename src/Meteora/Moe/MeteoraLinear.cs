@@ -42,7 +42,6 @@ public sealed class MeteoraLinear : Linear
     private Runtime.CudaKernel? _routingKernel;  // resolved on first CUDA bfloat16 call
     private Runtime.CudaKernel? _rowKernel;      // the per-row variant (serving), likewise
     // Held for the process (an implicit Scalar can be finalized while the op runs; see RmsNorm).
-    private static readonly Scalar NegativeInfinity = double.NegativeInfinity.ToScalar();
 
     public AdapterStack Adapters { get; }
     /// <summary>Where routing decisions go when set (trace, gate loss); null = not recorded.</summary>
@@ -279,7 +278,7 @@ public sealed class MeteoraLinear : Linear
     private Tensor ArrowLogits(Tensor logits)
     {
         var scores = logits.abs();                                                        // (N, L)
-        return _absent is null ? scores : scores.masked_fill_(_absent, NegativeInfinity);
+        return _absent is null ? scores : scores.masked_fill_(_absent, HeldScalars.NegativeInfinity);
     }
 
     /// <summary>

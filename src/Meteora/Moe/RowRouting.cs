@@ -26,7 +26,6 @@ public sealed class RowRouting : IDisposable
     /// <summary>Smallest routing temperature: below it 1/T overflows float32 and the weights become NaN.</summary>
     public const double MinTemperature = 1e-3;
 
-    private static readonly Scalar NegativeInfinity = double.NegativeInfinity.ToScalar();   // held for the process (see RmsNorm)
     private readonly long[] _mode, _topK;
     private readonly float[] _temperature;
 
@@ -167,7 +166,7 @@ public sealed class RowRouting : IDisposable
         using var scope = NewDisposeScope();
         var s = SettingsFor(tokensPerRow);
         var (sorted, order) = logits.to(ScalarType.Float32).sort(-1, descending: true, stable: true);   // (B·T, N) each; ties to the lower index
-        var weights = sorted.div_(s.Temperature).masked_fill_(s.RankMask, NegativeInfinity).softmax(-1);   // 0 past each row's k
+        var weights = sorted.div_(s.Temperature).masked_fill_(s.RankMask, HeldScalars.NegativeInfinity).softmax(-1);   // 0 past each row's k
         var gate = zeros_like(weights).scatter_(1, order, weights);                        // (B·T, N) in adapter order
         return where(s.GatesMask, gate, s.Fixed).MoveToOuterDisposeScope();
     }

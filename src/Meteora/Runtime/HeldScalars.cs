@@ -15,4 +15,6 @@ public static class HeldScalars
 {
     /// <summary>1, the alpha of an unscaled add.</summary>
     public static readonly Scalar One = 1.ToScalar();
+    /// <summary>−∞, what masked-out logits are filled with.</summary>
+    public static readonly Scalar NegativeInfinity = double.NegativeInfinity.ToScalar();
 }
