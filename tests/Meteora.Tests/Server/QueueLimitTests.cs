@@ -19,14 +19,14 @@ public class QueueLimitTests(OneRowServer fixture) : IClassFixture<OneRowServer>
         var server = fixture.Inner;
         using var cancel = new CancellationTokenSource();
         var longRun = server.Stream("/v1/completions", new { model = "base", prompt = "a", max_tokens = 120, stream = true }, cancel.Token);
-        for (int i = 0; i < 200 && server.Engine.Running == 0; i++) await Task.Delay(10);
+        Assert.True(await TinyServer.WaitUntil(() => server.Engine.Running == 1, TimeSpan.FromSeconds(30)), "the long stream never started");
         var (status, body, response) = await server.Post("/v1/completions", new { model = "base", prompt = "b", max_tokens = 2 });
         Assert.Equal(429, status);
         Assert.True(response.Headers.RetryAfter is not null, "Retry-After header");
         Assert.Equal("queue_full", body.GetProperty("error").GetProperty("code").GetString());
         cancel.Cancel();                                                  // the client goes away mid-stream
         await Assert.ThrowsAnyAsync<OperationCanceledException>(() => longRun);
-        for (int i = 0; i < 200 && server.Engine.Running > 0; i++) await Task.Delay(10);
+        await TinyServer.WaitUntil(() => server.Engine.Running == 0, TimeSpan.FromSeconds(30));
         Assert.Equal(0, server.Engine.Running);
         Assert.Equal(200, (await server.Post("/v1/completions", new { model = "base", prompt = "b", max_tokens = 2 })).Status);
     }

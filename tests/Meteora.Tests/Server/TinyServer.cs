@@ -36,6 +36,22 @@ public sealed class TinyServer : IAsyncLifetime
         Model.Dispose();
     }
 
+    /// <summary>
+    /// Polls <paramref name="condition"/> every 10 ms until it holds or <paramref name="timeout"/> passes; returns
+    /// whether it held. The engine frees a closed stream's row on its next step, which on a loaded 2-core CI machine
+    /// can be seconds after the client saw its connection close, so "afterwards nothing is held" is checked this way.
+    /// </summary>
+    public static async Task<bool> WaitUntil(Func<bool> condition, TimeSpan timeout)
+    {
+        var deadline = DateTime.UtcNow + timeout;
+        while (!condition())
+        {
+            if (DateTime.UtcNow > deadline) return false;
+            await Task.Delay(10);
+        }
+        return true;
+    }
+
     /// <summary>POSTs raw JSON text; returns the status and the parsed body.</summary>
     public async Task<(int Status, JsonElement Body, HttpResponseMessage Response)> Post(string path, string json)
     {
