@@ -34,4 +34,7 @@ else
   echo "demo --quick: FAILED"; tail -20 "$demo.err"; status=1
 fi
 rm -rf "$demo" "$demo.out" "$demo.err"
+
+# The packages as a user gets them: pack, a sample restored from the folder feed, the tool installed and run.
+bash scripts/check-packages.sh || status=1
 exit "$status"

@@ -1,5 +1,6 @@
 using System.CommandLine;
 using Meteora.Cli.Commands;
+using Meteora.Runtime;
 
 namespace Meteora.Cli;
 
@@ -43,6 +44,11 @@ public static class CliApp
         catch (MeteoraException e)
         {
             stderr.WriteLine($"error: {OneLine(e.Message)}");
+            return 1;
+        }
+        catch (TypeInitializationException e) when (TorchRuntime.MissingBackendMessage(e) is { } missing)
+        {
+            stderr.WriteLine($"error: {missing}");
             return 1;
         }
         catch (Exception e) when (e is not OutOfMemoryException)

@@ -6,12 +6,58 @@ namespace Meteora.Runtime;
 /// <summary>Parses the <c>--device</c> and <c>--dtype</c> options and checks that the device exists.</summary>
 public static class TorchRuntime
 {
+    private static readonly object BackendLock = new();
+    private static string? _backendError;
+    private static bool _backendChecked;
+
+    /// <summary>
+    /// Loads libtorch (TorchSharp's native backend) if it is not loaded yet, and turns a missing one into a one-line
+    /// <see cref="MeteoraException"/> that names what is missing and the two ways to provide it (the TorchSharp-cpu
+    /// package, or a libtorch folder on LD_LIBRARY_PATH). The packages reference TorchSharp without libtorch, so an
+    /// application calls this first; the CLI calls it before any command that uses torch. Without it, the first use
+    /// of <c>torch</c> fails with TorchSharp's own TypeInitializationException and a page of probing trace on stdout.
+    /// </summary>
+    public static void EnsureBackend()
+    {
+        lock (BackendLock)
+        {
+            if (!_backendChecked)
+            {
+                _backendChecked = true;
+                // TorchSharp prints its probing trace to stdout when loading fails: keep it out of the user's output.
+                var stdout = Console.Out;
+                Console.SetOut(TextWriter.Null);
+                try { _ = CPU; }
+                catch (TypeInitializationException e) { _backendError = MissingBackendMessage(e); }
+                finally { Console.SetOut(stdout); }
+            }
+            if (_backendError is not null) throw new MeteoraException(_backendError);
+        }
+    }
+
+    /// <summary>
+    /// The one-line message for TorchSharp's failure to load libtorch (<paramref name="e"/> is the type initializer's
+    /// exception for <c>TorchSharp.torch</c>), or null when <paramref name="e"/> is something else.
+    /// </summary>
+    public static string? MissingBackendMessage(Exception e)
+    {
+        if (e is not TypeInitializationException { TypeName: "TorchSharp.torch" } t) return null;
+        // TorchSharp's first line names the package it looked for, e.g. "… doesn't contain a reference to
+        // libtorch-cpu-linux-x64, Version=2.10.0.0."
+        string first = (t.InnerException?.Message ?? t.Message).Split('\n', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries)
+            .FirstOrDefault() ?? "";
+        return "no libtorch backend could be loaded" + (first.Length > 0 ? $" ({first.TrimEnd('.')})" : "") +
+               ": reference the TorchSharp-cpu package for CPU, or put the lib folder of a libtorch 2.10+ (CPU or CUDA, e.g. a " +
+               "PyTorch install's torch/lib) on LD_LIBRARY_PATH; see README \"Packages\"";
+    }
+
     /// <summary>
     /// Resolves "cpu", "cuda" or "cuda:N". CUDA is initialised on first use; asking for it where libtorch has no
     /// CUDA support or no GPU is present is a one-line error.
     /// </summary>
     public static Device ParseDevice(string text)
     {
+        EnsureBackend();
         string t = text.Trim().ToLowerInvariant();
         if (t == "cpu") return CPU;
         if (t == "cuda" || t.StartsWith("cuda:"))
