@@ -7,6 +7,7 @@ namespace Meteora.Evaluation;
 /// <summary>Writes per-task scores as results.json and a Markdown table (results.md) into a report folder.</summary>
 public static class EvaluationReport
 {
+    /// <summary>Writes results.json and results.md for <paramref name="scores"/> into <paramref name="folder"/> (atomically), headed by <paramref name="mode"/> and <paramref name="settings"/>.</summary>
     public static void Write(string folder, string mode, IReadOnlyList<TaskScore> scores, IReadOnlyDictionary<string, string> settings)
     {
         Directory.CreateDirectory(folder);

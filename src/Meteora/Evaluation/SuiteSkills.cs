@@ -6,7 +6,7 @@ namespace Meteora.Evaluation;
 /// the same facts in prose ("backwards, abc reads cba."), the way a real base model meets such facts in web text
 /// before any adapter teaches it a task's format. Input ranges are kept small enough for a 4-layer model.
 /// </summary>
-public static class SuiteSkills
+internal static class SuiteSkills
 {
     private static readonly string[] Syllables = ["ka", "lo", "mi", "ne", "ru", "ta", "po", "se", "vi", "zu", "da", "fe", "gi", "bo", "hu", "ja"];
     private static readonly string[] Items = ["apple", "stone", "coin", "shell", "leaf", "bell", "key", "cup", "pear", "nut", "box", "pin"];

@@ -33,6 +33,11 @@ public static class TaskEvaluator
         }
     }
 
+    /// <summary>
+    /// Scores <paramref name="lm"/> on the first <paramref name="limit"/> rows of <c>test.jsonl</c> in
+    /// <paramref name="taskFolder"/>: greedy answers in batches of <paramref name="batchSize"/>, at most
+    /// <paramref name="maxNewTokens"/> each; <paramref name="onProgress"/> gets (done, total) after each batch.
+    /// </summary>
     public static TaskScore Evaluate(string task, string taskFolder, LlamaForCausalLM lm, HfTokenizer tokenizer,
         int limit, int batchSize, int maxNewTokens, Action<int, int>? onProgress = null)
     {

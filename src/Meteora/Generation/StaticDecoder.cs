@@ -18,7 +18,7 @@ namespace Meteora.Generation;
 /// The first step runs eagerly on the capture stream (warm-up), the second is captured and replayed.
 /// </para>
 /// </summary>
-public sealed class StaticDecoder : IDisposable
+internal sealed class StaticDecoder : IDisposable
 {
 
     private readonly LlamaForCausalLM _model;

@@ -8,7 +8,7 @@ namespace Meteora.Generation;
 /// Chooses the next token of every row from last-position logits: argmax, or temperature + top-p. Sampling
 /// draws on the CPU from a seeded generator, so a seed gives the same tokens on every device.
 /// </summary>
-public sealed class TokenSampler : IDisposable
+internal sealed class TokenSampler : IDisposable
 {
     private readonly GenerationOptions _options;
     private readonly Generator? _generator;

@@ -7,7 +7,7 @@ namespace Meteora.IO;
 /// The weights of a Hugging Face model folder: <c>model.safetensors</c>, or <c>model.safetensors.index.json</c>
 /// with its shards. Resolves a tensor name to the shard that holds it; all shards are validated on open.
 /// </summary>
-public sealed class CheckpointFiles : IDisposable
+internal sealed class CheckpointFiles : IDisposable
 {
     private readonly Dictionary<string, SafeTensorsFile> _byTensor = new();
     private readonly List<SafeTensorsFile> _files = new();

@@ -10,7 +10,7 @@ namespace Meteora.IO;
 /// than the shard size gets a shard of its own. Every file is written atomically; stale weight files of another
 /// layout in the folder are removed after the new ones are in place.
 /// </summary>
-public static class ShardedCheckpointWriter
+internal static class ShardedCheckpointWriter
 {
     public const string SingleFile = "model.safetensors";
     public const string IndexFile = "model.safetensors.index.json";

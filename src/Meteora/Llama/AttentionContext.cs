@@ -7,7 +7,7 @@ namespace Meteora.Llama;
 /// boolean attention mask (null when plain causal attention over unpadded rows is exact), and where the new
 /// tokens go in the KV cache.
 /// </summary>
-public sealed class AttentionContext
+internal sealed class AttentionContext
 {
     /// <summary>(B, T, 1, head_dim) in the model dtype.</summary>
     public required Tensor Cos { get; init; }

@@ -25,7 +25,7 @@ public sealed class LlamaAttention : nn.Module
     }
 
     /// <summary>x (B, T, hidden) → (B, T, hidden).</summary>
-    public Tensor forward(Tensor x, AttentionContext ctx, int layer)
+    internal Tensor forward(Tensor x, AttentionContext ctx, int layer)
     {
         using var scope = NewDisposeScope();
         long B = x.shape[0], T = x.shape[1];

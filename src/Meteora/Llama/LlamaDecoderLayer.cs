@@ -23,7 +23,7 @@ public sealed class LlamaDecoderLayer : nn.Module
     }
 
     /// <summary>(B, T, hidden) → (B, T, hidden).</summary>
-    public Tensor forward(Tensor x, AttentionContext ctx)
+    internal Tensor forward(Tensor x, AttentionContext ctx)
     {
         using var scope = NewDisposeScope();
         var h = x + self_attn.forward(input_layernorm.forward(x), ctx, _index);

@@ -22,7 +22,7 @@ public sealed class LlamaModel : nn.Module
     }
 
     /// <summary>ids (B, T) → normed hidden states (B, T, hidden).</summary>
-    public Tensor forward(Tensor ids, AttentionContext ctx)
+    internal Tensor forward(Tensor ids, AttentionContext ctx)
     {
         using var scope = NewDisposeScope();
         var h = embed_tokens.forward(ids);

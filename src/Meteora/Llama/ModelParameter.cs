@@ -8,7 +8,7 @@ namespace Meteora.Llama;
 /// built (TorchSharp would otherwise hand a scope-owned tensor's parameter back to that scope, which frees it
 /// when the scope ends).
 /// </summary>
-public static class ModelParameter
+internal static class ModelParameter
 {
     /// <summary>Wraps <paramref name="data"/> (which is consumed) as a parameter owned by no dispose scope.</summary>
     public static Parameter Create(Tensor data, bool requiresGrad = false)

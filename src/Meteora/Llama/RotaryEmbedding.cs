@@ -7,7 +7,7 @@ namespace Meteora.Llama;
 /// Rotary position embedding. Inverse frequencies are computed once (with Llama 3.1 scaling when the config asks
 /// for it); cos/sin are formed per forward in float32 for the positions at hand, as transformers does.
 /// </summary>
-public sealed class RotaryEmbedding : IDisposable
+internal sealed class RotaryEmbedding : IDisposable
 {
     private readonly Tensor _invFreq;   // (head_dim/2,) float32
 

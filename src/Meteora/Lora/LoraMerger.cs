@@ -12,6 +12,7 @@ namespace Meteora.Lora;
 /// </summary>
 public static class LoraMerger
 {
+    /// <summary>Writes <paramref name="baseFolder"/> with the adapter in <paramref name="adapterFolder"/> folded in to <paramref name="outFolder"/>.</summary>
     public static void Merge(string baseFolder, string adapterFolder, string outFolder, Action<string>? log = null)
     {
         if (Path.GetFullPath(outFolder).TrimEnd('/') == Path.GetFullPath(baseFolder).TrimEnd('/'))

@@ -17,6 +17,7 @@ public static class AdapterRemoval
     /// <summary>What was removed and whether top-k had to shrink.</summary>
     public sealed record Result(string Removed, int Index, int AdaptersLeft, int TopK, bool TopKLowered);
 
+    /// <summary>Writes a copy of the checkpoint in <paramref name="meteoraFolder"/> without adapter <paramref name="name"/> to <paramref name="outFolder"/>.</summary>
     public static Result Remove(string meteoraFolder, string name, string outFolder)
     {
         var config = MeteoraCheckpointConfig.Load(meteoraFolder);

@@ -12,7 +12,7 @@ namespace Meteora.Moe;
 /// <c>gather</c> needs them as (L, r, in) / (L, out, r): views when all ranks are equal, zero-padded copies
 /// (built on first use) when they differ.
 /// </summary>
-public sealed class AdapterStack : IDisposable
+internal sealed class AdapterStack : IDisposable
 {
     public int Count { get; }
     public int[] Ranks { get; }

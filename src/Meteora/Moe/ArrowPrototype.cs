@@ -8,7 +8,7 @@ namespace Meteora.Moe;
 /// (reduced QR, Q having orthonormal columns), ΔW = s·Q (R A), so ΔW and the small R A (r, in) share their right
 /// singular vectors. A positive scale s changes neither the vector nor its sign, so it is not needed here.
 /// </summary>
-public static class ArrowPrototype
+internal static class ArrowPrototype
 {
     /// <summary>
     /// The prototype (in,) float32 on the CPU of the adapter with A (r, in) and B (out, r). A singular vector is

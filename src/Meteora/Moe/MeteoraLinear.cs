@@ -43,7 +43,7 @@ public sealed class MeteoraLinear : Linear
     private Runtime.CudaKernel? _rowKernel;      // the per-row variant (serving), likewise
     // Held for the process (an implicit Scalar can be finalized while the op runs; see RmsNorm).
 
-    public AdapterStack Adapters { get; }
+    internal AdapterStack Adapters { get; }
     /// <summary>Where routing decisions go when set (trace, gate loss); null = not recorded.</summary>
     public RoutingRecorder? Recorder { get; set; }
 

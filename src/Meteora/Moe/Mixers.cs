@@ -8,7 +8,7 @@ namespace Meteora.Moe;
 /// The four ways to compute <c>Σ_j w_j · B_{e_j} (A_{e_j} x)</c> for routed tokens. x (N, in), indices (N, k),
 /// weights (N, k) float32 → delta (N, out) in x's dtype. All give the same numbers up to rounding.
 /// </summary>
-public static class Mixers
+internal static class Mixers
 {
 
     public static Tensor Mix(MixingStrategy strategy, AdapterStack s, Tensor x, Tensor indices, Tensor weights) => strategy switch

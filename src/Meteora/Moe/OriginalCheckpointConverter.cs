@@ -19,6 +19,10 @@ public static class OriginalCheckpointConverter
 {
     private const string Prefix = "base_model.model.";
 
+    /// <summary>
+    /// Reads <paramref name="originalFile"/> (the Python MeteoRA's model.safetensors), checks it against the base in
+    /// <paramref name="baseFolder"/> and the PEFT folders it was built from (in gate order), and writes a checkpoint folder.
+    /// </summary>
     public static ConversionReport Convert(string originalFile, string baseFolder, IReadOnlyList<string> adapterFolders,
         string outFolder, int topK = 2, double temperature = 1.0, Action<string>? log = null)
     {

@@ -4,7 +4,7 @@ using static TorchSharp.torch;
 namespace Meteora.Moe;
 
 /// <summary>The MeteoRA router: picks k adapters per token from the gate logits and weights them.</summary>
-public static class Router
+internal static class Router
 {
     /// <summary>
     /// logits (N, L) → indices (N, k) int64 in descending logit order and weights (N, k) float32. The training

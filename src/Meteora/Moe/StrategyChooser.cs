@@ -10,7 +10,7 @@ namespace Meteora.Moe;
 /// L = 256, r = 16 (ΣR = 4096 = in) at N = 4096, where it took 0.79 ms against segment's 18.7 ms — so segment is
 /// chosen only far beyond it, where dense's adapter FLOPs exceed 16× the base GEMM's.
 /// </summary>
-public static class StrategyChooser
+internal static class StrategyChooser
 {
     /// <summary>Segment needs at least this many tokens.</summary>
     public const int SegmentMinTokens = 4096;

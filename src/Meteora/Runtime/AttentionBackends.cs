@@ -12,7 +12,7 @@ namespace Meteora.Runtime;
 /// <c>at::globalContext().setSDPUseCuDNN(false)</c> in libtorch directly (Itanium C++ ABI: the context
 /// reference is the first argument).
 /// </summary>
-public static class AttentionBackends
+internal static class AttentionBackends
 {
     [UnmanagedFunctionPointer(CallingConvention.Cdecl)] private delegate IntPtr GlobalContextFn();
     [UnmanagedFunctionPointer(CallingConvention.Cdecl)] private delegate void SetBoolFn(IntPtr context, [MarshalAs(UnmanagedType.I1)] bool value);

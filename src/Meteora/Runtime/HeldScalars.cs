@@ -11,7 +11,7 @@ namespace Meteora.Runtime;
 /// hot paths call the two-argument form with <see cref="One"/>. Seen in the wild: a LoRA run with a data-prefetch
 /// thread allocating in parallel failed in RmsNorm's <c>variance.add(eps)</c> after 9 steps.
 /// </summary>
-public static class HeldScalars
+internal static class HeldScalars
 {
     /// <summary>1, the alpha of an unscaled add.</summary>
     public static readonly Scalar One = 1.ToScalar();

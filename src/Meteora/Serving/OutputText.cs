@@ -8,7 +8,7 @@ namespace Meteora.Serving;
 /// longer be the start of a stop string, and a stop string ends the text before it. Built on
 /// <see cref="StreamingDetokenizer"/> (which holds back incomplete UTF-8).
 /// </summary>
-public sealed class OutputText
+internal sealed class OutputText
 {
     private readonly StreamingDetokenizer _detokenizer;
     private readonly IReadOnlyList<string> _stop;

@@ -11,7 +11,7 @@ namespace Meteora.Serving;
 /// distribution, before temperature) where asked. Greedy rows without log-probabilities never leave the device
 /// except for their ids.
 /// </summary>
-public static class RowSampler
+internal static class RowSampler
 {
     /// <summary>A row's pick: token, and its log-probability and alternatives when asked.</summary>
     public readonly record struct Pick(int Token, TokenLogprob? Logprob, IReadOnlyList<TokenLogprob>? Top);

@@ -10,7 +10,7 @@ namespace Meteora.Tokenization;
 /// PAD (2) — and the 256 byte tokens at ids 3…258. Character-level tokens suit the built-in tasks, which
 /// manipulate letters and digits.
 /// </summary>
-public static class ByteLevelTokenizerWriter
+internal static class ByteLevelTokenizerWriter
 {
     public const string Bos = "<|begin_of_text|>", Eos = "<|end_of_text|>", Pad = "<|pad|>";
     public const int SpecialCount = 3;

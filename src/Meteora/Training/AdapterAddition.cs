@@ -36,6 +36,11 @@ public sealed record AdapterAdditionResult(TrainingOutcome Outcome, string Added
 /// </summary>
 public static class AdapterAddition
 {
+    /// <summary>
+    /// Grows the checkpoint in <paramref name="meteoraFolder"/> (over <paramref name="baseFolder"/>) by the PEFT adapter
+    /// <paramref name="added"/>, training on <paramref name="dataFolder"/>'s task of the same name plus replay of the
+    /// old tasks found there, and writes the new checkpoint to <paramref name="outDir"/> (resumable like every trainer).
+    /// </summary>
     public static AdapterAdditionResult Add(string baseFolder, string meteoraFolder, (string Name, string Folder) added, string dataFolder,
         string outDir, AdapterAdditionOptions add, TrainingOptions options, Device device, ScalarType dtype,
         ITrainingProgress? progress = null, CancellationToken cancel = default)

@@ -1,7 +1,7 @@
 namespace Meteora.Training;
 
 /// <summary>Linear warm-up from 0 to the peak, then cosine decay to <see cref="MinRatio"/> × peak at the last step.</summary>
-public sealed record CosineSchedule(double PeakLr, int WarmupSteps, int TotalSteps, double MinRatio = 0.0)
+internal sealed record CosineSchedule(double PeakLr, int WarmupSteps, int TotalSteps, double MinRatio = 0.0)
 {
     /// <summary>Learning rate for optimiser step <paramref name="step"/> (0-based).</summary>
     public double At(int step)

@@ -9,7 +9,7 @@ namespace Meteora.Training;
 /// with 300-token ones would make every row of most batches cost 300. The buckets' leftovers (fewer than a
 /// batch) end the epoch together.
 /// </summary>
-public sealed class DataOrder
+internal sealed class DataOrder
 {
     private readonly int[][] _groups;
     private readonly int _seed;

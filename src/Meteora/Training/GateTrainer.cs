@@ -43,6 +43,11 @@ public sealed record GateTrainingResult(TrainingOutcome Outcome, int TrainExampl
 /// </summary>
 public static class GateTrainer
 {
+    /// <summary>
+    /// Trains gates for <paramref name="adapters"/> (name = task folder under <paramref name="dataFolder"/>, folder =
+    /// PEFT adapter; the order is the gate order) over the base in <paramref name="baseFolder"/>, writing checkpoints
+    /// and the final MeteoRA folder to <paramref name="outDir"/>. Stops cleanly (checkpoint kept) on <paramref name="cancel"/>.
+    /// </summary>
     public static GateTrainingResult Train(string baseFolder, IReadOnlyList<(string Name, string Folder)> adapters,
         string dataFolder, string outDir, GateTrainingOptions gate, TrainingOptions options, Device device, ScalarType dtype,
         ITrainingProgress? progress = null, CancellationToken cancel = default)

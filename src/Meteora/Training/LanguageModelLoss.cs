@@ -7,7 +7,7 @@ namespace Meteora.Training;
 /// Next-token cross-entropy in float32, mean over the positions whose label is not -100 — or, with per-position
 /// weights, the weighted mean Σ w·ce / Σ w over those positions.
 /// </summary>
-public static class LanguageModelLoss
+internal static class LanguageModelLoss
 {
     // Held for the process: an implicit Scalar can be finalized while its op runs (see HeldScalars).
     private static readonly Scalar Ignored = TrainingBatch.IgnoreIndex.ToScalar(), Zero = 0.ToScalar(), Tiny = 1e-12.ToScalar();

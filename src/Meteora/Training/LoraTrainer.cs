@@ -44,6 +44,11 @@ public static class LoraTrainer
         options.ReplayRows <= 0 ? null
             : new GeneratedDocuments(tokenizer, 100_000, first: 0, RehearsalSeed, options.ReplaySeqLen, eosId);
 
+    /// <summary>
+    /// Trains an adapter shaped by <paramref name="lora"/> on <paramref name="taskFolder"/>'s train.jsonl over the base in
+    /// <paramref name="baseFolder"/> and writes a PEFT folder (plus checkpoints and metrics) to <paramref name="outDir"/>.
+    /// Stops cleanly (checkpoint kept) on <paramref name="cancel"/>.
+    /// </summary>
     public static LoraTrainingResult Train(string baseFolder, string taskFolder, string outDir, LoraConfig lora,
         TrainingOptions options, Device device, ScalarType dtype, ITrainingProgress? progress = null,
         CancellationToken cancel = default)

@@ -18,6 +18,7 @@ public sealed record MeteoraLossValue(Tensor Total, Tensor Lm, Tensor Gate, doub
 /// </summary>
 public static class MeteoraLoss
 {
+    /// <summary>The loss of <paramref name="m"/> on <paramref name="batch"/> (rows labelled with their task), gate term weighted by <paramref name="gateLossWeight"/>.</summary>
     public static MeteoraLossValue Compute(MeteoraModel m, TrainingBatch batch, double gateLossWeight)
     {
         using var scope = NewDisposeScope();

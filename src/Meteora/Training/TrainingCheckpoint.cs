@@ -11,7 +11,7 @@ namespace Meteora.Training;
 /// written complete under a temporary name and swapped in by renames, so an interrupted write never replaces
 /// the previous good checkpoint.
 /// </summary>
-public static class TrainingCheckpoint
+internal static class TrainingCheckpoint
 {
     public const string FolderName = "checkpoint";
 

@@ -17,7 +17,7 @@ public enum TrainingOutcome { Completed, Interrupted }
 /// a function of the step (<see cref="DataOrder"/>), dropout is reseeded per step, and optimiser state and step
 /// come from the checkpoint. Metrics go to <c>metrics.jsonl</c> in the output folder.
 /// </summary>
-public sealed class TrainingLoop
+internal sealed class TrainingLoop
 {
     private readonly ITrainingObjective _objective;
     private readonly TrainingOptions _options;
