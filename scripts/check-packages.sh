@@ -27,9 +27,12 @@ grep -q '<license type="expression">MIT</license>' <<<"$nuspec" || fail "Meteora
 grep -q '<readme>README.md</readme>' <<<"$nuspec" || fail "Meteora.nuspec has no readme"
 grep -q 'id="TorchSharp"' <<<"$nuspec" || fail "Meteora does not depend on TorchSharp"
 grep -qiE 'dependency id="(TorchSharp-cpu|TorchSharp-cuda|libtorch)' <<<"$nuspec" && fail "Meteora depends on a native libtorch package"
-unzip -l "$work/feed/Meteora.$version.nupkg" | grep -q 'lib/net10.0/Meteora.xml' || fail "Meteora has no XML docs"
-unzip -l "$work/feed/Meteora.Cli.$version.nupkg" | grep -q 'DotnetToolSettings.xml' || fail "Meteora.Cli is not a tool package"
-unzip -l "$work/feed/Meteora.Cli.$version.nupkg" | grep -qi 'libtorch_cpu\|libtorch\.so' && fail "the tool package carries libtorch"
+# Listings are read whole before grep: `unzip -l | grep -q` can fail under pipefail when grep stops reading early.
+library=$(unzip -l "$work/feed/Meteora.$version.nupkg") || fail "unzip Meteora.$version.nupkg"
+tool=$(unzip -l "$work/feed/Meteora.Cli.$version.nupkg") || fail "unzip Meteora.Cli.$version.nupkg"
+grep -q 'lib/net10.0/Meteora.xml' <<<"$library" || fail "Meteora has no XML docs"
+grep -q 'DotnetToolSettings.xml' <<<"$tool" || fail "Meteora.Cli is not a tool package"
+grep -qiE 'libtorch_cpu|libtorch\.so' <<<"$tool" && fail "the tool package carries libtorch"
 
 # 2. the sample, restored from the feed into an empty package folder
 dotnet build samples/RoutedGeneration -c Release -nologo -v quiet -clp:ErrorsOnly -o "$work/sample" \

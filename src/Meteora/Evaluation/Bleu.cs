@@ -27,7 +27,24 @@ public static partial class Bleu
         line = PeriodCommaUnlessPrecededByDigit().Replace(line, "$1 $2 ");
         line = PeriodCommaUnlessFollowedByDigit().Replace(line, " $1 $2");
         line = DashAfterDigit().Replace(line, "$1 $2 ");
-        return line.Split(' ', StringSplitOptions.RemoveEmptyEntries);
+        return SplitOnWhitespace(line);
+    }
+
+    /// <summary>
+    /// Python's <c>str.split()</c>, which sacrebleu splits tokens with: runs of any whitespace (tabs, U+00A0, U+2003 …,
+    /// and the separators U+001C–U+001F that Python counts as whitespace) separate tokens.
+    /// </summary>
+    private static string[] SplitOnWhitespace(string line)
+    {
+        var tokens = new List<string>();
+        int start = -1;
+        for (int i = 0; i <= line.Length; i++)
+        {
+            bool space = i == line.Length || char.IsWhiteSpace(line[i]) || line[i] is >= '\x1c' and <= '\x1f';
+            if (space) { if (start >= 0) { tokens.Add(line[start..i]); start = -1; } }
+            else if (start < 0) start = i;
+        }
+        return [.. tokens];
     }
 
     /// <summary>Corpus BLEU of hypotheses against one reference each.</summary>
@@ -53,6 +70,8 @@ public static partial class Bleu
                 }
             }
         }
+        // sacrebleu ≥ 2 stops early when no n-gram of any order matches (its issue #141): 0, not the smoothed value.
+        if (correct.All(c => c == 0)) return 0;
         var precisions = new double[MaxOrder];
         double smooth = 1;
         for (int n = 0; n < MaxOrder; n++)

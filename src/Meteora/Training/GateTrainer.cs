@@ -65,8 +65,10 @@ public static class GateTrainer
         int? eos = SpecialTokens.TrainingEos(config, tokenizer);
         var encoder = new SequenceEncoder(tokenizer, options.MaxSeqLen, options.ResponseOnly, eos);
         if (gate.Pack < 1 || gate.Pack > 64) throw new MeteoraException($"--pack: {gate.Pack} is out of range (1…64)");
-        // Packed sequences are built from the plain rows: restated lists would be made and then thrown away.
+        // Packed sequences are built from the plain rows: restated lists and in-context documents would be made and
+        // then thrown away.
         if (gate.Pack > 1 && options.RestateShare > 0) throw new MeteoraException("--pack and --restate cannot be combined (packed sequences are built from the plain examples)");
+        if (gate.Pack > 1 && options.InContextShare > 0) throw new MeteoraException("--pack and --in-context cannot be combined (packed sequences are built from the plain examples)");
         var train = new List<EncodedExample>();
         var eval = new List<EncodedExample>();
         var trainRows = new List<(TaskExample Example, int Task)>();

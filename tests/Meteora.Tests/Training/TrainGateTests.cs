@@ -109,14 +109,18 @@ public class TrainGateTests
         Assert.False(trained.Weights["model.layers.0.self_attn.q_proj"].A.allclose(original.Weights["model.layers.0.self_attn.q_proj"].A));
     }
 
-    [Fact]
-    public void PackAndRestateTogetherAreRefusedBeforeAnythingIsWritten()
+    /// <summary>Packed sequences are built from the plain examples, so options that rewrite examples are refused with --pack.</summary>
+    [Theory]
+    [InlineData("restate")]
+    [InlineData("in-context")]
+    public void PackWithRestateOrInContextIsRefusedBeforeAnythingIsWritten(string option)
     {
         using var dir = Fixture.TempDir();
         string data = FixtureTasks.Write(dir["data"], perTask: 5);
+        var options = option == "restate" ? new TrainingOptions { Steps = 1, RestateShare = 0.5 } : new TrainingOptions { Steps = 1, InContextShare = 0.5 };
         var e = Assert.Throws<MeteoraException>(() => GateTrainer.Train(Fixture.Base, FixtureTasks.Adapters, data, dir["m"],
-            new GateTrainingOptions { Pack = 2 }, new TrainingOptions { Steps = 1, RestateShare = 0.5 }, CPU, ScalarType.Float32));
-        Assert.Contains("--pack and --restate cannot be combined", e.Message);
+            new GateTrainingOptions { Pack = 2 }, options, CPU, ScalarType.Float32));
+        Assert.Contains($"--pack and --{option} cannot be combined", e.Message);
         Assert.False(Directory.Exists(dir["m"]));
     }
 
