@@ -34,7 +34,7 @@ public static class EvalCommand
         var compositeExamples = new Option<int>("--composite-examples") { Description = "composite prompts to evaluate", DefaultValueFactory = _ => 50 };
         var seed = new Option<int>("--seed") { Description = "seed for building composite prompts", DefaultValueFactory = _ => 0 };
         var guided = new Option<bool>("--composite-guided") { Description = "composite: the evaluator writes each answer line's number and problem, the model completes only the answers (default: the model writes the whole answer block)" };
-        var paper = new Option<bool>("--paper-metrics") { Description = "accuracy as the original code computes it (reference in the lower-cased hypothesis)" };
+        var paper = new Option<bool>("--paper-metrics") { Description = "accuracy as the original MeteoRA code's \"fuzzy\" mode computes it (the lower-cased reference contained in the stripped, lower-cased answer)" };
         var routeByTask = new Option<string?>("--route-by-task") { Description = "mode meteora, diagnostic: route all, prompt or answer tokens to the adapter named like the task instead of asking the gates (all = PEFT-oracle computed through the MeteoRA model)" };
         var cmd = new Command("eval", "Per-task accuracy of base, PEFT-oracle, LoRA-B, average merge, Arrow or MeteoRA on task data")
             { model, mode, meteora, adaptersDir, adapter, data, tasks, limit, batch, maxNew, topK, temperature, output, paper, composite, compositeExamples, seed, guided, routeByTask };

@@ -27,25 +27,9 @@ public static partial class Bleu
         line = PeriodCommaUnlessPrecededByDigit().Replace(line, "$1 $2 ");
         line = PeriodCommaUnlessFollowedByDigit().Replace(line, " $1 $2");
         line = DashAfterDigit().Replace(line, "$1 $2 ");
-        return SplitOnWhitespace(line);
+        return PythonText.Split(line);        // sacrebleu splits with str.split(): tabs, U+00A0 … separate too
     }
 
-    /// <summary>
-    /// Python's <c>str.split()</c>, which sacrebleu splits tokens with: runs of any whitespace (tabs, U+00A0, U+2003 …,
-    /// and the separators U+001C–U+001F that Python counts as whitespace) separate tokens.
-    /// </summary>
-    private static string[] SplitOnWhitespace(string line)
-    {
-        var tokens = new List<string>();
-        int start = -1;
-        for (int i = 0; i <= line.Length; i++)
-        {
-            bool space = i == line.Length || char.IsWhiteSpace(line[i]) || line[i] is >= '\x1c' and <= '\x1f';
-            if (space) { if (start >= 0) { tokens.Add(line[start..i]); start = -1; } }
-            else if (start < 0) start = i;
-        }
-        return [.. tokens];
-    }
 
     /// <summary>Corpus BLEU of hypotheses against one reference each.</summary>
     public static double Corpus(IReadOnlyList<string> hypotheses, IReadOnlyList<string> references)

@@ -4,7 +4,10 @@ using Meteora.IO;
 
 namespace Meteora.Evaluation;
 
-/// <summary>Writes per-task scores as results.json and a Markdown table (results.md) into a report folder.</summary>
+/// <summary>
+/// Writes per-task scores as results.json and a Markdown table (results.md) into a report folder, and each task's
+/// answers (prompt, reference, answer per test example) as answers/&lt;task&gt;.jsonl where the scores kept them.
+/// </summary>
 public static class EvaluationReport
 {
     /// <summary>Writes results.json and results.md for <paramref name="scores"/> into <paramref name="folder"/> (atomically), headed by <paramref name="mode"/> and <paramref name="settings"/>.</summary>
@@ -22,7 +25,16 @@ public static class EvaluationReport
             }),
         }, new JsonSerializerOptions { WriteIndented = true }));
         AtomicFile.WriteAllText(Path.Combine(folder, "results.md"), Markdown(mode, scores));
+        foreach (var score in scores.Where(s => s.Answers is not null))
+        {
+            Directory.CreateDirectory(Path.Combine(folder, "answers"));
+            var lines = score.Answers!.Select(a => JsonSerializer.Serialize(new { prompt = a.Prompt, reference = a.Reference, answer = a.Answer }, JsonLines));
+            AtomicFile.WriteAllText(Path.Combine(folder, "answers", score.Task + ".jsonl"), string.Concat(lines.Select(l => l + "\n")));
+        }
     }
+
+    // One object per line, non-ASCII text kept readable.
+    private static readonly JsonSerializerOptions JsonLines = new() { Encoder = System.Text.Encodings.Web.JavaScriptEncoder.UnsafeRelaxedJsonEscaping };
 
     public static string Markdown(string mode, IReadOnlyList<TaskScore> scores)
     {

@@ -49,7 +49,10 @@ public static class TaskEvaluator
         double Share(Func<string, string, bool> f) => answers.Zip(refs).Count(p => f(p.First, p.Second)) / (double)test.Count;
         double exact = Share(AnswerMatch.Exact), contains = Share(AnswerMatch.Contains), numeric = Share(AnswerMatch.Numeric);
         double accuracy = metric.Corpus(answers, refs);
-        return new TaskScore(task, metric.Name, test.Count, accuracy, exact, contains, numeric, Share(AnswerMatch.PaperSubstring),
-            Bleu.Corpus(answers, refs), Rouge.Mean(answers, refs));
+        return new TaskScore(task, metric.Name, test.Count, accuracy, exact, contains, numeric, Share(AnswerMatch.OriginalFuzzy),
+            Bleu.Corpus(answers, refs), Rouge.Mean(answers, refs))
+        {
+            Answers = test.Zip(answers, (e, a) => new ScoredAnswer(e.Prompt, e.Response, a)).ToList(),
+        };
     }
 }

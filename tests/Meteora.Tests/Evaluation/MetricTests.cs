@@ -78,9 +78,11 @@ public class MetricTests
         Assert.True(AnswerMatch.Exact("  Paris ", "paris"));
         Assert.False(AnswerMatch.Exact("Paris, France", "paris"));
         Assert.True(AnswerMatch.Contains("It is Paris, France", "paris"));
-        // The original evaluation lower-cases only the hypothesis: a capitalised reference never matches.
-        Assert.False(AnswerMatch.PaperSubstring("The answer is PARIS", "Paris"));
-        Assert.True(AnswerMatch.PaperSubstring("The answer is PARIS", "paris"));
+        // The original evaluation lower-cases both sides but strips only the hypothesis.
+        Assert.True(AnswerMatch.OriginalFuzzy("The answer is PARIS", "Paris"));
+        Assert.True(AnswerMatch.OriginalExact(" PARIS\n", "Paris"));
+        Assert.False(AnswerMatch.OriginalExact("Paris", "Paris\n"));
+        Assert.True(AnswerMatch.Exact("Paris", "Paris\n"));
     }
 
     [Fact]
