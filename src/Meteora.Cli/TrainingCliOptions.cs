@@ -37,7 +37,7 @@ public sealed class TrainingCliOptions
             c.Options.Add(o);
     }
 
-    public TrainingOptions Read(ParseResult p, bool responseOnly) => new()
+    public TrainingOptions Read(ParseResult p, bool? responseOnly) => new()
     {
         LearningRate = p.GetValue(Lr), WeightDecay = p.GetValue(WeightDecay), ClipNorm = p.GetValue(Clip),
         Steps = p.GetValue(Steps), Epochs = p.GetValue(Epochs), BatchSize = p.GetValue(BatchSize),

@@ -22,7 +22,7 @@ public static class AddAdapterCommand
         var replay = new Option<double>("--replay-fraction") { Description = "old-task examples replayed per new-task example, split evenly over the old tasks in --data", DefaultValueFactory = _ => 1.0 };
         var weight = new Option<double>("--gate-loss-weight") { Description = "λ in lm + λ · gate", DefaultValueFactory = _ => 50 };
         var gateInit = new Option<string>("--gate-init") { Description = "new rows: small (near-uniform start) or normal", DefaultValueFactory = _ => "small" };
-        var responseOnly = new Option<bool>("--response-only") { Description = "LM loss on the response only" };
+        var responseOnly = new Option<bool>("--response-only") { Description = "LM loss on the response only (default: prompt and response, as train-gate)" };
         var balance = new Option<bool>("--balance") { Description = "sample every task equally often" };
         var evalFraction = new Option<double>("--eval-fraction") { Description = "share of each task held out for evaluation", DefaultValueFactory = _ => 0.1 };
         var train = new TrainingCliOptions(lr: 5e-4, weightDecay: 0.01, clip: 0.3);
@@ -36,7 +36,7 @@ public static class AddAdapterCommand
             var ctx = context(p);
             string folder = p.GetValue(adapter)!;
             string adapterName = p.GetValue(name) ?? Path.GetFileName(Path.GetFullPath(folder).TrimEnd('/'));
-            var options = inContext.Apply(p, train.Read(p, responseOnly: p.GetValue(responseOnly))) with { Balance = p.GetValue(balance) };
+            var options = inContext.Apply(p, train.Read(p, responseOnly: p.GetValue(responseOnly) ? true : null)) with { Balance = p.GetValue(balance) };
             var add = new AdapterAdditionOptions
             {
                 OldRowsLr = p.GetValue(oldRowsLr), ReplayFraction = p.GetValue(replay), GateLossWeight = p.GetValue(weight),

@@ -23,7 +23,7 @@ public static class TrainGateCommand
         var temperature = new Option<double>("--temperature") { Description = "routing temperature", DefaultValueFactory = _ => 1.0 };
         var gateInit = new Option<string>("--gate-init") { Description = "small (default: near-uniform start) or normal (the original's N(0,1))", DefaultValueFactory = _ => "small" };
         var trainAdapters = new Option<bool>("--train-adapters") { Description = "also train the stacked adapters (the checkpoint then embeds them)" };
-        var responseOnly = new Option<bool>("--response-only") { Description = "LM loss on the response only (default: prompt and response)" };
+        var responseOnly = new Option<bool>("--response-only") { Description = "LM loss on the response only (default: prompt and response, TrainingOptions.GateResponseOnlyDefault)" };
         var balance = new Option<bool>("--balance") { Description = "sample every task equally often" };
         var evalFraction = new Option<double>("--eval-fraction") { Description = "share of each task held out for evaluation", DefaultValueFactory = _ => 0.1 };
         var train = new TrainingCliOptions(lr: 5e-4, weightDecay: 0.01, clip: 0.3);
@@ -38,7 +38,7 @@ public static class TrainGateCommand
         {
             var ctx = context(p);
             var adapters = ResolveAdapters(p.GetValue(adaptersDir), p.GetValue(adapter), p.GetValue(order));
-            var options = inContext.Apply(p, train.Read(p, responseOnly: p.GetValue(responseOnly))) with { Balance = p.GetValue(balance) };
+            var options = inContext.Apply(p, train.Read(p, responseOnly: p.GetValue(responseOnly) ? true : null)) with { Balance = p.GetValue(balance) };
             var gate = new GateTrainingOptions
             {
                 GateLossWeight = p.GetValue(weight), TopK = p.GetValue(topK), Temperature = p.GetValue(temperature),

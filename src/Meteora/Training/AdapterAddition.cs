@@ -62,7 +62,7 @@ public static class AdapterAddition
         var baseConfig = LlamaConfig.Load(baseFolder);
         using var tokenizer = HfTokenizer.Load(baseFolder);
         int? eos = SpecialTokens.TrainingEos(baseConfig, tokenizer);
-        var encoder = new SequenceEncoder(tokenizer, options.MaxSeqLen, options.ResponseOnly, eos);
+        var encoder = new SequenceEncoder(tokenizer, options.MaxSeqLen, options.ResponseOnlyFor(gates: true), eos);
         int newIndex = oldNames.Count;
 
         // The new task's examples, then an even replay sample of the old tasks present, each split train / held-out.

@@ -63,7 +63,7 @@ public static class GateTrainer
         using var tokenizer = HfTokenizer.Load(baseFolder);
         var config = LlamaConfig.Load(baseFolder);
         int? eos = SpecialTokens.TrainingEos(config, tokenizer);
-        var encoder = new SequenceEncoder(tokenizer, options.MaxSeqLen, options.ResponseOnly, eos);
+        var encoder = new SequenceEncoder(tokenizer, options.MaxSeqLen, options.ResponseOnlyFor(gates: true), eos);
         if (gate.Pack < 1 || gate.Pack > 64) throw new MeteoraException($"--pack: {gate.Pack} is out of range (1…64)");
         // Packed sequences are built from the plain rows: restated lists and in-context documents would be made and
         // then thrown away.

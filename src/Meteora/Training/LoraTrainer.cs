@@ -59,7 +59,7 @@ public static class LoraTrainer
         using var tokenizer = HfTokenizer.Load(baseFolder);
         var config = LlamaConfig.Load(baseFolder);
         int? eos = SpecialTokens.TrainingEos(config, tokenizer);
-        var encoder = new SequenceEncoder(tokenizer, options.MaxSeqLen, options.ResponseOnly, eos);
+        var encoder = new SequenceEncoder(tokenizer, options.MaxSeqLen, options.ResponseOnlyFor(gates: false), eos);
         var trainEncoded = RestatedLists.EncodeAll(encoder, train, options, i => InContextExamples.ContextFor(i, options));
         var testEncoded = test?.Select(e => encoder.Encode(e.Example, e.Task)).ToList();
         int truncated = trainEncoded.Count(e => e.Truncated);

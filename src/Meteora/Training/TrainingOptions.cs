@@ -19,7 +19,23 @@ public sealed record TrainingOptions
     public int GradAccum { get; init; } = 1;
     public double ClipNorm { get; init; } = 1.0;
     public int MaxSeqLen { get; init; } = 512;
-    public bool ResponseOnly { get; init; } = true;
+    /// <summary>
+    /// LM loss on the response (and EOS) only — true — or on prompt and response — false. Null takes the trainer's
+    /// default, <see cref="ResponseOnlyFor"/>: the same for the library and the CLI.
+    /// </summary>
+    public bool? ResponseOnly { get; init; }
+
+    /// <summary>Task LoRAs (<c>train-lora</c>) learn the response only, as supervised fine-tuning does (PEFT / TRL).</summary>
+    public const bool LoraResponseOnlyDefault = true;
+
+    /// <summary>
+    /// Gates (<c>train-gate</c>, <c>add-adapter</c>) learn with the LM loss over prompt and response, as DESIGN.md
+    /// and the original MeteoRA training do (the gate loss covers every position either way).
+    /// </summary>
+    public const bool GateResponseOnlyDefault = false;
+
+    /// <summary><see cref="ResponseOnly"/> if set, else the default for gate training or LoRA training.</summary>
+    public bool ResponseOnlyFor(bool gates) => ResponseOnly ?? (gates ? GateResponseOnlyDefault : LoraResponseOnlyDefault);
     /// <summary>Sample every task equally often (smaller tasks cycled), instead of the data's own mix.</summary>
     public bool Balance { get; init; }
     /// <summary>

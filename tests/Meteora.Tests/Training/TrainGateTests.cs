@@ -168,3 +168,34 @@ public class GateEvalOrderTests
             Assert.Equal(Enumerable.Range(0, examples.Count(e => e.Task == task)), order.Where(e => e.Task == task).Select(e => e.Ids[1]));
     }
 }
+
+public class LmLossDefaultTests
+{
+    private static double InitialEvalLmLoss(string outDir) =>
+        File.ReadLines(Path.Combine(outDir, "metrics.jsonl")).Select(l => System.Text.Json.JsonDocument.Parse(l).RootElement)
+            .First(e => e.GetProperty("kind").GetString() == "eval" && e.GetProperty("step").GetInt32() == 0)
+            .GetProperty("eval_lm_loss").GetDouble();
+
+    /// <summary>
+    /// #18 item 7: gate training has one LM-loss default, owned by TrainingOptions (prompt and response), whether it is
+    /// started from the library or from the CLI; the held-out LM loss before any step shows which tokens it covers.
+    /// </summary>
+    [Fact]
+    public void TheLibraryAndTheCliTrainGatesWithTheSameLmLossDefault()
+    {
+        Assert.False(new TrainingOptions().ResponseOnlyFor(gates: true));
+        Assert.True(new TrainingOptions().ResponseOnlyFor(gates: false));
+        Assert.True(new TrainingOptions { ResponseOnly = true }.ResponseOnlyFor(gates: true));
+
+        using var dir = Fixture.TempDir();
+        string data = FixtureTasks.Write(dir["data"], perTask: 20);
+        GateTrainer.Train(Fixture.Base, FixtureTasks.Adapters, data, dir["api"], new GateTrainingOptions(),
+            new TrainingOptions { Steps = 1, BatchSize = 4 }, CPU, ScalarType.Float32);
+        string[] cli = ["train-gate", "--model", Fixture.Base, "--adapters-dir", Path.Combine(Fixture.Root, "adapters"), "--data", data, "--steps", "1", "--batch-size", "4"];
+        Assert.Equal(0, CliRunner.Run([.. cli, "--out", dir["cli"]]).ExitCode);
+        Assert.Equal(0, CliRunner.Run([.. cli, "--out", dir["cli-response"], "--response-only"]).ExitCode);
+
+        Assert.Equal(InitialEvalLmLoss(dir["api"]), InitialEvalLmLoss(dir["cli"]), 6);
+        Assert.NotEqual(InitialEvalLmLoss(dir["cli"]), InitialEvalLmLoss(dir["cli-response"]), 3);
+    }
+}
