@@ -33,7 +33,7 @@ public sealed class MeteoraServer : IAsyncDisposable
         options.Validate();
         _engine = engine;
         _metrics = new ServerMetrics(engine);
-        _parser = new RequestParser(engine);
+        _parser = new RequestParser(engine, options.ChatTemplate);
         _handler = new CompletionHandler(engine, _metrics);
         var builder = WebApplication.CreateSlimBuilder();
         builder.WebHost.UseUrls($"http://{options.Host}:{options.Port}");

@@ -10,6 +10,11 @@ public sealed record ServerOptions
     public long MaxBodyBytes { get; init; } = 8 * 1024 * 1024;
     /// <summary>How long Ctrl-C / SIGTERM waits for running requests to finish before stopping.</summary>
     public TimeSpan DrainTimeout { get; init; } = TimeSpan.FromSeconds(60);
+    /// <summary>
+    /// The chat template for /v1/chat/completions: the model's own (<see cref="Meteora.Tokenization.HfChatTemplate.Load"/>)
+    /// or a file; null uses the plain template (<see cref="OpenAi.ChatTemplate"/>).
+    /// </summary>
+    public Meteora.Tokenization.HfChatTemplate? ChatTemplate { get; init; }
     /// <summary>Log each request (ASP.NET Core's console logging); off in tests.</summary>
     public bool Log { get; init; } = true;
 

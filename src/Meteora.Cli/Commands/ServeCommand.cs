@@ -2,12 +2,13 @@ using System.CommandLine;
 using Meteora.Moe;
 using Meteora.Server;
 using Meteora.Serving;
+using Meteora.Tokenization;
 
 namespace Meteora.Cli.Commands;
 
 /// <summary>
 /// <c>serve --model BASE (--meteora MDIR | --adapters-dir DIR) [--host 127.0.0.1 --port 8000] [--max-batch 64]
-/// [--max-queue 256] [--max-context N] [--prefill-chunk 256]</c>: the OpenAI-compatible server. Runs until
+/// [--max-queue 256] [--max-context N] [--prefill-chunk 256] [--chat-template auto|plain|FILE]</c>: the OpenAI-compatible server. Runs until
 /// Ctrl-C / SIGTERM, then finishes the running requests and exits.
 /// </summary>
 public static class ServeCommand
@@ -27,13 +28,21 @@ public static class ServeCommand
         var maxContext = new Option<int?>("--max-context") { Description = "prompt + completion tokens per sequence (default: the model's positions)" };
         var prefillChunk = new Option<int>("--prefill-chunk") { Description = "prompt tokens prefilled per engine step", DefaultValueFactory = _ => 256 };
         var graphs = new Option<bool>("--cuda-graphs") { Description = "on CUDA, replay decode steps from CUDA graphs, one per batch and key-length bucket (--cuda-graphs false: eager steps)", DefaultValueFactory = _ => true };
+        var chatTemplate = new Option<string>("--chat-template") { Description = "chat prompts: auto (the model's own Jinja template if it has one, else plain), plain (\"role: content\" lines), or a Jinja template file", DefaultValueFactory = _ => "auto" };
         var maxBody = new Option<long>("--max-body-bytes") { Description = "largest request body; larger get 413", DefaultValueFactory = _ => 8 * 1024 * 1024 };
         var cmd = new Command("serve", "Serve the model over an OpenAI-compatible HTTP API with continuous batching and per-token routing")
-            { model, meteora, adaptersDir, topK, temperature, strategy, host, port, maxBatch, maxQueue, maxContext, prefillChunk, maxBody, graphs };
+            { model, meteora, adaptersDir, topK, temperature, strategy, host, port, maxBatch, maxQueue, maxContext, prefillChunk, maxBody, graphs, chatTemplate };
         cmd.SetAction(p =>
         {
             var ctx = context(p);
-            var serverOptions = new ServerOptions { Host = p.GetValue(host)!, Port = p.GetValue(port), MaxBodyBytes = p.GetValue(maxBody) };
+            string baseFolder = p.GetValue(model)!;
+            var template = p.GetValue(chatTemplate)! switch
+            {
+                "auto" => ModelTemplateOrPlain(baseFolder, ctx.Err),
+                "plain" => null,
+                string file => HfChatTemplate.FromFile(file, baseFolder),
+            };
+            var serverOptions = new ServerOptions { Host = p.GetValue(host)!, Port = p.GetValue(port), MaxBodyBytes = p.GetValue(maxBody), ChatTemplate = template };
             serverOptions.Validate();
             var engineOptions = new EngineOptions
             {
@@ -52,7 +61,7 @@ public static class ServeCommand
                 string routing = served.Meteora is null ? "" : $" (\"meteora\" routes by {served.Routing}, top-{served.DefaultTopK})";
                 ctx.Err.WriteLine($"serve: {string.Join(", ", served.ModelNames)}{routing} at {server.Address}; "
                     + $"max batch {engineOptions.MaxBatch}, context {engine.MaxContext}; Ctrl-C drains and stops");
-                if (OpenAiChatTemplateNote(served.BaseFolder) is { } note) ctx.Err.WriteLine(note);
+                ctx.Err.WriteLine($"serve: chat prompts use {(template is null ? "the plain template (\"role: content\" lines)" : $"the chat template of {template.Origin}")}");
                 server.WaitForShutdownAsync().GetAwaiter().GetResult();
                 ctx.Err.WriteLine("serve: stopped");
             }
@@ -65,8 +74,18 @@ public static class ServeCommand
         return cmd;
     }
 
-    private static string? OpenAiChatTemplateNote(string baseFolder) =>
-        Meteora.Server.OpenAi.ChatTemplate.BaseHasTemplate(baseFolder)
-            ? "serve: note: the base's tokenizer_config.json has a Jinja chat_template, which is not rendered; chat uses the plain template (README \"Serving\")"
-            : null;
+    // The model's own template; one it does not have, or that this engine cannot parse, leaves the plain template
+    // (with a warning naming the reason) rather than refusing to serve.
+    private static HfChatTemplate? ModelTemplateOrPlain(string baseFolder, TextWriter err)
+    {
+        try
+        {
+            return HfChatTemplate.Load(baseFolder);
+        }
+        catch (MeteoraException e)
+        {
+            err.WriteLine($"serve: warning: the model's chat template cannot be used ({e.Message}); chat prompts use the plain template (--chat-template FILE gives another)");
+            return null;
+        }
+    }
 }

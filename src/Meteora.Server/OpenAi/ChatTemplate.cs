@@ -3,11 +3,9 @@ using System.Text;
 namespace Meteora.Server.OpenAi;
 
 /// <summary>
-/// Turns chat messages into a prompt. Hugging Face chat templates are Jinja programs and .NET has no Jinja
-/// engine that we can depend on, so every model is served with this documented plain template (README
-/// "Serving"): each message as <c>{role}: {content}</c> on its own line, then <c>assistant:</c> for the reply;
-/// the tokenizer adds BOS. A base with a <c>chat_template</c> is served with it too, and the server says so at
-/// start-up.
+/// The plain chat template, for models without one of their own (or <c>serve --chat-template plain</c>; a model's
+/// own Jinja template is <see cref="Meteora.Tokenization.HfChatTemplate"/>): each message as <c>{role}: {content}</c>
+/// on its own line, then <c>assistant:</c> for the reply; the tokenizer adds BOS (README "Serving").
 /// </summary>
 public static class ChatTemplate
 {
@@ -20,21 +18,5 @@ public static class ChatTemplate
         var text = new StringBuilder();
         foreach (var (role, content) in messages) text.Append(role).Append(": ").Append(content).Append('\n');
         return text.Append("assistant:").ToString();
-    }
-
-    /// <summary>Whether the base folder's tokenizer_config.json carries a Jinja chat template (not rendered here).</summary>
-    public static bool BaseHasTemplate(string baseFolder)
-    {
-        string path = Path.Combine(baseFolder, "tokenizer_config.json");
-        if (!File.Exists(path)) return false;
-        try
-        {
-            using var doc = System.Text.Json.JsonDocument.Parse(File.ReadAllText(path));
-            return doc.RootElement.TryGetProperty("chat_template", out var t) && t.ValueKind != System.Text.Json.JsonValueKind.Null;
-        }
-        catch (System.Text.Json.JsonException)
-        {
-            return false;
-        }
     }
 }

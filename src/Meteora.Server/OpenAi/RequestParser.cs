@@ -1,15 +1,18 @@
 using System.Text.Json;
 using Meteora.Moe;
 using Meteora.Serving;
+using Meteora.Tokenization;
+using Meteora.Tokenization.Jinja;
 
 namespace Meteora.Server.OpenAi;
 
 /// <summary>
 /// Reads /v1/completions and /v1/chat/completions bodies into <see cref="GenerationRequest"/>s, checking every
 /// field as OpenAI does: unknown fields, wrong types and out-of-range values are 400s naming the field; an
-/// unknown model is a 404.
+/// unknown model is a 404. Chat messages become a prompt through the model's chat template when the server has one
+/// (<paramref name="template"/>), else through the plain <see cref="ChatTemplate"/>.
 /// </summary>
-public sealed class RequestParser(ServingEngine engine)
+public sealed class RequestParser(ServingEngine engine, HfChatTemplate? template = null)
 {
     private static readonly HashSet<string> Shared =
     [
@@ -62,8 +65,7 @@ public sealed class RequestParser(ServingEngine engine)
         }
         if (f.Get("metadata") is { } meta && meta.ValueKind != JsonValueKind.Object) throw f.TypeError("metadata", "an object", meta);
         f.Bool("store"); f.Bool("parallel_tool_calls"); f.String("service_tier");
-        string text = ChatTemplate.Render(Messages(f));
-        var prompt = Model.Tokenizer.Encode(text);
+        var (text, prompt) = ChatPrompt(Messages(f));
         bool logprobs = f.Bool("logprobs") ?? false;
         int? top = f.IntegerIn("top_logprobs", 0, 20);
         if (top is not null && !logprobs) throw ApiException.BadRequest("top_logprobs needs logprobs: true", "top_logprobs", "invalid_value");
@@ -202,6 +204,33 @@ public sealed class RequestParser(ServingEngine engine)
         if (stops.Any(x => x.Length > SamplingSettings.MaxStopLength))
             throw ApiException.BadRequest($"stop: sequences must be at most {SamplingSettings.MaxStopLength} characters", "stop", "invalid_value");
         return stops;
+    }
+
+    /// <summary>
+    /// The prompt text and ids for chat <paramref name="messages"/>. A model template writes its own special tokens
+    /// (so none are added when encoding, as transformers' apply_chat_template does) and sees OpenAI's "developer"
+    /// role as "system"; a template that refuses the conversation (raise_exception) or fails on it is a 400.
+    /// </summary>
+    private (string Text, int[] Ids) ChatPrompt(List<(string Role, string Content)> messages)
+    {
+        if (template is null)
+        {
+            string plain = ChatTemplate.Render(messages);
+            return (plain, Model.Tokenizer.Encode(plain));
+        }
+        string text;
+        try
+        {
+            text = template.Render(messages.Select(m => (IReadOnlyDictionary<string, object?>)new Dictionary<string, object?>
+            {
+                ["role"] = m.Role == "developer" ? "system" : m.Role, ["content"] = m.Content,
+            }).ToList(), addGenerationPrompt: true);
+        }
+        catch (TemplateRenderException e)
+        {
+            throw ApiException.BadRequest(e.Message, "messages", e.Raised ? "invalid_value" : "chat_template_error");
+        }
+        return (text, Model.Tokenizer.Encode(text, addSpecialTokens: false));
     }
 
     private static List<(string Role, string Content)> Messages(JsonFields f)

@@ -1,5 +1,6 @@
 using System.Globalization;
 using System.Text.RegularExpressions;
+using Meteora.Tokenization;
 
 namespace Meteora.Evaluation;
 

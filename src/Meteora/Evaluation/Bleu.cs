@@ -1,4 +1,5 @@
 using System.Text.RegularExpressions;
+using Meteora.Tokenization;
 
 namespace Meteora.Evaluation;
 

@@ -126,3 +126,19 @@ public class CliErrorTests
         Assert.Equal("previous", File.ReadAllText(outPath));
     }
 }
+
+public class ServeChatTemplateOptionTests
+{
+    /// <summary>serve --chat-template FILE: a missing or unparsable file is a one-line error before the model loads.</summary>
+    [Fact]
+    public void AMissingOrBrokenTemplateFileIsAOneLineError()
+    {
+        using var dir = Fixture.TempDir();
+        string bad = Path.Combine(dir["t"], "bad.jinja");
+        Directory.CreateDirectory(dir["t"]);
+        File.WriteAllText(bad, "{% for x in %}");
+        CliRunner.AssertUserError(CliRunner.Run("serve", "--model", Fixture.Base, "--port", "0", "--chat-template", Path.Combine(dir["t"], "none.jinja")),
+            "none.jinja", "chat template file not found");
+        CliRunner.AssertUserError(CliRunner.Run("serve", "--model", Fixture.Base, "--port", "0", "--chat-template", bad), "bad.jinja", "line 1", "expression expected");
+    }
+}

@@ -16,12 +16,13 @@ public sealed class TinyServer : IAsyncLifetime
     public HttpClient Http { get; private set; } = null!;
     public EngineOptions EngineOptions { get; init; } = new() { MaxBatch = 8, MaxContext = 128, PrefillChunk = 8 };
     public long MaxBodyBytes { get; init; } = 64 * 1024;
+    public Meteora.Tokenization.HfChatTemplate? ChatTemplate { get; init; }
 
     public async Task InitializeAsync()
     {
         Model = ServingModels.TinyMeteora();
         Engine = new ServingEngine(Model, EngineOptions);
-        Server = new MeteoraServer(Engine, new ServerOptions { Port = 0, Log = false, MaxBodyBytes = MaxBodyBytes, DrainTimeout = TimeSpan.FromSeconds(5) });
+        Server = new MeteoraServer(Engine, new ServerOptions { Port = 0, Log = false, MaxBodyBytes = MaxBodyBytes, DrainTimeout = TimeSpan.FromSeconds(5), ChatTemplate = ChatTemplate });
         await Server.StartAsync();
         Http = new HttpClient { BaseAddress = new Uri(Server.Address), Timeout = TimeSpan.FromSeconds(60) };
         for (int i = 0; i < 600 && !Engine.Ready; i++) await Task.Delay(50);

@@ -1,7 +1,7 @@
 using System.Globalization;
 using System.Text;
 
-namespace Meteora.Evaluation;
+namespace Meteora.Tokenization;
 
 /// <summary>
 /// Python's <c>str.split()</c> / <c>str.strip()</c> whitespace and <c>str.lower()</c>, which the reference
