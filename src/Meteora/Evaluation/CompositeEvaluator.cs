@@ -1,7 +1,7 @@
+using Meteora.Data;
 using Meteora.Generation;
 using Meteora.Llama;
 using Meteora.Tokenization;
-using Meteora.Training;
 
 namespace Meteora.Evaluation;
 

@@ -1,6 +1,6 @@
 using System.Text;
 using System.Text.RegularExpressions;
-using Meteora.Training;
+using Meteora.Data;
 
 namespace Meteora.Evaluation;
 
@@ -21,10 +21,10 @@ public sealed record CompositeExample(string Prompt, IReadOnlyList<CompositePart
 /// </summary>
 public static partial class CompositePrompt
 {
-    /// <summary>The prompt's first line.</summary>
-    public const string Instruction = "Solve each problem. Answer on numbered lines.";
-    /// <summary>The line that opens a block of answers.</summary>
-    public const string AnswersHeader = "Answers:";
+    /// <summary>The prompt's first line (<see cref="ProblemLists.Instruction"/>).</summary>
+    public const string Instruction = ProblemLists.Instruction;
+    /// <summary>The line that opens a block of answers (<see cref="ProblemLists.AnswersHeader"/>).</summary>
+    public const string AnswersHeader = ProblemLists.AnswersHeader;
 
     /// <summary>
     /// Builds one composite-n example: shots from <paramref name="train"/>, parts from <paramref name="test"/>, over
@@ -52,19 +52,14 @@ public static partial class CompositePrompt
     }
 
     /// <summary>Answer line <paramref name="number"/> of a solved block: the problem restated, then its answer.</summary>
-    public static string AnswerLine(int number, string prompt, string answer) => RestatedLists.AnswerLine(number, prompt, answer);
+    public static string AnswerLine(int number, string prompt, string answer) => ProblemLists.AnswerLine(number, prompt, answer);
 
     /// <summary>A "Problems:" block: the prompts on numbered lines.</summary>
-    public static void AppendProblems(StringBuilder sb, IEnumerable<string> prompts)
-    {
-        sb.AppendLine("Problems:");
-        int i = 1;
-        foreach (var p in prompts) sb.AppendLine(RestatedLists.ListLine(i++, p));
-    }
+    public static void AppendProblems(StringBuilder sb, IEnumerable<string> prompts) => ProblemLists.AppendProblems(sb, prompts);
 
     [GeneratedRegex(@"^\s*(\d+)\.\s*(.*?)\s*$")] private static partial Regex NumberedLine();
     /// <summary>The text trimmed, with every line break (and the spaces around it) turned into one space.</summary>
-    public static string OneLine(string text) => RestatedLists.OneLine(text);
+    public static string OneLine(string text) => ProblemLists.OneLine(text);
 
     /// <summary>
     /// Answers by number from "i. …" lines, one per problem of <paramref name="prompts"/>: a line that restates its
@@ -81,7 +76,7 @@ public static partial class CompositePrompt
         Array.Fill(answers, "");
         foreach (var line in generated.Split('\n'))
         {
-            if (line.StartsWith("Problems:", StringComparison.Ordinal)) break;
+            if (line.StartsWith(ProblemLists.ProblemsHeader, StringComparison.Ordinal)) break;
             var m = NumberedLine().Match(line);
             if (!m.Success || !int.TryParse(m.Groups[1].Value, out int i) || i < 1 || i > n || seen[i - 1]) continue;
             seen[i - 1] = true;

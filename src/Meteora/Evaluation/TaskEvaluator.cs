@@ -1,7 +1,7 @@
 using System.Text.Json;
+using Meteora.Data;
 using Meteora.Llama;
 using Meteora.Tokenization;
-using Meteora.Training;
 
 namespace Meteora.Evaluation;
 

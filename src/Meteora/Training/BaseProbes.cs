@@ -1,5 +1,5 @@
 using System.Text;
-using Meteora.Evaluation;
+using Meteora.Data;
 using Meteora.Llama;
 using Meteora.Tokenization;
 using TorchSharp;
@@ -104,7 +104,7 @@ public static class BaseProbes
 
     /// <summary>
     /// Teacher-forced shares of the last block's problem-line tokens, and of its whole lines, predicted right on its
-    /// answer lines, over 12 composite-shaped prompts (<see cref="CompositePrompt"/>'s format) of three problems with
+    /// answer lines, over 12 composite-shaped prompts (the composite-prompt layout, <see cref="ProblemLists"/>) of three problems with
     /// <paramref name="shots"/> solved blocks in front.
     /// </summary>
     private static (double Tokens, double Lines) Restate(LlamaForCausalLM lm, HfTokenizer tokenizer, Random rng, int shots, int contextLength)
@@ -114,18 +114,18 @@ public static class BaseProbes
         string Problem() => $"{SuiteSkills.Word(rng, 2, 3)}: {SuiteSkills.Letters(rng, 3, 6)} =>";
         for (int p = 0; p < 12; p++)
         {
-            var sb = new StringBuilder().AppendLine(CompositePrompt.Instruction);
+            var sb = new StringBuilder().AppendLine(ProblemLists.Instruction);
             var starts = new List<int>();   // character offsets of the last block's restated problems
             string[] final = [];
             for (int b = 0; b <= shots; b++)
             {
                 string[] problems = [Problem(), Problem(), Problem()];
-                CompositePrompt.AppendProblems(sb, problems);
-                sb.AppendLine(CompositePrompt.AnswersHeader);
+                ProblemLists.AppendProblems(sb, problems);
+                sb.AppendLine(ProblemLists.AnswersHeader);
                 starts.Clear();
                 for (int i = 0; i < problems.Length; i++)
                 {
-                    string line = CompositePrompt.AnswerLine(i + 1, problems[i], SuiteSkills.Letters(rng, 2, 5));
+                    string line = ProblemLists.AnswerLine(i + 1, problems[i], SuiteSkills.Letters(rng, 2, 5));
                     starts.Add(sb.Length + line.IndexOf(problems[i], StringComparison.Ordinal));
                     sb.AppendLine(line);
                 }

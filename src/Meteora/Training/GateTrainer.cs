@@ -1,3 +1,4 @@
+using Meteora.Data;
 using Meteora.Generation;
 using Meteora.Llama;
 using Meteora.Lora;

@@ -1,3 +1,4 @@
+using Meteora.Data;
 using Meteora.Tokenization;
 
 namespace Meteora.Training;

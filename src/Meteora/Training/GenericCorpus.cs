@@ -1,5 +1,5 @@
 using System.Text;
-using Meteora.Evaluation;
+using Meteora.Data;
 
 namespace Meteora.Training;
 

@@ -1,4 +1,5 @@
-using System.Text.RegularExpressions;
+
+using Meteora.Data;
 
 namespace Meteora.Training;
 
@@ -13,21 +14,10 @@ namespace Meteora.Training;
 /// line's task for the gate loss. The example the sequence is built for sits in the last round; the others are
 /// drawn from the same data, of other tasks where there are any.
 /// </summary>
-public static partial class RestatedLists
+public static class RestatedLists
 {
     /// <summary>Most list-then-answers rounds in one sequence (each round of 2…<see cref="TrainingOptions.RestateItems"/> problems).</summary>
     public const int MaxRounds = 3;
-
-    [GeneratedRegex(@"\s*[\r\n]+\s*")] private static partial Regex LineBreaks();
-
-    /// <summary>The text trimmed, with every line break (and the spaces around it) turned into one space: one problem per line.</summary>
-    public static string OneLine(string text) => LineBreaks().Replace(text.Trim(), " ");
-
-    /// <summary>A restated line: number, problem, answer ("2. reverse: abc => cba" for the built-in suite).</summary>
-    public static string AnswerLine(int number, string prompt, string answer) => $"{number}. {OneLine(prompt)} {OneLine(answer)}";
-
-    /// <summary>A listed line: number and problem.</summary>
-    public static string ListLine(int number, string prompt) => $"{number}. {OneLine(prompt)}";
 
     /// <summary>
     /// The rounds for example <paramref name="index"/> of <paramref name="pool"/>, or null when it keeps its plain form

@@ -1,3 +1,4 @@
+using Meteora.Data;
 using Meteora.Tokenization;
 
 namespace Meteora.Training;
@@ -65,11 +66,11 @@ public sealed class SequenceEncoder
         float? listWeight = _responseOnly ? null : copy;                                  // null: not in the loss
         // Per round: (text, task, loss weight) pieces, tokenized without special tokens; an answer line is two pieces.
         var encoded = rounds.Select(round =>
-            round.Select((p, i) => (Text: RestatedLists.ListLine(i + 1, p.Example.Prompt) + "\n", p.Task, Weight: listWeight))
+            round.Select((p, i) => (Text: ProblemLists.ListLine(i + 1, p.Example.Prompt) + "\n", p.Task, Weight: listWeight))
                  .Concat(round.SelectMany((p, i) => new[]
                  {
-                     (Text: RestatedLists.ListLine(i + 1, p.Example.Prompt), p.Task, Weight: (float?)copy),
-                     (Text: " " + RestatedLists.OneLine(p.Example.Response) + "\n", p.Task, Weight: (float?)1f),
+                     (Text: ProblemLists.ListLine(i + 1, p.Example.Prompt), p.Task, Weight: (float?)copy),
+                     (Text: " " + ProblemLists.OneLine(p.Example.Response) + "\n", p.Task, Weight: (float?)1f),
                  }))
                  .Select(l => (Ids: _tokenizer.Encode(l.Text, addSpecialTokens: false), l.Task, l.Weight)).ToList()).ToList();
         var bos = _tokenizer.LeadingSpecialIds;                                           // BOS (or nothing, for a tokenizer without one)

@@ -1,4 +1,5 @@
 using System.Text.Json;
+using Meteora.Data;
 using Meteora.Lora;
 using Meteora.Tests.Training;
 using Meteora.Training;
@@ -171,8 +172,8 @@ public class ArrowEvalTests
         using var dir = Fixture.TempDir();
         Meteora.Evaluation.TaskSuite.Write(dir["data"], trainPerTask: 10, testPerTask: 10, seed: 1, only: ["add", "reverse", "upper"]);
         var tasks = new[] { "add", "reverse", "upper" };
-        var train = tasks.ToDictionary(t => t, t => Meteora.Training.TaskData.ReadTrain(Path.Combine(dir["data"], t)));
-        var test = tasks.ToDictionary(t => t, t => Meteora.Training.TaskData.ReadJsonl(Path.Combine(dir["data"], t, "test.jsonl")));
+        var train = tasks.ToDictionary(t => t, t => Meteora.Data.TaskData.ReadTrain(Path.Combine(dir["data"], t)));
+        var test = tasks.ToDictionary(t => t, t => Meteora.Data.TaskData.ReadJsonl(Path.Combine(dir["data"], t, "test.jsonl")));
         var rng = new Random(2);
         var batch = Enumerable.Range(0, 3).Select(_ => Meteora.Evaluation.CompositePrompt.Build(train, test, 3, rng)).ToList();
         using var lm = Meteora.Llama.LlamaLoader.Load(Fixture.Base, TorchSharp.torch.CPU, TorchSharp.torch.ScalarType.Float32);

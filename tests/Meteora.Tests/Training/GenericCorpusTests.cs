@@ -1,4 +1,5 @@
 using System.Text.RegularExpressions;
+using Meteora.Data;
 using Meteora.Evaluation;
 using Meteora.Training;
 

@@ -1,4 +1,5 @@
 using System.Text.Json;
+using Meteora.Data;
 using Meteora.Training;
 
 namespace Meteora.Tests.Training;

@@ -1,6 +1,6 @@
 using System.Text.Json;
 
-namespace Meteora.Training;
+namespace Meteora.Data;
 
 /// <summary>
 /// Reads task data in the original MeteoRA layout: a folder with <c>train.jsonl</c> and <c>test.jsonl</c>, one

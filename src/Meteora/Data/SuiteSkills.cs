@@ -1,8 +1,8 @@
-namespace Meteora.Evaluation;
+namespace Meteora.Data;
 
 /// <summary>
-/// The operations behind the built-in task suite and the random inputs they take. <see cref="TaskSuite"/> wraps
-/// each in a task's prompt format ("reverse: abc =>"); the tiny base's <see cref="Training.GenericCorpus"/> states
+/// The operations behind the built-in task suite and the random inputs they take. The suite (Evaluation.TaskSuite)
+/// wraps each in a task's prompt format ("reverse: abc =>"); the tiny base's generic corpus (Training.GenericCorpus) states
 /// the same facts in prose ("backwards, abc reads cba."), the way a real base model meets such facts in web text
 /// before any adapter teaches it a task's format. Input ranges are kept small enough for a 4-layer model.
 /// </summary>
