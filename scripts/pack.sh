@@ -11,7 +11,7 @@ bash scripts/setup.sh >&2
 export DOTNET_CLI_TELEMETRY_OPTOUT=1 DOTNET_NOLOGO=1
 mkdir -p "$out"
 out="$(cd "$out" && pwd)"
-args=(-c Release -nologo -v quiet -clp:ErrorsOnly -p:MeteoraPack=true -p:TorchBackend=external -o "$out")
+args=(-c Release -nologo -v quiet -clp:ErrorsOnly --disable-build-servers -p:MeteoraPack=true -p:TorchBackend=external -o "$out")
 [ -n "$suffix" ] && args+=(--version-suffix "$suffix")
 for project in src/Meteora/Meteora.csproj src/Meteora.Server/Meteora.Server.csproj src/Meteora.Cli/Meteora.Cli.csproj; do
   echo "pack: $project" >&2

@@ -137,6 +137,20 @@ GO{% endif %}""",
     {{- '\nAssistant:' }}
 {%- endif %}
 """,
+    # Corner cases an outside review found (2026-12-02): loop scopes, escapes, precedence, repr, tojson options,
+    # generators' truthiness, whitespace markers, nested literals, filters' exact rules. Ends with a newline and
+    # uses CRLF on one line, which jinja2 normalises.
+    "corners": "{% set count = 0 %}{% for m in messages %}{% set count = count + 1 %}{% if m.role == 'system' %}{% set sys = m.content %}{% endif %}"
+               "{{ count }}{{ sys if sys is defined else '-' }}{% endfor %}|{{ count }}\r\n"
+               "{% if(messages | length > 1) %}many{% elif(true) %}one{% endif %}|"
+               "{{ '\\u2019\\x41\\t\\101|' }}{{ [\"it's\", 'a\"b', 'plain', 'tab\\there'] }}|{{ {'k': \"Xi'an\", 'n': none, 'b': true, 'f': 2.5} }}|"
+               "{{ 'S' if messages | selectattr('role', 'equalto', 'nobody') else 'empty' }}|{{ messages | selectattr('role', 'equalto', 'nobody') | list | length }}|"
+               "{{ -3 | abs }}|{{ 'a' ~ 'b' is string }}|{{ 1 < 3 < 2 }}|{{ 3 > 2 > 1 }}|{{ 2 * 3 ~ 'x' }}|"
+               "{{ {'b': 1, 'a': [1, 2]} | tojson(sort_keys=true) }}|{{ {'a': [1, 2]} | tojson(separators=(',', ':')) }}|{{ 'é😀' | tojson(true) }}|"
+               "{{ 'x\\n\\ny' | indent(2, true) }}|{{ {'a': {'b': 1}} }}|{{ '\\x1f a \\x1f' | trim }}|{{ \"hello's 1st-try\" | title }}|"
+               "{{ ['b', 'B', 'a'] | sort | join(',') }}|{{ ['A', 'a', 'b'] | unique | join(',') }}|{{ 'a b  c ' .split(none, 1) }}|[{{ 'ab' | center(7) }}]|"
+               "{{ none is sameas none }}{{ 0 is sameas false }}{{ true is number }}{% set a, b = 1, 2 %}{{ a + b }}\n"
+               "{% for m in messages +%}\n{{ m.role[:1] }}{% endfor %}\n",
 }
 
 CONVERSATIONS = {

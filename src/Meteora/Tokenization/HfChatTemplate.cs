@@ -4,9 +4,8 @@ using Meteora.Tokenization.Jinja;
 namespace Meteora.Tokenization;
 
 /// <summary>
-/// A model's own chat template, as transformers' <c>apply_chat_template</c> renders it: the Jinja source from
-/// <c>tokenizer_config.json</c> (<c>chat_template</c>, a string or a list of named templates, "default" taken),
-/// else <c>chat_template.jinja</c> or <c>chat_template.json</c> beside it; rendered with <c>messages</c>,
+/// A model's own chat template, as transformers' <c>apply_chat_template</c> renders it (where it is found: see
+/// <see cref="Load"/>); rendered with <c>messages</c>,
 /// <c>add_generation_prompt</c>, <c>tools</c> and <c>documents</c> (none), and the special tokens
 /// (<c>bos_token</c>, <c>eos_token</c>, <c>unk_token</c>, <c>pad_token</c>) as variables. The rendered text already
 /// holds whatever special tokens the template writes, so it is encoded without adding BOS again.
@@ -14,65 +13,91 @@ namespace Meteora.Tokenization;
 public sealed class HfChatTemplate
 {
     private readonly JinjaTemplate _template;
+    private readonly JinjaTemplate? _toolUse;
     private readonly Dictionary<string, object?> _specialTokens;
 
-    private HfChatTemplate(JinjaTemplate template, Dictionary<string, object?> specialTokens, string origin)
+    private HfChatTemplate(JinjaTemplate template, JinjaTemplate? toolUse, Dictionary<string, object?> specialTokens, string origin)
     {
-        _template = template; _specialTokens = specialTokens; Origin = origin;
+        _template = template; _toolUse = toolUse; _specialTokens = specialTokens; Origin = origin;
     }
 
     /// <summary>The file the template came from.</summary>
     public string Origin { get; }
 
-    /// <summary>The Jinja source.</summary>
+    /// <summary>The Jinja source (of the default template).</summary>
     public string Source => _template.Source;
 
     /// <summary>
-    /// The template of the model folder <paramref name="folder"/>, or null when it has none. A template that does not
-    /// parse, or a malformed tokenizer_config.json, is a <see cref="MeteoraException"/> naming the file.
+    /// The template of the model folder <paramref name="folder"/>, or null when it has none. As transformers reads a
+    /// folder: <c>chat_template.jinja</c> first, then <c>chat_template.json</c>, then <c>tokenizer_config.json</c>'s
+    /// <c>chat_template</c> (a string, or a list of named templates: "default", and "tool_use" for requests with
+    /// tools). A template that does not parse, or a malformed file, is a <see cref="MeteoraException"/> naming it.
     /// </summary>
     public static HfChatTemplate? Load(string folder)
     {
         string config = Path.Combine(folder, "tokenizer_config.json");
-        var tokens = new Dictionary<string, object?>();
-        string? source = null, origin = null;
-        if (File.Exists(config))
+        var tokens = SpecialTokensOf(config);
+        string jinjaFile = Path.Combine(folder, "chat_template.jinja"), jsonFile = Path.Combine(folder, "chat_template.json");
+        if (File.Exists(jinjaFile)) return Build(File.ReadAllText(jinjaFile), null, tokens, jinjaFile);
+        if (File.Exists(jsonFile))
         {
             JsonElement root;
-            try { root = JsonDocument.Parse(File.ReadAllText(config)).RootElement; }
-            catch (JsonException e) { throw new MeteoraException($"{config}: invalid JSON ({e.Message.Split('\n')[0]})"); }
-            if (root.ValueKind != JsonValueKind.Object) throw new MeteoraException($"{config}: expected a JSON object");
-            foreach (string name in new[] { "bos_token", "eos_token", "unk_token", "pad_token" })
-                if (TokenText(root, name) is { } text) tokens[name] = text;
-            if (root.TryGetProperty("chat_template", out var t) && t.ValueKind != JsonValueKind.Null)
-            {
-                source = t.ValueKind switch
-                {
-                    JsonValueKind.String => t.GetString(),
-                    JsonValueKind.Array => t.EnumerateArray().Where(e => e.ValueKind == JsonValueKind.Object && e.TryGetProperty("name", out var n) && n.GetString() == "default")
-                        .Select(e => e.TryGetProperty("template", out var s) && s.ValueKind == JsonValueKind.String ? s.GetString() : null).FirstOrDefault()
-                        ?? throw new MeteoraException($"{config}: chat_template is a list without a \"default\" template"),
-                    _ => throw new MeteoraException($"{config}: chat_template must be a string or a list of {{name, template}}, not {t.ValueKind.ToString().ToLowerInvariant()}"),
-                };
-                origin = config;
-            }
-        }
-        string jinjaFile = Path.Combine(folder, "chat_template.jinja"), jsonFile = Path.Combine(folder, "chat_template.json");
-        if (source is null && File.Exists(jinjaFile)) { source = File.ReadAllText(jinjaFile); origin = jinjaFile; }
-        if (source is null && File.Exists(jsonFile))
-        {
-            try
-            {
-                var root = JsonDocument.Parse(File.ReadAllText(jsonFile)).RootElement;
-                source = root.TryGetProperty("chat_template", out var s) && s.ValueKind == JsonValueKind.String ? s.GetString()
-                    : throw new MeteoraException($"{jsonFile}: no \"chat_template\" string");
-            }
+            try { root = JsonDocument.Parse(File.ReadAllText(jsonFile)).RootElement; }
             catch (JsonException e) { throw new MeteoraException($"{jsonFile}: invalid JSON ({e.Message.Split('\n')[0]})"); }
-            origin = jsonFile;
+            if (root.ValueKind != JsonValueKind.Object || !root.TryGetProperty("chat_template", out var t))
+                throw new MeteoraException($"{jsonFile}: no \"chat_template\"");
+            return FromJsonValue(t, tokens, jsonFile);
         }
-        if (source is null) return null;
-        try { return new HfChatTemplate(JinjaTemplate.Parse(source), tokens, origin!); }
+        if (!File.Exists(config)) return null;
+        var cfg = ReadObject(config);
+        return cfg.TryGetProperty("chat_template", out var ct) && ct.ValueKind != JsonValueKind.Null ? FromJsonValue(ct, tokens, config) : null;
+    }
+
+    private static HfChatTemplate FromJsonValue(JsonElement t, Dictionary<string, object?> tokens, string origin)
+    {
+        switch (t.ValueKind)
+        {
+            case JsonValueKind.String: return Build(t.GetString()!, null, tokens, origin);
+            case JsonValueKind.Array:
+            {
+                var named = new Dictionary<string, string>();
+                foreach (var e in t.EnumerateArray())
+                    if (e.ValueKind == JsonValueKind.Object && e.TryGetProperty("name", out var n) && n.ValueKind == JsonValueKind.String
+                        && e.TryGetProperty("template", out var s) && s.ValueKind == JsonValueKind.String)
+                        named[n.GetString()!] = s.GetString()!;
+                if (!named.TryGetValue("default", out var dflt))
+                    throw new MeteoraException($"{origin}: chat_template is a list without a \"default\" template");
+                return Build(dflt, named.GetValueOrDefault("tool_use"), tokens, origin);
+            }
+            default:
+                throw new MeteoraException($"{origin}: chat_template must be a string or a list of {{name, template}}, not {t.ValueKind.ToString().ToLowerInvariant()}");
+        }
+    }
+
+    private static HfChatTemplate Build(string source, string? toolUse, Dictionary<string, object?> tokens, string origin)
+    {
+        try { return new HfChatTemplate(JinjaTemplate.Parse(source), toolUse is null ? null : JinjaTemplate.Parse(toolUse), tokens, origin); }
         catch (MeteoraException e) { throw new MeteoraException($"{origin}: {e.Message}"); }
+    }
+
+    private static JsonElement ReadObject(string path)
+    {
+        JsonElement root;
+        try { root = JsonDocument.Parse(File.ReadAllText(path)).RootElement; }
+        catch (JsonException e) { throw new MeteoraException($"{path}: invalid JSON ({e.Message.Split('\n')[0]})"); }
+        if (root.ValueKind != JsonValueKind.Object) throw new MeteoraException($"{path}: expected a JSON object");
+        return root;
+    }
+
+    // bos_token, eos_token, unk_token, pad_token of tokenizer_config.json (absent file: none).
+    private static Dictionary<string, object?> SpecialTokensOf(string config)
+    {
+        var tokens = new Dictionary<string, object?>();
+        if (!File.Exists(config)) return tokens;
+        var root = ReadObject(config);
+        foreach (string name in new[] { "bos_token", "eos_token", "unk_token", "pad_token" })
+            if (TokenText(root, name) is { } text) tokens[name] = text;
+        return tokens;
     }
 
     /// <summary>
@@ -82,30 +107,17 @@ public sealed class HfChatTemplate
     public static HfChatTemplate FromFile(string path, string modelFolder)
     {
         if (!File.Exists(path)) throw new MeteoraException($"{path}: chat template file not found");
-        var tokens = new Dictionary<string, object?>();
-        string config = Path.Combine(modelFolder, "tokenizer_config.json");
-        if (File.Exists(config))
-        {
-            try
-            {
-                var root = JsonDocument.Parse(File.ReadAllText(config)).RootElement;
-                if (root.ValueKind == JsonValueKind.Object)
-                    foreach (string name in new[] { "bos_token", "eos_token", "unk_token", "pad_token" })
-                        if (TokenText(root, name) is { } text) tokens[name] = text;
-            }
-            catch (JsonException e) { throw new MeteoraException($"{config}: invalid JSON ({e.Message.Split('\n')[0]})"); }
-        }
-        try { return new HfChatTemplate(JinjaTemplate.Parse(File.ReadAllText(path)), tokens, path); }
-        catch (MeteoraException e) { throw new MeteoraException($"{path}: {e.Message}"); }
+        return Build(File.ReadAllText(path), null, SpecialTokensOf(Path.Combine(modelFolder, "tokenizer_config.json")), path);
     }
 
     /// <summary>Wraps a template source directly (tests, or a template file given on the command line).</summary>
     public static HfChatTemplate FromSource(string source, IReadOnlyDictionary<string, string>? specialTokens = null, string origin = "template") =>
-        new(JinjaTemplate.Parse(source), specialTokens?.ToDictionary(kv => kv.Key, kv => (object?)kv.Value) ?? [], origin);
+        Build(source, null, specialTokens?.ToDictionary(kv => kv.Key, kv => (object?)kv.Value) ?? [], origin);
 
     /// <summary>
     /// The prompt text for <paramref name="messages"/> (each with at least "role" and "content"; other keys such as
-    /// "tool_calls" pass through). <see cref="TemplateRenderException"/> when the template refuses them.
+    /// "tool_calls" pass through); with <paramref name="tools"/>, the "tool_use" template where the model has one.
+    /// <see cref="TemplateRenderException"/> when the template refuses them.
     /// </summary>
     public string Render(IReadOnlyList<IReadOnlyDictionary<string, object?>> messages, bool addGenerationPrompt = true, IReadOnlyList<object?>? tools = null)
     {
@@ -116,7 +128,7 @@ public sealed class HfChatTemplate
             ["tools"] = tools?.ToList(),
             ["documents"] = null,
         };
-        return _template.Render(context);
+        return (tools is not null && _toolUse is not null ? _toolUse : _template).Render(context);
     }
 
     // A special token in tokenizer_config.json: a string, or an AddedToken object {"content": …}.

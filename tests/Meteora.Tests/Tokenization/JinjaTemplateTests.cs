@@ -93,10 +93,23 @@ public class JinjaTemplateTests
         File.WriteAllText(Path.Combine(folder, "chat_template.jinja"), "{{ messages | length }}{{ eos_token }}");
         Assert.Equal("1<E>", HfChatTemplate.Load(folder)!.Render([new Dictionary<string, object?> { ["role"] = "user", ["content"] = "x" }]));
 
+        // As transformers: a chat_template.jinja file wins over tokenizer_config.json's template.
+        File.WriteAllText(Path.Combine(folder, "tokenizer_config.json"), """{"eos_token": "<E>", "chat_template": "config"}""");
+        Assert.Equal("1<E>", HfChatTemplate.Load(folder)!.Render([new Dictionary<string, object?> { ["role"] = "user", ["content"] = "x" }]));
+
         File.WriteAllText(Path.Combine(folder, "chat_template.jinja"), "{% for %}");
         var e = Assert.Throws<MeteoraException>(() => HfChatTemplate.Load(folder));
         Assert.Contains("chat_template.jinja", e.Message);
+        File.Delete(Path.Combine(folder, "chat_template.jinja"));
         File.WriteAllText(Path.Combine(folder, "tokenizer_config.json"), """{"chat_template": 3}""");
         Assert.Contains("chat_template must be a string", Assert.Throws<MeteoraException>(() => HfChatTemplate.Load(folder)).Message);
+
+        // Named templates: "tool_use" renders requests that carry tools.
+        File.WriteAllText(Path.Combine(folder, "tokenizer_config.json"),
+            """{"chat_template": [{"name": "default", "template": "plain"}, {"name": "tool_use", "template": "tools: {{ tools | length }}"}]}""");
+        var named = HfChatTemplate.Load(folder)!;
+        var user = new Dictionary<string, object?> { ["role"] = "user", ["content"] = "x" };
+        Assert.Equal("plain", named.Render([user]));
+        Assert.Equal("tools: 1", named.Render([user], tools: [new Dictionary<string, object?> { ["type"] = "function" }]));
     }
 }

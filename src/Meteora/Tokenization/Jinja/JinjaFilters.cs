@@ -12,19 +12,18 @@ internal static class JinjaFilters
 {
     public delegate TemplateRenderException FaultFactory(string what);
 
-    public static object? Apply(string name, object? v, List<object?> args, Dictionary<string, object?> kwargs, FaultFactory fault,
-        Func<object?, List<object?>, Dictionary<string, object?>, object?> call)
+    public static object? Apply(string name, object? v, List<object?> args, Dictionary<string, object?> kwargs, FaultFactory fault)
     {
         object? Arg(int i, string key, object? dflt) => i < args.Count ? args[i] : kwargs.TryGetValue(key, out var k) ? k : dflt;
         List<object?> Seq() => Items(v) ?? throw fault($"'{TypeName(v)}' object is not iterable (filter '{name}')");
         string S() => v is string s ? s : Str(v);
         switch (name)
         {
-            case "trim": return Arg(0, "chars", null) is string chars ? S().Trim(chars.ToCharArray()) : S().Trim();
+            case "trim": return Arg(0, "chars", null) is string chars ? S().Trim(chars.ToCharArray()) : PythonText.Strip(S());
             case "upper": return S().ToUpperInvariant();
             case "lower": return S().ToLowerInvariant();
             case "capitalize": { var s = S(); return s.Length == 0 ? s : char.ToUpperInvariant(s[0]) + s[1..].ToLowerInvariant(); }
-            case "title": return Title(S());
+            case "title": return TitleFilter(S());
             case "length" or "count":
                 return v switch { string s => (long)s.EnumerateRunes().Count(), Undefined => 0L, _ => (long)Seq().Count };
             case "string": return Str(v);
@@ -68,7 +67,13 @@ internal static class JinjaFilters
                 return Replace(s, old, @new, count);
             }
             case "tojson":
-                return Json(v, Arg(0, "indent", null) is long n ? (int)n : null);
+            {
+                // transformers' tojson(x, ensure_ascii=False, indent=None, separators=None, sort_keys=False)
+                int? indent = Arg(1, "indent", null) is long n ? (int)n : null;
+                (string, string)? seps = Arg(2, "separators", null) is List<object?> { Count: 2 } sp ? (Str(sp[0]), Str(sp[1])) : null;
+                try { return Json(v, indent, Truthy(Arg(0, "ensure_ascii", false)), seps, Truthy(Arg(3, "sort_keys", false))); }
+                catch (InvalidOperationException e) { throw fault($"tojson: {e.Message}"); }
+            }
             case "items":
                 return v is IDictionary<string, object?> m ? m.Select(kv => (object?)new List<object?> { kv.Key, kv.Value }).ToList()
                     : v is Undefined ? new List<object?>() : throw fault($"'{TypeName(v)}' has no items (filter 'items')");
@@ -77,26 +82,27 @@ internal static class JinjaFilters
                 int width = Arg(0, "width", 4L) is long w ? (int)w : Str(Arg(0, "width", "")).Length;
                 string pad = Arg(0, "width", 4L) is string ps ? ps : new string(' ', width);
                 bool first = Truthy(Arg(1, "first", false)), blank = Truthy(Arg(2, "blank", false));
+                // jinja2: every line but the first (all with first=true) gets the prefix, empty ones only with blank=true.
                 var lines = S().Split('\n');
                 for (int i = 0; i < lines.Length; i++)
-                    if ((i > 0 || first) && (blank || lines[i].Trim().Length > 0)) lines[i] = pad + lines[i];
+                    if (i == 0 ? first : blank || lines[i].Length > 0) lines[i] = pad + lines[i];
                 return string.Join('\n', lines);
             }
             case "selectattr" or "rejectattr":
             {
                 string attr = Str(Arg(0, "attribute", ""));
                 bool keep = name == "selectattr";
-                return Seq().Where(item =>
+                return new JinjaGenerator(Seq().Where(item =>
                 {
                     var a = item is IDictionary<string, object?> m && m.TryGetValue(attr, out var x) ? x : Undefined.Instance;
                     bool pass = args.Count > 1 ? Test(Str(args[1]), a, args.Skip(2).ToList(), fault) : Truthy(a);
                     return pass == keep;
-                }).ToList();
+                }).ToList());
             }
             case "select" or "reject":
             {
                 bool keep = name == "select";
-                return Seq().Where(item => (args.Count > 0 ? Test(Str(args[0]), item, args.Skip(1).ToList(), fault) : Truthy(item)) == keep).ToList();
+                return new JinjaGenerator(Seq().Where(item => (args.Count > 0 ? Test(Str(args[0]), item, args.Skip(1).ToList(), fault) : Truthy(item)) == keep).ToList());
             }
             case "map":
             {
@@ -104,26 +110,33 @@ internal static class JinjaFilters
                 {
                     string attr = Str(attrName);
                     var dflt = kwargs.TryGetValue("default", out var d) ? d : Undefined.Instance;
-                    return Seq().Select(item => item is IDictionary<string, object?> m && m.TryGetValue(attr, out var x) ? x : dflt).ToList();
+                    return new JinjaGenerator(Seq().Select(item => item is IDictionary<string, object?> m && m.TryGetValue(attr, out var x) ? x : dflt).ToList());
                 }
                 if (args.Count == 0) throw fault("map needs a filter name or attribute=");
                 string filter = Str(args[0]);
-                return Seq().Select(item => Apply(filter, item, args.Skip(1).ToList(), [], fault, call)).ToList();
+                return new JinjaGenerator(Seq().Select(item => Apply(filter, item, args.Skip(1).ToList(), [], fault)).ToList());
             }
             case "unique":
             {
+                bool caseSensitive = Truthy(Arg(0, "case_sensitive", false));             // jinja2 ignores case by default
+                object? Key(object? x) => !caseSensitive && x is string t ? t.ToLowerInvariant() : x;
                 var seen = new List<object?>();
-                foreach (var item in Seq()) if (!seen.Any(s => PyEquals(s, item))) seen.Add(item);
-                return seen;
+                var result = new List<object?>();
+                foreach (var item in Seq())
+                    if (!seen.Any(s => PyEquals(s, Key(item)))) { seen.Add(Key(item)); result.Add(item); }
+                return new JinjaGenerator(result);
             }
             case "sort":
             {
-                bool reverse = Truthy(Arg(0, "reverse", false));
+                bool reverse = Truthy(Arg(0, "reverse", false)), caseSensitive = Truthy(Arg(1, "case_sensitive", false));
                 string? attr = Arg(2, "attribute", null) as string;
-                object? Key(object? x) => attr is not null && x is IDictionary<string, object?> m && m.TryGetValue(attr, out var a) ? a : x;
-                var sorted = Seq().OrderBy(Key, Comparer<object?>.Create((a, b) => a is string sa && b is string sb ? string.CompareOrdinal(sa, sb) : ToDouble(a).CompareTo(ToDouble(b)))).ToList();
-                if (reverse) sorted.Reverse();
-                return sorted;
+                object? Key(object? x)
+                {
+                    var k = attr is not null && x is IDictionary<string, object?> m && m.TryGetValue(attr, out var a) ? a : x;
+                    return !caseSensitive && k is string t ? t.ToLowerInvariant() : k;
+                }
+                var comparer = Comparer<object?>.Create((a, b) => a is string sa && b is string sb ? string.CompareOrdinal(sa, sb) : ToDouble(a).CompareTo(ToDouble(b)));
+                return reverse ? Seq().OrderByDescending(Key, comparer).ToList() : Seq().OrderBy(Key, comparer).ToList();   // stable, as Python's sort
             }
             case "dictsort":
                 return v is IDictionary<string, object?> dm
@@ -136,8 +149,8 @@ internal static class JinjaFilters
                 string s = S();
                 int width = Arg(0, "width", 80L) is long w ? (int)w : 80;
                 if (s.Length >= width) return s;
-                int left = (width - s.Length) / 2;
-                return new string(' ', left) + s + new string(' ', width - s.Length - left);
+                int margin = width - s.Length, left = margin / 2 + (margin & width & 1);          // CPython's str.center split
+                return new string(' ', left) + s + new string(' ', margin - left);
             }
             case "round":
             {
@@ -163,7 +176,7 @@ internal static class JinjaFilters
         "undefined" => v is Undefined,
         "none" => v is null,
         "string" => v is string,
-        "number" => v is long or double,
+        "number" => v is long or double or bool,
         "integer" => v is long,
         "float" => v is double,
         "boolean" => v is bool,
@@ -178,7 +191,15 @@ internal static class JinjaFilters
         "divisibleby" => v is long n && args.Count > 0 && args[0] is long m && m != 0 && n % m == 0,
         "lower" => v is string s && s == s.ToLowerInvariant(),
         "upper" => v is string u && u == u.ToUpperInvariant(),
-        "equalto" or "eq" or "==" or "sameas" => args.Count > 0 && PyEquals(v, args[0]),
+        "equalto" or "eq" or "==" => args.Count > 0 && PyEquals(v, args[0]),
+        "sameas" => args.Count > 0 && (v, args[0]) switch                    // identity: None, True, False are singletons
+        {
+            (null, null) => true,
+            (bool a, bool b) => a == b,
+            (string a, string b) => ReferenceEquals(a, b),
+            (long a, long b) => a == b && a is >= -5 and <= 256,                // CPython's small-int cache
+            _ => ReferenceEquals(v, args[0]),
+        },
         "ne" or "!=" => args.Count > 0 && !PyEquals(v, args[0]),
         "in" => args.Count > 0 && (args[0] switch
         {
@@ -195,7 +216,7 @@ internal static class JinjaFilters
     };
 
     private static readonly HashSet<string> StringMethods = ["strip", "lstrip", "rstrip", "upper", "lower", "title", "capitalize", "startswith",
-        "endswith", "split", "rsplit", "replace", "find", "rfind", "count", "join", "splitlines", "isdigit", "isalpha", "isspace", "format"];
+        "endswith", "split", "rsplit", "replace", "find", "rfind", "count", "join", "splitlines", "isdigit", "isalpha", "isspace"];
     private static readonly HashSet<string> DictMethods = ["items", "keys", "values", "get"];
 
     public static bool IsMethod(object? target, string name) => target switch
@@ -237,7 +258,25 @@ internal static class JinjaFilters
             {
                 var sep = Arg(0, "sep", null) as string;
                 long max = Arg(1, "maxsplit", -1L) is long mx ? mx : -1;
-                if (sep is null) return PythonText.Split(s).Cast<object?>().ToList();
+                if (sep is null)
+                {
+                    var words = PythonText.Split(s);
+                    if (max < 0 || words.Length <= max + 1) return words.Cast<object?>().ToList();
+                    // split(None, n): n splits from the left, the rest kept whole (its leading whitespace stripped)
+                    var head = new List<object?>();
+                    int at = 0;
+                    for (int k = 0; k < max; k++)
+                    {
+                        while (at < s.Length && PythonText.IsSpace(s[at])) at++;
+                        int start = at;
+                        while (at < s.Length && !PythonText.IsSpace(s[at])) at++;
+                        head.Add(s[start..at]);
+                    }
+                    while (at < s.Length && PythonText.IsSpace(s[at])) at++;
+                    string rest = s[at..];
+                    head.Add(rest);
+                    return name == "split" ? head : PythonText.Split(s).Cast<object?>().ToList();
+                }
                 if (sep.Length == 0) throw fault("empty separator");
                 var parts = max < 0 ? s.Split(sep) : name == "split" ? s.Split(sep, (int)max + 1) : RSplit(s, sep, (int)max);
                 return parts.Cast<object?>().ToList();
@@ -291,6 +330,22 @@ internal static class JinjaFilters
             at = i + old.Length;
         }
         return sb.Append(s, at, s.Length - at).ToString();
+    }
+
+    // jinja2's title filter: the first letter of each run after whitespace, '-', '(', '{', '[' or '<' upper-cased,
+    // the rest lower-cased (str.title, the method, also restarts after apostrophes and digits).
+    private static string TitleFilter(string s)
+    {
+        var chars = s.ToCharArray();
+        bool start = true;
+        for (int i = 0; i < chars.Length; i++)
+        {
+            char c = chars[i];
+            if (char.IsWhiteSpace(c) || c is '-' or '(' or '{' or '[' or '<') { start = true; continue; }
+            chars[i] = start ? char.ToUpperInvariant(c) : char.ToLowerInvariant(c);
+            start = false;
+        }
+        return new string(chars);
     }
 
     private static string Title(string s)

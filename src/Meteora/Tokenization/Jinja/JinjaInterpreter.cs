@@ -106,14 +106,14 @@ internal sealed class JinjaInterpreter
         var source = Eval(f.Iterable);
         var items = Items(source) ?? throw Fault($"'{TypeName(source)}' object is not iterable");
         var outer = _scope;
-        _scope = new Scope(outer);
         try
         {
             // The filter (`for x in xs if cond`) is applied first: loop.index and loop.length count the kept items.
             if (f.Filter is not null)
-                items = items.Where(item => { Bind(f.Targets, item); return Truthy(Eval(f.Filter)); }).ToList();
+                items = items.Where(item => { _scope = new Scope(outer); Bind(f.Targets, item); return Truthy(Eval(f.Filter)); }).ToList();
             for (int i = 0; i < items.Count; i++)
             {
+                _scope = new Scope(outer);                                   // every iteration starts afresh, as in jinja2
                 Bind(f.Targets, items[i]);
                 _scope.Set("loop", new Dictionary<string, object?>
                 {
@@ -177,7 +177,7 @@ internal sealed class JinjaInterpreter
             case Subscript s: return GetItem(Eval(s.Target), Eval(s.Index));
             case Slice s: return SliceOf(Eval(s.Target), s.Start is null ? null : Eval(s.Start), s.Stop is null ? null : Eval(s.Stop), s.Step is null ? null : Eval(s.Step));
             case Call c: return CallExpr(c);
-            case Filter f: return JinjaFilters.Apply(f.Name, Eval(f.Value), f.Args.Select(Eval).ToList(), f.Kwargs.ToDictionary(k => k.Name, k => Eval(k.Value)), Fault, CallValue);
+            case Filter f: return JinjaFilters.Apply(f.Name, Eval(f.Value), f.Args.Select(Eval).ToList(), f.Kwargs.ToDictionary(k => k.Name, k => Eval(k.Value)), Fault);
             case Test t: return JinjaFilters.Test(t.Name, Eval(t.Value), t.Args.Select(Eval).ToList(), Fault) != t.Negated;
             case Unary { Op: "not" } u: return !Truthy(Eval(u.Operand));
             case Unary u:

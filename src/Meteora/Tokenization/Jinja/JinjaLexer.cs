@@ -1,3 +1,4 @@
+using System.Globalization;
 using System.Text;
 
 namespace Meteora.Tokenization.Jinja;
@@ -22,6 +23,10 @@ internal static class JinjaLexer
 {
     public static List<Segment> Split(string source)
     {
+        // As jinja2 reads a template: \r\n and \r become \n, and one trailing newline is dropped (keep_trailing_newline
+        // is off), so a chat_template.jinja file's final newline does not end up after the generation prompt.
+        source = source.Replace("\r\n", "\n").Replace('\r', '\n');
+        if (source.EndsWith('\n')) source = source[..^1];
         var segments = new List<Segment>();
         var text = new StringBuilder();
         int i = 0, line = 1;
@@ -40,7 +45,6 @@ internal static class JinjaLexer
                 chunk = kept;
             }
             else if (trimNextNewline && chunk.StartsWith('\n')) { chunk = chunk[1..]; lineStart = true; }
-            else if (trimNextNewline && chunk.StartsWith("\r\n")) { chunk = chunk[2..]; lineStart = true; }
             stripNextLeading = trimNextNewline = false;
             if (open < 0) { text.Append(chunk); break; }
 
@@ -58,6 +62,7 @@ internal static class JinjaLexer
             if (end < 0) throw new MeteoraException($"chat template line {line}: '{source.Substring(open, 2)}' is never closed");
             int bodyEnd = end;
             if (end > inner && source[end - 1] == '-') { stripNextLeading = true; bodyEnd--; }
+            else if (end > inner && source[end - 1] == '+' && kind != '{') bodyEnd--;      // "+%}": keep the newline after it
             else if (kind != '{') trimNextNewline = true;
             string body = source[inner..bodyEnd];
 
@@ -90,15 +95,19 @@ internal static class JinjaLexer
         return -1;
     }
 
+    // The end of a tag outside string literals and outside brackets (so "}}" closing a nested dict literal is not it).
     private static int CloseOutsideStrings(string s, int from, string close)
     {
         char quote = '\0';
+        int depth = 0;
         for (int i = from; i + 1 < s.Length; i++)
         {
             char c = s[i];
             if (quote != '\0') { if (c == '\\') i++; else if (c == quote) quote = '\0'; }
             else if (c is '\'' or '"') quote = c;
-            else if (c == close[0] && s[i + 1] == close[1]) return i;
+            else if (depth == 0 && c == close[0] && s[i + 1] == close[1]) return i;
+            else if (c is '(' or '[' or '{') depth++;
+            else if (c is ')' or ']' or '}' && depth > 0) depth--;
         }
         return -1;
     }
@@ -146,9 +155,7 @@ internal static class JinjaLexer
                 for (; j < body.Length && body[j] != c; j++)
                 {
                     if (body[j] != '\\' || j + 1 >= body.Length) { sb.Append(body[j]); continue; }
-                    char e = body[++j];
-                    sb.Append(e switch { 'n' => '\n', 't' => '\t', 'r' => '\r', '\\' => '\\', '\'' => '\'', '"' => '"', '0' => '\0', _ => e });
-                    if (e is not ('n' or 't' or 'r' or '\\' or '\'' or '"' or '0')) sb.Insert(sb.Length - 1, '\\');
+                    j = Escape(body, j + 1, sb) - 1;
                 }
                 if (j >= body.Length) throw new MeteoraException($"chat template line {line}: unterminated string");
                 tokens.Add(new Token(TokenKind.String, body[i..(j + 1)], sb.ToString()));
@@ -164,5 +171,46 @@ internal static class JinjaLexer
         }
         tokens.Add(new Token(TokenKind.End, ""));
         return tokens;
+    }
+
+    // Python's string-literal escapes (jinja2 decodes literals with them), from the character after the backslash;
+    // returns the index after the escape. Unknown escapes keep their backslash, as in Python.
+    private static int Escape(string s, int at, StringBuilder sb)
+    {
+        char e = s[at];
+        int Hex(int digits)
+        {
+            string hex = at + 1 + digits <= s.Length ? s.Substring(at + 1, digits) : "";
+            if (hex.Length == digits && int.TryParse(hex, NumberStyles.HexNumber, CultureInfo.InvariantCulture, out int v))
+            {
+                sb.Append(char.ConvertFromUtf32(v));
+                return at + 1 + digits;
+            }
+            sb.Append('\\').Append(e);
+            return at + 1;
+        }
+        switch (e)
+        {
+            case 'n': sb.Append('\n'); return at + 1;
+            case 't': sb.Append('\t'); return at + 1;
+            case 'r': sb.Append('\r'); return at + 1;
+            case 'a': sb.Append('\a'); return at + 1;
+            case 'b': sb.Append('\b'); return at + 1;
+            case 'f': sb.Append('\f'); return at + 1;
+            case 'v': sb.Append('\v'); return at + 1;
+            case '\\' or '\'' or '"': sb.Append(e); return at + 1;
+            case '\n': return at + 1;                                            // a backslash-newline continues the line
+            case 'x': return Hex(2);
+            case 'u': return Hex(4);
+            case 'U': return Hex(8);
+            case >= '0' and <= '7':
+            {
+                int end = at, value = 0;
+                while (end < s.Length && end < at + 3 && s[end] is >= '0' and <= '7') value = value * 8 + (s[end++] - '0');
+                sb.Append((char)value);
+                return end;
+            }
+            default: sb.Append('\\').Append(e); return at + 1;
+        }
     }
 }

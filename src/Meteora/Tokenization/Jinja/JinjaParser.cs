@@ -37,7 +37,8 @@ internal sealed class JinjaParser
                 case SegmentKind.Text: nodes.Add(new TextNode(seg.Text, seg.Line)); break;
                 case SegmentKind.Output: nodes.Add(new OutputNode(new ExprParser(JinjaLexer.Tokenize(seg.Text, seg.Line), seg.Line).ParseWhole(), seg.Line)); break;
                 default:
-                    string keyword = seg.Text.Split((char[]?)null, 2, StringSplitOptions.RemoveEmptyEntries).FirstOrDefault() ?? "";
+                    // The keyword is the tag's first name ("if(x)" is "if" then "(x)", as jinja2 reads it).
+                    string keyword = new string(seg.Text.TakeWhile(ch => char.IsLetterOrDigit(ch) || ch == '_').ToArray());
                     if (stops.Contains(keyword)) { end = seg.Text; return nodes; }
                     if (keyword.StartsWith("end") || keyword is "elif" or "else")
                         throw new MeteoraException($"chat template line {seg.Line}: unexpected '{{% {seg.Text} %}}'");
@@ -64,7 +65,7 @@ internal sealed class JinjaParser
                 {
                     var body = Block(out string? end, "elif", "else", "endif");
                     branches.Add((condition, body));
-                    if (end!.StartsWith("elif"))
+                    if (end!.StartsWith("elif") && (end.Length == 4 || !(char.IsLetterOrDigit(end[4]) || end[4] == '_')))
                     {
                         var ep = new ExprParser(JinjaLexer.Tokenize(end, Line), Line);
                         ep.Expect(TokenKind.Name, "elif");
@@ -104,7 +105,7 @@ internal sealed class JinjaParser
                     return new SetNode(targets, attribute, null, body, seg.Line);
                 }
                 p.Expect(TokenKind.Operator, "=");
-                return new SetNode(targets, attribute, p.ParseWhole(), null, seg.Line);
+                return new SetNode(targets, attribute, p.ParseTupleWhole(), null, seg.Line);
             }
             case "break" or "continue":
                 p.ExpectEnd();
@@ -180,6 +181,17 @@ internal sealed class ExprParser(List<Token> tokens, int line)
         return e;
     }
 
+    /// <summary>An expression or a bare tuple (<c>1, 2</c>, as in <c>{% set a, b = 1, 2 %}</c>), to the end of the tag.</summary>
+    public Expr ParseTupleWhole()
+    {
+        var first = ParseExpression();
+        if (!Accept(",")) { ExpectEnd(); return first; }
+        var items = new List<Expr> { first };
+        while (!AtEnd) { items.Add(ParseExpression()); if (!Accept(",")) break; }
+        ExpectEnd();
+        return new ListExpr(items, line);
+    }
+
     public Expr ParseExpression()
     {
         var e = ParseNoConditional();
@@ -207,51 +219,41 @@ internal sealed class ExprParser(List<Token> tokens, int line)
 
     private Expr ParseNot() => AcceptName("not") ? new Unary("not", ParseNot(), line) : ParseCompare();
 
+    // Comparisons chain as in Python: a < b < c is (a < b) and (b < c).
     private Expr ParseCompare()
     {
-        var e = ParseConcat();
+        var left = ParseAdditive();
+        Expr? result = null;
         while (true)
         {
-            if (Peek.Kind == TokenKind.Operator && Peek.Text is "==" or "!=" or "<" or ">" or "<=" or ">=")
-            {
-                string op = Peek.Text; _at++;
-                e = new Binary(op, e, ParseConcat(), line);
-            }
-            else if (AcceptName("in")) e = new Binary("in", e, ParseConcat(), line);
-            else if (Peek.Kind == TokenKind.Name && Peek.Text == "not" && tokens[_at + 1] is { Kind: TokenKind.Name, Text: "in" })
-            {
-                _at += 2;
-                e = new Binary("not in", e, ParseConcat(), line);
-            }
-            else if (AcceptName("is"))
-            {
-                bool negated = AcceptName("not");
-                string name = Expect(TokenKind.Name).Text;
-                var args = new List<Expr>();
-                if (Accept("(")) { args.AddRange(Arguments(out var kw)); if (kw.Count > 0) throw Error($"test '{name}' takes no keyword arguments"); }
-                else if (Peek.Kind is TokenKind.String or TokenKind.Integer or TokenKind.Float || Peek is { Kind: TokenKind.Name, Text: not ("and" or "or" or "else" or "if") })
-                    args.Add(ParseConcat());                                 // `x is divisibleby 3`, `x is sameas none`
-                e = new Test(e, name, args, negated, line);
-            }
-            else return e;
+            string? op = null;
+            if (Peek.Kind == TokenKind.Operator && Peek.Text is "==" or "!=" or "<" or ">" or "<=" or ">=") { op = Peek.Text; _at++; }
+            else if (AcceptName("in")) op = "in";
+            else if (Peek.Kind == TokenKind.Name && Peek.Text == "not" && tokens[_at + 1] is { Kind: TokenKind.Name, Text: "in" }) { _at += 2; op = "not in"; }
+            if (op is null) return result ?? left;
+            var right = ParseAdditive();
+            var comparison = new Binary(op, left, right, line);
+            result = result is null ? comparison : new Binary("and", result, comparison, line);
+            left = right;
         }
+    }
+
+    // Jinja's order: + and - bind looser than ~, which binds looser than * / // %.
+    private Expr ParseAdditive()
+    {
+        var e = ParseConcat();
+        while (Peek.Kind == TokenKind.Operator && Peek.Text is "+" or "-")
+        {
+            string op = Peek.Text; _at++;
+            e = new Binary(op, e, ParseConcat(), line);
+        }
+        return e;
     }
 
     private Expr ParseConcat()
     {
-        var e = ParseAdditive();
-        while (Accept("~")) e = new Binary("~", e, ParseAdditive(), line);
-        return e;
-    }
-
-    private Expr ParseAdditive()
-    {
         var e = ParseMultiplicative();
-        while (Peek.Kind == TokenKind.Operator && Peek.Text is "+" or "-")
-        {
-            string op = Peek.Text; _at++;
-            e = new Binary(op, e, ParseMultiplicative(), line);
-        }
+        while (Accept("~")) e = new Binary("~", e, ParseMultiplicative(), line);
         return e;
     }
 
@@ -273,11 +275,44 @@ internal sealed class ExprParser(List<Token> tokens, int line)
         return e;
     }
 
-    private Expr ParseUnary()
+    // As jinja2's parse_unary: a sign applies to the operand before any filter or test, and filters and tests
+    // (`| name`, `is [not] name`) apply to the whole unary expression: -x|abs is abs(-x).
+    private Expr ParseUnary(bool withFilter = true)
     {
-        if (Accept("-")) return new Unary("-", ParseUnary(), line);
-        if (Accept("+")) return ParseUnary();
-        return ParsePostfix(ParsePrimary());
+        Expr e;
+        if (Accept("-")) e = new Unary("-", ParseUnary(withFilter: false), line);
+        else if (Accept("+")) e = ParseUnary(withFilter: false);
+        else e = ParsePostfix(ParsePrimary());
+        return withFilter ? ParseFilterExpr(e) : e;
+    }
+
+    private Expr ParseFilterExpr(Expr e)
+    {
+        while (true)
+        {
+            if (Accept("|"))
+            {
+                string name = Expect(TokenKind.Name).Text;
+                var args = new List<Expr>();
+                var kwargs = new List<(string, Expr)>();
+                if (Accept("(")) { args.AddRange(Arguments(out var kw)); kwargs.AddRange(kw); }
+                e = new Filter(e, name, args, kwargs, line);
+            }
+            else if (AcceptName("is"))
+            {
+                bool negated = AcceptName("not");
+                string name = Expect(TokenKind.Name).Text;
+                var args = new List<Expr>();
+                if (Accept("(")) { args.AddRange(Arguments(out var kw)); if (kw.Count > 0) throw Error($"test '{name}' takes no keyword arguments"); }
+                else if (Peek.Kind is TokenKind.String or TokenKind.Integer or TokenKind.Float
+                         || Peek is { Kind: TokenKind.Operator, Text: "[" or "{" or "(" }
+                         || Peek is { Kind: TokenKind.Name, Text: not ("and" or "or" or "else" or "if" or "is" or "in" or "not") })
+                    args.Add(ParsePostfix(ParsePrimary()));                 // `x is divisibleby 3`, `x is sameas none`
+                e = new Test(e, name, args, negated, line);
+            }
+            else if (Accept("(")) e = new Call(e, Arguments(out var kwargs), kwargs, line);
+            else return e;
+        }
     }
 
     private Expr ParsePostfix(Expr e)
@@ -311,14 +346,6 @@ internal sealed class ExprParser(List<Token> tokens, int line)
             {
                 var args = Arguments(out var kwargs);
                 e = new Call(e, args, kwargs, line);
-            }
-            else if (Accept("|"))
-            {
-                string name = Expect(TokenKind.Name).Text;
-                var args = new List<Expr>();
-                var kwargs = new List<(string, Expr)>();
-                if (Accept("(")) { args.AddRange(Arguments(out var kw)); kwargs.AddRange(kw); }
-                e = new Filter(e, name, args, kwargs, line);
             }
             else return e;
         }

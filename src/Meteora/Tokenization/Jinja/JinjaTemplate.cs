@@ -7,7 +7,7 @@ namespace Meteora.Tokenization.Jinja;
 /// common filters and tests, <c>raise_exception</c>, <c>strftime_now</c>), rendered with transformers' settings
 /// (<c>trim_blocks</c>, <c>lstrip_blocks</c>, no autoescaping). .NET has no maintained Jinja engine to depend on
 /// (Hugging Face wrote its own for JavaScript for the same reason); this one is checked against jinja2 itself on
-/// fixture templates (tests/…/Tokenization/chat-templates.json).
+/// fixture templates (tests/…/Tokenization/chat-templates.json), including the corner cases an outside review found.
 /// </summary>
 public sealed class JinjaTemplate
 {

@@ -13,6 +13,12 @@ internal sealed class Undefined
 /// <summary>The object <c>namespace(…)</c> makes: the one value a template may assign attributes of (across loop scopes).</summary>
 internal sealed class JinjaNamespace : Dictionary<string, object?>;
 
+/// <summary>
+/// What jinja2's select, reject, selectattr, rejectattr and map return: a generator, which is true even when empty
+/// (<c>{% if messages | selectattr(…) %}</c> holds for any list); iterates like a list.
+/// </summary>
+internal sealed class JinjaGenerator(IEnumerable<object?> items) : List<object?>(items);
+
 /// <summary>A function callable from a template: positional and keyword arguments in, a value out.</summary>
 internal sealed record JinjaFunction(string Name, Func<List<object?>, Dictionary<string, object?>, object?> Invoke);
 
@@ -29,6 +35,7 @@ internal static class JinjaValues
         long l => l != 0,
         double d => d != 0,
         string s => s.Length > 0,
+        JinjaGenerator => true,
         System.Collections.ICollection c => c.Count > 0,
         _ => true,
     };
@@ -49,12 +56,37 @@ internal static class JinjaValues
         bool b => b ? "True" : "False",
         long l => l.ToString(CultureInfo.InvariantCulture),
         double d => Float(d),
-        string s => "'" + s.Replace("\\", "\\\\").Replace("'", "\\'").Replace("\n", "\\n").Replace("\t", "\\t").Replace("\r", "\\r") + "'",
+        string s => ReprString(s),
         IDictionary<string, object?> m => "{" + string.Join(", ", m.Select(kv => Repr(kv.Key) + ": " + Repr(kv.Value))) + "}",
         List<object?> list => "[" + string.Join(", ", list.Select(Repr)) + "]",
         JinjaFunction f => $"<function {f.Name}>",
         _ => v.ToString() ?? "",
     };
+
+    // CPython's str repr: double quotes when the text has ' and no ", else single quotes (escaping '); \\ \n \r \t
+    // escaped; other characters that are not printable as \xNN, \uNNNN or \UNNNNNNNN.
+    private static string ReprString(string s)
+    {
+        char quote = s.Contains('\'') && !s.Contains('"') ? '"' : '\'';
+        var sb = new StringBuilder().Append(quote);
+        foreach (var rune in s.EnumerateRunes())
+        {
+            int v = rune.Value;
+            if (v == '\\') sb.Append("\\\\");
+            else if (v == quote) sb.Append('\\').Append(quote);
+            else if (v == '\n') sb.Append("\\n");
+            else if (v == '\r') sb.Append("\\r");
+            else if (v == '\t') sb.Append("\\t");
+            else if (Printable(rune)) sb.Append(rune.ToString());
+            else sb.Append(v < 0x100 ? $"\\x{v:x2}" : v < 0x10000 ? $"\\u{v:x4}" : $"\\U{v:x8}");
+        }
+        return sb.Append(quote).ToString();
+    }
+
+    // Python's str.isprintable for one character: not Cc, Cf, Cs, Co, Cn, Zl, Zp, nor a space separator other than ' '.
+    private static bool Printable(Rune r) => r.Value == ' ' || Rune.GetUnicodeCategory(r) is not (UnicodeCategory.Control or UnicodeCategory.Format
+        or UnicodeCategory.Surrogate or UnicodeCategory.PrivateUse or UnicodeCategory.OtherNotAssigned or UnicodeCategory.LineSeparator
+        or UnicodeCategory.ParagraphSeparator or UnicodeCategory.SpaceSeparator);
 
     /// <summary>Python's float repr: shortest round trip, ".0" on integral values, "e-05" exponents.</summary>
     public static string Float(double d)
@@ -71,20 +103,26 @@ internal static class JinjaValues
         return r[..e] + "e" + sign + digits;
     }
 
-    /// <summary>Python's <c>json.dumps(v, ensure_ascii=False)</c> (transformers' <c>tojson</c>), optionally indented.</summary>
-    public static string Json(object? v, int? indent = null)
+    /// <summary>
+    /// Python's <c>json.dumps</c> as transformers' <c>tojson</c> calls it: <c>ensure_ascii</c> (default off here),
+    /// <c>indent</c>, <c>separators</c> (item, key; defaults ", " and ": ", or "," between items when indented) and
+    /// <c>sort_keys</c>. Undefined values and functions are not serializable (an exception).
+    /// </summary>
+    public static string Json(object? v, int? indent = null, bool ensureAscii = false, (string Item, string Key)? separators = null, bool sortKeys = false)
     {
         var sb = new StringBuilder();
-        WriteJson(sb, v, indent, 0);
+        var seps = separators ?? (indent is null ? (", ", ": ") : (",", ": "));
+        WriteJson(sb, v, indent, 0, ensureAscii, seps, sortKeys);
         return sb.ToString();
     }
 
-    private static void WriteJson(StringBuilder sb, object? v, int? indent, int depth)
+    private static void WriteJson(StringBuilder sb, object? v, int? indent, int depth, bool ascii, (string Item, string Key) seps, bool sortKeys)
     {
         string Newline(int d) => indent is { } n ? "\n" + new string(' ', n * d) : "";
         switch (v)
         {
-            case null or Undefined: sb.Append("null"); break;
+            case Undefined: throw new InvalidOperationException("Undefined is not JSON serializable");
+            case null: sb.Append("null"); break;
             case bool b: sb.Append(b ? "true" : "false"); break;
             case long l: sb.Append(l.ToString(CultureInfo.InvariantCulture)); break;
             case double d: sb.Append(double.IsFinite(d) ? Float(d) : double.IsNaN(d) ? "NaN" : d > 0 ? "Infinity" : "-Infinity"); break;
@@ -95,6 +133,7 @@ internal static class JinjaValues
                     {
                         '"' => "\\\"", '\\' => "\\\\", '\n' => "\\n", '\r' => "\\r", '\t' => "\\t", '\b' => "\\b", '\f' => "\\f",
                         < ' ' => $"\\u{(int)c:x4}",
+                        > '\x7f' when ascii => $"\\u{(int)c:x4}",            // UTF-16 units: astral characters become surrogate pairs, as Python writes them
                         _ => c.ToString(),
                     });
                 sb.Append('"');
@@ -103,13 +142,13 @@ internal static class JinjaValues
                 if (m.Count == 0) { sb.Append("{}"); break; }
                 sb.Append('{');
                 int i = 0;
-                foreach (var (key, value) in m)
+                foreach (var (key, value) in sortKeys ? m.OrderBy(kv => kv.Key, StringComparer.Ordinal) : m.AsEnumerable())
                 {
-                    if (i++ > 0) sb.Append(indent is null ? ", " : ",");
+                    if (i++ > 0) sb.Append(seps.Item);
                     sb.Append(Newline(depth + 1));
-                    WriteJson(sb, key, indent, depth + 1);
-                    sb.Append(": ");
-                    WriteJson(sb, value, indent, depth + 1);
+                    WriteJson(sb, key, indent, depth + 1, ascii, seps, sortKeys);
+                    sb.Append(seps.Key);
+                    WriteJson(sb, value, indent, depth + 1, ascii, seps, sortKeys);
                 }
                 sb.Append(Newline(depth)).Append('}');
                 break;
@@ -118,9 +157,9 @@ internal static class JinjaValues
                 sb.Append('[');
                 for (int j = 0; j < list.Count; j++)
                 {
-                    if (j > 0) sb.Append(indent is null ? ", " : ",");
+                    if (j > 0) sb.Append(seps.Item);
                     sb.Append(Newline(depth + 1));
-                    WriteJson(sb, list[j], indent, depth + 1);
+                    WriteJson(sb, list[j], indent, depth + 1, ascii, seps, sortKeys);
                 }
                 sb.Append(Newline(depth)).Append(']');
                 break;
