@@ -10,7 +10,10 @@
 set -uo pipefail
 cd "$(dirname "$0")/.."
 export DOTNET_CLI_TELEMETRY_OPTOUT=1 DOTNET_NOLOGO=1
-fixture="$(cd ../shared/fixtures/tiny-llama3 && pwd)"
+fixture="$(cd ../shared/fixtures/tiny-llama3 2>/dev/null && pwd)" || { echo "packages: FAILED: no ../shared/fixtures/tiny-llama3"; exit 1; }
+command -v unzip >/dev/null || { echo "packages: FAILED: unzip is not installed (scripts/setup.sh installs it)"; exit 1; }
+# The installed tool's launcher finds .NET through DOTNET_ROOT when the SDK is not in a default location.
+export DOTNET_ROOT="${DOTNET_ROOT:-$(dirname "$(readlink -f "$(command -v dotnet)")")}"
 work=$(mktemp -d /tmp/meteora-packages.XXXXXX)
 trap 'rm -rf "$work"' EXIT
 fail() { echo "packages: FAILED: $*"; [ -s "$work/log" ] && tail -15 "$work/log"; exit 1; }
@@ -30,6 +33,13 @@ grep -qiE 'dependency id="(TorchSharp-cpu|TorchSharp-cuda|libtorch)' <<<"$nuspec
 # Listings are read whole before grep: `unzip -l | grep -q` can fail under pipefail when grep stops reading early.
 library=$(unzip -l "$work/feed/Meteora.$version.nupkg") || fail "unzip Meteora.$version.nupkg"
 tool=$(unzip -l "$work/feed/Meteora.Cli.$version.nupkg") || fail "unzip Meteora.Cli.$version.nupkg"
+symbols=$(unzip -l "$work/feed/Meteora.$version.snupkg") || fail "unzip Meteora.$version.snupkg"
+grep -q 'lib/net10.0/Meteora.pdb' <<<"$symbols" || fail "Meteora.$version.snupkg has no Meteora.pdb"
+# The entry-points page (docs/api/index.md) names only types and members the packed library documents.
+docs=$(unzip -p "$work/feed/Meteora.$version.nupkg" lib/net10.0/Meteora.xml; unzip -p "$work/feed/Meteora.Server.$version.nupkg" lib/net10.0/Meteora.Server.xml)
+for ref in $(grep -o 'xref:[A-Za-z0-9_.]*' docs/api/index.md | sed 's/^xref://' | sort -u); do
+  grep -qE "name=\"[TM]:$ref[(\"]" <<<"$docs" || fail "docs/api/index.md links $ref, which the packed XML docs do not have"
+done
 grep -q 'lib/net10.0/Meteora.xml' <<<"$library" || fail "Meteora has no XML docs"
 grep -q 'DotnetToolSettings.xml' <<<"$tool" || fail "Meteora.Cli is not a tool package"
 grep -qiE 'libtorch_cpu|libtorch\.so' <<<"$tool" && fail "the tool package carries libtorch"

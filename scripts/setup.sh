@@ -116,6 +116,14 @@ SRC
 fi
 
 
+# unzip: scripts/check-packages.sh (run by ./test.sh) reads the packed .nupkg files with it.
+if ! command -v unzip >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
+  echo "setup: installing unzip (Debian) for the package checks ..." >&2
+  export DEBIAN_FRONTEND=noninteractive
+  { apt-get install -y -qq unzip || { apt-get update -qq && apt-get install -y -qq unzip; }; } >/tmp/meteora-setup-unzip.log 2>&1 \
+    || echo "setup: could not install unzip (see /tmp/meteora-setup-unzip.log); the package checks will fail" >&2
+fi
+
 # 5. Optional, never fatal: Debian's chromium, for the test that loads `meteora serve`'s routing page in a real
 #    (headless) browser. Without it that test is skipped with its reason. METEORA_SKIP_CHROMIUM=1 skips this step.
 if [ "${METEORA_SKIP_CHROMIUM:-0}" != 1 ] && ! command -v chromium >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
