@@ -1,24 +1,38 @@
-# Markdown tables of bench/probe/grow_adapters.sh rows: python3 bench/probe/grow_table.py ROWS.jsonl [held|heldb|heldc]
-import json,sys
-rows=[json.loads(l) for l in open(sys.argv[1])]
-tag=sys.argv[2] if len(sys.argv)>2 else "held"
-peft=next(r for r in rows if r['run']=='peft')['scores']
-all12=next(r for r in rows if r['run']=='all12')
-base={r['task']:r for r in rows if r['run']=='held'}
-sel=[r for r in rows if r['run']==tag]
-print("| held-out task | old 11, gates on 11 | old 11, after add-adapter | change | new task, MeteoRA | new task, PEFT | gap | add-adapter s | ÷ 12-gate training |")
-print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
-d=[];g=[];q=[]
-for r in sel:
-    t=r['task']; b=base[t]; old=list(b['gates11'])
-    a=sum(b['gates11'][k] for k in old)/len(old); x=sum(r['grown'][k] for k in old)/len(old)
-    n=r['grown'][t]; p=peft[t]; ratio=r['add_seconds']/all12['seconds']
-    d.append(x-a); g.append(p-n); q.append(ratio)
-    print(f"| {t} | {a:.3f} | {x:.3f} | {x-a:+.3f} | {n:.2f} | {p:.2f} | {p-n:+.2f} | {r['add_seconds']:.0f} | {ratio:.2f} |")
-print(f"\nchange of the old 11: worst {min(d):+.3f}, mean {sum(d)/len(d):+.3f}; new task below PEFT: worst {max(g):+.2f}, mean {sum(g)/len(g):+.2f}, within 0.05 for {sum(1 for x in g if x<=0.05)}/{len(g)}; time ratio {min(q):.2f}–{max(q):.2f} (mean {sum(q)/len(q):.2f})")
-rem=[r for r in rows if r['run']=='held' and 'removed' in r]
-if tag=='held':
-    print("\nremove-adapter (12-task gates → without T; mean over the other 11 tasks):")
-    for r in rem:
-        old=list(r['removed']); x=sum(all12['scores'][k] for k in old)/len(old); y=sum(r['removed'][k] for k in old)/len(old)
-        print(f"  {r['task']}: {x:.3f} → {y:.3f} ({y-x:+.3f})")
+"""Markdown table of an add-adapter / remove-adapter check from grow_adapters.sh's rows.jsonl (docs/RESULTS.md).
+
+    python3 bench/probe/grow_table.py OUT/rows.jsonl [RUN_TAG_PER_TASK ...]
+
+For each held-out task: the eleven-task gates' mean over their eleven tasks, the same eleven after add-adapter,
+the new task's MeteoRA and PEFT-oracle accuracy, add-adapter's seconds over the twelve-gate training's, and
+remove-adapter's change on the other eleven. RUN_TAG_PER_TASK (e.g. "reverse=helde") picks which add-adapter row
+to use for a task (default: the "held" row, which the full pipeline writes).
+"""
+import json
+import sys
+
+rows = [json.loads(line) for line in open(sys.argv[1])]
+pick = dict(a.split("=") for a in sys.argv[2:])
+peft = [r for r in rows if r["run"] == "peft"][-1]["scores"]
+all12 = [r for r in rows if r["run"] == "all12"][-1]
+held = {r["task"]: r for r in rows if r["run"] == "held"}
+print("| held-out task | old 11, gates on 11 | after add-adapter | change | new task, MeteoRA | PEFT | gap | add-adapter s | ÷ 12-gate training | remove-adapter change |")
+print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+worst_old, gaps, ratios = 0.0, [], []
+for task in sorted(held):
+    base = held[task]["gates11"]
+    tag = pick.get(task, "held")
+    grown_row = held[task] if tag == "held" else [r for r in rows if r["run"] == tag and r["task"] == task][-1]
+    grown = grown_row["grown"]
+    old_before = sum(base.values()) / len(base)
+    old_after = sum(grown[t] for t in base) / len(base)
+    removed = held[task].get("removed")
+    removed_change = (sum(removed[t] for t in base) / len(base) - sum(all12["scores"][t] for t in base) / len(base)) if removed else float("nan")
+    secs = grown_row["add_seconds"]
+    ratio = secs / all12["seconds"]
+    gap = peft[task] - grown[task]
+    worst_old = min(worst_old, old_after - old_before); gaps.append(gap); ratios.append(ratio)
+    print(f"| {task} | {old_before:.3f} | {old_after:.3f} | {old_after - old_before:+.3f} | {grown[task]:.2f} | {peft[task]:.2f} | "
+          f"{gap:+.2f} | {secs:.0f} | {ratio:.2f} | {removed_change:+.3f} |")
+print()
+print(f"worst old-task change {worst_old:+.3f}; new task within 0.05 of PEFT: {sum(g <= 0.05 + 1e-9 for g in gaps)}/{len(gaps)} "
+      f"(largest gap {max(gaps):+.2f}); time ratio {min(ratios):.2f}–{max(ratios):.2f}; twelve-gate training {all12['seconds']:.0f} s")

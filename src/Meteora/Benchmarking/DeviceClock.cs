@@ -8,7 +8,7 @@ namespace Meteora.Benchmarking;
 /// Wall-clock timing of device work: synchronises the device before starting and before reading the clock, so
 /// the time covers all queued kernels. Results are reported as the median of repeated runs.
 /// </summary>
-public static class DeviceClock
+internal static class DeviceClock
 {
     public static void Synchronize(Device device)
     {

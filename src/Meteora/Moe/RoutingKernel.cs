@@ -18,7 +18,7 @@ namespace Meteora.Moe;
 /// or NVRTC is missing, <see cref="TryGet"/> says why and the caller keeps the ATen chain.
 /// </para>
 /// </summary>
-public static unsafe class RoutingKernel
+internal static unsafe class RoutingKernel
 {
     /// <summary>Largest adapter count and top-k the kernel takes.</summary>
     public const int MaxAdapters = 256, MaxTopK = 8;

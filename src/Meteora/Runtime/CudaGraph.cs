@@ -21,7 +21,7 @@ namespace Meteora.Runtime;
 /// (and sizeof(CUDAGraph)) when a new version needs checking.
 /// </para>
 /// </summary>
-public sealed unsafe class CudaGraph : IDisposable
+internal sealed unsafe class CudaGraph : IDisposable
 {
     // sizeof(at::cuda::CUDAGraph) is 104 bytes in libtorch 2.11; the object lives in a larger zeroed block so
     // a libtorch that adds members does not write past it.

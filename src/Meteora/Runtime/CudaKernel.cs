@@ -7,7 +7,7 @@ namespace Meteora.Runtime;
 /// CUDA driver API into the primary context that libtorch uses, and launched on libtorch's current stream, so it
 /// runs in order with ATen's kernels and is captured into CUDA graphs like them.
 /// </summary>
-public sealed unsafe class CudaKernel
+internal sealed unsafe class CudaKernel
 {
     private const int AttrComputeMajor = 75, AttrComputeMinor = 76;   // CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_*
 

@@ -8,7 +8,7 @@ namespace Meteora.Runtime;
 /// default memory pool (which PyTorch allocates from when run with
 /// <c>PYTORCH_CUDA_ALLOC_CONF=backend:cudaMallocAsync</c>).
 /// </summary>
-public static class CudaRuntime
+internal static class CudaRuntime
 {
     [UnmanagedFunctionPointer(CallingConvention.Cdecl)] private delegate int MemGetInfoFn(out nuint free, out nuint total);
     [UnmanagedFunctionPointer(CallingConvention.Cdecl)] private delegate int EventCreateFn(out IntPtr ev);

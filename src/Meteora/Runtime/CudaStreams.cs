@@ -10,7 +10,7 @@ namespace Meteora.Runtime;
 /// <see cref="AttentionBackends"/>. <c>c10::cuda::CUDAStream</c> is 16 trivially copyable bytes (device, id),
 /// passed and returned in two registers.
 /// </summary>
-public static unsafe class CudaStreams
+internal static unsafe class CudaStreams
 {
     /// <summary>A <c>c10::cuda::CUDAStream</c> by value.</summary>
     [StructLayout(LayoutKind.Sequential)]

@@ -5,7 +5,7 @@ using static TorchSharp.torch;
 namespace Meteora.Runtime;
 
 /// <summary>The machine a result was produced on, in words, for model cards and reports.</summary>
-public static class MachineDescription
+internal static class MachineDescription
 {
     /// <summary>"NVIDIA H200 (cuda), 16 CPU cores, Linux …" or "Intel(R) Xeon(R) …, 2 cores, Linux …".</summary>
     public static string Describe(Device device)

@@ -12,7 +12,7 @@ namespace Meteora.Runtime;
 /// CUDA processes, whose tensors are not on this heap, the same settings slowed host-bound decoding (H200, base
 /// decode at batch 1: 31–33 vs 40–53 tokens/s in alternating runs), so the CLI applies them for --device cpu.
 /// </summary>
-public static class NativeHeap
+internal static class NativeHeap
 {
     private const int M_TRIM_THRESHOLD = -1, M_TOP_PAD = -2, M_MMAP_THRESHOLD = -3;
 

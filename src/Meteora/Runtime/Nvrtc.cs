@@ -8,7 +8,7 @@ namespace Meteora.Runtime;
 /// PyTorch's CUDA builds), so our few custom kernels need no build step and no compiler on the user's machine.
 /// Bound from <c>libnvrtc</c> by its C API.
 /// </summary>
-public static unsafe class Nvrtc
+internal static unsafe class Nvrtc
 {
     private sealed class Api
     {

@@ -16,6 +16,8 @@ public static class TorchRuntime
     /// package, or a libtorch folder on LD_LIBRARY_PATH). The packages reference TorchSharp without libtorch, so an
     /// application calls this first; the CLI calls it before any command that uses torch. Without it, the first use
     /// of <c>torch</c> fails with TorchSharp's own TypeInitializationException and a page of probing trace on stdout.
+    /// The first call silences Console.Out for the moment libtorch loads (TorchSharp prints its probing trace there):
+    /// call it at start-up, before other threads write to the console.
     /// </summary>
     public static void EnsureBackend()
     {
@@ -28,7 +30,8 @@ public static class TorchRuntime
                 var stdout = Console.Out;
                 Console.SetOut(TextWriter.Null);
                 try { _ = CPU; }
-                catch (TypeInitializationException e) { _backendError = MissingBackendMessage(e); }
+                catch (TypeInitializationException e) when (MissingBackendMessage(e) is { } missing) { _backendError = missing; }
+                catch { _backendChecked = false; throw; }                  // not a missing backend: the caller sees it as it is
                 finally { Console.SetOut(stdout); }
             }
             if (_backendError is not null) throw new MeteoraException(_backendError);
