@@ -35,22 +35,19 @@ public sealed class HfChatTemplate
     /// </summary>
     public static HfChatTemplate? Load(string folder)
     {
-        string config = Path.Combine(folder, "tokenizer_config.json");
-        var tokens = SpecialTokensOf(config);
+        string config = Path.Combine(folder, TokenizerConfig.FileName);
+        JsonElement? configRoot = File.Exists(config) ? TokenizerConfig.ReadObject(config) : null;
+        var tokens = TokensOf(configRoot);
         string jinjaFile = Path.Combine(folder, "chat_template.jinja"), jsonFile = Path.Combine(folder, "chat_template.json");
         if (File.Exists(jinjaFile)) return Build(File.ReadAllText(jinjaFile), null, tokens, jinjaFile);
         if (File.Exists(jsonFile))
         {
-            JsonElement root;
-            try { root = JsonDocument.Parse(File.ReadAllText(jsonFile)).RootElement; }
-            catch (JsonException e) { throw new MeteoraException($"{jsonFile}: invalid JSON ({e.Message.Split('\n')[0]})"); }
-            if (root.ValueKind != JsonValueKind.Object || !root.TryGetProperty("chat_template", out var t))
+            if (!TokenizerConfig.ReadObject(jsonFile).TryGetProperty("chat_template", out var t))
                 throw new MeteoraException($"{jsonFile}: no \"chat_template\"");
             return FromJsonValue(t, tokens, jsonFile);
         }
-        if (!File.Exists(config)) return null;
-        var cfg = ReadObject(config);
-        return cfg.TryGetProperty("chat_template", out var ct) && ct.ValueKind != JsonValueKind.Null ? FromJsonValue(ct, tokens, config) : null;
+        return configRoot is { } root && root.TryGetProperty("chat_template", out var ct) && ct.ValueKind != JsonValueKind.Null
+            ? FromJsonValue(ct, tokens, config) : null;
     }
 
     private static HfChatTemplate FromJsonValue(JsonElement t, Dictionary<string, object?> tokens, string origin)
@@ -80,25 +77,9 @@ public sealed class HfChatTemplate
         catch (MeteoraException e) { throw new MeteoraException($"{origin}: {e.Message}"); }
     }
 
-    private static JsonElement ReadObject(string path)
-    {
-        JsonElement root;
-        try { root = JsonDocument.Parse(File.ReadAllText(path)).RootElement; }
-        catch (JsonException e) { throw new MeteoraException($"{path}: invalid JSON ({e.Message.Split('\n')[0]})"); }
-        if (root.ValueKind != JsonValueKind.Object) throw new MeteoraException($"{path}: expected a JSON object");
-        return root;
-    }
-
-    // bos_token, eos_token, unk_token, pad_token of tokenizer_config.json (absent file: none).
-    private static Dictionary<string, object?> SpecialTokensOf(string config)
-    {
-        var tokens = new Dictionary<string, object?>();
-        if (!File.Exists(config)) return tokens;
-        var root = ReadObject(config);
-        foreach (string name in new[] { "bos_token", "eos_token", "unk_token", "pad_token" })
-            if (TokenText(root, name) is { } text) tokens[name] = text;
-        return tokens;
-    }
+    // The template variables for the special tokens of a tokenizer_config.json (none without one).
+    private static Dictionary<string, object?> TokensOf(JsonElement? configRoot) =>
+        configRoot is { } root ? TokenizerConfig.SpecialTokens(root).ToDictionary(kv => kv.Key, kv => (object?)kv.Value) : [];
 
     /// <summary>
     /// A template file chosen by the user (<c>serve --chat-template FILE</c>) rendered with the special tokens of the
@@ -107,7 +88,8 @@ public sealed class HfChatTemplate
     public static HfChatTemplate FromFile(string path, string modelFolder)
     {
         if (!File.Exists(path)) throw new MeteoraException($"{path}: chat template file not found");
-        return Build(File.ReadAllText(path), null, SpecialTokensOf(Path.Combine(modelFolder, "tokenizer_config.json")), path);
+        string config = Path.Combine(modelFolder, TokenizerConfig.FileName);
+        return Build(File.ReadAllText(path), null, TokensOf(File.Exists(config) ? TokenizerConfig.ReadObject(config) : null), path);
     }
 
     /// <summary>Wraps a template source directly (tests, or a template file given on the command line).</summary>
@@ -130,11 +112,4 @@ public sealed class HfChatTemplate
         };
         return (tools is not null && _toolUse is not null ? _toolUse : _template).Render(context);
     }
-
-    // A special token in tokenizer_config.json: a string, or an AddedToken object {"content": …}.
-    private static string? TokenText(JsonElement root, string name) =>
-        !root.TryGetProperty(name, out var v) ? null
-        : v.ValueKind == JsonValueKind.String ? v.GetString()
-        : v.ValueKind == JsonValueKind.Object && v.TryGetProperty("content", out var c) && c.ValueKind == JsonValueKind.String ? c.GetString()
-        : null;
 }

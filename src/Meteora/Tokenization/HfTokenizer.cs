@@ -87,25 +87,10 @@ public sealed class HfTokenizer : IDisposable
 
     private static (string? Bos, string? Eos) ReadSpecialNames(string folder)
     {
-        string path = System.IO.Path.Combine(folder, "tokenizer_config.json");
+        string path = System.IO.Path.Combine(folder, TokenizerConfig.FileName);
         if (!File.Exists(path)) return (null, null);
-        try
-        {
-            var o = JsonNode.Parse(File.ReadAllText(path)) as JsonObject;
-            return (NameOf(o?["bos_token"]), NameOf(o?["eos_token"]));
-        }
-        catch (JsonException e)
-        {
-            throw new MeteoraException($"{path}: invalid JSON ({e.Message.Split('\n')[0]})");
-        }
-
-        // Either a plain string or an AddedToken object {"content": …}.
-        static string? NameOf(JsonNode? n) => n switch
-        {
-            JsonValue v when v.TryGetValue(out string? s) => s,
-            JsonObject o => o["content"]?.GetValue<string>(),
-            _ => null,
-        };
+        var tokens = TokenizerConfig.SpecialTokens(TokenizerConfig.Read(path));
+        return (tokens.GetValueOrDefault("bos_token"), tokens.GetValueOrDefault("eos_token"));
     }
 
     /// <summary>Token ids of <paramref name="text"/>; with <paramref name="addSpecialTokens"/> the post-processor's BOS is kept.</summary>

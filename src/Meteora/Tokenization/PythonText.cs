@@ -13,12 +13,12 @@ internal static class PythonText
 {
     public static bool IsSpace(char c) => char.IsWhiteSpace(c) || c is >= '\x1c' and <= '\x1f';
 
-    /// <summary><c>str.strip()</c>: whitespace removed from both ends.</summary>
-    public static string Strip(string s)
+    /// <summary><c>str.strip()</c>: whitespace removed from both ends (<c>lstrip()</c> / <c>rstrip()</c>: from one).</summary>
+    public static string Strip(string s, bool left = true, bool right = true)
     {
         int start = 0, end = s.Length;
-        while (start < end && IsSpace(s[start])) start++;
-        while (end > start && IsSpace(s[end - 1])) end--;
+        if (left) while (start < end && IsSpace(s[start])) start++;
+        if (right) while (end > start && IsSpace(s[end - 1])) end--;
         return s[start..end];
     }
 

@@ -25,7 +25,7 @@ public sealed class TinyServer : IAsyncLifetime
         Server = new MeteoraServer(Engine, new ServerOptions { Port = 0, Log = false, MaxBodyBytes = MaxBodyBytes, DrainTimeout = TimeSpan.FromSeconds(5), ChatTemplate = ChatTemplate });
         await Server.StartAsync();
         Http = new HttpClient { BaseAddress = new Uri(Server.Address), Timeout = TimeSpan.FromSeconds(60) };
-        for (int i = 0; i < 600 && !Engine.Ready; i++) await Task.Delay(50);
+        await WaitUntil(() => Engine.Ready, TimeSpan.FromSeconds(30));
     }
 
     public async Task DisposeAsync()

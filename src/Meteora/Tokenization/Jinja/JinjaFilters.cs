@@ -242,9 +242,9 @@ internal static class JinjaFilters
         string? chars = Arg(0, "chars", null) as string;
         switch (name)
         {
-            case "strip": return chars is null ? PythonStrip(s, true, true) : s.Trim(chars.ToCharArray());
-            case "lstrip": return chars is null ? PythonStrip(s, true, false) : s.TrimStart(chars.ToCharArray());
-            case "rstrip": return chars is null ? PythonStrip(s, false, true) : s.TrimEnd(chars.ToCharArray());
+            case "strip": return chars is null ? PythonText.Strip(s) : s.Trim(chars.ToCharArray());
+            case "lstrip": return chars is null ? PythonText.Strip(s, right: false) : s.TrimStart(chars.ToCharArray());
+            case "rstrip": return chars is null ? PythonText.Strip(s, left: false) : s.TrimEnd(chars.ToCharArray());
             case "upper": return s.ToUpperInvariant();
             case "lower": return s.ToLowerInvariant();
             case "title": return Title(s);
@@ -292,14 +292,6 @@ internal static class JinjaFilters
             case "isspace": return s.Length > 0 && s.All(char.IsWhiteSpace);
             default: throw fault($"str has no method '{name}'");
         }
-    }
-
-    private static string PythonStrip(string s, bool left, bool right)
-    {
-        int start = 0, end = s.Length;
-        if (left) while (start < end && PythonText.IsSpace(s[start])) start++;
-        if (right) while (end > start && PythonText.IsSpace(s[end - 1])) end--;
-        return s[start..end];
     }
 
     private static string[] RSplit(string s, string sep, int max)

@@ -217,18 +217,12 @@ internal sealed class JinjaInterpreter
             case IDictionary<string, object?> m:
                 return index is string key && m.TryGetValue(key, out var v) ? v
                     : index is string name && JinjaFilters.IsMethod(target, name) ? GetAttribute(target, name) : Undefined.Instance;
-            case List<object?> list when index is long or bool:
+            case List<object?> or string when index is long or bool:
             {
+                var items = Items(target)!;                                // a string indexes its characters
                 long i = Int(index);
-                if (i < 0) i += list.Count;
-                return i >= 0 && i < list.Count ? list[(int)i] : Undefined.Instance;
-            }
-            case string s when index is long or bool:
-            {
-                var runes = s.EnumerateRunes().ToList();
-                long i = Int(index);
-                if (i < 0) i += runes.Count;
-                return i >= 0 && i < runes.Count ? runes[(int)i].ToString() : Undefined.Instance;
+                if (i < 0) i += items.Count;
+                return i >= 0 && i < items.Count ? items[(int)i] : Undefined.Instance;
             }
             default:
                 return index is string attr ? GetAttribute(target, attr) : Undefined.Instance;
@@ -239,12 +233,7 @@ internal sealed class JinjaInterpreter
     {
         long st = step is null ? 1 : Int(step);
         if (st == 0) throw Fault("slice step cannot be zero");
-        List<object?> items = target switch
-        {
-            List<object?> l => l,
-            string s => s.EnumerateRunes().Select(r => (object?)r.ToString()).ToList(),
-            _ => throw Fault($"'{TypeName(target)}' object is not subscriptable"),
-        };
+        var items = target is List<object?> or string ? Items(target)! : throw Fault($"'{TypeName(target)}' object is not subscriptable");
         int n = items.Count;
         long Norm(object? v, long dflt) { if (v is null) return dflt; long i = Int(v); if (i < 0) i += n; return i; }
         var picked = new List<object?>();

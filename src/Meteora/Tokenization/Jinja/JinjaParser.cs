@@ -238,40 +238,21 @@ internal sealed class ExprParser(List<Token> tokens, int line)
         }
     }
 
-    // Jinja's order: + and - bind looser than ~, which binds looser than * / // %.
-    private Expr ParseAdditive()
+    // Jinja's order: + and - bind looser than ~, which binds looser than * / // %, then **.
+    private Expr ParseAdditive() => LeftAssociative(ParseConcat, "+", "-");
+    private Expr ParseConcat() => LeftAssociative(ParseMultiplicative, "~");
+    private Expr ParseMultiplicative() => LeftAssociative(ParsePower, "*", "/", "//", "%");
+    private Expr ParsePower() => LeftAssociative(() => ParseUnary(), "**");
+
+    // operand (op operand)*, folded to the left: a - b - c is (a - b) - c.
+    private Expr LeftAssociative(Func<Expr> operand, params string[] ops)
     {
-        var e = ParseConcat();
-        while (Peek.Kind == TokenKind.Operator && Peek.Text is "+" or "-")
+        var e = operand();
+        while (Peek.Kind == TokenKind.Operator && ops.Contains(Peek.Text))
         {
             string op = Peek.Text; _at++;
-            e = new Binary(op, e, ParseConcat(), line);
+            e = new Binary(op, e, operand(), line);
         }
-        return e;
-    }
-
-    private Expr ParseConcat()
-    {
-        var e = ParseMultiplicative();
-        while (Accept("~")) e = new Binary("~", e, ParseMultiplicative(), line);
-        return e;
-    }
-
-    private Expr ParseMultiplicative()
-    {
-        var e = ParsePower();
-        while (Peek.Kind == TokenKind.Operator && Peek.Text is "*" or "/" or "//" or "%")
-        {
-            string op = Peek.Text; _at++;
-            e = new Binary(op, e, ParsePower(), line);
-        }
-        return e;
-    }
-
-    private Expr ParsePower()
-    {
-        var e = ParseUnary();
-        while (Accept("**")) e = new Binary("**", e, ParseUnary(), line);
         return e;
     }
 
