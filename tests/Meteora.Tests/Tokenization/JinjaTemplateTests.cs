@@ -75,6 +75,10 @@ public class JinjaTemplateTests
         Assert.Contains("undefined", e.Message);
         Assert.Throws<TemplateRenderException>(() => JinjaTemplate.Parse("{{ 'a' + 1 }}").Render(new Dictionary<string, object?>()));
         Assert.Throws<TemplateRenderException>(() => JinjaTemplate.Parse("{{ nope | nofilter }}").Render(new Dictionary<string, object?>()));
+        // Sorting values that do not compare (here a string and a number) is a template fault too, not a crash.
+        var mixed = Assert.Throws<TemplateRenderException>(() => JinjaTemplate.Parse("{{ ['a', 1] | sort }}").Render(new Dictionary<string, object?>()));
+        Assert.False(mixed.Raised);
+        Assert.Contains("line 1", mixed.Message);
     }
 
     [Fact]

@@ -72,6 +72,12 @@ internal sealed class JinjaInterpreter
         {
             throw new TemplateRenderException("chat template: break or continue outside a loop", raised: false);
         }
+        catch (Exception e) when (e is InvalidCastException or InvalidOperationException or ArgumentException or FormatException or OverflowException)
+        {
+            // A type the template's operation does not take (sorting mixed values, a number out of range …): a template
+            // fault on this input, reported like the others, never an unexpected crash of the caller.
+            throw new TemplateRenderException($"chat template line {interpreter._line}: {e.Message}", raised: false);
+        }
         return interpreter._out.ToString();
     }
 
