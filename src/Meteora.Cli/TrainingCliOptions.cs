@@ -11,8 +11,8 @@ public sealed class TrainingCliOptions
     public Option<double> Clip { get; }
     public Option<int?> Steps { get; } = new("--steps") { Description = "optimiser steps (default: from --epochs)" };
     public Option<double> Epochs { get; } = new("--epochs") { Description = "passes over the training data when --steps is not given", DefaultValueFactory = _ => 1 };
-    public Option<int> BatchSize { get; } = new("--batch-size") { Description = "sequences per micro-batch", DefaultValueFactory = _ => 8 };
-    public Option<int> GradAccum { get; } = new("--grad-accum") { Description = "micro-batches per optimiser step", DefaultValueFactory = _ => 1 };
+    public Option<int> BatchSize { get; } = new("--batch-size") { Description = "sequences per micro-batch (at most, per GPU under torchrun)", DefaultValueFactory = _ => 8 };
+    public Option<int> GradAccum { get; } = new("--grad-accum") { Description = "micro-batches per optimiser step: a step's global batch is --batch-size × --grad-accum sequences, shared by the GPUs under torchrun", DefaultValueFactory = _ => 1 };
     public Option<int> MaxSeqLen { get; } = new("--max-seq-len") { Description = "longer sequences are cut (and counted)", DefaultValueFactory = _ => 512 };
     public Option<int?> WarmupSteps { get; } = new("--warmup-steps") { Description = "linear warm-up steps (default: --warmup-ratio of all steps)" };
     public Option<double> WarmupRatio { get; } = new("--warmup-ratio") { Description = "warm-up share of all steps", DefaultValueFactory = _ => 0.03 };

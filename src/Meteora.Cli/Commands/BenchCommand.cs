@@ -23,6 +23,7 @@ public static class BenchCommand
         bench.Subcommands.Add(CreateTrainGate(context));
         bench.Subcommands.Add(CreateLayer(context));
         bench.Subcommands.Add(BenchServeCommand.Create(context));
+        bench.Subcommands.Add(BenchAllReduceCommand.Create(context));
         return bench;
     }
 
@@ -113,16 +114,22 @@ public static class BenchCommand
             int n = p.GetValue(adapters), r = p.GetValue(rank), T = p.GetValue(seqLen), B = p.GetValue(batch), S = p.GetValue(steps), W = p.GetValue(warmup);
             if (n < 1 || r < 1 || T < 2 || B < 1 || S < 2 || W < 0 || W >= S - 1)
                 throw new MeteoraException("bench train-gate: --adapters, --rank, --batch-size ≥ 1, --seq-len ≥ 2, --steps ≥ 2 and 0 ≤ --warmup < --steps - 1");
-            ctx.Err.WriteLine($"bench train-gate: {name} with {n} rank-{r} adapters, {TorchRuntime.Name(ctx.DType)} on {device}, {B} × {T} tokens per step, {S} steps ({W} warm-up)");
-            var result = GateTrainingBenchmark.Run(cfg, n, r, T, B, S, W, device, ctx.DType, ctx.Err.WriteLine);
-            var table = new Table().AddColumns("config", "adapters", "tokens/step", "s/step", "tokens/s", "peak device memory", "before model");
-            table.AddRow(name, $"{n} × r{r}", result.TokensPerStep.ToString(), $"{result.SecondsPerStep:F3}", $"{result.TokensPerSecond:F0}",
+            // Under torchrun with several ranks: data-parallel over NCCL, --batch-size sequences per rank.
+            using var ranks = DistributedLaunch.Join(ctx, Path.Combine(Path.GetTempPath(), "meteora-bench-rendezvous"));
+            int world = ranks?.WorldSize ?? 1;
+            if (ranks is not { Rank: > 0 })
+                ctx.Err.WriteLine($"bench train-gate: {name} with {n} rank-{r} adapters, {TorchRuntime.Name(ctx.DType)} on {device}, {B} × {T} tokens per step" +
+                    (world > 1 ? $" on each of {world} ranks" : "") + $", {S} steps ({W} warm-up)");
+            var result = GateTrainingBenchmark.Run(cfg, n, r, T, B, S, W, device, ctx.DType, ranks is { Rank: > 0 } ? null : ctx.Err.WriteLine, ranks);
+            if (ranks is { Rank: > 0 }) return 0;   // rank 0 reports
+            var table = new Table().AddColumns("config", "adapters", "GPUs", "tokens/step", "s/step", "tokens/s", "tokens/s per GPU", "peak device memory", "before model");
+            table.AddRow(name, $"{n} × r{r}", world.ToString(), result.TokensPerStep.ToString(), $"{result.SecondsPerStep:F3}", $"{result.TokensPerSecond:F0}", $"{result.TokensPerSecond / world:F0}",
                 result.PeakDeviceBytes is { } pk ? $"{pk / (double)(1L << 30):F2} GiB" : "n/a", result.BaselineDeviceBytes is { } b0 ? $"{b0 / (double)(1L << 30):F2} GiB" : "n/a");
             Render(ctx.Out, table);
             if (p.GetValue(json) is { } jsonPath)
                 AtomicFile.WriteAllText(jsonPath, JsonSerializer.Serialize(new
                 {
-                    config = name, device = device.ToString(), dtype = TorchRuntime.Name(ctx.DType), adapters = n, rank = r, seq_len = T, batch = B,
+                    config = name, device = device.ToString(), dtype = TorchRuntime.Name(ctx.DType), adapters = n, rank = r, seq_len = T, batch = B, world,
                     steps = S, warmup = W, seconds_per_step = result.SecondsPerStep, tokens_per_s = result.TokensPerSecond,
                     peak_device_bytes = result.PeakDeviceBytes, baseline_device_bytes = result.BaselineDeviceBytes,
                 }, new JsonSerializerOptions { WriteIndented = true }));

@@ -44,16 +44,18 @@ public static class TrainGateCommand
                 GateLossWeight = p.GetValue(weight), TopK = p.GetValue(topK), Temperature = p.GetValue(temperature),
                 GateInit = p.GetValue(gateInit)!, TrainAdapters = p.GetValue(trainAdapters), EvalFraction = p.GetValue(evalFraction), Pack = p.GetValue(pack),
             };
+            using var ranks = DistributedLaunch.Join(ctx, p.GetValue(output)!);   // null unless launched by torchrun with several ranks
             using var ctrlC = new CtrlC(ctx.Err);
             var progress = new ConsoleProgress(ctx.Err, ctx.Err == Console.Error && !Console.IsErrorRedirected, "lm_loss", "gate_loss", "gate_acc", "lr");
             string outDir = p.GetValue(output)!;
-            var result = GateTrainer.Train(p.GetValue(model)!, adapters, p.GetValue(data)!, outDir, gate, options, ctx.Device, ctx.DType, progress, ctrlC.Token);
+            var result = GateTrainer.Train(p.GetValue(model)!, adapters, p.GetValue(data)!, outDir, gate, options, ctx.Device, ctx.DType, progress, ctrlC.Token, ranks);
             if (result.Outcome == TrainingOutcome.Interrupted)
             {
                 ctx.Err.WriteLine("stopped; continue with the same command and --resume");
                 return ctrlC.Requested ? 130 : 0;
             }
             var e = result.FinalEval;
+            if (ranks is { Rank: > 0 }) return 0;   // rank 0 reports
             ctx.Err.WriteLine($"MeteoRA checkpoint written to {outDir}" +
                 (e.TryGetValue("eval_gate_acc", out double acc) ? $" (eval gate accuracy {acc:P1}, eval loss {e["eval_loss"]:F4})" : ""));
             return 0;

@@ -1,4 +1,5 @@
 using System.Diagnostics;
+using Meteora.Distributed;
 using Meteora.Llama;
 using Meteora.Moe;
 using Meteora.Runtime;
@@ -7,21 +8,23 @@ using static TorchSharp.torch;
 
 namespace Meteora.Benchmarking;
 
-/// <summary>Throughput and memory of gate training.</summary>
+/// <summary>Throughput and memory of gate training (tokens over all <paramref name="World"/> ranks; memory of rank 0's device).</summary>
 public sealed record GateTrainingBenchResult(int Steps, int MeasuredSteps, int TokensPerStep, double SecondsPerStep,
-    double TokensPerSecond, long? PeakDeviceBytes, long? BaselineDeviceBytes);
+    double TokensPerSecond, long? PeakDeviceBytes, long? BaselineDeviceBytes, int World = 1);
 
 /// <summary>
 /// Gate training on a synthetic MeteoRA model (random base and adapters, random token sequences, task labels
 /// cycling over the adapters) through the same <see cref="TrainingLoop"/> and <see cref="MeteoraObjective"/> as
 /// <c>train-gate</c>: AdamW on float32 gates, gradients through the bfloat16 model. Throughput is measured after
-/// the warm-up steps; device memory is sampled after every step.
+/// the warm-up steps; device memory is sampled after every step. With a communicator of W ranks, each rank trains
+/// <c>batch</c> sequences per step (global batch W × batch), data-parallel.
 /// </summary>
 public static class GateTrainingBenchmark
 {
     public static GateTrainingBenchResult Run(LlamaConfig config, int adapters, int rank, int seqLen, int batch, int steps,
-        int warmupSteps, Device device, ScalarType dtype, Action<string>? log = null)
+        int warmupSteps, Device device, ScalarType dtype, Action<string>? log = null, ICommunicator? communicator = null)
     {
+        int world = communicator?.WorldSize ?? 1;
         long? baseline = device.type == TorchSharp.DeviceType.CUDA ? CudaRuntime.DeviceUsedBytes() : null;
         var loras = SyntheticAdapters.Create(config, adapters, rank, ProjectionSite.AllNames, seed: 1);
         log?.Invoke($"built {adapters} random rank-{rank} adapters");
@@ -36,17 +39,18 @@ public static class GateTrainingBenchmark
         objective.InitializeGates("small", 0);
 
         var rng = new Random(5);
-        var data = Enumerable.Range(0, batch * steps).Select(i =>
+        var data = Enumerable.Range(0, batch * world * steps).Select(i =>
         {
             var ids = Enumerable.Range(0, seqLen).Select(_ => rng.Next(config.VocabSize)).ToArray();
             return new EncodedExample(ids, ids.Select((_, t) => t + 1 < seqLen).ToArray(), i % adapters, false);
         }).ToList();
-        var options = new TrainingOptions { Steps = steps, BatchSize = batch, LearningRate = 5e-4, WeightDecay = 0.01, ClipNorm = 0.3, Seed = 1 };
+        // Micro-batch `batch` per rank; the global batch batch × world is one step's rows over all ranks.
+        var options = new TrainingOptions { Steps = steps, BatchSize = batch, GradAccum = world, LearningRate = 5e-4, WeightDecay = 0.01, ClipNorm = 0.3, Seed = 1 };
         var progress = new StepClock(device);
         string outDir = Path.Combine(Path.GetTempPath(), $"meteora-bench-{Guid.NewGuid():N}");
         try
         {
-            new TrainingLoop(new NoArtifact(objective), options, outDir, 0, device, progress).Run(data, null);
+            new TrainingLoop(new NoArtifact(objective), options, outDir, 0, device, progress, communicator).Run(data, null);
         }
         finally
         {
@@ -54,8 +58,8 @@ public static class GateTrainingBenchmark
         }
         var measured = progress.Times.Skip(warmupSteps).ToList();
         double perStep = measured.Count > 1 ? (measured[^1] - measured[0]) / (measured.Count - 1) : double.NaN;
-        int tokens = batch * seqLen;
-        return new GateTrainingBenchResult(steps, measured.Count - 1, tokens, perStep, tokens / perStep, progress.PeakBytes, baseline);
+        int tokens = batch * world * seqLen;
+        return new GateTrainingBenchResult(steps, measured.Count - 1, tokens, perStep, tokens / perStep, progress.PeakBytes, baseline, world);
     }
 
     /// <summary>Records when each step ended (device synchronised) and the device memory in use then.</summary>
@@ -83,7 +87,7 @@ public static class GateTrainingBenchmark
     private sealed class NoArtifact(ITrainingObjective inner) : ITrainingObjective
     {
         public IReadOnlyList<TorchSharp.Modules.Parameter> Parameters => inner.Parameters;
-        public (Tensor Loss, IReadOnlyDictionary<string, double> Parts) Loss(TrainingBatch batch, bool training) => inner.Loss(batch, training);
+        public (Tensor Loss, IReadOnlyDictionary<string, double> Parts) Loss(TrainingBatch batch, bool training, LossCounts? normalizers = null) => inner.Loss(batch, training, normalizers);
         public IEnumerable<KeyValuePair<string, Tensor>> TrainableState() => inner.TrainableState();
         public void LoadTrainableState(IReadOnlyDictionary<string, Tensor> state) => inner.LoadTrainableState(state);
         public void SaveArtifact(string folder) { }

@@ -201,7 +201,7 @@ internal static unsafe class RoutingKernel
     /// </summary>
     public static void Apply(CudaKernel kernel, Tensor h, long zColumn, long gateColumn, int adapters, int rank, int topK, double temperature)
     {
-        IntPtr data = DataOf(h, 2);
+        IntPtr data = DeviceMemory.Address(h);
         long ld = h.stride(0);
         int rows = (int)h.shape[0], zCol = (int)zColumn, gateCol = (int)gateColumn, L = adapters, r = rank, k = topK;
         float invT = (float)(1.0 / temperature);
@@ -219,9 +219,9 @@ internal static unsafe class RoutingKernel
     /// </summary>
     public static void ApplyRows(CudaKernel kernel, Tensor h, long zColumn, long gateColumn, int adapters, int rank, RowRouting rows, int perRow, int group)
     {
-        IntPtr data = DataOf(h, 2);
-        IntPtr mode = DataOf(rows.Mode, 8), topK = DataOf(rows.TopK, 8), temperature = DataOf(rows.Temperature, 4);
-        IntPtr usage = rows.Usage is { } u ? DataOf(u, 4) : IntPtr.Zero;
+        IntPtr data = DeviceMemory.Address(h);
+        IntPtr mode = DeviceMemory.Address(rows.Mode), topK = DeviceMemory.Address(rows.TopK), temperature = DeviceMemory.Address(rows.Temperature);
+        IntPtr usage = rows.Usage is { } u ? DeviceMemory.Address(u) : IntPtr.Zero;
         long ld = h.stride(0);
         int count = (int)h.shape[0], zCol = (int)zColumn, gateCol = (int)gateColumn, L = adapters, r = rank, per = perRow, groups = rows.Groups, g = group;
         void** args = stackalloc void*[14];
@@ -231,9 +231,4 @@ internal static unsafe class RoutingKernel
         kernel.Launch(blocks, 32 * WarpsPerBlock, args);
     }
 
-    private static IntPtr DataOf(Tensor t, int elementSize) => StorageData(t.Handle) + (nint)(t.storage_offset() * elementSize);
-
-    // The storage's base address (TorchSharp's own export; it exposes no tensor data pointer for CUDA tensors).
-    [DllImport("LibTorchSharp", EntryPoint = "THSStorage_data_ptr")]
-    private static extern IntPtr StorageData(IntPtr tensor);
 }

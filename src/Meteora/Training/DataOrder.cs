@@ -81,7 +81,9 @@ internal sealed class DataOrder
         return batches.SelectMany(b => b).Concat(leftovers).ToArray();
     }
 
+    /// <summary>Example indices at positions <paramref name="start"/> … <paramref name="start"/> + <paramref name="count"/> − 1.</summary>
+    public int[] Positions(long start, int count) => Enumerable.Range(0, count).Select(i => At(start + i)).ToArray();
+
     /// <summary>Indices of micro-batch <paramref name="k"/> of size <paramref name="batchSize"/>.</summary>
-    public int[] MicroBatch(long k, int batchSize) =>
-        Enumerable.Range(0, batchSize).Select(i => At(k * batchSize + i)).ToArray();
+    public int[] MicroBatch(long k, int batchSize) => Positions(k * batchSize, batchSize);
 }

@@ -1,4 +1,5 @@
 using Meteora.Data;
+using Meteora.Distributed;
 using Meteora.Generation;
 using Meteora.Llama;
 using Meteora.Lora;
@@ -48,13 +49,16 @@ public static class GateTrainer
     /// Trains gates for <paramref name="adapters"/> (name = task folder under <paramref name="dataFolder"/>, folder =
     /// PEFT adapter; the order is the gate order) over the base in <paramref name="baseFolder"/>, writing checkpoints
     /// and the final MeteoRA folder to <paramref name="outDir"/>. Stops cleanly (checkpoint kept) on <paramref name="cancel"/>.
+    /// With a <paramref name="communicator"/> of several ranks, each rank (one process per GPU) calls this with the
+    /// same arguments and trains its share of every step (<see cref="TrainingLoop"/>); rank 0 reports and writes.
     /// </summary>
     public static GateTrainingResult Train(string baseFolder, IReadOnlyList<(string Name, string Folder)> adapters,
         string dataFolder, string outDir, GateTrainingOptions gate, TrainingOptions options, Device device, ScalarType dtype,
-        ITrainingProgress? progress = null, CancellationToken cancel = default)
+        ITrainingProgress? progress = null, CancellationToken cancel = default, ICommunicator? communicator = null)
     {
         options.Validate();
-        progress ??= new SilentProgress();
+        bool lead = (communicator?.Rank ?? 0) == 0;
+        progress = lead ? progress ?? new SilentProgress() : new SilentProgress();
         if (gate.EvalFraction is < 0 or >= 1) throw new MeteoraException($"--eval-fraction: {gate.EvalFraction} must be in [0, 1)");
         if (!(gate.GateLossWeight >= 0)) throw new MeteoraException($"--gate-loss-weight: {gate.GateLossWeight} must be ≥ 0");
         if (adapters.Count == 0) throw new MeteoraException("train-gate: no adapters given");
@@ -103,7 +107,7 @@ public static class GateTrainer
             adapters.Select(a => (string?)Path.GetFullPath(a.Folder)).ToList());
         objective.InitializeGates(gate.GateInit, options.Seed);
         int padId = SpecialTokens.PadId(config, eos);
-        var loop = new TrainingLoop(objective, options, outDir, padId, device, progress);
+        var loop = new TrainingLoop(objective, options, outDir, padId, device, progress, communicator);
         var outcome = loop.Run(train, eval.Count > 0 ? eval : null, cancel);
 
         string metrics = Path.Combine(outDir, "metrics.jsonl");
@@ -114,9 +118,9 @@ public static class GateTrainer
             progress.Message("held-out gate accuracy by task: " + string.Join(", ", byTask.Select(kv => $"{kv.Key} {kv.Value:P1}")));
             var line = new Dictionary<string, object> { ["step"] = options.Steps ?? 0, ["kind"] = "gate_acc_by_task" };
             foreach (var (t, a) in byTask) line[t] = Math.Round(a, 6);
-            File.AppendAllText(metrics, System.Text.Json.JsonSerializer.Serialize(line) + "\n");
+            if (lead) File.AppendAllText(metrics, System.Text.Json.JsonSerializer.Serialize(line) + "\n");
         }
-        if (File.Exists(metrics))
+        if (lead && File.Exists(metrics))
             LossCurvePlot.Write(metrics, Path.Combine(outDir, "loss_curve.png"), ["lm_loss", "gate_loss"], $"train-gate: {adapters.Count} adapters, λ = {gate.GateLossWeight:G}");
         return new GateTrainingResult(outcome, train.Count, eval.Count, truncated, loop.InitialEvaluation, loop.LastEvaluation, byTask);
     }

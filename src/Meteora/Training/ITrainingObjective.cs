@@ -12,8 +12,13 @@ public interface ITrainingObjective
     /// <summary>Trainable parameters, in a fixed order.</summary>
     IReadOnlyList<Parameter> Parameters { get; }
 
-    /// <summary>Loss of one micro-batch (scalar, differentiable) and named float parts for logging.</summary>
-    (Tensor Loss, IReadOnlyDictionary<string, double> Parts) Loss(TrainingBatch batch, bool training);
+    /// <summary>
+    /// Loss of one micro-batch (scalar, differentiable) and named float parts for logging. Without
+    /// <paramref name="normalizers"/> the loss and its parts are the batch's means; with a training step's counts
+    /// (<see cref="LossCounts"/>) they are the batch's sums over those counts — its additive share of the step's
+    /// mean, so that the step's gradient and parts are sums over its micro-batches and ranks.
+    /// </summary>
+    (Tensor Loss, IReadOnlyDictionary<string, double> Parts) Loss(TrainingBatch batch, bool training, LossCounts? normalizers = null);
 
     /// <summary>Named trainable tensors, written to a checkpoint's safetensors.</summary>
     IEnumerable<KeyValuePair<string, Tensor>> TrainableState();

@@ -42,11 +42,11 @@ public sealed class LoraObjective : ITrainingObjective
         }
     }
 
-    public (Tensor Loss, IReadOnlyDictionary<string, double> Parts) Loss(TrainingBatch batch, bool training)
+    public (Tensor Loss, IReadOnlyDictionary<string, double> Parts) Loss(TrainingBatch batch, bool training, LossCounts? normalizers = null)
     {
         _lm.train(training);
         var logits = _lm.forward(batch.Ids);                                           // (B, T, V)
-        var loss = LanguageModelLoss.CrossEntropy(logits, batch.Labels, batch.LossWeights);
+        var loss = LanguageModelLoss.CrossEntropy(logits, batch.Labels, batch.LossWeights, normalizers?.LmWeight);
         return (loss, new Dictionary<string, double> { ["loss"] = loss.item<float>() });
     }
 

@@ -1,4 +1,5 @@
 using Meteora.Data;
+using Meteora.Distributed;
 using Meteora.Generation;
 using Meteora.Llama;
 using Meteora.Lora;
@@ -48,14 +49,15 @@ public static class LoraTrainer
     /// <summary>
     /// Trains an adapter shaped by <paramref name="lora"/> on <paramref name="taskFolder"/>'s train.jsonl over the base in
     /// <paramref name="baseFolder"/> and writes a PEFT folder (plus checkpoints and metrics) to <paramref name="outDir"/>.
-    /// Stops cleanly (checkpoint kept) on <paramref name="cancel"/>.
+    /// Stops cleanly (checkpoint kept) on <paramref name="cancel"/>. With a <paramref name="communicator"/> of several
+    /// ranks, each rank calls this with the same arguments and trains its share of every step; rank 0 reports and writes.
     /// </summary>
     public static LoraTrainingResult Train(string baseFolder, string taskFolder, string outDir, LoraConfig lora,
         TrainingOptions options, Device device, ScalarType dtype, ITrainingProgress? progress = null,
-        CancellationToken cancel = default)
+        CancellationToken cancel = default, ICommunicator? communicator = null)
     {
         options.Validate();
-        progress ??= new SilentProgress();
+        progress = (communicator?.Rank ?? 0) == 0 ? progress ?? new SilentProgress() : new SilentProgress();
         var (train, test) = ReadData(taskFolder);
         using var tokenizer = HfTokenizer.Load(baseFolder);
         var config = LlamaConfig.Load(baseFolder);
@@ -75,7 +77,7 @@ public static class LoraTrainer
         var objective = new LoraObjective(lm, lora);
         objective.Initialize(options.Seed);
         int padId = SpecialTokens.PadId(config, eos);
-        var loop = new TrainingLoop(objective, options, outDir, padId, device, progress);
+        var loop = new TrainingLoop(objective, options, outDir, padId, device, progress, communicator);
         var outcome = loop.Run(trainEncoded, testEncoded, cancel, Rehearsal(tokenizer, options, eos ?? config.EosTokenIds.FirstOrDefault(1)));
         return new LoraTrainingResult(outcome, trainEncoded.Count, truncated, loop.InitialEvaluation, loop.LastEvaluation);
     }

@@ -67,10 +67,10 @@ public sealed class MeteoraObjective : ITrainingObjective
         _m.SyncGates();
     }
 
-    public (Tensor Loss, IReadOnlyDictionary<string, double> Parts) Loss(TrainingBatch batch, bool training)
+    public (Tensor Loss, IReadOnlyDictionary<string, double> Parts) Loss(TrainingBatch batch, bool training, LossCounts? normalizers = null)
     {
         _m.Model.train(training);
-        var v = MeteoraLoss.Compute(_m, batch, _lambda);
+        var v = MeteoraLoss.Compute(_m, batch, _lambda, normalizers);
         return (v.Total, new Dictionary<string, double>
         {
             ["loss"] = v.Total.item<float>(), ["lm_loss"] = v.Lm.item<float>(), ["gate_loss"] = v.Gate.item<float>(), ["gate_acc"] = v.GateAccuracy,

@@ -50,10 +50,10 @@ public sealed class PretrainObjective : ITrainingObjective
     /// <summary>True when the model computes in bfloat16/float16 and the optimiser holds float32 masters.</summary>
     public bool MixedPrecision => _masters is not null;
 
-    public (Tensor Loss, IReadOnlyDictionary<string, double> Parts) Loss(TrainingBatch batch, bool training)
+    public (Tensor Loss, IReadOnlyDictionary<string, double> Parts) Loss(TrainingBatch batch, bool training, LossCounts? normalizers = null)
     {
         _lm.train(training);
-        var loss = LanguageModelLoss.CrossEntropy(_lm.forward(batch.Ids), batch.Labels);   // float32 cross-entropy
+        var loss = LanguageModelLoss.CrossEntropy(_lm.forward(batch.Ids), batch.Labels, denominator: normalizers?.LmWeight);   // float32 cross-entropy
         return (loss, new Dictionary<string, double> { ["loss"] = loss.item<float>() });
     }
 

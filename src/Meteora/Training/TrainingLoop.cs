@@ -1,4 +1,5 @@
 using System.Diagnostics;
+using Meteora.Distributed;
 using Meteora.IO;
 using System.Security.Cryptography;
 using System.Text;
@@ -16,6 +17,14 @@ public enum TrainingOutcome { Completed, Interrupted }
 /// accumulation and clipping, periodic evaluation and atomic checkpoints. Resuming is exact: the data order is
 /// a function of the step (<see cref="DataOrder"/>), dropout is reseeded per step, and optimiser state and step
 /// come from the checkpoint. Metrics go to <c>metrics.jsonl</c> in the output folder.
+/// <para>
+/// A step's global batch is <c>--batch-size × --grad-accum</c> rows at fixed positions of the data order. Given a
+/// communicator of W ranks (data parallelism, DESIGN.md "Distributed"), rank r computes the r-th share of them in
+/// micro-batches of at most <c>--batch-size</c> rows; every loss is normalised by the whole step's counts
+/// (<see cref="LossCounts"/>, all-reduced), and the gradients are summed over the ranks in one flat buffer, so a
+/// step equals the single-process step on the same global batch and a run resumes on any world size that divides
+/// it. Rank 0 alone writes metrics, checkpoints and the artifact; the others wait for it at a barrier.
+/// </para>
 /// </summary>
 internal sealed class TrainingLoop
 {
@@ -25,19 +34,36 @@ internal sealed class TrainingLoop
     private readonly ITrainingProgress _progress;
     private readonly int _padId;
     private readonly Device _device;
+    private readonly ICommunicator? _comm;   // null in a single process (or a world of one): no collectives at all
+    private readonly int _rank, _world;
 
     /// <summary>Metrics of the last evaluation (also written to metrics.jsonl).</summary>
     public IReadOnlyDictionary<string, double> LastEvaluation { get; private set; } = new Dictionary<string, double>();
     /// <summary>Metrics of the evaluation before the first step (a fresh run only).</summary>
     public IReadOnlyDictionary<string, double>? InitialEvaluation { get; private set; }
 
+    /// <param name="communicator">the job's ranks for data-parallel training (null: this process alone)</param>
     public TrainingLoop(ITrainingObjective objective, TrainingOptions options, string outDir, int padId, Device device,
-        ITrainingProgress? progress = null)
+        ITrainingProgress? progress = null, ICommunicator? communicator = null)
     {
         options.Validate();
         _objective = objective; _options = options; _outDir = outDir; _padId = padId; _device = device;
-        _progress = progress ?? new SilentProgress();
+        _rank = communicator?.Rank ?? 0;
+        _world = communicator?.WorldSize ?? 1;
+        _comm = _world > 1 ? communicator : null;
+        // Logging and progress from rank 0 only.
+        _progress = _rank == 0 ? progress ?? new SilentProgress() : new SilentProgress();
+        if (GlobalBatch % _world != 0)
+            throw new MeteoraException($"--batch-size × --grad-accum = {GlobalBatch} rows (the global batch) must be a multiple of the world size {_world}");
+        if (options.ReplayRows > 0 && GlobalReplay % _world != 0)
+            throw new MeteoraException($"--replay × --grad-accum = {GlobalReplay} rehearsal rows per step must be a multiple of the world size {_world}");
     }
+
+    /// <summary>Rows per optimiser step, over all ranks.</summary>
+    private int GlobalBatch => _options.BatchSize * _options.GradAccum;
+
+    /// <summary>Rehearsal rows per optimiser step, over all ranks.</summary>
+    private int GlobalReplay => _options.ReplayRows * _options.GradAccum;
 
     /// <param name="train">training examples</param>
     /// <param name="eval">held-out examples (their mean loss parts are logged as eval_*)</param>
@@ -63,6 +89,7 @@ internal sealed class TrainingLoop
         foreach (var p in _objective.Parameters) p.requires_grad = true;
         using var optimizer = optim.AdamW(_objective.Parameters, o.LearningRate, o.Beta1, o.Beta2, o.AdamEps, o.WeightDecay);
         string fingerprint = Fingerprint(train, total, replayOrder is null ? null : replay);
+        CheckSameRun(fingerprint);
 
         int start = 0;
         if (o.Resume)
@@ -71,23 +98,27 @@ internal sealed class TrainingLoop
             start = state.Step;
             _progress.Message($"resuming from step {start} of {total}");
         }
-        using var metrics = OpenMetrics(start);
+        BroadcastTrainableState();
+        using var metrics = _rank == 0 ? OpenMetrics(start) : null;
         _progress.Start(total, start);
 
         if (start == 0 && eval is { Count: > 0 })
         {
             InitialEvaluation = Evaluate(eval);
-            Log(metrics, 0, "eval", InitialEvaluation);
+            if (metrics is not null) Log(metrics, 0, "eval", InitialEvaluation);
         }
 
         var clock = Stopwatch.StartNew();
-        long tokensSeen = 0;
-        // Generated examples (pretraining documents) are built on worker threads, one micro-batch ahead, so making
-        // text overlaps the device's work on the current batch; examples held in memory are just looked up.
+        long tokensSeen = 0, rankTokensSeen = 0;
+        // Generated examples (pretraining documents) are built on worker threads, one step ahead, so making text
+        // overlaps the device's work on the current step; examples held in memory are just looked up.
         static List<EncodedExample> Fetch(IReadOnlyList<EncodedExample> from, int[] idx) => from is IExampleSource
             ? idx.AsParallel().AsOrdered().Select(i => from[i]).ToList()
             : idx.Select(i => from[i]).ToList();
-        List<EncodedExample> Rows(long k) => Fetch(train, order.MicroBatch(k, o.BatchSize));
+        // This rank's rows of global step s: the step's global batch is positions [s·G, (s+1)·G) of the data order,
+        // whatever the world size; rank r takes the r-th share of it (DataParallel.Slice).
+        List<EncodedExample> RankRows(int s) => Fetch(train, DataParallel.RowsOf(order.Positions((long)s * GlobalBatch, GlobalBatch), _rank, _world));
+        List<EncodedExample> RankReplay(int s) => Fetch(replay!, DataParallel.RowsOf(replayOrder!.Positions((long)s * GlobalReplay, GlobalReplay), _rank, _world));
         Task<List<EncodedExample>>? ahead = null;
         try
         {
@@ -95,32 +126,54 @@ internal sealed class TrainingLoop
         {
             double lr = schedule.At(step);
             foreach (var g in optimizer.ParamGroups) g.LearningRate = lr;
-            Reseed(o.Seed + step);
+            Reseed(o.Seed + step + _rank * 1_000_003L);
             optimizer.zero_grad();
+            var rows = ahead is null ? RankRows(step) : ahead.GetAwaiter().GetResult();
+            bool more = step + 1 < total && o.StopAfter != step + 1;
+            ahead = train is IExampleSource && more ? Task.Run(() => RankRows(step + 1)) : null;
+            var replayRows = replayOrder is null ? [] : RankReplay(step);
+            // The micro-batches this rank computes (at most --batch-size rows each), each with its share of the replay rows.
+            var micro = rows.Chunk(o.BatchSize).ToList();
+            var microReplay = Enumerable.Range(0, micro.Count).Select(i => replayRows.Skip(Share(replayRows.Count, micro.Count, i)).Take(Share(replayRows.Count, micro.Count, i + 1) - Share(replayRows.Count, micro.Count, i)).ToList()).ToList();
+
+            // The step's denominators over all its rows (every micro-batch, every rank), known before the forward
+            // passes: each micro-batch's loss is its sums over them, so the summed gradient is the global batch's.
+            var (taskCounts, replayCounts, stepTokens, anyCancel) = StepCounts(rows, replayRows, cancel.IsCancellationRequested);
+            // One micro-batch on one process: the step's counts are the batch's own, and the batch's mean (computed
+            // as before data parallelism existed, bit for bit) is the same loss.
+            bool own = _comm is null && micro.Count == 1;
+            LossCounts? taskNorm = own ? null : taskCounts, replayNorm = own ? null : replayCounts;
             var sums = new Dictionary<string, double>();
-            for (int micro = 0; micro < o.GradAccum; micro++)
+            for (int i = 0; i < micro.Count; i++)
             {
                 using var scope = NewDisposeScope();
-                long k = (long)step * o.GradAccum + micro;
-                var rows = ahead is null ? Rows(k) : ahead.GetAwaiter().GetResult();
-                bool more = micro + 1 < o.GradAccum || (step + 1 < total && o.StopAfter != step + 1);
-                ahead = train is IExampleSource && more ? Task.Run(() => Rows(k + 1)) : null;
-                using var batch = TrainingBatch.Collate(rows, _padId, _device);
-                var (loss, parts) = _objective.Loss(batch, training: true);
+                using var batch = TrainingBatch.Collate(micro[i], _padId, _device);
+                var (loss, parts) = _objective.Loss(batch, training: true, taskNorm);
                 if (replayOrder is not null)
                 {
-                    // Rehearsal: the same objective on generic text, so the trained weights keep the base's skills.
-                    using var rb = TrainingBatch.Collate(Fetch(replay!, replayOrder.MicroBatch(k, o.ReplayRows)), _padId, _device);
-                    var (replayLoss, _) = _objective.Loss(rb, training: true);
-                    parts = new Dictionary<string, double>(parts) { ["replay_loss"] = replayLoss.item<float>() };
-                    loss = loss + o.ReplayWeight * replayLoss;
-                    tokensSeen += rb.Tokens;
+                    double replayPart = 0;
+                    if (microReplay[i].Count > 0)
+                    {
+                        // Rehearsal: the same objective on generic text, so the trained weights keep the base's skills.
+                        using var rb = TrainingBatch.Collate(microReplay[i], _padId, _device);
+                        var (replayLoss, _) = _objective.Loss(rb, training: true, replayNorm);
+                        replayPart = replayLoss.item<float>();
+                        loss = loss + o.ReplayWeight * replayLoss;
+                        rankTokensSeen += rb.Tokens;
+                    }
+                    parts = new Dictionary<string, double>(parts) { ["replay_loss"] = replayPart };
                 }
-                (loss / o.GradAccum).backward();
+                loss.backward();
                 _objective.AfterBackward();
-                foreach (var (name, v) in parts) sums[name] = sums.GetValueOrDefault(name) + v / o.GradAccum;
-                tokensSeen += batch.Tokens;
+                foreach (var (name, v) in parts) sums[name] = sums.GetValueOrDefault(name) + v;
+                rankTokensSeen += batch.Tokens;
             }
+            if (_comm is not null)
+            {
+                AllReduceGradients();
+                sums = AllReduceParts(sums);
+            }
+            tokensSeen += stepTokens;
             if (o.ClipNorm > 0) sums["grad_norm"] = nn.utils.clip_grad_norm_(_objective.Parameters, o.ClipNorm);
             optimizer.step();
             _objective.AfterOptimizerStep();
@@ -129,20 +182,26 @@ internal sealed class TrainingLoop
             double elapsed = clock.Elapsed.TotalSeconds;
             double tps = tokensSeen / Math.Max(elapsed, 1e-9);
             var eta = TimeSpan.FromSeconds(elapsed / (step + 1 - start) * (total - step - 1));
-            Log(metrics, step + 1, "train", sums.Append(new("tokens_per_s", tps)));
+            var logged = sums.Append(new("tokens_per_s", tps));
+            if (_world > 1) logged = logged.Append(new("rank_tokens_per_s", rankTokensSeen / Math.Max(elapsed, 1e-9)));
+            if (metrics is not null) Log(metrics, step + 1, "train", logged);
             _progress.Step(step + 1, total, sums, tps, eta);
 
             bool last = step + 1 == total;
             if (eval is { Count: > 0 } && (last || (o.EvalEvery > 0 && (step + 1) % o.EvalEvery == 0)))
             {
+                // Every rank evaluates the same examples (the same numbers); rank 0 logs them.
                 LastEvaluation = Evaluate(eval);
-                Log(metrics, step + 1, "eval", LastEvaluation);
+                if (metrics is not null) Log(metrics, step + 1, "eval", LastEvaluation);
                 _progress.Evaluation(step + 1, LastEvaluation);
             }
-            bool stop = !last && (cancel.IsCancellationRequested || o.StopAfter == step + 1);
+            // A single process sees Ctrl-C at once; ranks stop together at the step where any of them saw it.
+            bool cancelled = _comm is null ? cancel.IsCancellationRequested : anyCancel;
+            bool stop = !last && (cancelled || o.StopAfter == step + 1);
             if (stop || (!last && o.CheckpointEvery > 0 && (step + 1) % o.CheckpointEvery == 0))
             {
-                TrainingCheckpoint.Save(_outDir, _objective, optimizer, new(step + 1, total, o.Seed, fingerprint));
+                if (_rank == 0) TrainingCheckpoint.Save(_outDir, _objective, optimizer, new(step + 1, total, o.Seed, fingerprint));
+                _comm?.Barrier();   // nobody goes on (or exits) before the checkpoint is complete
                 _progress.Message($"checkpoint at step {step + 1} → {TrainingCheckpoint.PathIn(_outDir)}");
             }
             if (stop)
@@ -157,8 +216,12 @@ internal sealed class TrainingLoop
             // A batch still being built (Ctrl-C, an error) must not outlive the run: it reads the tokenizer the caller disposes.
             try { ahead?.Wait(); } catch (AggregateException) { }
         }
-        _objective.SaveArtifact(_outDir);
-        TrainingCheckpoint.Delete(_outDir);   // the run is complete; its optimiser state is no longer needed
+        if (_rank == 0)
+        {
+            _objective.SaveArtifact(_outDir);
+            TrainingCheckpoint.Delete(_outDir);   // the run is complete; its optimiser state is no longer needed
+        }
+        _comm?.Barrier();                         // every rank returns once the artifact is written
         _progress.Stop();
         return TrainingOutcome.Completed;
     }
@@ -179,6 +242,88 @@ internal sealed class TrainingLoop
             weight += batch.LossTokens;
         }
         return sums.ToDictionary(kv => "eval_" + kv.Key, kv => kv.Value / Math.Max(weight, 1));
+    }
+
+    /// <summary>Start of part <paramref name="i"/> when <paramref name="n"/> items are cut into <paramref name="parts"/> near-equal parts.</summary>
+    private static int Share(int n, int parts, int i) => (int)((long)n * i / parts);
+
+    /// <summary>
+    /// The step's loss counts and token count over every rank, and whether any rank was asked to stop: one
+    /// all-reduce of six numbers (float64, exact for any count this loop sees).
+    /// </summary>
+    private (LossCounts Task, LossCounts Replay, long Tokens, bool AnyCancel) StepCounts(List<EncodedExample> rows, List<EncodedExample> replay, bool cancel)
+    {
+        var t = LossCounts.Of(rows);
+        var r = LossCounts.Of(replay);
+        var v = new double[] { t.LmWeight, t.GatedPositions, r.LmWeight, r.GatedPositions, rows.Sum(e => (long)e.Ids.Length) + replay.Sum(e => (long)e.Ids.Length), cancel ? 1 : 0 };
+        if (_comm is not null)
+        {
+            using var buffer = tensor(v, ScalarType.Float64, _device);
+            _comm.AllReduceSum(buffer);
+            v = buffer.cpu().data<double>().ToArray();
+        }
+        return (new LossCounts(v[0], v[1]), new LossCounts(v[2], v[3]), (long)v[4], v[5] > 0);
+    }
+
+    /// <summary>Sums every trainable parameter's gradient over the ranks, in one flat float32 buffer.</summary>
+    private void AllReduceGradients()
+    {
+        using var scope = NewDisposeScope();
+        using var noGrad = no_grad();
+        var ps = _objective.Parameters;
+        var flat = cat(ps.Select(p => (p.grad ?? zeros_like(p)).to(ScalarType.Float32).reshape(-1)).ToList());   // (Σ numel,)
+        _comm!.AllReduceSum(flat);
+        long at = 0;
+        foreach (var p in ps)
+        {
+            var sum = flat.narrow(0, at, p.numel()).view_as(p).to(p.dtype);
+            if (p.grad is { } g) g.copy_(sum); else p.grad = sum.DetachFromDisposeScope();
+            at += p.numel();
+        }
+    }
+
+    /// <summary>The step's logged parts summed over the ranks (each rank's are its additive share of the step's means).</summary>
+    private Dictionary<string, double> AllReduceParts(Dictionary<string, double> parts)
+    {
+        var names = parts.Keys.Order(StringComparer.Ordinal).ToList();
+        using var buffer = tensor(names.Select(n => parts[n]).ToArray(), ScalarType.Float64, _device);
+        _comm!.AllReduceSum(buffer);
+        var summed = buffer.cpu().data<double>().ToArray();
+        return names.Select((n, i) => (n, summed[i])).ToDictionary(x => x.n, x => x.Item2);
+    }
+
+    /// <summary>
+    /// Every rank must train the same parameters on the same data with the same settings: rank 0's signature
+    /// (parameter count and shapes, the run's fingerprint) is compared on every rank, and any difference stops all
+    /// of them with the same message instead of a hang or a silent divergence.
+    /// </summary>
+    private void CheckSameRun(string fingerprint)
+    {
+        if (_comm is null) return;
+        var ps = _objective.Parameters;
+        double shapes = 0;
+        for (int i = 0; i < ps.Count; i++) shapes = (shapes * 31 + ps[i].numel() * (i + 1)) % 4_503_599_627_370_449;   // < 2⁵²: exact
+        var mine = new double[] { ps.Count, ps.Sum(p => (double)p.numel()), shapes, Convert.ToInt64(fingerprint[..12], 16) };
+        using var theirs = tensor(mine, ScalarType.Float64, _device);
+        _comm.Broadcast(theirs, root: 0);
+        var root = theirs.cpu().data<double>().ToArray();
+        using var differs = tensor(new double[] { root.SequenceEqual(mine) ? 0 : 1 }, ScalarType.Float64, _device);
+        _comm.AllReduceSum(differs);
+        int n = (int)differs.cpu().item<double>();
+        if (n > 0)
+            throw new MeteoraException($"data-parallel training: {n} of {_world} ranks have other trainable parameters, data or settings than rank 0 " +
+                $"(rank {_rank}: {(root.SequenceEqual(mine) ? "same as rank 0" : $"{mine[0]} tensors of {mine[1]} values vs rank 0's {root[0]} of {root[1]}, or another data fingerprint")})");
+    }
+
+    /// <summary>Rank 0's trainable tensors replace every other rank's (after any resume), so all start from the same weights.</summary>
+    private void BroadcastTrainableState()
+    {
+        if (_comm is null) return;
+        using var scope = NewDisposeScope();
+        using var noGrad = no_grad();
+        var state = _objective.TrainableState().Select(kv => (kv.Key, Value: kv.Value.detach().clone())).ToList();
+        foreach (var (_, t) in state) _comm.Broadcast(t, root: 0);
+        _objective.LoadTrainableState(state.ToDictionary(x => x.Key, x => x.Value));
     }
 
     private void Reseed(long seed)

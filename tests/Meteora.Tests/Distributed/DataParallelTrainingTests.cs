@@ -1,0 +1,226 @@
+using Meteora.Distributed;
+using Meteora.IO;
+using Meteora.Moe;
+using Meteora.Tests.Training;
+using Meteora.Training;
+using TorchSharp;
+using TorchSharp.Modules;
+using static TorchSharp.torch;
+
+namespace Meteora.Tests.Distributed;
+
+/// <summary>
+/// The training loop's data parallelism on threads of one process (<see cref="InProcessGroup"/>): a step on W ranks
+/// is the single-process step on the same global batch, a run resumes across world sizes, and a run whose ranks
+/// disagree stops with one message.
+/// </summary>
+public class DataParallelTrainingTests
+{
+    private const int Vocab = 11;
+
+    /// <summary>
+    /// A bigram LM (one V × V table): small enough to train in milliseconds, and a real LM loss with per-position
+    /// weights. Records the gradient each optimiser step used and the rows each micro-batch held.
+    /// </summary>
+    private sealed class Bigram : ITrainingObjective
+    {
+        private readonly Parameter _table;
+        public List<float[]> Gradients { get; } = [];
+        public List<string> Rows { get; } = [];
+
+        public Bigram(int seed)
+        {
+            using var g = new Generator((ulong)seed);
+            _table = new Parameter(randn(new long[] { Vocab, Vocab }, generator: g));
+            Parameters = [_table];
+        }
+
+        public IReadOnlyList<Parameter> Parameters { get; }
+
+        public (Tensor Loss, IReadOnlyDictionary<string, double> Parts) Loss(TrainingBatch batch, bool training, LossCounts? normalizers = null)
+        {
+            if (training)
+                for (int b = 0; b < batch.Ids.shape[0]; b++) Rows.Add(string.Join(',', batch.Ids[b].data<long>().ToArray().Reverse().SkipWhile(t => t == 0).Reverse()));   // padding (0) off
+            var logits = _table.index_select(0, batch.Ids.reshape(-1)).view(batch.Ids.shape[0], batch.Ids.shape[1], Vocab);   // (B, T, V)
+            var loss = LanguageModelLoss.CrossEntropy(logits, batch.Labels, batch.LossWeights, normalizers?.LmWeight);
+            return (loss, new Dictionary<string, double> { ["loss"] = loss.item<float>() });
+        }
+
+        public void AfterOptimizerStep() => Gradients.Add(_table.grad!.data<float>().ToArray());
+
+        public IEnumerable<KeyValuePair<string, Tensor>> TrainableState() => [new("table", _table)];
+
+        public void LoadTrainableState(IReadOnlyDictionary<string, Tensor> state)
+        {
+            using var noGrad = no_grad();
+            _table.copy_(state["table"]);
+        }
+
+        public void SaveArtifact(string folder) => SafeTensorsWriter.Write(Path.Combine(folder, "table.safetensors"), TrainableState());
+    }
+
+    /// <summary>Sequences of 3–24 tokens (token 0 is padding) with some positions out of the loss and weights 0.1–1.</summary>
+    private static List<EncodedExample> Data(int count, int seed)
+    {
+        var rng = new Random(seed);
+        return Enumerable.Range(0, count).Select(i =>
+        {
+            int n = rng.Next(3, 25);
+            var ids = Enumerable.Range(0, n).Select(_ => rng.Next(1, Vocab)).ToArray();
+            var mask = Enumerable.Range(0, n).Select(t => t + 1 < n && rng.NextDouble() < 0.7).ToArray();
+            var weights = Enumerable.Range(0, n).Select(_ => (float)(0.1 + 0.9 * rng.NextDouble())).ToArray();
+            return new EncodedExample(ids, mask, i % 3, false) { LossWeights = weights };
+        }).ToList();
+    }
+
+    /// <summary>Runs <paramref name="body"/>(rank, communicator) on one thread per rank and rethrows the first failure.</summary>
+    private static T[] OnRanks<T>(int world, Func<int, ICommunicator?, T> body)
+    {
+        if (world == 1) return [body(0, null)];
+        using var group = new InProcessGroup(world, TimeSpan.FromSeconds(60));
+        var ranks = Enumerable.Range(0, world).Select(r => Task.Factory.StartNew(() =>
+        {
+            using var comm = group.Communicator(r);
+            return body(r, comm);
+        }, TaskCreationOptions.LongRunning)).ToArray();
+        try { Task.WaitAll(ranks); }
+        catch (AggregateException e) { throw e.Flatten().InnerExceptions.First(x => x is not TimeoutException and not BarrierPostPhaseException); }
+        return ranks.Select(t => t.Result).ToArray();
+    }
+
+    private static Bigram[] Train(int world, IReadOnlyList<EncodedExample> data, string outDir, TrainingOptions options) =>
+        OnRanks(world, (rank, comm) =>
+        {
+            var objective = new Bigram(seed: 5 + rank);   // ranks start different: rank 0's weights are broadcast
+            new TrainingLoop(objective, options, outDir, padId: 0, CPU, communicator: comm).Run(data, null);
+            return objective;
+        });
+
+    private static readonly TrainingOptions Options = new()
+    {
+        Steps = 3, BatchSize = 6, GradAccum = 2, LearningRate = 1e-2, ClipNorm = 0, Seed = 11, WarmupSteps = 0,
+    };
+
+    [Theory]
+    [InlineData(1)]
+    [InlineData(2)]
+    [InlineData(3)]
+    [InlineData(4)]
+    public void AStepOnWRanksUsesTheSingleProcessGradientOfTheGlobalBatch(int world)
+    {
+        using var dir = Fixture.TempDir();
+        var data = Data(40, seed: 1);
+        var single = Train(1, data, dir["single"], Options)[0];
+        var ranks = Train(world, data, dir[$"w{world}"], Options);
+
+        // The ranks' rows are disjoint and together the global batches (3 steps × 12 rows): the same multiset of rows.
+        Assert.Equal(single.Rows.Order(), ranks.SelectMany(r => r.Rows).Order());
+        Assert.All(ranks, r => Assert.Equal(36 / world, r.Rows.Count));
+
+        // Every rank applied the single process's gradient of each step (to 1e-6 relative).
+        foreach (var r in ranks)
+            for (int step = 0; step < 3; step++)
+            {
+                float scale = single.Gradients[step].Max(Math.Abs);
+                float diff = single.Gradients[step].Zip(r.Gradients[step], (a, b) => Math.Abs(a - b)).Max();
+                Assert.True(diff <= 1e-6f * scale, $"world {world}, step {step}: gradient differs by {diff} (max {scale})");
+            }
+
+        // Negative control: another data order (seed) gives another gradient.
+        var other = Train(1, data, dir["other"], Options with { Seed = 12 })[0];
+        Assert.True(other.Gradients[0].Zip(single.Gradients[0], (a, b) => Math.Abs(a - b)).Max() > 1e-3f, "the control must differ");
+    }
+
+    [Fact]
+    public void PerRankMeansWouldNotBeTheGlobalGradient()
+    {
+        // The counterfactual the loop avoids: averaging each rank's own mean loss weighs a short row of a rank with
+        // few loss tokens like a long one. With the data above, that is measurably another gradient.
+        var data = Data(12, seed: 1);
+        var shares = Enumerable.Range(0, 2).Select(r => data.Skip(r * 6).Take(6).ToList()).ToList();
+        var objective = new Bigram(5);
+        float[] Grad(Action backward)
+        {
+            objective.Parameters[0].grad?.zero_();
+            backward();
+            return objective.Parameters[0].grad!.data<float>().ToArray();
+        }
+        var global = LossCounts.Of(data);
+        var right = Grad(() => { foreach (var s in shares) { using var b = TrainingBatch.Collate(s, 0, CPU); objective.Loss(b, true, global).Loss.backward(); } });
+        var whole = Grad(() => { using var b = TrainingBatch.Collate(data, 0, CPU); objective.Loss(b, true).Loss.backward(); });
+        var meanOfMeans = Grad(() => { foreach (var s in shares) { using var b = TrainingBatch.Collate(s, 0, CPU); (objective.Loss(b, true).Loss / 2).backward(); } });
+        Assert.True(right.Zip(whole, (a, b) => Math.Abs(a - b)).Max() <= 1e-6f * whole.Max(Math.Abs));
+        Assert.True(meanOfMeans.Zip(whole, (a, b) => Math.Abs(a - b)).Max() > 1e-4f * whole.Max(Math.Abs));
+    }
+
+    [Fact]
+    public void ResumingOnTwoThenOneThenFourRanksEndsWithTheUninterruptedWeights()
+    {
+        using var dir = Fixture.TempDir();
+        var data = Data(40, seed: 2);
+        var options = Options with { Steps = 9, BatchSize = 4, GradAccum = 2 };   // global batch 8: divisible by 1, 2, 4
+        Train(1, data, dir["straight"], options);
+
+        Assert.All(Train(2, data, dir["staged"], options with { StopAfter = 3 }), r => Assert.Equal(3, r.Gradients.Count));
+        Assert.Single(Train(1, data, dir["staged"], options with { Resume = true, StopAfter = 6 }));
+        Assert.All(Train(4, data, dir["staged"], options with { Resume = true }), r => Assert.Equal(3, r.Gradients.Count));
+
+        Train(1, data, dir["control"], options with { Seed = 12 });
+        using var straight = SafeTensorsFile.Open(Path.Combine(dir["straight"], "table.safetensors"));
+        using var staged = SafeTensorsFile.Open(Path.Combine(dir["staged"], "table.safetensors"));
+        using var control = SafeTensorsFile.Open(Path.Combine(dir["control"], "table.safetensors"));
+        using var a = straight.Load("table");
+        float diff = (a - staged.Load("table")).abs().max().item<float>();
+        Assert.True(diff <= 1e-5f, $"staged 2 → 1 → 4 differs from uninterrupted by {diff}");
+        Assert.True((a - control.Load("table")).abs().max().item<float>() > 1e-3f, "a run with another data order must differ");
+        // One run's log: the metrics lines of steps 1…9 once each, written by rank 0 only.
+        var steps = File.ReadLines(Path.Combine(dir["staged"], "metrics.jsonl")).Select(l => System.Text.Json.JsonDocument.Parse(l).RootElement)
+            .Where(e => e.GetProperty("kind").GetString() == "train").Select(e => e.GetProperty("step").GetInt32()).ToList();
+        Assert.Equal(Enumerable.Range(1, 9), steps);
+    }
+
+    [Fact]
+    public void AGlobalBatchTheWorldSizeDoesNotDivideIsRefused()
+    {
+        using var dir = Fixture.TempDir();
+        var e = Assert.Throws<MeteoraException>(() => Train(4, Data(20, 1), dir["m"], Options with { BatchSize = 3, GradAccum = 2 }));
+        Assert.Contains("--batch-size × --grad-accum = 6 rows (the global batch) must be a multiple of the world size 4", e.Message);
+    }
+
+    [Fact]
+    public void RanksWithOtherDataStopWithOneMessage()
+    {
+        using var dir = Fixture.TempDir();
+        var e = Assert.Throws<MeteoraException>(() => OnRanks(2, (rank, comm) =>
+        {
+            new TrainingLoop(new Bigram(5), Options, dir["m"], 0, CPU, communicator: comm).Run(Data(40, seed: 1 + rank), null);
+            return 0;
+        }));
+        Assert.Contains("1 of 2 ranks have other trainable parameters, data or settings than rank 0", e.Message);
+    }
+
+    [Fact]
+    public void GateTrainingOnTwoRanksEqualsOneProcess()
+    {
+        using var dir = Fixture.TempDir();
+        string data = FixtureTasks.Write(dir["data"], perTask: 40);
+        var options = new TrainingOptions { Steps = 10, BatchSize = 4, GradAccum = 2, LearningRate = 1e-2, Seed = 7, Balance = true, EvalLimit = 8 };
+        var gate = new GateTrainingOptions { TopK = 2 };
+        GateTrainer.Train(Fixture.Base, FixtureTasks.Adapters, data, dir["one"], gate, options, CPU, ScalarType.Float32);
+        var results = OnRanks(2, (rank, comm) => GateTrainer.Train(Fixture.Base, FixtureTasks.Adapters, data, dir["two"], gate, options, CPU, ScalarType.Float32, communicator: comm));
+        Assert.All(results, r => Assert.Equal(TrainingOutcome.Completed, r.Outcome));
+        Assert.Equal(results[0].FinalEval["eval_loss"], results[1].FinalEval["eval_loss"]);   // every rank holds the same gates
+
+        using var a = SafeTensorsFile.Open(Path.Combine(dir["one"], MeteoraCheckpoint.GatesFile));
+        using var b = SafeTensorsFile.Open(Path.Combine(dir["two"], MeteoraCheckpoint.GatesFile));
+        float worst = 0;
+        foreach (var k in a.Entries.Keys)
+        {
+            using var x = a.Load(k);
+            using var y = b.Load(k);
+            worst = Math.Max(worst, (x - y).abs().max().item<float>());
+        }
+        Assert.True(worst <= 1e-5f, $"2-rank gates differ from 1-process gates by {worst}");
+        Assert.Equal(10, File.ReadLines(Path.Combine(dir["two"], "metrics.jsonl")).Count(l => l.Contains("\"kind\":\"train\"")));
+    }
+}
