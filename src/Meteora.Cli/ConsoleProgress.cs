@@ -29,7 +29,7 @@ public sealed class ConsoleProgress : ITrainingProgress
         int filled = (int)Math.Round(width * step / (double)totalSteps);
         var parts = _shown.Where(metrics.ContainsKey).Select(k => $"{k} {Format(metrics[k])}");
         string line = $"step {step}/{totalSteps} [{new string('#', filled)}{new string('.', width - filled)}] " +
-                      string.Join(" | ", parts.Append($"{tokensPerSecond:N0} tok/s").Append($"ETA {eta:hh\\:mm\\:ss}"));
+                      string.Join(" | ", parts.Append(Throughput(metrics, tokensPerSecond)).Append($"ETA {eta:hh\\:mm\\:ss}"));
         if (_interactive) { _err.Write("\r" + line.PadRight(120)); _lineOpen = true; }
         else _err.WriteLine(line);
         _err.Flush();
@@ -54,6 +54,10 @@ public sealed class ConsoleProgress : ITrainingProgress
         if (_lineOpen) _err.WriteLine();
         _lineOpen = false;
     }
+
+    /// <summary>Total tokens/s, and one GPU's in data-parallel training (the loop's rank_tokens_per_s).</summary>
+    private static string Throughput(IReadOnlyDictionary<string, double> metrics, double total) =>
+        metrics.TryGetValue("rank_tokens_per_s", out double rank) ? $"{total:N0} tok/s ({rank:N0} per GPU)" : $"{total:N0} tok/s";
 
     private static string Format(double v) => Math.Abs(v) is > 0 and < 1e-3 ? v.ToString("0.00e+0") : v.ToString("0.0000");
 }

@@ -22,6 +22,7 @@ public sealed class TrainingCliOptions
     public Option<int> CheckpointEvery { get; } = new("--checkpoint-every") { Description = "write a resumable checkpoint every N steps (0: only when interrupted)", DefaultValueFactory = _ => 0 };
     public Option<bool> Resume { get; } = new("--resume") { Description = "continue from OUT/checkpoint exactly" };
     public Option<int?> StopAfter { get; } = new("--stop-after") { Description = "stop after N steps with a checkpoint, as if interrupted" };
+    public Option<bool> KeepBest { get; } = new("--keep-best") { Description = "write the weights of the evaluation (every --eval-every steps) with the lowest held-out loss, not the last step's" };
     public Option<bool> LengthBuckets { get; } = new("--length-buckets") { Description = "micro-batches of sequences of similar length (within 2×): less padding when lengths differ a lot" };
 
     public TrainingCliOptions(double lr, double weightDecay, double clip)
@@ -33,7 +34,7 @@ public sealed class TrainingCliOptions
 
     public void AddTo(Command c)
     {
-        foreach (var o in new Option[] { Lr, WeightDecay, Clip, Steps, Epochs, BatchSize, GradAccum, MaxSeqLen, WarmupSteps, WarmupRatio, Seed, EvalEvery, EvalLimit, CheckpointEvery, Resume, StopAfter, LengthBuckets })
+        foreach (var o in new Option[] { Lr, WeightDecay, Clip, Steps, Epochs, BatchSize, GradAccum, MaxSeqLen, WarmupSteps, WarmupRatio, Seed, EvalEvery, EvalLimit, CheckpointEvery, Resume, StopAfter, LengthBuckets, KeepBest })
             c.Options.Add(o);
     }
 
@@ -45,5 +46,6 @@ public sealed class TrainingCliOptions
         WarmupRatio = p.GetValue(WarmupRatio), Seed = p.GetValue(Seed), EvalEvery = p.GetValue(EvalEvery),
         EvalLimit = p.GetValue(EvalLimit), CheckpointEvery = p.GetValue(CheckpointEvery), Resume = p.GetValue(Resume),
         StopAfter = p.GetValue(StopAfter), LengthBuckets = p.GetValue(LengthBuckets), ResponseOnly = responseOnly,
+        KeepBest = p.GetValue(KeepBest),
     };
 }

@@ -25,10 +25,11 @@ public static class TrainLoraCommand
         var replay = new Option<int>("--replay") { Description = "rehearsal: rows of generic text (make-base's corpus) per micro-batch whose LM loss is added, so the adapter keeps the base's skills (0: off)", DefaultValueFactory = _ => 0 };
         var replayLen = new Option<int>("--replay-len") { Description = "tokens per rehearsal row", DefaultValueFactory = _ => 1024 };
         var replayWeight = new Option<double>("--replay-weight") { Description = "weight of the rehearsal loss beside the task loss", DefaultValueFactory = _ => 1.0 };
+        var evalFraction = new Option<double>("--eval-fraction") { Description = "share of each task's train.jsonl held out as the evaluation set (what --keep-best chooses by); 0: evaluate on test.jsonl", DefaultValueFactory = _ => 0 };
         var inContext = new InContextCliOptions();
         var train = new TrainingCliOptions(lr: 2e-4, weightDecay: 0.01, clip: 1.0);
         var cmd = new Command("train-lora", "Train a LoRA adapter on a task folder")
-            { model, data, output, r, alpha, rslora, targets, targetRegex, layers, dropout, fullLoss, balance, replay, replayLen, replayWeight };
+            { model, data, output, r, alpha, rslora, targets, targetRegex, layers, dropout, fullLoss, balance, replay, replayLen, replayWeight, evalFraction };
         train.AddTo(cmd);
         inContext.AddTo(cmd);
         cmd.SetAction(p =>
@@ -63,7 +64,7 @@ public static class TrainLoraCommand
             using var ctrlC = new CtrlC(ctx.Err);
             var progress = new ConsoleProgress(ctx.Err, ctx.Err == Console.Error && !Console.IsErrorRedirected, "loss", "lr");
             var result = LoraTrainer.Train(p.GetValue(model)!, p.GetValue(data)!, p.GetValue(output)!, lora, options,
-                ctx.Device, ctx.DType, progress, ctrlC.Token, ranks);
+                ctx.Device, ctx.DType, progress, ctrlC.Token, ranks, p.GetValue(evalFraction));
             if (result.Outcome == TrainingOutcome.Interrupted)
             {
                 ctx.Err.WriteLine("stopped; continue with the same command and --resume");

@@ -34,6 +34,28 @@ public static class LoraTrainer
         return (train, test.Count > 0 ? test : null);
     }
 
+    /// <summary>
+    /// Splits each task's examples into training and held-out ones: a seeded share (at least one of a task with two
+    /// or more), the rest kept in their order.
+    /// </summary>
+    internal static (List<(TaskExample Example, int Task)> Train, List<(TaskExample Example, int Task)> Held) HoldOut(
+        IReadOnlyList<(TaskExample Example, int Task)> rows, double fraction, int seed)
+    {
+        var train = new List<(TaskExample, int)>();
+        var held = new List<(TaskExample, int)>();
+        foreach (var task in rows.GroupBy(r => r.Task).OrderBy(g => g.Key))
+        {
+            var items = task.ToList();
+            var order = Enumerable.Range(0, items.Count).ToArray();
+            new Random(unchecked(seed * 31 + task.Key)).Shuffle(order);
+            int n = items.Count >= 2 ? Math.Max(1, (int)Math.Round(fraction * items.Count)) : 0;
+            var heldIndex = order.Take(n).ToHashSet();
+            held.AddRange(order.Take(n).Order().Select(i => items[i]));
+            train.AddRange(Enumerable.Range(0, items.Count).Where(i => !heldIndex.Contains(i)).Select(i => items[i]));
+        }
+        return (train, held);
+    }
+
     /// <summary>Seed of the rehearsal documents (any fixed value: they are drawn from the corpus's distribution).</summary>
     public const int RehearsalSeed = 7_919;
 
@@ -52,13 +74,21 @@ public static class LoraTrainer
     /// Stops cleanly (checkpoint kept) on <paramref name="cancel"/>. With a <paramref name="communicator"/> of several
     /// ranks, each rank calls this with the same arguments and trains its share of every step; rank 0 reports and writes.
     /// </summary>
+    /// <param name="evalFraction">
+    /// share of each task's train.jsonl held out as the run's evaluation (validation) set — what
+    /// <see cref="TrainingOptions.KeepBest"/> chooses by; 0: evaluate on test.jsonl, if there is one
+    /// </param>
     public static LoraTrainingResult Train(string baseFolder, string taskFolder, string outDir, LoraConfig lora,
         TrainingOptions options, Device device, ScalarType dtype, ITrainingProgress? progress = null,
-        CancellationToken cancel = default, ICommunicator? communicator = null)
+        CancellationToken cancel = default, ICommunicator? communicator = null, double evalFraction = 0)
     {
         options.Validate();
         progress = (communicator?.Rank ?? 0) == 0 ? progress ?? new SilentProgress() : new SilentProgress();
+        if (evalFraction is < 0 or >= 1) throw new MeteoraException($"--eval-fraction: {evalFraction} must be in [0, 1)");
+        if (options.KeepBest && evalFraction == 0)
+            throw new MeteoraException("--keep-best chooses among held-out training examples: give --eval-fraction (test.jsonl stays for the final evaluation)");
         var (train, test) = ReadData(taskFolder);
+        if (evalFraction > 0) (train, test) = HoldOut(train, evalFraction, options.Seed);
         using var tokenizer = HfTokenizer.Load(baseFolder);
         var config = LlamaConfig.Load(baseFolder);
         int? eos = SpecialTokens.TrainingEos(config, tokenizer);

@@ -18,11 +18,17 @@ internal static class TrainingCheckpoint
     /// <summary>Test hook: called after the new checkpoint's files are written, before it replaces the old one.</summary>
     internal static Action<string>? BeforeCommit;
 
-    public sealed record State(int Step, int TotalSteps, int Seed, string Fingerprint);
+    /// <param name="BestStep">with <see cref="TrainingOptions.KeepBest"/>: the step of the weights kept so far (in best.safetensors)</param>
+    /// <param name="BestLoss">their held-out loss</param>
+    public sealed record State(int Step, int TotalSteps, int Seed, string Fingerprint, int? BestStep = null, double? BestLoss = null);
+
+    private const string BestFile = "best.safetensors";
 
     public static string PathIn(string outDir) => System.IO.Path.Combine(outDir, FolderName);
 
-    public static void Save(string outDir, ITrainingObjective objective, OptimizerHelper optimizer, State state)
+    /// <param name="best">the trainable tensors kept by <see cref="TrainingOptions.KeepBest"/> so far, if any</param>
+    public static void Save(string outDir, ITrainingObjective objective, OptimizerHelper optimizer, State state,
+        IReadOnlyDictionary<string, Tensor>? best = null)
     {
         string final = PathIn(outDir);
         string temp = $"{final}.tmp-{Guid.NewGuid():N}";
@@ -32,6 +38,7 @@ internal static class TrainingCheckpoint
         {
             SafeTensorsWriter.Write(System.IO.Path.Combine(temp, "trainable.safetensors"), objective.TrainableState());
             optimizer.save_state_dict(System.IO.Path.Combine(temp, "optimizer.bin"));
+            if (best is not null) SafeTensorsWriter.Write(System.IO.Path.Combine(temp, BestFile), best);
             File.WriteAllText(System.IO.Path.Combine(temp, "state.json"), JsonSerializer.Serialize(state));
             BeforeCommit?.Invoke(temp);
             // Swap: current → .old, new → current, drop .old. Load() falls back to .old if we die in between.
@@ -63,8 +70,11 @@ internal static class TrainingCheckpoint
         return File.Exists(System.IO.Path.Combine(old, "state.json")) ? old : null;
     }
 
-    /// <summary>Restores trainable tensors and optimiser state; returns the saved state.</summary>
-    public static State Load(string outDir, ITrainingObjective objective, OptimizerHelper optimizer, string fingerprint)
+    /// <summary>
+    /// Restores trainable tensors and optimiser state; returns the saved state and the kept best tensors (on the
+    /// CPU; null when the checkpoint has none).
+    /// </summary>
+    public static (State State, Dictionary<string, Tensor>? Best) Load(string outDir, ITrainingObjective objective, OptimizerHelper optimizer, string fingerprint)
     {
         string folder = Find(outDir) ?? throw new MeteoraException($"{PathIn(outDir)}: no checkpoint to resume from");
         string statePath = System.IO.Path.Combine(folder, "state.json");
@@ -82,6 +92,14 @@ internal static class TrainingCheckpoint
         string opt = System.IO.Path.Combine(folder, "optimizer.bin");
         if (!File.Exists(opt)) throw new MeteoraException($"{opt}: file not found");
         optimizer.load_state_dict(opt);
-        return state;
+        Dictionary<string, Tensor>? best = null;
+        if (state.BestStep is not null)
+        {
+            string path = System.IO.Path.Combine(folder, BestFile);
+            if (!File.Exists(path)) throw new MeteoraException($"{path}: file not found (state.json names best step {state.BestStep})");
+            using var file = SafeTensorsFile.Open(path);
+            best = file.Entries.Keys.ToDictionary(k => k, k => file.Load(k));
+        }
+        return (state, best);
     }
 }

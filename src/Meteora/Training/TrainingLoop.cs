@@ -79,6 +79,8 @@ internal sealed class TrainingLoop
         if (train.Count == 0) throw new MeteoraException("training data is empty");
         var o = _options;
         if (o.ReplayRows > 0 && replay is not { Count: > 0 }) throw new MeteoraException("--replay: this trainer has no rehearsal text to replay");
+        if (o.KeepBest && eval is not { Count: > 0 }) throw new MeteoraException("--keep-best: there are no held-out examples to choose by (--eval-fraction)");
+        if (o.KeepBest && o.EvalEvery <= 0) throw new MeteoraException("--keep-best: give --eval-every N, the evaluations it chooses among");
         Directory.CreateDirectory(_outDir);
         // Length buckets need every example's length: not for generated sources (their sequences are all full length).
         var buckets = o.LengthBuckets && train is not IExampleSource ? train.Select(e => DataOrder.LengthBucket(e.Ids.Length)).ToList() : null;
@@ -92,10 +94,12 @@ internal sealed class TrainingLoop
         CheckSameRun(fingerprint);
 
         int start = 0;
+        using var best = new BestWeights();
         if (o.Resume)
         {
-            var state = TrainingCheckpoint.Load(_outDir, _objective, optimizer, fingerprint);
+            var (state, kept) = TrainingCheckpoint.Load(_outDir, _objective, optimizer, fingerprint);
             start = state.Step;
+            if (kept is not null) best.Restore(state.BestStep!.Value, state.BestLoss ?? double.PositiveInfinity, kept);
             _progress.Message($"resuming from step {start} of {total}");
         }
         BroadcastTrainableState();
@@ -106,6 +110,7 @@ internal sealed class TrainingLoop
         {
             InitialEvaluation = Evaluate(eval);
             if (metrics is not null) Log(metrics, 0, "eval", InitialEvaluation);
+            if (o.KeepBest) best.Consider(0, InitialEvaluation, _objective);
         }
 
         var clock = Stopwatch.StartNew();
@@ -182,9 +187,8 @@ internal sealed class TrainingLoop
             double elapsed = clock.Elapsed.TotalSeconds;
             double tps = tokensSeen / Math.Max(elapsed, 1e-9);
             var eta = TimeSpan.FromSeconds(elapsed / (step + 1 - start) * (total - step - 1));
-            var logged = sums.Append(new("tokens_per_s", tps));
-            if (_world > 1) logged = logged.Append(new("rank_tokens_per_s", rankTokensSeen / Math.Max(elapsed, 1e-9)));
-            if (metrics is not null) Log(metrics, step + 1, "train", logged);
+            if (_world > 1) sums["rank_tokens_per_s"] = rankTokensSeen / Math.Max(elapsed, 1e-9);   // this rank's share (rank 0's)
+            if (metrics is not null) Log(metrics, step + 1, "train", sums.Append(new("tokens_per_s", tps)));
             _progress.Step(step + 1, total, sums, tps, eta);
 
             bool last = step + 1 == total;
@@ -194,13 +198,16 @@ internal sealed class TrainingLoop
                 LastEvaluation = Evaluate(eval);
                 if (metrics is not null) Log(metrics, step + 1, "eval", LastEvaluation);
                 _progress.Evaluation(step + 1, LastEvaluation);
+                if (o.KeepBest) best.Consider(step + 1, LastEvaluation, _objective);
             }
             // A single process sees Ctrl-C at once; ranks stop together at the step where any of them saw it.
             bool cancelled = _comm is null ? cancel.IsCancellationRequested : anyCancel;
             bool stop = !last && (cancelled || o.StopAfter == step + 1);
             if (stop || (!last && o.CheckpointEvery > 0 && (step + 1) % o.CheckpointEvery == 0))
             {
-                if (_rank == 0) TrainingCheckpoint.Save(_outDir, _objective, optimizer, new(step + 1, total, o.Seed, fingerprint));
+                if (_rank == 0)
+                    TrainingCheckpoint.Save(_outDir, _objective, optimizer,
+                        new(step + 1, total, o.Seed, fingerprint, best.Tensors is null ? null : best.Step, best.Tensors is null ? null : best.Loss), best.Tensors);
                 _comm?.Barrier();   // nobody goes on (or exits) before the checkpoint is complete
                 _progress.Message($"checkpoint at step {step + 1} → {TrainingCheckpoint.PathIn(_outDir)}");
             }
@@ -216,6 +223,14 @@ internal sealed class TrainingLoop
             // A batch still being built (Ctrl-C, an error) must not outlive the run: it reads the tokenizer the caller disposes.
             try { ahead?.Wait(); } catch (AggregateException) { }
         }
+        if (best.Tensors is not null && best.Step != total)
+        {
+            // Early stopping's choice: the artifact holds the weights of the lowest held-out loss.
+            _objective.LoadTrainableState(best.Tensors);
+            _progress.Message($"--keep-best: writing the weights of step {best.Step} (eval_loss {best.Loss:0.0000}; step {total}: {LastEvaluation.GetValueOrDefault("eval_loss", double.NaN):0.0000})");
+        }
+        if (best.Tensors is not null && metrics is not null) Log(metrics, best.Step, "best", [new("eval_loss", best.Loss)]);
+        best.Dispose();
         if (_rank == 0)
         {
             _objective.SaveArtifact(_outDir);
@@ -242,6 +257,36 @@ internal sealed class TrainingLoop
             weight += batch.LossTokens;
         }
         return sums.ToDictionary(kv => "eval_" + kv.Key, kv => kv.Value / Math.Max(weight, 1));
+    }
+
+    /// <summary>
+    /// The trainable tensors (CPU copies) of the evaluation with the lowest <c>eval_loss</c> so far, for
+    /// <see cref="TrainingOptions.KeepBest"/>. Every rank evaluates the same examples, so every rank keeps the same step.
+    /// </summary>
+    private sealed class BestWeights : IDisposable
+    {
+        public int Step { get; private set; } = -1;
+        public double Loss { get; private set; } = double.PositiveInfinity;
+        public Dictionary<string, Tensor>? Tensors { get; private set; }
+
+        public void Consider(int step, IReadOnlyDictionary<string, double> evaluation, ITrainingObjective objective)
+        {
+            if (!evaluation.TryGetValue("eval_loss", out double loss) || !(loss < Loss)) return;
+            using var noGrad = no_grad();
+            Restore(step, loss, objective.TrainableState().ToDictionary(kv => kv.Key, kv => kv.Value.detach().to(CPU, copy: true).DetachFromDisposeScope()));
+        }
+
+        public void Restore(int step, double loss, Dictionary<string, Tensor> tensors)
+        {
+            Dispose();
+            Step = step; Loss = loss; Tensors = tensors;
+        }
+
+        public void Dispose()
+        {
+            foreach (var t in Tensors?.Values ?? Enumerable.Empty<Tensor>()) t.Dispose();
+            Tensors = null;
+        }
     }
 
     /// <summary>Start of part <paramref name="i"/> when <paramref name="n"/> items are cut into <paramref name="parts"/> near-equal parts.</summary>

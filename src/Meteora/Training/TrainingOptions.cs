@@ -48,6 +48,12 @@ public sealed record TrainingOptions
     public int EvalEvery { get; init; } = 0;
     /// <summary>At most this many evaluation examples per evaluation.</summary>
     public int EvalLimit { get; init; } = 256;
+    /// <summary>
+    /// Early stopping's choice: the artifact holds the trainable weights of the evaluation (every
+    /// <see cref="EvalEvery"/> steps, and before the first) with the lowest held-out loss, not the last step's. Needs
+    /// held-out examples that are not the test set: <c>--eval-fraction</c>.
+    /// </summary>
+    public bool KeepBest { get; init; }
     /// <summary>Write a resumable checkpoint every N steps (0 = never, except on interruption).</summary>
     public int CheckpointEvery { get; init; } = 0;
     public bool Resume { get; init; }

@@ -16,63 +16,6 @@ namespace Meteora.Tests.Distributed;
 /// </summary>
 public class DataParallelTrainingTests
 {
-    private const int Vocab = 11;
-
-    /// <summary>
-    /// A bigram LM (one V × V table): small enough to train in milliseconds, and a real LM loss with per-position
-    /// weights. Records the gradient each optimiser step used and the rows each micro-batch held.
-    /// </summary>
-    private sealed class Bigram : ITrainingObjective
-    {
-        private readonly Parameter _table;
-        public List<float[]> Gradients { get; } = [];
-        public List<string> Rows { get; } = [];
-
-        public Bigram(int seed)
-        {
-            using var g = new Generator((ulong)seed);
-            _table = new Parameter(randn(new long[] { Vocab, Vocab }, generator: g));
-            Parameters = [_table];
-        }
-
-        public IReadOnlyList<Parameter> Parameters { get; }
-
-        public (Tensor Loss, IReadOnlyDictionary<string, double> Parts) Loss(TrainingBatch batch, bool training, LossCounts? normalizers = null)
-        {
-            if (training)
-                for (int b = 0; b < batch.Ids.shape[0]; b++) Rows.Add(string.Join(',', batch.Ids[b].data<long>().ToArray().Reverse().SkipWhile(t => t == 0).Reverse()));   // padding (0) off
-            var logits = _table.index_select(0, batch.Ids.reshape(-1)).view(batch.Ids.shape[0], batch.Ids.shape[1], Vocab);   // (B, T, V)
-            var loss = LanguageModelLoss.CrossEntropy(logits, batch.Labels, batch.LossWeights, normalizers?.LmWeight);
-            return (loss, new Dictionary<string, double> { ["loss"] = loss.item<float>() });
-        }
-
-        public void AfterOptimizerStep() => Gradients.Add(_table.grad!.data<float>().ToArray());
-
-        public IEnumerable<KeyValuePair<string, Tensor>> TrainableState() => [new("table", _table)];
-
-        public void LoadTrainableState(IReadOnlyDictionary<string, Tensor> state)
-        {
-            using var noGrad = no_grad();
-            _table.copy_(state["table"]);
-        }
-
-        public void SaveArtifact(string folder) => SafeTensorsWriter.Write(Path.Combine(folder, "table.safetensors"), TrainableState());
-    }
-
-    /// <summary>Sequences of 3–24 tokens (token 0 is padding) with some positions out of the loss and weights 0.1–1.</summary>
-    private static List<EncodedExample> Data(int count, int seed)
-    {
-        var rng = new Random(seed);
-        return Enumerable.Range(0, count).Select(i =>
-        {
-            int n = rng.Next(3, 25);
-            var ids = Enumerable.Range(0, n).Select(_ => rng.Next(1, Vocab)).ToArray();
-            var mask = Enumerable.Range(0, n).Select(t => t + 1 < n && rng.NextDouble() < 0.7).ToArray();
-            var weights = Enumerable.Range(0, n).Select(_ => (float)(0.1 + 0.9 * rng.NextDouble())).ToArray();
-            return new EncodedExample(ids, mask, i % 3, false) { LossWeights = weights };
-        }).ToList();
-    }
-
     /// <summary>Runs <paramref name="body"/>(rank, communicator) on one thread per rank and rethrows the first failure.</summary>
     private static T[] OnRanks<T>(int world, Func<int, ICommunicator?, T> body)
     {
@@ -88,10 +31,10 @@ public class DataParallelTrainingTests
         return ranks.Select(t => t.Result).ToArray();
     }
 
-    private static Bigram[] Train(int world, IReadOnlyList<EncodedExample> data, string outDir, TrainingOptions options) =>
+    private static BigramObjective[] Train(int world, IReadOnlyList<EncodedExample> data, string outDir, TrainingOptions options) =>
         OnRanks(world, (rank, comm) =>
         {
-            var objective = new Bigram(seed: 5 + rank);   // ranks start different: rank 0's weights are broadcast
+            var objective = new BigramObjective(seed: 5 + rank);   // ranks start different: rank 0's weights are broadcast
             new TrainingLoop(objective, options, outDir, padId: 0, CPU, communicator: comm).Run(data, null);
             return objective;
         });
@@ -109,7 +52,7 @@ public class DataParallelTrainingTests
     public void AStepOnWRanksUsesTheSingleProcessGradientOfTheGlobalBatch(int world)
     {
         using var dir = Fixture.TempDir();
-        var data = Data(40, seed: 1);
+        var data = BigramObjective.Data(40, seed: 1);
         var single = Train(1, data, dir["single"], Options)[0];
         var ranks = Train(world, data, dir[$"w{world}"], Options);
 
@@ -136,9 +79,9 @@ public class DataParallelTrainingTests
     {
         // The counterfactual the loop avoids: averaging each rank's own mean loss weighs a short row of a rank with
         // few loss tokens like a long one. With the data above, that is measurably another gradient.
-        var data = Data(12, seed: 1);
+        var data = BigramObjective.Data(12, seed: 1);
         var shares = Enumerable.Range(0, 2).Select(r => data.Skip(r * 6).Take(6).ToList()).ToList();
-        var objective = new Bigram(5);
+        var objective = new BigramObjective(5);
         float[] Grad(Action backward)
         {
             objective.Parameters[0].grad?.zero_();
@@ -157,7 +100,7 @@ public class DataParallelTrainingTests
     public void ResumingOnTwoThenOneThenFourRanksEndsWithTheUninterruptedWeights()
     {
         using var dir = Fixture.TempDir();
-        var data = Data(40, seed: 2);
+        var data = BigramObjective.Data(40, seed: 2);
         var options = Options with { Steps = 9, BatchSize = 4, GradAccum = 2 };   // global batch 8: divisible by 1, 2, 4
         Train(1, data, dir["straight"], options);
 
@@ -183,7 +126,7 @@ public class DataParallelTrainingTests
     public void AGlobalBatchTheWorldSizeDoesNotDivideIsRefused()
     {
         using var dir = Fixture.TempDir();
-        var e = Assert.Throws<MeteoraException>(() => Train(4, Data(20, 1), dir["m"], Options with { BatchSize = 3, GradAccum = 2 }));
+        var e = Assert.Throws<MeteoraException>(() => Train(4, BigramObjective.Data(20, 1), dir["m"], Options with { BatchSize = 3, GradAccum = 2 }));
         Assert.Contains("--batch-size × --grad-accum = 6 rows (the global batch) must be a multiple of the world size 4", e.Message);
     }
 
@@ -193,7 +136,7 @@ public class DataParallelTrainingTests
         using var dir = Fixture.TempDir();
         var e = Assert.Throws<MeteoraException>(() => OnRanks(2, (rank, comm) =>
         {
-            new TrainingLoop(new Bigram(5), Options, dir["m"], 0, CPU, communicator: comm).Run(Data(40, seed: 1 + rank), null);
+            new TrainingLoop(new BigramObjective(5), Options, dir["m"], 0, CPU, communicator: comm).Run(BigramObjective.Data(40, seed: 1 + rank), null);
             return 0;
         }));
         Assert.Contains("1 of 2 ranks have other trainable parameters, data or settings than rank 0", e.Message);
