@@ -35,7 +35,7 @@ for task in ["add", "reverse", "upper"]:
                 w = [word("nopqrstuvwxyz") for _ in range(6)]; p, r = "upper: " + ";".join(w) + " =>", " " + ";".join(x.upper() for x in w)
             f.write(json.dumps({"prompt": p, "response": r}) + "\n")
 PY
-GATE="train-gate --dtype float32 --model $F/base --adapters-dir $F/adapters --data $D --steps 10 --batch-size 4 --grad-accum 2 --lr 1e-2 --seed 7 --balance --eval-fraction 0.1 --eval-limit 8"
+GATE="train-gate --dtype float32 --model $F/base --adapters-dir $F/adapters --data $D --steps 10 --lr 1e-2 --seed 7 --balance --eval-fraction 0.1 --eval-limit 8"
 compare() {  # two MeteoRA folders → max |difference| of their gates; exit 1 above the tolerance
   python3 - "$1" "$2" "${3:-1e-5}" <<'PY'
 import json, struct, sys, torch
@@ -56,27 +56,29 @@ case "${PART:-one}" in
     say "== bench all-reduce, a group of one (the binding: id, init, all-reduce, broadcast, destroy)"
     timeout 120 $M bench all-reduce --device cuda --sizes-mib 1,64,256 --iterations 10 2>&1 | tee -a "$R"
     say "== train-gate: plain vs torchrun --nproc-per-node 1 (launcher variables read, single process unchanged)"
-    timeout 200 $M $GATE --device cuda --out /tmp/dp-plain > "$OUT/dp-plain.log" 2>&1; say "plain rc=$?"
-    timeout 200 $TR --nproc-per-node 1 $M $GATE --device cuda --out /tmp/dp-tr1 > "$OUT/dp-tr1.log" 2>&1; say "torchrun 1 rc=$?"
+    timeout 200 $M $GATE --batch-size 4 --grad-accum 2 --device cuda --out /tmp/dp-plain > "$OUT/dp-plain.log" 2>&1; say "plain rc=$?"
+    timeout 200 $TR --nproc-per-node 1 $M $GATE --batch-size 4 --grad-accum 2 --device cuda --out /tmp/dp-tr1 > "$OUT/dp-tr1.log" 2>&1; say "torchrun 1 rc=$?"
     compare /tmp/dp-plain /tmp/dp-tr1 0 2>&1 | tee -a "$R"
     ;;
   two)
     [ "$ngpu" -ge 2 ] || { say "needs two GPUs"; exit 2; }
     say "== bench all-reduce on 2 ranks"
     timeout 180 $TR --nproc-per-node 2 $M bench all-reduce --device cuda --sizes-mib 1,16,64,256 2>&1 | tee -a "$R"
-    say "== train-gate on the fixture: 1 GPU vs 2 GPUs, global batch 8, 10 steps, float32"
-    timeout 200 $M $GATE --device cuda --out /tmp/dp-one > "$OUT/dp-one.log" 2>&1; say "1 GPU rc=$?"
-    timeout 200 $TR --nproc-per-node 2 $M $GATE --device cuda --out /tmp/dp-two > "$OUT/dp-two.log" 2>&1; say "2 GPUs rc=$?"
+    # 1 GPU takes the global batch of 8 as one micro-batch (its own mean); 2 GPUs 4 rows each, normalised by the
+    # step's counts: a wrong LM or gate denominator would show.
+    say "== train-gate on the fixture: 1 GPU (batch 8) vs 2 GPUs (4 + 4), 10 steps, float32"
+    timeout 200 $M $GATE --batch-size 8 --device cuda --out /tmp/dp-one > "$OUT/dp-one.log" 2>&1; say "1 GPU rc=$?"
+    timeout 200 $TR --nproc-per-node 2 $M $GATE --batch-size 4 --grad-accum 2 --device cuda --out /tmp/dp-two > "$OUT/dp-two.log" 2>&1; say "2 GPUs rc=$?"
     compare /tmp/dp-one /tmp/dp-two 2>&1 | tee -a "$R"
     say "== resume across world sizes: 2 GPUs to step 4, 1 GPU to step 7, 2 GPUs to the end"
-    timeout 200 $TR --nproc-per-node 2 $M $GATE --device cuda --out /tmp/dp-staged --stop-after 4 > "$OUT/dp-staged1.log" 2>&1; say "stage 1 rc=$?"
-    timeout 200 $M $GATE --device cuda --out /tmp/dp-staged --resume --stop-after 7 > "$OUT/dp-staged2.log" 2>&1; say "stage 2 rc=$?"
-    timeout 200 $TR --nproc-per-node 2 $M $GATE --device cuda --out /tmp/dp-staged --resume > "$OUT/dp-staged3.log" 2>&1; say "stage 3 rc=$?"
+    timeout 200 $TR --nproc-per-node 2 $M $GATE --batch-size 4 --grad-accum 2 --device cuda --out /tmp/dp-staged --stop-after 4 > "$OUT/dp-staged1.log" 2>&1; say "stage 1 rc=$?"
+    timeout 200 $M $GATE --batch-size 4 --grad-accum 2 --device cuda --out /tmp/dp-staged --resume --stop-after 7 > "$OUT/dp-staged2.log" 2>&1; say "stage 2 rc=$?"
+    timeout 200 $TR --nproc-per-node 2 $M $GATE --batch-size 4 --grad-accum 2 --device cuda --out /tmp/dp-staged --resume > "$OUT/dp-staged3.log" 2>&1; say "stage 3 rc=$?"
     compare /tmp/dp-one /tmp/dp-staged 2>&1 | tee -a "$R"
     for how in KILL STOP; do
       say "== rank 1 gets SIG$how mid-run (collective timeout 20 s)"
       start=$(date +%s)
-      METEORA_NCCL_TIMEOUT_S=20 timeout 300 $TR --nproc-per-node 2 $M ${GATE/--steps 10/--steps 100000} --device cuda --out /tmp/dp-fail-$how > "$OUT/dp-fail-$how.log" 2>&1 &
+      METEORA_NCCL_TIMEOUT_S=20 timeout 300 $TR --nproc-per-node 2 $M ${GATE/--steps 10/--steps 100000} --batch-size 4 --grad-accum 2 --device cuda --out /tmp/dp-fail-$how > "$OUT/dp-fail-$how.log" 2>&1 &
       job=$!
       sleep 45
       victim=""

@@ -15,7 +15,11 @@ public static class CliApp
         var root = new RootCommand("MeteoRA for .NET: many LoRA adapters embedded in one LLaMA model with per-token routing");
         root.Options.Add(GlobalOptions.Device);
         root.Options.Add(GlobalOptions.DType);
-        CliContext Context(ParseResult p) => new() { Out = stdout, Err = stderr, Parse = p };
+        CliContext Context(ParseResult p)
+        {
+            DistributedLaunch.CheckCommand(p);   // under torchrun with several ranks, only the data-parallel commands run
+            return new() { Out = stdout, Err = stderr, Parse = p };
+        }
         root.Subcommands.Add(TokenizeCommand.Create(Context));
         root.Subcommands.Add(ForwardCommand.Create(Context));
         root.Subcommands.Add(GenerateCommand.Create(Context));

@@ -25,7 +25,7 @@ public sealed class CliContext
         string text = Parse.GetValue(GlobalOptions.Device) ?? "cpu";
         var device = TorchRuntime.ParseDevice(text);
         // One of several ranks under torchrun: this rank's own GPU (cuda:LOCAL_RANK).
-        if (DistributedLaunch.Ranks() is { } launch) device = DistributedLaunch.RankDevice(device, launch, indexGiven: text.Contains(':'));
+        if (DistributedLaunch.Ranks() is { } launch) device = DistributedLaunch.RankDevice(device, launch, text);
         if (device.type == TorchSharp.DeviceType.CPU && Environment.GetEnvironmentVariable("METEORA_NATIVE_HEAP") != "default")
             NativeHeap.KeepFreedMemory();
         return device;

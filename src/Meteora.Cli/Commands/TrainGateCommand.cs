@@ -48,14 +48,16 @@ public static class TrainGateCommand
             using var ctrlC = new CtrlC(ctx.Err);
             var progress = new ConsoleProgress(ctx.Err, ctx.Err == Console.Error && !Console.IsErrorRedirected, "lm_loss", "gate_loss", "gate_acc", "lr");
             string outDir = p.GetValue(output)!;
-            var result = GateTrainer.Train(p.GetValue(model)!, adapters, p.GetValue(data)!, outDir, gate, options, ctx.Device, ctx.DType, progress, ctrlC.Token, ranks);
+            GateTrainingResult result;
+            try { result = GateTrainer.Train(p.GetValue(model)!, adapters, p.GetValue(data)!, outDir, gate, options, ctx.Device, ctx.DType, progress, ctrlC.Token, ranks); }
+            catch (Exception) when (DistributedLaunch.AbortOnError(ranks)) { throw; }   // the filter aborts NCCL and lets the error through
+            if (ranks is { Rank: > 0 }) return result.Outcome == TrainingOutcome.Interrupted && ctrlC.Requested ? 130 : 0;   // rank 0 reports
             if (result.Outcome == TrainingOutcome.Interrupted)
             {
                 ctx.Err.WriteLine("stopped; continue with the same command and --resume");
                 return ctrlC.Requested ? 130 : 0;
             }
             var e = result.FinalEval;
-            if (ranks is { Rank: > 0 }) return 0;   // rank 0 reports
             ctx.Err.WriteLine($"MeteoRA checkpoint written to {outDir}" +
                 (e.TryGetValue("eval_gate_acc", out double acc) ? $" (eval gate accuracy {acc:P1}, eval loss {e["eval_loss"]:F4})" : ""));
             return 0;

@@ -63,14 +63,19 @@ public static class TrainLoraCommand
             using var ranks = DistributedLaunch.Join(ctx, p.GetValue(output)!);   // null unless launched by torchrun with several ranks
             using var ctrlC = new CtrlC(ctx.Err);
             var progress = new ConsoleProgress(ctx.Err, ctx.Err == Console.Error && !Console.IsErrorRedirected, "loss", "lr");
-            var result = LoraTrainer.Train(p.GetValue(model)!, p.GetValue(data)!, p.GetValue(output)!, lora, options,
-                ctx.Device, ctx.DType, progress, ctrlC.Token, ranks, p.GetValue(evalFraction));
+            LoraTrainingResult result;
+            try
+            {
+                result = LoraTrainer.Train(p.GetValue(model)!, p.GetValue(data)!, p.GetValue(output)!, lora, options,
+                    ctx.Device, ctx.DType, progress, ctrlC.Token, ranks, p.GetValue(evalFraction));
+            }
+            catch (Exception) when (DistributedLaunch.AbortOnError(ranks)) { throw; }   // the filter aborts NCCL and lets the error through
+            if (ranks is { Rank: > 0 }) return result.Outcome == TrainingOutcome.Interrupted && ctrlC.Requested ? 130 : 0;   // rank 0 reports
             if (result.Outcome == TrainingOutcome.Interrupted)
             {
                 ctx.Err.WriteLine("stopped; continue with the same command and --resume");
                 return ctrlC.Requested ? 130 : 0;
             }
-            if (ranks is { Rank: > 0 }) return 0;   // rank 0 reports
             ctx.Err.WriteLine($"adapter written to {p.GetValue(output)} ({result.TrainExamples} examples" +
                 (result.FinalEval.TryGetValue("eval_loss", out double l) ? $", eval loss {l:F4}" : "") + ")");
             return 0;

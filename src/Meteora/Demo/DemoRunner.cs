@@ -150,9 +150,10 @@ public sealed class DemoRunner
             foreach (var t in tasks)
             {
                 cancel.ThrowIfCancellationRequested();
+                int steps = _s.LoraStepsFor(t);
                 var r = LoraTrainer.Train(BaseDir, Path.Combine(TasksDir, t), Path.Combine(AdaptersDir, t), lora,
-                    loraOptions with { Steps = _s.LoraStepsFor(t) },
-                    _device, _dtype, _progress($"LoRA {t}"), cancel);
+                    loraOptions with { Steps = steps, KeepBest = _s.LoraKeepBest, EvalEvery = _s.LoraKeepBest ? Math.Max(1, steps / 10) : 0 },
+                    _device, _dtype, _progress($"LoRA {t}"), cancel, evalFraction: _s.LoraKeepBest ? 0.1 : 0);
                 Interrupted(r.Outcome);
                 _log($"  LoRA {t,-10} eval loss {r.FinalEval.GetValueOrDefault("eval_loss", double.NaN):F3}");
             }

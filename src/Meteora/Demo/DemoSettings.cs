@@ -64,6 +64,12 @@ public sealed record DemoSettings
     /// plain examples (~40 tokens) beside restated lists (~150–500) would otherwise pad most batches to the longest.
     /// </summary>
     public bool LengthBuckets { get; init; } = true;
+    /// <summary>
+    /// Task LoRAs hold out 10 % of their training prompts and keep the weights of the evaluation (every tenth of the
+    /// run) with the lowest held-out loss (<c>--eval-fraction 0.1 --keep-best</c>) instead of the last step's: early
+    /// stopping for tasks of very different sizes. Off by default until a GPU rebuild has measured it.
+    /// </summary>
+    public bool LoraKeepBest { get; init; }
     /// <summary>Tasks that train for other than <see cref="LoraSteps"/> steps (none by default).</summary>
     public IReadOnlyDictionary<string, int> LoraStepsByTask { get; init; } = new Dictionary<string, int>();
 
@@ -71,7 +77,7 @@ public sealed record DemoSettings
     public string BuildRecipe() =>
         $"{BaseLayers} {BaseHidden} {BaseIntermediate} {BaseHeads} {BaseKvHeads} {BaseSteps} {BaseBatch} {BaseSeqLen} {BaseLr} {BaseWeightDecay} {BaseShardMb} " +
         $"{LoraRank} {LoraTargetRegex} {LoraSteps} {string.Join(',', LoraStepsByTask.OrderBy(kv => kv.Key).Select(kv => $"{kv.Key}={kv.Value}"))} {LoraBatch} {LoraLr} {LoraBSteps} {LoraReplayRows} {LoraReplaySeqLen} {LoraInContextShare} {LoraInContextChars}" +
-        (LoraRestateShare > 0 ? $" restate {LoraRestateShare} {RestateItems} {RestateCopyWeight}" : "") + (LengthBuckets ? " buckets" : "");
+        (LoraRestateShare > 0 ? $" restate {LoraRestateShare} {RestateItems} {RestateCopyWeight}" : "") + (LengthBuckets ? " buckets" : "") + (LoraKeepBest ? " keep-best" : "");
 
     /// <summary>LoRA steps for <paramref name="task"/>.</summary>
     public int LoraStepsFor(string task) => LoraStepsByTask.TryGetValue(task, out int steps) ? steps : LoraSteps;

@@ -4,8 +4,9 @@ namespace Meteora.Distributed;
 
 /// <summary>
 /// The collectives data-parallel training needs, across the ranks of one job (DESIGN.md "Distributed"): every rank
-/// calls each operation in the same order with tensors of the same shape and dtype. Two implementations are meant:
-/// NCCL for GPUs (issue #16, not written yet) and <see cref="InProcessGroup"/> for CPU tests.
+/// calls each operation in the same order with tensors of the same shape and dtype. Two implementations:
+/// <see cref="NcclCommunicator"/> for GPUs (one process each, launched by torchrun) and <see cref="InProcessGroup"/>
+/// (threads of one process) for CPU tests.
 /// </summary>
 public interface ICommunicator : IDisposable
 {

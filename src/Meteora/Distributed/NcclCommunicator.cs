@@ -80,8 +80,10 @@ public sealed unsafe class NcclCommunicator : ICommunicator
         }
         else
         {
+            // A file older than this process is a crashed earlier job's (same run id and port): wait for rank 0's.
+            var started = Process.GetCurrentProcess().StartTime.ToUniversalTime();
             var clock = Stopwatch.StartNew();
-            while (!File.Exists(idFile))
+            while (!File.Exists(idFile) || File.GetLastWriteTimeUtc(idFile) < started)
             {
                 if (clock.Elapsed > timeout)
                     throw new MeteoraException($"rank {launch.Rank}: rank 0 did not write the NCCL id {idFile} within {timeout.TotalSeconds:0} s (did it start, and do all ranks share this output folder?)");
@@ -152,6 +154,9 @@ public sealed unsafe class NcclCommunicator : ICommunicator
 
     private void Watch()
     {
+        // CUDA's current device is per thread: without this the event calls below would open a context on GPU 0
+        // in every rank.
+        CudaEvents.SetDevice(_device.index < 0 ? 0 : _device.index);
         while (!_closing)
         {
             Thread.Sleep(200);
@@ -177,6 +182,8 @@ public sealed unsafe class NcclCommunicator : ICommunicator
         _closing = true;
         Console.Error.WriteLine($"error: {message}; aborting the NCCL communicator");
         Console.Error.Flush();
+        // ncclCommAbort has been known to hang itself: the exit does not wait for it longer than 10 s.
+        using var hardStop = new Timer(_ => NativeEnvironment.ExitNow(1), null, TimeSpan.FromSeconds(10), System.Threading.Timeout.InfiniteTimeSpan);
         _api.CommAbort(_comm);
         NativeEnvironment.ExitNow(1);
     }
@@ -185,11 +192,26 @@ public sealed unsafe class NcclCommunicator : ICommunicator
     public void Dispose()
     {
         if (_closing) return;
+        // Waiting for the queued collectives and destroying the communicator both need the other ranks; if one of
+        // them is gone they would block forever, so the same deadline as a collective's applies.
+        using var deadline = new Deadline(Timeout, () => $"rank {Rank}: closing the NCCL communicator took longer than {Timeout.TotalSeconds:0} s (another rank is gone)");
         try { cuda.synchronize(_device); } catch (Exception) { }
         _closing = true;
         _watchdog.Join();
         lock (_lock) while (_pending.TryDequeue(out var p)) CudaEvents.Destroy(p.Event);
         _api.CommDestroy(_comm);
+    }
+
+    /// <summary>
+    /// Ends this rank's part at once, for a rank that fails: the other ranks may wait in a collective this one will
+    /// never call, so nothing is waited for (their own watchdogs end them). <see cref="Dispose"/> does nothing after.
+    /// </summary>
+    public void Abort()
+    {
+        if (_closing) return;
+        _closing = true;
+        using var hardStop = new Timer(_ => NativeEnvironment.ExitNow(1), null, TimeSpan.FromSeconds(10), System.Threading.Timeout.InfiniteTimeSpan);
+        _api.CommAbort(_comm);
     }
 
     private static double ReadTimeout()

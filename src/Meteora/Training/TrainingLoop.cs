@@ -131,11 +131,11 @@ internal sealed class TrainingLoop
         {
             double lr = schedule.At(step);
             foreach (var g in optimizer.ParamGroups) g.LearningRate = lr;
-            Reseed(o.Seed + step + _rank * 1_000_003L);
             optimizer.zero_grad();
             var rows = ahead is null ? RankRows(step) : ahead.GetAwaiter().GetResult();
             bool more = step + 1 < total && o.StopAfter != step + 1;
-            ahead = train is IExampleSource && more ? Task.Run(() => RankRows(step + 1)) : null;
+            int next = step + 1;   // captured by value: the loop variable moves on before the task may start
+            ahead = train is IExampleSource && more ? Task.Run(() => RankRows(next)) : null;
             var replayRows = replayOrder is null ? [] : RankReplay(step);
             // The micro-batches this rank computes (at most --batch-size rows each), each with its share of the replay rows.
             var micro = rows.Chunk(o.BatchSize).ToList();
@@ -149,8 +149,12 @@ internal sealed class TrainingLoop
             bool own = _comm is null && micro.Count == 1;
             LossCounts? taskNorm = own ? null : taskCounts, replayNorm = own ? null : replayCounts;
             var sums = new Dictionary<string, double>();
+            int shareStart = DataParallel.Slice(GlobalBatch, _rank, _world).Start;
             for (int i = 0; i < micro.Count; i++)
             {
+                // Dropout is seeded by the step and the micro-batch's first row in the global batch: resume is exact, and
+                // ranks whose micro-batches are the single process's draw its masks (seed + step for the first).
+                Reseed(o.Seed + step + (shareStart + (long)i * o.BatchSize) * 1_000_003L);
                 using var scope = NewDisposeScope();
                 using var batch = TrainingBatch.Collate(micro[i], _padId, _device);
                 var (loss, parts) = _objective.Loss(batch, training: true, taskNorm);
@@ -316,13 +320,18 @@ internal sealed class TrainingLoop
         using var scope = NewDisposeScope();
         using var noGrad = no_grad();
         var ps = _objective.Parameters;
-        var flat = cat(ps.Select(p => (p.grad ?? zeros_like(p)).to(ScalarType.Float32).reshape(-1)).ToList());   // (Σ numel,)
+        // (Σ numel + P,): every gradient (zeros where a rank has none), then one flag per parameter, so a parameter no
+        // rank computed a gradient for keeps none — as in a single process, where AdamW then skips it.
+        var hasGrad = tensor(ps.Select(p => p.grad is null ? 0f : 1f).ToArray(), device: _device);
+        var flat = cat(ps.Select(p => (p.grad ?? zeros_like(p)).to(ScalarType.Float32).reshape(-1)).Append(hasGrad).ToList());
         _comm!.AllReduceSum(flat);
+        var any = flat.narrow(0, flat.shape[0] - ps.Count, ps.Count).cpu().data<float>().ToArray();
         long at = 0;
-        foreach (var p in ps)
+        for (int i = 0; i < ps.Count; i++)
         {
+            var p = ps[i];
             var sum = flat.narrow(0, at, p.numel()).view_as(p).to(p.dtype);
-            if (p.grad is { } g) g.copy_(sum); else p.grad = sum.DetachFromDisposeScope();
+            if (p.grad is { } g) g.copy_(sum); else if (any[i] > 0) p.grad = sum.clone().DetachFromDisposeScope();
             at += p.numel();
         }
     }
@@ -346,9 +355,11 @@ internal sealed class TrainingLoop
     {
         if (_comm is null) return;
         var ps = _objective.Parameters;
-        double shapes = 0;
-        for (int i = 0; i < ps.Count; i++) shapes = (shapes * 31 + ps[i].numel() * (i + 1)) % 4_503_599_627_370_449;   // < 2⁵²: exact
-        var mine = new double[] { ps.Count, ps.Sum(p => (double)p.numel()), shapes, Convert.ToInt64(fingerprint[..12], 16) };
+        ulong shapes = 17;   // a hash of every parameter's shape, in order
+        foreach (var p in ps)
+            foreach (long d in p.shape.Prepend(p.shape.Length)) shapes = unchecked(shapes * 1_099_511_628_211 + (ulong)d);
+        // Four numbers below 2⁵² (exact in float64): tensor count, value count, the shape hash and the run's fingerprint.
+        var mine = new double[] { ps.Count, ps.Sum(p => (double)p.numel()), shapes >> 12, Convert.ToInt64(fingerprint[..12], 16) };
         using var theirs = tensor(mine, ScalarType.Float64, _device);
         _comm.Broadcast(theirs, root: 0);
         var root = theirs.cpu().data<double>().ToArray();

@@ -74,6 +74,46 @@ public class DataParallelTrainingTests
         Assert.True(other.Gradients[0].Zip(single.Gradients[0], (a, b) => Math.Abs(a - b)).Max() > 1e-3f, "the control must differ");
     }
 
+    [Theory]
+    [InlineData(2)]
+    [InlineData(4)]
+    public void RehearsalRowsAreSharedAndNormalisedLikeTheTaskRows(int world)
+    {
+        using var dir = Fixture.TempDir();
+        var data = BigramObjective.Data(40, seed: 1);
+        var replay = BigramObjective.Data(30, seed: 9);
+        var options = Options with { ReplayRows = 2, ReplayWeight = 0.5 };   // 2 × 2 rehearsal rows per step
+        BigramObjective[] Run(int w, string outDir) => OnRanks(w, (rank, comm) =>
+        {
+            var objective = new BigramObjective(seed: 5);
+            new TrainingLoop(objective, options, outDir, padId: 0, CPU, communicator: comm).Run(data, null, default, replay);
+            return objective;
+        });
+        var single = Run(1, dir["single"])[0];
+        foreach (var r in Run(world, dir["ranks"]))
+            for (int step = 0; step < 3; step++)
+            {
+                float diff = single.Gradients[step].Zip(r.Gradients[step], (a, b) => Math.Abs(a - b)).Max();
+                Assert.True(diff <= 1e-6f * single.Gradients[step].Max(Math.Abs), $"world {world}, step {step}: gradient differs by {diff}");
+            }
+        // Control: without rehearsal the gradient is another one.
+        var plain = Train(1, data, dir["plain"], Options)[0];
+        Assert.True(plain.Gradients[0].Zip(single.Gradients[0], (a, b) => Math.Abs(a - b)).Max() > 1e-3f);
+    }
+
+    [Fact]
+    public void ACancelOnOneRankStopsEveryRankAtTheSameStep()
+    {
+        using var dir = Fixture.TempDir();
+        using var cancelled = new CancellationTokenSource();
+        cancelled.Cancel();
+        var outcomes = OnRanks(2, (rank, comm) => new TrainingLoop(new BigramObjective(5), Options with { Steps = 6 }, dir["m"], 0, CPU, communicator: comm)
+            .Run(BigramObjective.Data(40, seed: 1), null, rank == 1 ? cancelled.Token : default));
+        Assert.All(outcomes, o => Assert.Equal(TrainingOutcome.Interrupted, o));
+        var state = System.Text.Json.JsonDocument.Parse(File.ReadAllText(Path.Combine(TrainingCheckpoint.PathIn(dir["m"]), "state.json")));
+        Assert.Equal(1, state.RootElement.GetProperty("Step").GetInt32());
+    }
+
     [Fact]
     public void PerRankMeansWouldNotBeTheGlobalGradient()
     {
@@ -147,9 +187,11 @@ public class DataParallelTrainingTests
     {
         using var dir = Fixture.TempDir();
         string data = FixtureTasks.Write(dir["data"], perTask: 40);
+        // The single process takes the global batch of 8 as one micro-batch (its own mean); the ranks take 4 rows each,
+        // normalised by the step's counts — so a wrong LM or gate denominator would show.
         var options = new TrainingOptions { Steps = 10, BatchSize = 4, GradAccum = 2, LearningRate = 1e-2, Seed = 7, Balance = true, EvalLimit = 8 };
         var gate = new GateTrainingOptions { TopK = 2 };
-        GateTrainer.Train(Fixture.Base, FixtureTasks.Adapters, data, dir["one"], gate, options, CPU, ScalarType.Float32);
+        GateTrainer.Train(Fixture.Base, FixtureTasks.Adapters, data, dir["one"], gate, options with { BatchSize = 8, GradAccum = 1 }, CPU, ScalarType.Float32);
         var results = OnRanks(2, (rank, comm) => GateTrainer.Train(Fixture.Base, FixtureTasks.Adapters, data, dir["two"], gate, options, CPU, ScalarType.Float32, communicator: comm));
         Assert.All(results, r => Assert.Equal(TrainingOutcome.Completed, r.Outcome));
         Assert.Equal(results[0].FinalEval["eval_loss"], results[1].FinalEval["eval_loss"]);   // every rank holds the same gates
