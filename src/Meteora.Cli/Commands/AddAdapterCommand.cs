@@ -19,6 +19,7 @@ public static class AddAdapterCommand
         var data = new Option<string>("--data") { Description = "task folders: the new task's and any old tasks' to replay", Required = true };
         var output = new Option<string>("--out") { Description = "the grown checkpoint folder (also metrics.jsonl, loss_curve.png)", Required = true };
         var oldRowsLr = new Option<double>("--old-rows-lr") { Description = "learning rate of the old gate rows (0: frozen), on the same schedule", DefaultValueFactory = _ => 0 };
+        var calibrate = new Option<bool>("--calibrate") { Description = "after training, scale the new gate row of every projection to the best balanced accuracy of the held-out decisions (new and old tasks count equally)" };
         var replay = new Option<double>("--replay-fraction") { Description = "old-task examples replayed per new-task example, split evenly over the old tasks in --data", DefaultValueFactory = _ => 1.0 };
         var weight = new Option<double>("--gate-loss-weight") { Description = "λ in lm + λ · gate", DefaultValueFactory = _ => 50 };
         var gateInit = new Option<string>("--gate-init") { Description = "new rows: small (near-uniform start) or normal", DefaultValueFactory = _ => "small" };
@@ -28,7 +29,7 @@ public static class AddAdapterCommand
         var train = new TrainingCliOptions(lr: 5e-4, weightDecay: 0.01, clip: 0.3);
         var inContext = new InContextCliOptions();
         var cmd = new Command("add-adapter", "Grow a trained MeteoRA checkpoint by one adapter without retraining every gate")
-            { model, meteora, adapter, name, data, output, oldRowsLr, replay, weight, gateInit, responseOnly, balance, evalFraction };
+            { model, meteora, adapter, name, data, output, oldRowsLr, replay, weight, gateInit, responseOnly, balance, evalFraction, calibrate };
         train.AddTo(cmd);
         inContext.AddTo(cmd);
         cmd.SetAction(p =>
@@ -40,7 +41,7 @@ public static class AddAdapterCommand
             var add = new AdapterAdditionOptions
             {
                 OldRowsLr = p.GetValue(oldRowsLr), ReplayFraction = p.GetValue(replay), GateLossWeight = p.GetValue(weight),
-                GateInit = p.GetValue(gateInit)!, EvalFraction = p.GetValue(evalFraction),
+                GateInit = p.GetValue(gateInit)!, EvalFraction = p.GetValue(evalFraction), Calibrate = p.GetValue(calibrate),
             };
             using var ctrlC = new CtrlC(ctx.Err);
             var progress = new ConsoleProgress(ctx.Err, ctx.Err == Console.Error && !Console.IsErrorRedirected, "lm_loss", "gate_loss", "gate_acc", "lr");

@@ -22,6 +22,11 @@ public sealed record AdapterAdditionOptions
     public string GateInit { get; init; } = "small";
     /// <summary>Share of each task's train.jsonl held out for evaluation.</summary>
     public double EvalFraction { get; init; } = 0.1;
+    /// <summary>
+    /// After training, scale the new row of every gate to the best balanced accuracy of the held-out decisions
+    /// (<see cref="NewRowCalibration"/>; needs <see cref="EvalFraction"/> &gt; 0).
+    /// </summary>
+    public bool Calibrate { get; init; }
 }
 
 /// <summary>What <c>add-adapter</c> did: the training outcome, which old tasks it replayed and how much.</summary>
@@ -52,6 +57,7 @@ public static class AdapterAddition
             throw new MeteoraException($"--old-rows-lr: {add.OldRowsLr} must be between 0 and --lr ({options.LearningRate})");
         if (!(add.ReplayFraction >= 0 && add.ReplayFraction <= 100)) throw new MeteoraException($"--replay-fraction: {add.ReplayFraction} must be between 0 and 100");
         if (add.EvalFraction is < 0 or >= 1) throw new MeteoraException($"--eval-fraction: {add.EvalFraction} must be in [0, 1)");
+        if (add.Calibrate && add.EvalFraction == 0) throw new MeteoraException("--calibrate fits on held-out examples: --eval-fraction must be above 0");
         var old = MeteoraCheckpointConfig.Load(meteoraFolder);
         if (old.Adapters.Any(a => a.Name == added.Name))
             throw new MeteoraException($"{Path.Combine(meteoraFolder, MeteoraCheckpointConfig.FileName)}: an adapter named '{added.Name}' is already in the checkpoint");
@@ -123,6 +129,17 @@ public static class AdapterAddition
         var loop = new TrainingLoop(objective, options, outDir, padId, device, progress);
         var outcome = loop.Run(train, eval.Count > 0 ? eval : null, cancel);
         string metrics = Path.Combine(outDir, "metrics.jsonl");
+        if (add.Calibrate && outcome == TrainingOutcome.Completed && eval.Count > 0)
+        {
+            var (factors, before, after) = NewRowCalibration.Apply(m, eval, newIndex, padId, device, options.BatchSize);
+            objective.SaveArtifact(outDir);
+            var sorted = factors.Values.Order().ToList();
+            progress.Message($"--calibrate: new-row factors {sorted[0]:0.00}…{sorted[^1]:0.00} (median {sorted[sorted.Count / 2]:0.00}) over {factors.Count} projections; " +
+                $"held-out balanced decision accuracy {before:P1} → {after:P1}");
+            var line = new Dictionary<string, object> { ["step"] = options.Steps ?? 0, ["kind"] = "calibration", ["balanced_before"] = Math.Round(before, 6), ["balanced_after"] = Math.Round(after, 6) };
+            foreach (var (key, f) in factors) line[key] = f;
+            File.AppendAllText(metrics, System.Text.Json.JsonSerializer.Serialize(line) + "\n");
+        }
         if (File.Exists(metrics))
             LossCurvePlot.Write(metrics, Path.Combine(outDir, "loss_curve.png"), ["lm_loss", "gate_loss"], $"add-adapter: {added.Name} as adapter {newIndex}");
         return new AdapterAdditionResult(outcome, added.Name, newIndex, replayed, newRows.Train.Count, loop.LastEvaluation, notReplayed);
