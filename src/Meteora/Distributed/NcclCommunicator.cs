@@ -80,8 +80,8 @@ public sealed unsafe class NcclCommunicator : ICommunicator
         }
         else
         {
-            // A file older than this process is a crashed earlier job's (same run id and port): wait for rank 0's.
-            var started = Process.GetCurrentProcess().StartTime.ToUniversalTime();
+            // A file older than the launcher is a crashed earlier job's (same run id and port): wait for rank 0's.
+            var started = LauncherStart();
             var clock = Stopwatch.StartNew();
             while (!File.Exists(idFile) || File.GetLastWriteTimeUtc(idFile) < started)
             {
@@ -212,6 +212,28 @@ public sealed unsafe class NcclCommunicator : ICommunicator
         _closing = true;
         using var hardStop = new Timer(_ => NativeEnvironment.ExitNow(1), null, TimeSpan.FromSeconds(10), System.Threading.Timeout.InfiniteTimeSpan);
         _api.CommAbort(_comm);
+    }
+
+    /// <summary>
+    /// When the launcher (this process's parent: torchrun's agent, which starts every rank) started; without a readable
+    /// parent, this process's start less a minute. Any id file written for this job is younger.
+    /// </summary>
+    internal static DateTime LauncherStart()
+    {
+        var self = Process.GetCurrentProcess().StartTime.ToUniversalTime();
+        try
+        {
+            // /proc/self/stat: "pid (comm) state ppid …"; comm may hold spaces, so read after its closing parenthesis.
+            string stat = File.ReadAllText("/proc/self/stat");
+            var fields = stat[(stat.LastIndexOf(')') + 2)..].Split(' ');
+            using var parent = Process.GetProcessById(int.Parse(fields[1], System.Globalization.CultureInfo.InvariantCulture));
+            var started = parent.StartTime.ToUniversalTime();
+            return started <= self ? started : self.AddMinutes(-1);
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException or ArgumentException or FormatException or InvalidOperationException or System.ComponentModel.Win32Exception)
+        {
+            return self.AddMinutes(-1);
+        }
     }
 
     private static double ReadTimeout()

@@ -23,8 +23,9 @@ public sealed record AdapterAdditionOptions
     /// <summary>Share of each task's train.jsonl held out for evaluation.</summary>
     public double EvalFraction { get; init; } = 0.1;
     /// <summary>
-    /// After training, scale the new row of every gate to the best balanced accuracy of the held-out decisions
-    /// (<see cref="NewRowCalibration"/>; needs <see cref="EvalFraction"/> &gt; 0).
+    /// After training, scale the new row of every gate by the factor (0 … 2) with the best balanced top-1 accuracy of
+    /// the held-out decisions, every task counted equally (<c>--calibrate</c>, docs/TRAINING.md; needs
+    /// <see cref="EvalFraction"/> &gt; 0).
     /// </summary>
     public bool Calibrate { get; init; }
 }

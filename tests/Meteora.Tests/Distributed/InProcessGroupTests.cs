@@ -113,6 +113,16 @@ public class InProcessGroupTests
     }
 
     [Fact]
+    public void AnIdFileIsAcceptedOnlyIfYoungerThanTheLauncher()
+    {
+        // The launcher is the parent process (here the test host's): it started before this process, and an id file
+        // written by this job is younger than it.
+        var launcher = NcclCommunicator.LauncherStart();
+        var self = System.Diagnostics.Process.GetCurrentProcess().StartTime.ToUniversalTime();
+        Assert.True(launcher <= self, $"{launcher:o} > {self:o}");
+    }
+
+    [Fact]
     public void TheLaunchersVariablesAreReadStrictly()
     {
         Assert.Null(LaunchEnvironment.Read(_ => null));
