@@ -24,6 +24,9 @@ case "${PART:-smoke}" in
     tail -30 "$OUT/smoke-demo.log"
     ;;
   full)
+    # A warm machine keeps the previous call's /tmp/demo, and the demo would reuse its base and task data (a rebuild
+    # from scratch is what this part times): start empty.
+    rm -rf /tmp/demo
     /usr/bin/time -f "demo --from-scratch --device cuda: %e s wall" timeout ${LIMIT:-570} $M demo --from-scratch --device cuda --dir /tmp/demo ${SETTINGS:+--settings $SETTINGS} > "$OUT/demo.log" 2>&1
     tail -45 "$OUT/demo.log"
     (cd /tmp/demo && tar czf "$OUT/demo-report.tar.gz" report base/README.md base/probes.json base/metrics.jsonl base/loss_curve.png meteora/metrics.jsonl 2>/dev/null)
@@ -33,6 +36,7 @@ case "${PART:-smoke}" in
   pair)
     # Two recipes side by side on the one GPU (exploration: each slows the other, so their times are not the
     # demo's); the first one's models come back. VARIANT_A / VARIANT_B: settings files (empty: the defaults).
+    rm -rf /tmp/demo-a /tmp/demo-b
     for v in a b; do
       f=$([ $v = a ] && echo "${VARIANT_A:-}" || echo "${VARIANT_B:-}")
       timeout ${LIMIT:-570} $M demo --from-scratch --device cuda --dir /tmp/demo-$v ${f:+--settings $f} > "$OUT/demo-$v.log" 2>&1 &
