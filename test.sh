@@ -35,6 +35,11 @@ else
 fi
 rm -rf "$demo" "$demo.out" "$demo.err"
 
+# Device and maintenance scripts do not run here (no GPU); they must at least parse.
+bad=""
+for f in meteora test.sh scripts/*.sh bench/*.sh bench/probe/*.sh; do bash -n "$f" 2>/dev/null || bad="$bad $f"; done
+if [ -z "$bad" ]; then echo "scripts: ok (bash -n)"; else echo "scripts: syntax errors in$bad"; status=1; fi
+
 # The packages as a user gets them: pack, a sample restored from the folder feed, the tool installed and run.
 bash scripts/check-packages.sh || status=1
 exit "$status"
