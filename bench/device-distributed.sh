@@ -6,8 +6,9 @@
 #   PART=two    (nvidia-h200-x2) all-reduce/broadcast across 2 ranks; 2-GPU train-gate on the fixture equals 1-GPU
 #               training of the same global batch (gates within 1e-5 after 10 steps, float32); resume 2 → 1 → 2;
 #               a killed rank and a hung rank end the job with a clear error within the deadline;
-#   PART=bench  (nvidia-h200-x2) bench train-gate at LLaMA-3-8B shapes, 28 adapters r = 8, 512 tokens, bf16, on 1
-#               and 2 GPUs in the same call (scaling efficiency = 2-GPU tokens/s ÷ (2 × 1-GPU)).
+#   PART=bench  (nvidia-h200-x2) bench train-gate (28 adapters r = 8) and bench train-lora (one r = 8 adapter) at
+#               LLaMA-3-8B shapes, 512 tokens, bf16, on 1 and 2 GPUs in the same call (scaling efficiency = 2-GPU
+#               tokens/s ÷ (2 × 1-GPU)).
 set -uo pipefail
 source bench/device-unpack.sh
 export NCCL_NVLS_ENABLE=0
@@ -93,7 +94,10 @@ case "${PART:-one}" in
   bench)
     [ "$ngpu" -ge 2 ] || { say "needs two GPUs"; exit 2; }
     B="bench train-gate --device cuda --dtype bfloat16 --config llama3-8b --adapters 28 --rank 8 --seq-len 512 --batch-size ${MICRO:-4} --steps 30 --warmup 5"
-    say "== 1 GPU"; timeout 280 $M $B --json "$OUT/train-gate-1gpu.json" 2>&1 | tail -6 | tee -a "$R"
-    say "== 2 GPUs"; timeout 280 $TR --nproc-per-node 2 $M $B --json "$OUT/train-gate-2gpu.json" 2>&1 | tail -6 | tee -a "$R"
+    say "== train-gate, 1 GPU"; timeout 140 $M $B --json "$OUT/train-gate-1gpu.json" 2>&1 | tail -6 | tee -a "$R"
+    say "== train-gate, 2 GPUs"; timeout 140 $TR --nproc-per-node 2 $M $B --json "$OUT/train-gate-2gpu.json" 2>&1 | tail -6 | tee -a "$R"
+    L="bench train-lora --device cuda --dtype bfloat16 --config llama3-8b --rank 8 --seq-len 512 --batch-size ${MICRO:-4} --steps 30 --warmup 5"
+    say "== train-lora, 1 GPU"; timeout 140 $M $L --json "$OUT/train-lora-1gpu.json" 2>&1 | tail -6 | tee -a "$R"
+    say "== train-lora, 2 GPUs"; timeout 140 $TR --nproc-per-node 2 $M $L --json "$OUT/train-lora-2gpu.json" 2>&1 | tail -6 | tee -a "$R"
     ;;
 esac

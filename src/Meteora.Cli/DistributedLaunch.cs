@@ -16,7 +16,7 @@ internal static class DistributedLaunch
     public static LaunchEnvironment? Ranks() => LaunchEnvironment.Read() is { WorldSize: > 1 } l ? l : null;
 
     /// <summary>The commands that run data-parallel under torchrun (by their path below the root command).</summary>
-    private static readonly string[] DataParallelCommands = ["train-gate", "train-lora", "bench train-gate", "bench all-reduce"];
+    private static readonly string[] DataParallelCommands = ["train-gate", "train-lora", "bench train-gate", "bench train-lora", "bench all-reduce"];
 
     /// <summary>
     /// Under a launcher with several ranks, refuses every command that would only run W independent copies of itself

@@ -21,6 +21,7 @@ public static class BenchCommand
         var bench = new Command("bench", "Measure speed (see docs/BENCHMARKS.md)");
         bench.Subcommands.Add(CreateModel(context));
         bench.Subcommands.Add(CreateTrainGate(context));
+        bench.Subcommands.Add(CreateTrainLora(context));
         bench.Subcommands.Add(CreateLayer(context));
         bench.Subcommands.Add(BenchServeCommand.Create(context));
         bench.Subcommands.Add(BenchAllReduceCommand.Create(context));
@@ -93,35 +94,49 @@ public static class BenchCommand
         return cmd;
     }
 
-    private static Command CreateTrainGate(Func<ParseResult, CliContext> context)
+    private static Command CreateTrainGate(Func<ParseResult, CliContext> context) => CreateTraining(context, lora: false);
+
+    private static Command CreateTrainLora(Func<ParseResult, CliContext> context) => CreateTraining(context, lora: true);
+
+    /// <summary>
+    /// <c>bench train-gate</c> (MeteoRA gates over N random adapters) and <c>bench train-lora</c> (one random adapter
+    /// on every projection): training throughput and device memory on a model with random weights; data-parallel
+    /// under torchrun (<c>--batch-size</c> sequences per rank).
+    /// </summary>
+    private static Command CreateTraining(Func<ParseResult, CliContext> context, bool lora)
     {
+        string what = lora ? "train-lora" : "train-gate";
         var config = new Option<string?>("--config") { Description = "preset (llama3-8b, small) or a model folder's config; default llama3-8b on CUDA, small on CPU" };
         var adapters = new Option<int>("--adapters") { Description = "random rank-r adapters on all 7 projections", DefaultValueFactory = _ => 28 };
         var rank = new Option<int>("--rank") { Description = "adapter rank", DefaultValueFactory = _ => 8 };
         var seqLen = new Option<int>("--seq-len") { Description = "tokens per sequence", DefaultValueFactory = _ => 512 };
-        var batch = new Option<int>("--batch-size") { Description = "sequences per step", DefaultValueFactory = _ => 1 };
+        var batch = new Option<int>("--batch-size") { Description = "sequences per step (per GPU under torchrun)", DefaultValueFactory = _ => 1 };
         var steps = new Option<int>("--steps") { Description = "optimiser steps", DefaultValueFactory = _ => 50 };
         var warmup = new Option<int>("--warmup") { Description = "steps excluded from the throughput", DefaultValueFactory = _ => 5 };
         var json = new Option<string?>("--json") { Description = "also write the result to this JSON file" };
-        var cmd = new Command("train-gate", "Gate-training throughput and device memory on a synthetic MeteoRA model")
-            { config, adapters, rank, seqLen, batch, steps, warmup, json };
+        var cmd = lora
+            ? new Command(what, "LoRA-training throughput and device memory: one random rank-r adapter on every projection of a model with random weights") { config, rank, seqLen, batch, steps, warmup, json }
+            : new Command(what, "Gate-training throughput and device memory on a synthetic MeteoRA model") { config, adapters, rank, seqLen, batch, steps, warmup, json };
         cmd.SetAction(p =>
         {
             var ctx = context(p);
             var device = ctx.Device;
             string name = ConfigName(p.GetValue(config), device);
             var cfg = LlamaPresets.Resolve(name);
-            int n = p.GetValue(adapters), r = p.GetValue(rank), T = p.GetValue(seqLen), B = p.GetValue(batch), S = p.GetValue(steps), W = p.GetValue(warmup);
+            int n = lora ? 1 : p.GetValue(adapters), r = p.GetValue(rank), T = p.GetValue(seqLen), B = p.GetValue(batch), S = p.GetValue(steps), W = p.GetValue(warmup);
             if (n < 1 || r < 1 || T < 2 || B < 1 || S < 2 || W < 0 || W >= S - 1)
-                throw new MeteoraException("bench train-gate: --adapters, --rank, --batch-size ≥ 1, --seq-len ≥ 2, --steps ≥ 2 and 0 ≤ --warmup < --steps - 1");
+                throw new MeteoraException($"bench {what}: --adapters, --rank, --batch-size ≥ 1, --seq-len ≥ 2, --steps ≥ 2 and 0 ≤ --warmup < --steps - 1");
             // Under torchrun with several ranks: data-parallel over NCCL, --batch-size sequences per rank.
             using var ranks = DistributedLaunch.Join(ctx, Path.Combine(Path.GetTempPath(), "meteora-bench-rendezvous"));
             int world = ranks?.WorldSize ?? 1;
-            if (ranks is not { Rank: > 0 })
-                ctx.Err.WriteLine($"bench train-gate: {name} with {n} rank-{r} adapters, {TorchRuntime.Name(ctx.DType)} on {device}, {B} × {T} tokens per step" +
+            bool lead = ranks is not { Rank: > 0 };
+            if (lead)
+                ctx.Err.WriteLine($"bench {what}: {name} with {n} rank-{r} adapter(s), {TorchRuntime.Name(ctx.DType)} on {device}, {B} × {T} tokens per step" +
                     (world > 1 ? $" on each of {world} ranks" : "") + $", {S} steps ({W} warm-up)");
-            var result = GateTrainingBenchmark.Run(cfg, n, r, T, B, S, W, device, ctx.DType, ranks is { Rank: > 0 } ? null : ctx.Err.WriteLine, ranks);
-            if (ranks is { Rank: > 0 }) return 0;   // rank 0 reports
+            Action<string>? log = lead ? ctx.Err.WriteLine : null;
+            var result = lora ? LoraTrainingBenchmark.Run(cfg, r, T, B, S, W, device, ctx.DType, log, ranks)
+                : GateTrainingBenchmark.Run(cfg, n, r, T, B, S, W, device, ctx.DType, log, ranks);
+            if (!lead) return 0;   // rank 0 reports
             var table = new Table().AddColumns("config", "adapters", "GPUs", "tokens/step", "s/step", "tokens/s", "tokens/s per GPU", "peak device memory", "before model");
             table.AddRow(name, $"{n} × r{r}", world.ToString(), result.TokensPerStep.ToString(), $"{result.SecondsPerStep:F3}", $"{result.TokensPerSecond:F0}", $"{result.TokensPerSecond / world:F0}",
                 result.PeakDeviceBytes is { } pk ? $"{pk / (double)(1L << 30):F2} GiB" : "n/a", result.BaselineDeviceBytes is { } b0 ? $"{b0 / (double)(1L << 30):F2} GiB" : "n/a");
@@ -129,7 +144,7 @@ public static class BenchCommand
             if (p.GetValue(json) is { } jsonPath)
                 AtomicFile.WriteAllText(jsonPath, JsonSerializer.Serialize(new
                 {
-                    config = name, device = device.ToString(), dtype = TorchRuntime.Name(ctx.DType), adapters = n, rank = r, seq_len = T, batch = B, world,
+                    bench = what, config = name, device = device.ToString(), dtype = TorchRuntime.Name(ctx.DType), adapters = n, rank = r, seq_len = T, batch = B, world,
                     steps = S, warmup = W, seconds_per_step = result.SecondsPerStep, tokens_per_s = result.TokensPerSecond,
                     peak_device_bytes = result.PeakDeviceBytes, baseline_device_bytes = result.BaselineDeviceBytes,
                 }, new JsonSerializerOptions { WriteIndented = true }));

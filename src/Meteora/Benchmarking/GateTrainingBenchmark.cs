@@ -8,7 +8,7 @@ using static TorchSharp.torch;
 
 namespace Meteora.Benchmarking;
 
-/// <summary>Throughput and memory of gate training (tokens over all <paramref name="World"/> ranks; memory of rank 0's device).</summary>
+/// <summary>Throughput and memory of a training benchmark, gate or LoRA (tokens over all <paramref name="World"/> ranks; memory of rank 0's device).</summary>
 public sealed record GateTrainingBenchResult(int Steps, int MeasuredSteps, int TokensPerStep, double SecondsPerStep,
     double TokensPerSecond, long? PeakDeviceBytes, long? BaselineDeviceBytes, int World = 1);
 
@@ -38,58 +38,6 @@ public static class GateTrainingBenchmark
         var objective = new MeteoraObjective(m, 50, trainAdapters: false, baseModel: null, adapterPaths: new string?[adapters]);
         objective.InitializeGates("small", 0);
 
-        var rng = new Random(5);
-        var data = Enumerable.Range(0, batch * world * steps).Select(i =>
-        {
-            var ids = Enumerable.Range(0, seqLen).Select(_ => rng.Next(config.VocabSize)).ToArray();
-            return new EncodedExample(ids, ids.Select((_, t) => t + 1 < seqLen).ToArray(), i % adapters, false);
-        }).ToList();
-        // Micro-batch `batch` per rank; the global batch batch × world is one step's rows over all ranks.
-        var options = new TrainingOptions { Steps = steps, BatchSize = batch, GradAccum = world, LearningRate = 5e-4, WeightDecay = 0.01, ClipNorm = 0.3, Seed = 1 };
-        var progress = new StepClock(device);
-        string outDir = Path.Combine(Path.GetTempPath(), $"meteora-bench-{Guid.NewGuid():N}");
-        try
-        {
-            new TrainingLoop(new NoArtifact(objective), options, outDir, 0, device, progress, communicator).Run(data, null);
-        }
-        finally
-        {
-            if (Directory.Exists(outDir)) Directory.Delete(outDir, true);
-        }
-        var measured = progress.Times.Skip(warmupSteps).ToList();
-        double perStep = measured.Count > 1 ? (measured[^1] - measured[0]) / (measured.Count - 1) : double.NaN;
-        int tokens = batch * world * seqLen;
-        return new GateTrainingBenchResult(steps, measured.Count - 1, tokens, perStep, tokens / perStep, progress.PeakBytes, baseline, world);
-    }
-
-    /// <summary>Records when each step ended (device synchronised) and the device memory in use then.</summary>
-    private sealed class StepClock(Device device) : ITrainingProgress
-    {
-        private readonly Stopwatch _clock = Stopwatch.StartNew();
-        public List<double> Times { get; } = new();
-        public long? PeakBytes { get; private set; }
-
-        public void Step(int step, int totalSteps, IReadOnlyDictionary<string, double> metrics, double tokensPerSecond, TimeSpan eta)
-        {
-            DeviceClock.Synchronize(device);
-            Times.Add(_clock.Elapsed.TotalSeconds);
-            if (device.type == TorchSharp.DeviceType.CUDA && CudaRuntime.DeviceUsedBytes() is { } used)
-                PeakBytes = Math.Max(PeakBytes ?? 0, used);
-        }
-
-        public void Start(int totalSteps, int startStep) { }
-        public void Evaluation(int step, IReadOnlyDictionary<string, double> metrics) { }
-        public void Message(string text) { }
-        public void Stop() { }
-    }
-
-    /// <summary>The gate objective without writing a checkpoint folder at the end.</summary>
-    private sealed class NoArtifact(ITrainingObjective inner) : ITrainingObjective
-    {
-        public IReadOnlyList<TorchSharp.Modules.Parameter> Parameters => inner.Parameters;
-        public (Tensor Loss, IReadOnlyDictionary<string, double> Parts) Loss(TrainingBatch batch, bool training, LossCounts? normalizers = null) => inner.Loss(batch, training, normalizers);
-        public IEnumerable<KeyValuePair<string, Tensor>> TrainableState() => inner.TrainableState();
-        public void LoadTrainableState(IReadOnlyDictionary<string, Tensor> state) => inner.LoadTrainableState(state);
-        public void SaveArtifact(string folder) { }
+        return TrainingThroughput.Measure(objective, config.VocabSize, adapters, seqLen, batch, steps, warmupSteps, device, baseline, communicator);
     }
 }
