@@ -12,6 +12,32 @@ public static class CliApp
 {
     public static int Run(string[] args, TextWriter stdout, TextWriter stderr)
     {
+        var parse = Build(stdout, stderr).Parse(args);
+        try
+        {
+            return parse.Invoke(new InvocationConfiguration { Output = stdout, Error = stderr, EnableDefaultExceptionHandler = false });
+        }
+        catch (MeteoraException e)
+        {
+            stderr.WriteLine($"error: {OneLine(e.Message)}");
+            return 1;
+        }
+        catch (TypeInitializationException e) when (TorchRuntime.MissingBackendMessage(e) is { } missing)
+        {
+            stderr.WriteLine($"error: {missing}");
+            return 1;
+        }
+        catch (Exception e) when (e is not OutOfMemoryException)
+        {
+            stderr.WriteLine($"error: {e.GetType().Name}: {OneLine(e.Message)}");
+            if (Environment.GetEnvironmentVariable("METEORA_DEBUG") == "1") stderr.WriteLine(e);
+            return 2;
+        }
+    }
+
+    /// <summary>The command tree, its actions writing to <paramref name="stdout"/> and <paramref name="stderr"/>.</summary>
+    public static RootCommand Build(TextWriter stdout, TextWriter stderr)
+    {
         var root = new RootCommand("MeteoRA for .NET: many LoRA adapters embedded in one LLaMA model with per-token routing");
         root.Options.Add(GlobalOptions.Device);
         root.Options.Add(GlobalOptions.DType);
@@ -39,28 +65,7 @@ public static class CliApp
         root.Subcommands.Add(ServeCommand.Create(Context));
         root.Subcommands.Add(AddAdapterCommand.Create(Context));
         root.Subcommands.Add(RemoveAdapterCommand.Create(Context));
-
-        var parse = root.Parse(args);
-        try
-        {
-            return parse.Invoke(new InvocationConfiguration { Output = stdout, Error = stderr, EnableDefaultExceptionHandler = false });
-        }
-        catch (MeteoraException e)
-        {
-            stderr.WriteLine($"error: {OneLine(e.Message)}");
-            return 1;
-        }
-        catch (TypeInitializationException e) when (TorchRuntime.MissingBackendMessage(e) is { } missing)
-        {
-            stderr.WriteLine($"error: {missing}");
-            return 1;
-        }
-        catch (Exception e) when (e is not OutOfMemoryException)
-        {
-            stderr.WriteLine($"error: {e.GetType().Name}: {OneLine(e.Message)}");
-            if (Environment.GetEnvironmentVariable("METEORA_DEBUG") == "1") stderr.WriteLine(e);
-            return 2;
-        }
+        return root;
     }
 
     private static string OneLine(string s) => s.ReplaceLineEndings(" ").Trim();
