@@ -46,7 +46,7 @@ internal static class DistributedLaunch
         var device = new Device(TorchSharp.DeviceType.CUDA, launch.LocalRank);
         if (device.index >= cuda.device_count())
             throw new MeteoraException($"LOCAL_RANK={launch.LocalRank}: this machine has only {cuda.device_count()} CUDA device(s) (start at most that many ranks)");
-        CudaEvents.SetDevice(device.index);
+        CudaRuntime.SetDevice(device.index);
         return device;
     }
 

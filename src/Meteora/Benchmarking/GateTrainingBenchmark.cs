@@ -1,4 +1,3 @@
-using System.Diagnostics;
 using Meteora.Distributed;
 using Meteora.Llama;
 using Meteora.Moe;

@@ -60,7 +60,7 @@ public sealed unsafe class NcclCommunicator : ICommunicator
     public static NcclCommunicator Join(LaunchEnvironment launch, Device device, string runFolder, Action<string>? log = null)
     {
         if (device.type != DeviceType.CUDA) throw new MeteoraException($"NCCL needs a CUDA device (this rank has {device})");
-        CudaEvents.SetDevice(device.index < 0 ? 0 : device.index);   // NCCL binds the calling thread's current device
+        CudaRuntime.SetDevice(IndexOf(device));   // NCCL binds the calling thread's current device
         var timeout = TimeSpan.FromSeconds(ReadTimeout());
         // NVLink SHARP (multicast) objects cannot be created on the lent machines; NCCL reads this at init.
         NativeEnvironment.Set("NCCL_NVLS_ENABLE", "0");
@@ -129,7 +129,10 @@ public sealed unsafe class NcclCommunicator : ICommunicator
         _ = one.cpu().item<float>();   // waits for the stream, so for every rank
     }
 
-    private IntPtr Stream => CudaStreams.Available ? CudaStreams.CurrentHandle(_device.index < 0 ? 0 : _device.index) : IntPtr.Zero;
+    private IntPtr Stream => CudaStreams.Available ? CudaStreams.CurrentHandle(IndexOf(_device)) : IntPtr.Zero;
+
+    /// <summary>The CUDA device ordinal of <paramref name="device"/> ("cuda" without an index is device 0).</summary>
+    private static int IndexOf(Device device) => device.index < 0 ? 0 : device.index;
 
     private (IntPtr Data, nuint Count, int Type) Buffer(Tensor t, string op)
     {
@@ -156,7 +159,7 @@ public sealed unsafe class NcclCommunicator : ICommunicator
     {
         // CUDA's current device is per thread: without this the event calls below would open a context on GPU 0
         // in every rank.
-        CudaEvents.SetDevice(_device.index < 0 ? 0 : _device.index);
+        CudaRuntime.SetDevice(IndexOf(_device));
         while (!_closing)
         {
             Thread.Sleep(200);
@@ -182,9 +185,7 @@ public sealed unsafe class NcclCommunicator : ICommunicator
         _closing = true;
         Console.Error.WriteLine($"error: {message}; aborting the NCCL communicator");
         Console.Error.Flush();
-        // ncclCommAbort has been known to hang itself: the exit does not wait for it longer than 10 s.
-        using var hardStop = new Timer(_ => NativeEnvironment.ExitNow(1), null, TimeSpan.FromSeconds(10), System.Threading.Timeout.InfiniteTimeSpan);
-        _api.CommAbort(_comm);
+        AbortCommunicator();
         NativeEnvironment.ExitNow(1);
     }
 
@@ -210,7 +211,13 @@ public sealed unsafe class NcclCommunicator : ICommunicator
     {
         if (_closing) return;
         _closing = true;
-        using var hardStop = new Timer(_ => NativeEnvironment.ExitNow(1), null, TimeSpan.FromSeconds(10), System.Threading.Timeout.InfiniteTimeSpan);
+        AbortCommunicator();
+    }
+
+    /// <summary>ncclCommAbort, which has been known to hang itself: the process does not wait for it longer than 10 s.</summary>
+    private void AbortCommunicator()
+    {
+        using var hardStop = new Deadline(TimeSpan.FromSeconds(10), () => $"rank {Rank}: ncclCommAbort did not return within 10 s");
         _api.CommAbort(_comm);
     }
 

@@ -17,12 +17,11 @@ internal static unsafe class CudaEvents
         public delegate* unmanaged[Cdecl]<IntPtr, IntPtr, int> Record;
         public delegate* unmanaged[Cdecl]<IntPtr, int> Query;
         public delegate* unmanaged[Cdecl]<IntPtr, int> Destroy;
-        public delegate* unmanaged[Cdecl]<int, int> SetDevice;
     }
 
     private static readonly Lazy<Api?> Bound = new(() =>
     {
-        var p = new[] { "cudaEventCreateWithFlags", "cudaEventRecord", "cudaEventQuery", "cudaEventDestroy", "cudaSetDevice" }.Select(CudaRuntime.Export).ToArray();
+        var p = new[] { "cudaEventCreateWithFlags", "cudaEventRecord", "cudaEventQuery", "cudaEventDestroy" }.Select(CudaRuntime.Export).ToArray();
         if (p.Any(a => a == IntPtr.Zero)) return null;
         return new Api
         {
@@ -30,18 +29,10 @@ internal static unsafe class CudaEvents
             Record = (delegate* unmanaged[Cdecl]<IntPtr, IntPtr, int>)p[1],
             Query = (delegate* unmanaged[Cdecl]<IntPtr, int>)p[2],
             Destroy = (delegate* unmanaged[Cdecl]<IntPtr, int>)p[3],
-            SetDevice = (delegate* unmanaged[Cdecl]<int, int>)p[4],
         };
     });
 
     private static Api Require() => Bound.Value ?? throw new MeteoraException("CUDA runtime (libcudart) not found: events need a CUDA build of libtorch");
-
-    /// <summary>Makes <paramref name="device"/> the calling thread's current CUDA device (cudaSetDevice).</summary>
-    public static void SetDevice(int device)
-    {
-        int r = Require().SetDevice(device);
-        if (r != 0) throw new MeteoraException($"cudaSetDevice({device}) failed with CUDA error {r}");
-    }
 
     public static IntPtr Create()
     {

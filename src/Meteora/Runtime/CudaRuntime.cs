@@ -4,13 +4,14 @@ namespace Meteora.Runtime;
 
 /// <summary>
 /// The few CUDA runtime calls TorchSharp does not expose, bound at run time from the libcudart that libtorch has
-/// already loaded: device memory info, events for timing on the default stream, and the statistics of the
+/// already loaded: device memory info, the current device, events for timing on the default stream, and the statistics of the
 /// default memory pool (which PyTorch allocates from when run with
 /// <c>PYTORCH_CUDA_ALLOC_CONF=backend:cudaMallocAsync</c>).
 /// </summary>
 internal static class CudaRuntime
 {
     [UnmanagedFunctionPointer(CallingConvention.Cdecl)] private delegate int MemGetInfoFn(out nuint free, out nuint total);
+    [UnmanagedFunctionPointer(CallingConvention.Cdecl)] private delegate int SetDeviceFn(int device);
     [UnmanagedFunctionPointer(CallingConvention.Cdecl)] private delegate int EventCreateFn(out IntPtr ev);
     [UnmanagedFunctionPointer(CallingConvention.Cdecl)] private delegate int EventRecordFn(IntPtr ev, IntPtr stream);
     [UnmanagedFunctionPointer(CallingConvention.Cdecl)] private delegate int EventSyncFn(IntPtr ev);
@@ -37,6 +38,15 @@ internal static class CudaRuntime
         Library.Value != IntPtr.Zero && NativeLibrary.TryGetExport(Library.Value, name, out var p) ? Marshal.GetDelegateForFunctionPointer<T>(p) : null;
 
     private static readonly Lazy<MemGetInfoFn?> MemGetInfo = new(() => Fn<MemGetInfoFn>("cudaMemGetInfo"));
+    private static readonly Lazy<SetDeviceFn?> SetDeviceCall = new(() => Fn<SetDeviceFn>("cudaSetDevice"));
+
+    /// <summary>Makes <paramref name="device"/> the calling thread's current CUDA device (cudaSetDevice; the current device is per thread).</summary>
+    public static void SetDevice(int device)
+    {
+        var f = SetDeviceCall.Value ?? throw new MeteoraException("CUDA runtime (libcudart) not found: cudaSetDevice needs a CUDA build of libtorch");
+        int r = f(device);
+        if (r != 0) throw new MeteoraException($"cudaSetDevice({device}) failed with CUDA error {r}");
+    }
     private static readonly Lazy<(EventCreateFn, EventRecordFn, EventSyncFn, EventElapsedFn, EventDestroyFn)?> Events = new(() =>
         Fn<EventCreateFn>("cudaEventCreate") is { } c && Fn<EventRecordFn>("cudaEventRecord") is { } r && Fn<EventSyncFn>("cudaEventSynchronize") is { } s
         && Fn<EventElapsedFn>("cudaEventElapsedTime") is { } e && Fn<EventDestroyFn>("cudaEventDestroy") is { } d ? (c, r, s, e, d) : null);

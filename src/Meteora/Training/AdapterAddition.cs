@@ -161,10 +161,8 @@ public static class AdapterAddition
 
     private static (List<TaskExample> Train, List<TaskExample> Held) Split(List<TaskExample> rows, double evalFraction, Random rng)
     {
-        var order = Enumerable.Range(0, rows.Count).ToArray();
-        rng.Shuffle(order);
-        int held = evalFraction > 0 && rows.Count >= 2 ? Math.Max(1, (int)Math.Round(evalFraction * rows.Count)) : 0;
-        return (order.Skip(held).Select(i => rows[i]).ToList(), order.Take(held).Select(i => rows[i]).ToList());
+        var (train, held) = HeldOut.Split(rows.Count, evalFraction, rng);
+        return (train.Select(i => rows[i]).ToList(), held.Select(i => rows[i]).ToList());
     }
 
     /// <summary>Copies the trained gates (old N, in) into rows [0, N) of every projection that had one; returns how many had.</summary>

@@ -58,7 +58,7 @@ public static class GateTrainer
     {
         options.Validate();
         bool lead = (communicator?.Rank ?? 0) == 0;
-        progress = lead ? progress ?? new SilentProgress() : new SilentProgress();
+        progress = SilentProgress.OnRankZero(progress, communicator?.Rank ?? 0);
         if (gate.EvalFraction is < 0 or >= 1) throw new MeteoraException($"--eval-fraction: {gate.EvalFraction} must be in [0, 1)");
         if (!(gate.GateLossWeight >= 0)) throw new MeteoraException($"--gate-loss-weight: {gate.GateLossWeight} must be ≥ 0");
         if (adapters.Count == 0) throw new MeteoraException("train-gate: no adapters given");
@@ -80,13 +80,11 @@ public static class GateTrainer
         for (int task = 0; task < adapters.Count; task++)
         {
             var rows = TaskData.ReadTrain(Path.Combine(dataFolder, adapters[task].Name));
-            var order = Enumerable.Range(0, rows.Count).ToArray();
-            new Random(unchecked(options.Seed * 31 + task)).Shuffle(order);
-            int held = gate.EvalFraction > 0 && rows.Count >= 2 ? Math.Max(1, (int)Math.Round(gate.EvalFraction * rows.Count)) : 0;
-            eval.AddRange(order.Take(held).Select(i => encoder.Encode(rows[i], task)));
+            var (kept, held) = HeldOut.Split(rows.Count, gate.EvalFraction, new Random(unchecked(options.Seed * 31 + task)));
+            eval.AddRange(held.Select(i => encoder.Encode(rows[i], task)));
             // Training examples may sit mid-document (--in-context); held-out ones stay plain, comparable across runs.
-            train.AddRange(order.Skip(held).Order().Select(i => encoder.Encode(rows[i], task, InContextExamples.ContextFor(task * 1_000_000 + i, options))));
-            trainRows.AddRange(order.Skip(held).Order().Select(i => (rows[i], task)));
+            train.AddRange(kept.Order().Select(i => encoder.Encode(rows[i], task, InContextExamples.ContextFor(task * 1_000_000 + i, options))));
+            trainRows.AddRange(kept.Order().Select(i => (rows[i], task)));
         }
         if (options.RestateShare > 0)   // restated-list sequences replace a share of the examples (of other tasks beside each)
         {

@@ -14,6 +14,13 @@ public interface ITrainingProgress
 /// <summary>Progress that goes nowhere (library use, tests).</summary>
 public sealed class SilentProgress : ITrainingProgress
 {
+    /// <summary>
+    /// <paramref name="progress"/> (or silence when null) on rank 0 of a data-parallel job or a single process; silence
+    /// on the other ranks, so a job reports once.
+    /// </summary>
+    internal static ITrainingProgress OnRankZero(ITrainingProgress? progress, int rank) =>
+        rank == 0 ? progress ?? new SilentProgress() : new SilentProgress();
+
     public void Start(int totalSteps, int startStep) { }
     public void Step(int step, int totalSteps, IReadOnlyDictionary<string, double> metrics, double tokensPerSecond, TimeSpan eta) { }
     public void Evaluation(int step, IReadOnlyDictionary<string, double> metrics) { }

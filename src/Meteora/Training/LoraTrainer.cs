@@ -46,12 +46,9 @@ public static class LoraTrainer
         foreach (var task in rows.GroupBy(r => r.Task).OrderBy(g => g.Key))
         {
             var items = task.ToList();
-            var order = Enumerable.Range(0, items.Count).ToArray();
-            new Random(unchecked(seed * 31 + task.Key)).Shuffle(order);
-            int n = items.Count >= 2 ? Math.Max(1, (int)Math.Round(fraction * items.Count)) : 0;
-            var heldIndex = order.Take(n).ToHashSet();
-            held.AddRange(order.Take(n).Order().Select(i => items[i]));
-            train.AddRange(Enumerable.Range(0, items.Count).Where(i => !heldIndex.Contains(i)).Select(i => items[i]));
+            var (kept, heldOut) = HeldOut.Split(items.Count, fraction, new Random(unchecked(seed * 31 + task.Key)));   // as train-gate splits
+            held.AddRange(heldOut.Order().Select(i => items[i]));
+            train.AddRange(kept.Order().Select(i => items[i]));
         }
         return (train, held);
     }
@@ -83,7 +80,7 @@ public static class LoraTrainer
         CancellationToken cancel = default, ICommunicator? communicator = null, double evalFraction = 0)
     {
         options.Validate();
-        progress = (communicator?.Rank ?? 0) == 0 ? progress ?? new SilentProgress() : new SilentProgress();
+        progress = SilentProgress.OnRankZero(progress, communicator?.Rank ?? 0);
         if (evalFraction is < 0 or >= 1) throw new MeteoraException($"--eval-fraction: {evalFraction} must be in [0, 1)");
         if (options.KeepBest && evalFraction == 0)
             throw new MeteoraException("--keep-best chooses among held-out training examples: give --eval-fraction (test.jsonl stays for the final evaluation)");

@@ -23,18 +23,26 @@ public sealed record MeteoraLossValue(Tensor Total, Tensor Lm, Tensor Gate, doub
 /// </summary>
 public static class MeteoraLoss
 {
+    /// <summary>
+    /// The model's forward pass (B, T) → (B, T, V) with the router in its training form, every gated projection's
+    /// float32 gate logits (B, T, L) going to <paramref name="recorder"/> (which owns them).
+    /// </summary>
+    internal static Tensor ForwardRecordingGates(MeteoraModel m, Tensor ids, RoutingRecorder recorder)
+    {
+        bool trainingForm = m.Routing.TrainingForm;
+        m.Routing.TrainingForm = true;
+        m.Attach(recorder);
+        try { return m.Model.forward(ids); }
+        finally { m.Attach(null); m.Routing.TrainingForm = trainingForm; }
+    }
+
     /// <summary>The loss of <paramref name="m"/> on <paramref name="batch"/> (rows labelled with their task), gate term weighted by <paramref name="gateLossWeight"/>.</summary>
     /// <param name="normalizers">the step's counts (null: the batch's own, so the terms are means)</param>
     public static MeteoraLossValue Compute(MeteoraModel m, TrainingBatch batch, double gateLossWeight, LossCounts? normalizers = null)
     {
         using var scope = NewDisposeScope();
         using var recorder = new RoutingRecorder { RecordLogits = true };
-        bool trainingForm = m.Routing.TrainingForm;
-        m.Routing.TrainingForm = true;
-        m.Attach(recorder);
-        Tensor logits;
-        try { logits = m.Model.forward(batch.Ids); }                                   // (B, T, V)
-        finally { m.Attach(null); m.Routing.TrainingForm = trainingForm; }
+        var logits = ForwardRecordingGates(m, batch.Ids, recorder);                     // (B, T, V)
 
         var lm = LanguageModelLoss.CrossEntropy(logits, batch.Labels, batch.LossWeights, normalizers?.LmWeight);
         var mask = batch.GateMask;                                                       // (B, T)

@@ -31,29 +31,21 @@ internal static class NewRowCalibration
         using (no_grad())
         {
             m.Model.eval();
-            bool trainingForm = m.Routing.TrainingForm;
-            m.Routing.TrainingForm = true;
-            try
+            foreach (var chunk in heldOut.Chunk(batchSize))
             {
-                foreach (var chunk in heldOut.Chunk(batchSize))
+                using var scope = NewDisposeScope();
+                using var batch = TrainingBatch.Collate(chunk, padId, device);
+                using var recorder = new RoutingRecorder { RecordLogits = true };
+                MeteoraLoss.ForwardRecordingGates(m, batch.Ids, recorder);
+                var mask = batch.GateMask;                                                              // (B, T)
+                tasks.AddRange(batch.TokenTasks.masked_select(mask).cpu().data<long>().ToArray());
+                foreach (var (key, l) in recorder.Logits)
                 {
-                    using var scope = NewDisposeScope();
-                    using var batch = TrainingBatch.Collate(chunk, padId, device);
-                    using var recorder = new RoutingRecorder { RecordLogits = true };
-                    m.Attach(recorder);
-                    try { m.Model.forward(batch.Ids); }
-                    finally { m.Attach(null); }
-                    var mask = batch.GateMask;                                                              // (B, T)
-                    tasks.AddRange(batch.TokenTasks.masked_select(mask).cpu().data<long>().ToArray());
-                    foreach (var (key, l) in recorder.Logits)
-                    {
-                        var rows = l.masked_select(mask.unsqueeze(-1)).view(-1, l.shape[^1]).to(ScalarType.Float32).cpu();   // (M, L)
-                        if (!logits.TryGetValue(key, out var list)) logits[key] = list = [];
-                        list.Add(rows.data<float>().ToArray());
-                    }
+                    var rows = l.masked_select(mask.unsqueeze(-1)).view(-1, l.shape[^1]).to(ScalarType.Float32).cpu();   // (M, L)
+                    if (!logits.TryGetValue(key, out var list)) logits[key] = list = [];
+                    list.Add(rows.data<float>().ToArray());
                 }
             }
-            finally { m.Routing.TrainingForm = trainingForm; }
         }
         var labels = tasks.Select(t => (int)t).ToArray();
         int L = newRow + 1;

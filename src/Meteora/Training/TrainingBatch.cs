@@ -23,13 +23,10 @@ public sealed class TrainingBatch : IDisposable
     public Tensor? LossWeights { get; }
     public int LossTokens { get; }
     public int Tokens { get; }
-    /// <summary>The loss's own denominators (LM weight, gated positions): a batch's mean divides its sums by them.</summary>
-    public LossCounts Counts { get; }
 
-    private TrainingBatch(Tensor ids, Tensor labels, Tensor tasks, Tensor tokenTasks, Tensor gateMask, Tensor? lossWeights, int lossTokens, int tokens, LossCounts counts)
+    private TrainingBatch(Tensor ids, Tensor labels, Tensor tasks, Tensor tokenTasks, Tensor gateMask, Tensor? lossWeights, int lossTokens, int tokens)
     {
         Ids = ids; Labels = labels; Tasks = tasks; TokenTasks = tokenTasks; GateMask = gateMask; LossWeights = lossWeights; LossTokens = lossTokens; Tokens = tokens;
-        Counts = counts;
     }
 
     public static TrainingBatch Collate(IReadOnlyList<EncodedExample> rows, int padId, Device device)
@@ -64,7 +61,7 @@ public sealed class TrainingBatch : IDisposable
             tensor(tokenTasks, [B, T], device: device).DetachFromDisposeScope(),
             tensor(gate, [B, T], device: device).DetachFromDisposeScope(),
             weights is null ? null : tensor(weights, [B, T], device: device).DetachFromDisposeScope(),
-            lossTokens, tokens, LossCounts.Of(rows));
+            lossTokens, tokens);
     }
 
     public void Dispose()

@@ -52,7 +52,7 @@ internal sealed class TrainingLoop
         _world = communicator?.WorldSize ?? 1;
         _comm = _world > 1 ? communicator : null;
         // Logging and progress from rank 0 only.
-        _progress = _rank == 0 ? progress ?? new SilentProgress() : new SilentProgress();
+        _progress = SilentProgress.OnRankZero(progress, _rank);
         if (GlobalBatch % _world != 0)
             throw new MeteoraException($"--batch-size × --grad-accum = {GlobalBatch} rows (the global batch) must be a multiple of the world size {_world}");
         if (options.ReplayRows > 0 && GlobalReplay % _world != 0)
@@ -139,11 +139,11 @@ internal sealed class TrainingLoop
             var replayRows = replayOrder is null ? [] : RankReplay(step);
             // The micro-batches this rank computes (at most --batch-size rows each), each with its share of the replay rows.
             var micro = rows.Chunk(o.BatchSize).ToList();
-            var microReplay = Enumerable.Range(0, micro.Count).Select(i => replayRows.Skip(Share(replayRows.Count, micro.Count, i)).Take(Share(replayRows.Count, micro.Count, i + 1) - Share(replayRows.Count, micro.Count, i)).ToList()).ToList();
+            var microReplay = Enumerable.Range(0, micro.Count).Select(i => Part(replayRows, micro.Count, i)).ToList();
 
             // The step's denominators over all its rows (every micro-batch, every rank), known before the forward
             // passes: each micro-batch's loss is its sums over them, so the summed gradient is the global batch's.
-            var (taskCounts, replayCounts, stepTokens, anyCancel) = StepCounts(rows, replayRows, cancel.IsCancellationRequested);
+            var (taskCounts, replayCounts, stepTokens, rankTokens, anyCancel) = StepCounts(rows, replayRows, cancel.IsCancellationRequested);
             // One micro-batch on one process: the step's counts are the batch's own, and the batch's mean (computed
             // as before data parallelism existed, bit for bit) is the same loss.
             bool own = _comm is null && micro.Count == 1;
@@ -168,14 +168,12 @@ internal sealed class TrainingLoop
                         var (replayLoss, _) = _objective.Loss(rb, training: true, replayNorm);
                         replayPart = replayLoss.item<float>();
                         loss = loss + o.ReplayWeight * replayLoss;
-                        rankTokensSeen += rb.Tokens;
                     }
                     parts = new Dictionary<string, double>(parts) { ["replay_loss"] = replayPart };
                 }
                 loss.backward();
                 _objective.AfterBackward();
                 foreach (var (name, v) in parts) sums[name] = sums.GetValueOrDefault(name) + v;
-                rankTokensSeen += batch.Tokens;
             }
             if (_comm is not null)
             {
@@ -183,6 +181,7 @@ internal sealed class TrainingLoop
                 sums = AllReduceParts(sums);
             }
             tokensSeen += stepTokens;
+            rankTokensSeen += rankTokens;
             if (o.ClipNorm > 0) sums["grad_norm"] = nn.utils.clip_grad_norm_(_objective.Parameters, o.ClipNorm);
             optimizer.step();
             _objective.AfterOptimizerStep();
@@ -211,7 +210,7 @@ internal sealed class TrainingLoop
             {
                 if (_rank == 0)
                     TrainingCheckpoint.Save(_outDir, _objective, optimizer,
-                        new(step + 1, total, o.Seed, fingerprint, best.Tensors is null ? null : best.Step, best.Tensors is null ? null : best.Loss), best.Tensors);
+                        new(step + 1, total, o.Seed, fingerprint, best.KeptStep, best.KeptLoss), best.Tensors);
                 _comm?.Barrier();   // nobody goes on (or exits) before the checkpoint is complete
                 _progress.Message($"checkpoint at step {step + 1} → {TrainingCheckpoint.PathIn(_outDir)}");
             }
@@ -272,6 +271,9 @@ internal sealed class TrainingLoop
         public int Step { get; private set; } = -1;
         public double Loss { get; private set; } = double.PositiveInfinity;
         public Dictionary<string, Tensor>? Tensors { get; private set; }
+        /// <summary>The kept weights' step and loss for the checkpoint (null while nothing is kept).</summary>
+        public int? KeptStep => Tensors is null ? null : Step;
+        public double? KeptLoss => Tensors is null ? null : Loss;
 
         public void Consider(int step, IReadOnlyDictionary<string, double> evaluation, ITrainingObjective objective)
         {
@@ -293,25 +295,30 @@ internal sealed class TrainingLoop
         }
     }
 
-    /// <summary>Start of part <paramref name="i"/> when <paramref name="n"/> items are cut into <paramref name="parts"/> near-equal parts.</summary>
-    private static int Share(int n, int parts, int i) => (int)((long)n * i / parts);
+    /// <summary>Part <paramref name="i"/> of <paramref name="items"/> cut into <paramref name="parts"/> near-equal consecutive parts.</summary>
+    private static List<EncodedExample> Part(List<EncodedExample> items, int parts, int i)
+    {
+        int from = (int)((long)items.Count * i / parts), to = (int)((long)items.Count * (i + 1) / parts);
+        return items.GetRange(from, to - from);
+    }
 
     /// <summary>
-    /// The step's loss counts and token count over every rank, and whether any rank was asked to stop: one
-    /// all-reduce of six numbers (float64, exact for any count this loop sees).
+    /// The step's loss counts and token count over every rank, this rank's token count, and whether any rank was
+    /// asked to stop: one all-reduce of six numbers (float64, exact for any count this loop sees).
     /// </summary>
-    private (LossCounts Task, LossCounts Replay, long Tokens, bool AnyCancel) StepCounts(List<EncodedExample> rows, List<EncodedExample> replay, bool cancel)
+    private (LossCounts Task, LossCounts Replay, long Tokens, long RankTokens, bool AnyCancel) StepCounts(List<EncodedExample> rows, List<EncodedExample> replay, bool cancel)
     {
         var t = LossCounts.Of(rows);
         var r = LossCounts.Of(replay);
-        var v = new double[] { t.LmWeight, t.GatedPositions, r.LmWeight, r.GatedPositions, rows.Sum(e => (long)e.Ids.Length) + replay.Sum(e => (long)e.Ids.Length), cancel ? 1 : 0 };
+        long rankTokens = rows.Sum(e => (long)e.Ids.Length) + replay.Sum(e => (long)e.Ids.Length);
+        var v = new double[] { t.LmWeight, t.GatedPositions, r.LmWeight, r.GatedPositions, rankTokens, cancel ? 1 : 0 };
         if (_comm is not null)
         {
             using var buffer = tensor(v, ScalarType.Float64, _device);
             _comm.AllReduceSum(buffer);
             v = buffer.cpu().data<double>().ToArray();
         }
-        return (new LossCounts(v[0], v[1]), new LossCounts(v[2], v[3]), (long)v[4], v[5] > 0);
+        return (new LossCounts(v[0], v[1]), new LossCounts(v[2], v[3]), (long)v[4], rankTokens, v[5] > 0);
     }
 
     /// <summary>Sums every trainable parameter's gradient over the ranks, in one flat float32 buffer.</summary>
