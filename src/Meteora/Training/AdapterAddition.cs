@@ -143,7 +143,7 @@ public static class AdapterAddition
         }
         if (File.Exists(metrics))
             LossCurvePlot.Write(metrics, Path.Combine(outDir, "loss_curve.png"), ["lm_loss", "gate_loss"], $"add-adapter: {added.Name} as adapter {newIndex}");
-        return new AdapterAdditionResult(outcome, added.Name, newIndex, replayed, newRows.Train.Count, loop.LastEvaluation, notReplayed);
+        return new AdapterAdditionResult(outcome, added.Name, newIndex, replayed, newRows.Train.Count, loop.WrittenEvaluation, notReplayed);
     }
 
     /// <summary>The data folder must hold the new task; every other task in it must be one of the checkpoint's adapters.</summary>

@@ -30,6 +30,7 @@ public sealed record GateTrainingOptions
 }
 
 /// <summary>Result of a gate training run.</summary>
+/// <param name="FinalEval">the evaluation of the written gates: the last step's, or with --keep-best the kept step's</param>
 /// <param name="GateAccuracyByTask">
 /// a completed run's held-out gate accuracy per task (share of its (projection, position) decisions whose top-1 is
 /// the task's adapter, over every held-out example); empty without held-out data or when interrupted
@@ -120,7 +121,7 @@ public static class GateTrainer
         }
         if (lead && File.Exists(metrics))
             LossCurvePlot.Write(metrics, Path.Combine(outDir, "loss_curve.png"), ["lm_loss", "gate_loss"], $"train-gate: {adapters.Count} adapters, λ = {gate.GateLossWeight:G}");
-        return new GateTrainingResult(outcome, train.Count, eval.Count, truncated, loop.InitialEvaluation, loop.LastEvaluation, byTask);
+        return new GateTrainingResult(outcome, train.Count, eval.Count, truncated, loop.InitialEvaluation, loop.WrittenEvaluation, byTask);
     }
 
     /// <summary>

@@ -9,6 +9,7 @@ using static TorchSharp.torch;
 namespace Meteora.Training;
 
 /// <summary>Result of a LoRA training run.</summary>
+/// <param name="FinalEval">the evaluation of the written weights: the last step's, or with --keep-best the kept step's</param>
 public sealed record LoraTrainingResult(TrainingOutcome Outcome, int TrainExamples, int Truncated,
     IReadOnlyDictionary<string, double>? InitialEval, IReadOnlyDictionary<string, double> FinalEval);
 
@@ -106,6 +107,6 @@ public static class LoraTrainer
         int padId = SpecialTokens.PadId(config, eos);
         var loop = new TrainingLoop(objective, options, outDir, padId, device, progress, communicator);
         var outcome = loop.Run(trainEncoded, testEncoded, cancel, Rehearsal(tokenizer, options, eos ?? config.EosTokenIds.FirstOrDefault(1)));
-        return new LoraTrainingResult(outcome, trainEncoded.Count, truncated, loop.InitialEvaluation, loop.LastEvaluation);
+        return new LoraTrainingResult(outcome, trainEncoded.Count, truncated, loop.InitialEvaluation, loop.WrittenEvaluation);
     }
 }

@@ -41,6 +41,15 @@ internal sealed class TrainingLoop
     public IReadOnlyDictionary<string, double> LastEvaluation { get; private set; } = new Dictionary<string, double>();
     /// <summary>Metrics of the evaluation before the first step (a fresh run only).</summary>
     public IReadOnlyDictionary<string, double>? InitialEvaluation { get; private set; }
+    /// <summary>
+    /// Metrics of the weights the run wrote: the last evaluation's, or with <see cref="TrainingOptions.KeepBest"/> the
+    /// kept step's (only <c>eval_loss</c> when that step was evaluated before a <c>--resume</c>). An interrupted run
+    /// wrote its last step's weights into the checkpoint: the last evaluation.
+    /// </summary>
+    public IReadOnlyDictionary<string, double> WrittenEvaluation => _kept?.Evaluation ?? LastEvaluation;
+    /// <summary>With <see cref="TrainingOptions.KeepBest"/>, the step whose weights a completed run wrote instead of its last (null: the last).</summary>
+    public int? KeptStep => _kept?.Step;
+    private (int Step, IReadOnlyDictionary<string, double> Evaluation)? _kept;
 
     /// <param name="communicator">the job's ranks for data-parallel training (null: this process alone)</param>
     public TrainingLoop(ITrainingObjective objective, TrainingOptions options, string outDir, int padId, Device device,
@@ -232,6 +241,7 @@ internal sealed class TrainingLoop
             _objective.LoadTrainableState(best.Tensors);
             _progress.Message($"--keep-best: writing the weights of step {best.Step} (eval_loss {best.Loss:0.0000}; step {total}: {LastEvaluation.GetValueOrDefault("eval_loss", double.NaN):0.0000})");
         }
+        if (best.Tensors is not null && best.Step != total) _kept = (best.Step, best.Evaluation);
         if (best.Tensors is not null && metrics is not null) Log(metrics, best.Step, "best", [new("eval_loss", best.Loss)]);
         best.Dispose();
         if (_rank == 0)
@@ -270,6 +280,8 @@ internal sealed class TrainingLoop
     {
         public int Step { get; private set; } = -1;
         public double Loss { get; private set; } = double.PositiveInfinity;
+        /// <summary>The kept step's evaluation (only its loss when it was restored from a checkpoint).</summary>
+        public IReadOnlyDictionary<string, double> Evaluation { get; private set; } = new Dictionary<string, double>();
         public Dictionary<string, Tensor>? Tensors { get; private set; }
         /// <summary>The kept weights' step and loss for the checkpoint (null while nothing is kept).</summary>
         public int? KeptStep => Tensors is null ? null : Step;
@@ -280,12 +292,14 @@ internal sealed class TrainingLoop
             if (!evaluation.TryGetValue("eval_loss", out double loss) || !(loss < Loss)) return;
             using var noGrad = no_grad();
             Restore(step, loss, objective.TrainableState().ToDictionary(kv => kv.Key, kv => kv.Value.detach().to(CPU, copy: true).DetachFromDisposeScope()));
+            Evaluation = evaluation;
         }
 
         public void Restore(int step, double loss, Dictionary<string, Tensor> tensors)
         {
             Dispose();
             Step = step; Loss = loss; Tensors = tensors;
+            Evaluation = new Dictionary<string, double> { ["eval_loss"] = loss };
         }
 
         public void Dispose()

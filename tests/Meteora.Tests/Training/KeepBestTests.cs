@@ -33,11 +33,16 @@ public class KeepBestTests
     public void TheArtifactHoldsTheWeightsOfTheLowestHeldOutLoss()
     {
         using var dir = Fixture.TempDir();
-        new TrainingLoop(new BigramObjective(5, initScale: 4), Options, dir["best"], 0, CPU).Run(Train, Held);
+        var loop = new TrainingLoop(new BigramObjective(5, initScale: 4), Options, dir["best"], 0, CPU);
+        loop.Run(Train, Held);
         var losses = EvalLosses(dir["best"]);
         var (bestStep, bestLoss) = losses.MinBy(x => x.Loss);
         Assert.InRange(bestStep, 2, 38);                                   // the case this test is about: neither end
         Assert.True(losses[^1].Loss > bestLoss + 1e-3, $"the held-out loss must rise after step {bestStep}");
+        // What the run reports (train-lora's "eval loss", the demo's log) describes the written weights, not the last step's.
+        Assert.Equal(bestStep, loop.KeptStep);
+        Assert.Equal(bestLoss, loop.WrittenEvaluation["eval_loss"], 5);   // metrics.jsonl keeps 7 digits
+        Assert.Equal(losses[^1].Loss, loop.LastEvaluation["eval_loss"], 5);
         var logged = File.ReadLines(Path.Combine(dir["best"], "metrics.jsonl")).Last();
         Assert.Contains($"\"step\":{bestStep},\"kind\":\"best\"", logged);
 
@@ -45,7 +50,10 @@ public class KeepBestTests
         new TrainingLoop(new BigramObjective(5, initScale: 4), Options with { KeepBest = false, StopAfter = bestStep }, dir["stopped"], 0, CPU).Run(Train, Held);
         Assert.Equal(Table(Path.Combine(TrainingCheckpoint.PathIn(dir["stopped"]), "trainable.safetensors")), Table(Path.Combine(dir["best"], "table.safetensors")));
         // Without --keep-best the artifact is the last step's: another table.
-        new TrainingLoop(new BigramObjective(5, initScale: 4), Options with { KeepBest = false }, dir["last"], 0, CPU).Run(Train, Held);
+        var plain = new TrainingLoop(new BigramObjective(5, initScale: 4), Options with { KeepBest = false }, dir["last"], 0, CPU);
+        plain.Run(Train, Held);
+        Assert.Null(plain.KeptStep);
+        Assert.Equal(losses[^1].Loss, plain.WrittenEvaluation["eval_loss"], 5);
         Assert.NotEqual(Table(Path.Combine(dir["last"], "table.safetensors")), Table(Path.Combine(dir["best"], "table.safetensors")));
     }
 
