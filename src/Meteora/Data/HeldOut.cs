@@ -12,7 +12,10 @@ public static class HeldOut
     {
         var order = Enumerable.Range(0, count).ToArray();
         rng.Shuffle(order);
-        int held = fraction > 0 && count >= 2 ? Math.Max(1, (int)Math.Round(fraction * count)) : 0;
+        int held = Count(count, fraction);
         return (order[held..], order[..held]);
     }
+
+    /// <summary>How many of <paramref name="count"/> examples <see cref="Split"/> holds out.</summary>
+    public static int Count(int count, double fraction) => fraction > 0 && count >= 2 ? Math.Max(1, (int)Math.Round(fraction * count)) : 0;
 }

@@ -1,6 +1,7 @@
 using System.Diagnostics;
 using System.Text;
 using System.Text.Json;
+using Meteora.Data;
 using Meteora.Evaluation;
 using Meteora.IO;
 using Meteora.Llama;
@@ -132,6 +133,9 @@ public sealed class DemoRunner
             throw new MeteoraException($"{stampFile}: the shipped adapters were trained on other task data ('{stamp}', this demo: '{DataStamp(tasks)}'); run with --from-scratch");
     }
 
+    /// <summary>Share of a task's examples held out when <see cref="DemoSettings.LoraKeepBest"/> chooses the kept step.</summary>
+    private const double LoraHeldOutFraction = 0.1;
+
     private void TrainAdapters(IReadOnlyList<string> tasks, CancellationToken cancel)
     {
         var lora = new LoraConfig { R = _s.LoraRank, LoraAlpha = 2 * _s.LoraRank, TargetRegex = _s.LoraTargetRegex, LoraDropout = 0 };
@@ -150,12 +154,14 @@ public sealed class DemoRunner
             foreach (var t in tasks)
             {
                 cancel.ThrowIfCancellationRequested();
-                int steps = _s.LoraStepsFor(t);
+                // With --keep-best a tenth of the examples is held out (LoraTrainer's split), the rest are trained on.
+                int examples = TaskData.ReadTrain(Path.Combine(TasksDir, t)).Count;
+                int steps = _s.LoraStepsFor(t, _s.LoraKeepBest ? examples - HeldOut.Count(examples, LoraHeldOutFraction) : examples);
                 var r = LoraTrainer.Train(BaseDir, Path.Combine(TasksDir, t), Path.Combine(AdaptersDir, t), lora,
                     loraOptions with { Steps = steps, KeepBest = _s.LoraKeepBest, EvalEvery = _s.LoraKeepBest ? Math.Max(1, steps / 10) : 0 },
-                    _device, _dtype, _progress($"LoRA {t}"), cancel, evalFraction: _s.LoraKeepBest ? 0.1 : 0);
+                    _device, _dtype, _progress($"LoRA {t}"), cancel, evalFraction: _s.LoraKeepBest ? LoraHeldOutFraction : 0);
                 Interrupted(r.Outcome);
-                _log($"  LoRA {t,-10} eval loss {r.FinalEval.GetValueOrDefault("eval_loss", double.NaN):F3}");
+                _log($"  LoRA {t,-10} eval loss {r.FinalEval.GetValueOrDefault("eval_loss", double.NaN):F3} ({steps} steps, {examples} examples)");
             }
         });
         Stage("LoRA-B", () =>

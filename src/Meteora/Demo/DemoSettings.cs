@@ -52,13 +52,14 @@ public sealed record DemoSettings
     public string LoraTargetRegex { get; init; } =
         @"model\.layers\.[1-9][0-9]*\.self_attn\.[qkv]_proj|model\.layers\.[0-9]+\.(self_attn\.o_proj|mlp\.(gate|up|down)_proj)";
     /// <summary>
-    /// 120 steps of 32 per task adapter. Half the rows are restated lists (<see cref="LoraRestateShare"/>) built from
-    /// the task's own examples, so a small task's examples recur many times: at 200 steps the add (135 training
-    /// prompts) and subtract (95) adapters memorised them (train loss 0.03, held-out loss 0.50 and 1.49; accuracy
-    /// 0.38 and 0.16), at 120 steps their held-out loss was 0.04 and 0.23 and accuracy 0.96 and 0.76 (GPU rebuilds
-    /// U1 and V120, docs/RESULTS.md). Each step also runs a rehearsal batch (<see cref="LoraReplayRows"/>).
+    /// Steps of 32 per task adapter, or with <see cref="LoraEpochs"/> the most a task adapter trains. Half the rows are
+    /// restated lists (<see cref="LoraRestateShare"/>) built from the task's own examples, so a small task's examples
+    /// recur many times: with 200 steps for every task the add (135 training prompts) and subtract (95) adapters
+    /// memorised them (accuracy 0.38 and 0.16), with 120 steps for every task reverse (500) was not learnt in two runs
+    /// of three (0.10, 0.34). Each step also runs a rehearsal batch (<see cref="LoraReplayRows"/>). Six GPU rebuilds:
+    /// docs/RESULTS.md.
     /// </summary>
-    public int LoraSteps { get; init; } = 120;
+    public int LoraSteps { get; init; } = 200;
     /// <summary>
     /// Micro-batches of similar-length sequences for the task LoRAs, LoRA-B and the gates (<c>--length-buckets</c>):
     /// plain examples (~40 tokens) beside restated lists (~150–500) would otherwise pad most batches to the longest.
@@ -72,15 +73,28 @@ public sealed record DemoSettings
     public bool LoraKeepBest { get; init; }
     /// <summary>Tasks that train for other than <see cref="LoraSteps"/> steps (none by default).</summary>
     public IReadOnlyDictionary<string, int> LoraStepsByTask { get; init; } = new Dictionary<string, int>();
+    /// <summary>
+    /// Passes over each task's training examples (0: every adapter trains <see cref="LoraSteps"/> steps). When set, a
+    /// task adapter trains ⌈epochs × examples / batch⌉ steps, at least <see cref="LoraMinSteps"/> and at most
+    /// <see cref="LoraSteps"/>, each on its own cosine schedule: a large task gets the longer schedule a slowly learnt
+    /// skill needs, a small one stops before it memorises its few prompts (docs/RESULTS.md, "One step count for every
+    /// task").
+    /// </summary>
+    public double LoraEpochs { get; init; } = 13;
+    /// <summary>Fewest steps of a task adapter under <see cref="LoraEpochs"/>: learning the format takes that many whatever the task's size.</summary>
+    public int LoraMinSteps { get; init; } = 120;
 
     /// <summary>The fields that decide how the base and the task adapters are built (what --from-scratch uses), as text.</summary>
     public string BuildRecipe() =>
         $"{BaseLayers} {BaseHidden} {BaseIntermediate} {BaseHeads} {BaseKvHeads} {BaseSteps} {BaseBatch} {BaseSeqLen} {BaseLr} {BaseWeightDecay} {BaseShardMb} " +
         $"{LoraRank} {LoraTargetRegex} {LoraSteps} {string.Join(',', LoraStepsByTask.OrderBy(kv => kv.Key).Select(kv => $"{kv.Key}={kv.Value}"))} {LoraBatch} {LoraLr} {LoraBSteps} {LoraReplayRows} {LoraReplaySeqLen} {LoraInContextShare} {LoraInContextChars}" +
-        (LoraRestateShare > 0 ? $" restate {LoraRestateShare} {RestateItems} {RestateCopyWeight}" : "") + (LengthBuckets ? " buckets" : "") + (LoraKeepBest ? " keep-best" : "");
+        (LoraRestateShare > 0 ? $" restate {LoraRestateShare} {RestateItems} {RestateCopyWeight}" : "") + (LengthBuckets ? " buckets" : "") + (LoraKeepBest ? " keep-best" : "") + (LoraEpochs > 0 ? $" epochs {LoraEpochs} {LoraMinSteps}" : "");
 
-    /// <summary>LoRA steps for <paramref name="task"/>.</summary>
-    public int LoraStepsFor(string task) => LoraStepsByTask.TryGetValue(task, out int steps) ? steps : LoraSteps;
+    /// <summary>LoRA steps for <paramref name="task"/>, whose adapter trains on <paramref name="trainExamples"/> examples.</summary>
+    public int LoraStepsFor(string task, int trainExamples) =>
+        LoraStepsByTask.TryGetValue(task, out int steps) ? steps
+        : LoraEpochs > 0 ? Math.Clamp((int)Math.Ceiling(LoraEpochs * trainExamples / LoraBatch), Math.Clamp(LoraMinSteps, 1, LoraSteps), LoraSteps)
+        : LoraSteps;
     /// <summary>
     /// 32 sequences per step (on the former 4-layer base, 300 × 32 learnt the slow tasks as well as 600 × 16 in ~60 %
     /// of the time: per-op overhead dominates a step of a small model).
@@ -196,7 +210,11 @@ public sealed record DemoSettings
                 if (value is null && key != nameof(Tasks)) throw new System.Text.Json.JsonException($"field '{key}' is null");   // only Tasks means something as null
                 merged[key] = value?.DeepClone();
             }
-            return System.Text.Json.JsonSerializer.Deserialize<DemoSettings>(merged) ?? throw new System.Text.Json.JsonException("null");
+            var settings = System.Text.Json.JsonSerializer.Deserialize<DemoSettings>(merged) ?? throw new System.Text.Json.JsonException("null");
+            if (!(settings.LoraEpochs >= 0 && double.IsFinite(settings.LoraEpochs)))
+                throw new System.Text.Json.JsonException($"field 'LoraEpochs' is {settings.LoraEpochs}: give passes ≥ 0 (0: LoraSteps steps for every task)");
+            if (settings.LoraMinSteps < 1) throw new System.Text.Json.JsonException($"field 'LoraMinSteps' is {settings.LoraMinSteps}: give at least 1");
+            return settings;
         }
         catch (System.Text.Json.JsonException e)
         {
@@ -213,7 +231,7 @@ public sealed record DemoSettings
         Tasks = ["reverse", "translate", "upper"], TrainPerTask = 80, TestPerTask = 8, FromScratch = true,
         BaseLayers = 4, BaseHidden = 128, BaseIntermediate = 352, BaseHeads = 4, BaseKvHeads = 2,
         BaseSteps = 40, BaseBatch = 16, BaseSeqLen = 256, BaseLr = 1e-3, BaseShardMb = 0.5,
-        LoraSteps = 15, LoraStepsByTask = new Dictionary<string, int>(), LoraBSteps = 30, LoraReplayRows = 2, LoraReplaySeqLen = 256, LoraInContextChars = 128, GateInContextChars = 128, GateSteps = 15, GateBatch = 8,
+        LoraSteps = 15, LoraEpochs = 0, LoraStepsByTask = new Dictionary<string, int>(), LoraBSteps = 30, LoraReplayRows = 2, LoraReplaySeqLen = 256, LoraInContextChars = 128, GateInContextChars = 128, GateSteps = 15, GateBatch = 8,
         EvalLimit = 8, CompositeSizes = [3], SingleAdapterCompositeSizes = [3], CompositeExamples = 4, EvalBatch = 8, MaxNewTokens = 8,
     };
 }

@@ -41,16 +41,36 @@ public class ShippedModelsTests
     }
 
     [Fact]
+    public void LoraEpochsGiveEachTaskItsOwnStepCountUpToLoraSteps()
+    {
+        var steps = DemoSettings.Full with { LoraEpochs = 0, LoraSteps = 120, LoraBatch = 32 };
+        Assert.Equal((120, 120), (steps.LoraStepsFor("reverse", 500), steps.LoraStepsFor("subtract", 105)));   // off: one count
+        var epochs = steps with { LoraEpochs = 12, LoraSteps = 150, LoraMinSteps = 1, LoraStepsByTask = new Dictionary<string, int> { ["count"] = 7 } };
+        // ⌈12 × 105 / 32⌉ = 40, ⌈12 × 150 / 32⌉ = 57; 12 × 500 / 32 = 187.5 is capped at LoraSteps; a task named explicitly wins.
+        Assert.Equal((40, 57, 150, 7), (epochs.LoraStepsFor("subtract", 105), epochs.LoraStepsFor("add", 150), epochs.LoraStepsFor("reverse", 500), epochs.LoraStepsFor("count", 58)));
+        Assert.Equal(1, epochs.LoraStepsFor("tiny", 1));
+        var floor = epochs with { LoraMinSteps = 50 };   // a floor for small tasks: 40 → 50, 57 stays
+        Assert.Equal((50, 57, 150), (floor.LoraStepsFor("subtract", 105), floor.LoraStepsFor("add", 150), floor.LoraStepsFor("reverse", 500)));
+        Assert.Equal(150, (floor with { LoraMinSteps = 400 }).LoraStepsFor("subtract", 105));   // the cap wins over a larger floor
+        Assert.NotEqual(steps.BuildRecipe(), epochs.BuildRecipe());   // a changed recipe is a different build
+        // The demo's recipe (docs/RESULTS.md): 200 steps for a task of 500 examples, 120 for the small ones.
+        var full = DemoSettings.Full;
+        Assert.Equal((200, 120, 120, 120), (full.LoraStepsFor("reverse", 500), full.LoraStepsFor("add", 150), full.LoraStepsFor("subtract", 105), full.LoraStepsFor("count", 58)));
+    }
+
+    [Fact]
     public void DemoSettingsFromJsonOverrideByNameAndRejectUnknownFields()
     {
         using var dir = Fixture.TempDir();
         File.WriteAllText(dir["ok.json"], """{"GateSteps": 12, "CompositeSizes": [3], "LoraStepsByTask": {"add": 5}}""");
         var s = DemoSettings.Load(dir["ok.json"], DemoSettings.Full);
-        Assert.Equal((12, 5, DemoSettings.Full.BaseSteps), (s.GateSteps, s.LoraStepsFor("add"), s.BaseSteps));
+        Assert.Equal((12, 5, DemoSettings.Full.BaseSteps), (s.GateSteps, s.LoraStepsFor("add", 150), s.BaseSteps));
         Assert.Equal([3], s.CompositeSizes);
         File.WriteAllText(dir["bad.json"], """{"GateStep": 12}""");
         var e = Assert.Throws<MeteoraException>(() => DemoSettings.Load(dir["bad.json"], DemoSettings.Full));
         Assert.Contains("unknown field 'GateStep'", e.Message);
+        File.WriteAllText(dir["epochs.json"], """{"LoraEpochs": -2}""");
+        Assert.Contains("field 'LoraEpochs' is -2", Assert.Throws<MeteoraException>(() => DemoSettings.Load(dir["epochs.json"], DemoSettings.Full)).Message);
         File.WriteAllText(dir["base.json"], """{"BaseLayers": 12}""");
         CliRunner.AssertUserError(CliRunner.Run("demo", "--dir", dir["w"], "--settings", dir["base.json"]), "only apply with --from-scratch");
         File.WriteAllText(dir["null.json"], """{"CompositeSizes": null}""");
