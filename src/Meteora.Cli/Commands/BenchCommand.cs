@@ -7,6 +7,7 @@ using Meteora.Runtime;
 using Meteora.Moe;
 using Meteora.Lora;
 using Spectre.Console;
+using static TorchSharp.torch;
 
 namespace Meteora.Cli.Commands;
 
@@ -23,6 +24,7 @@ public static class BenchCommand
         bench.Subcommands.Add(CreateTrainGate(context));
         bench.Subcommands.Add(CreateTrainLora(context));
         bench.Subcommands.Add(CreateLayer(context));
+        bench.Subcommands.Add(CreateRouting(context));
         bench.Subcommands.Add(BenchServeCommand.Create(context));
         bench.Subcommands.Add(BenchAllReduceCommand.Create(context));
         return bench;
@@ -274,6 +276,62 @@ public static class BenchCommand
                         variant = x.Variant, phase = x.Phase, batch = x.Batch, prompt_len = x.PromptLength, new_tokens = x.NewTokens,
                         seconds = x.Seconds, tokens_per_s = x.TokensPerSecond, peak_bytes = x.PeakBytes,
                     }),
+                }, new JsonSerializerOptions { WriteIndented = true }));
+            return 0;
+        });
+        return cmd;
+    }
+
+    private static Command CreateRouting(Func<ParseResult, CliContext> context)
+    {
+        var model = new Option<string?>("--model") { Description = "base Hugging Face model folder (with --meteora; default: a model with random weights)" };
+        var meteora = new Option<string?>("--meteora") { Description = "MeteoRA checkpoint folder (with --model)" };
+        var config = new Option<string?>("--config") { Description = "random model: preset (small, llama3-8b) or a config.json (default: llama3-8b on CUDA, small on CPU)" };
+        var adapters = new Option<int>("--adapters") { Description = "random model: adapters L", DefaultValueFactory = _ => 28 };
+        var rank = new Option<int>("--rank") { Description = "random model: LoRA rank r", DefaultValueFactory = _ => 8 };
+        var topK = new Option<int>("--top-k") { Description = "adapters per token", DefaultValueFactory = _ => 2 };
+        var tokens = new Option<int>("--tokens") { Description = "tokens of the random prompt (one row)", DefaultValueFactory = _ => 512 };
+        var seed = new Option<int>("--seed") { Description = "seed of the random prompt", DefaultValueFactory = _ => 0 };
+        var json = new Option<string?>("--json") { Description = "also write the rows to this JSON file" };
+        var cmd = new Command("routing", "bfloat16/float16 routing against float32: top-k agreement per (projection, token), exact ranking off and on, and the routing kernel's logits against the ATen path's")
+            { model, meteora, config, adapters, rank, topK, tokens, seed, json };
+        cmd.SetAction(p =>
+        {
+            var ctx = context(p);
+            var (device, dtype) = (ctx.Device, ctx.DType);
+            if (dtype is not (ScalarType.BFloat16 or ScalarType.Float16))
+                throw new MeteoraException($"bench routing: --dtype {TorchRuntime.Name(dtype)}: compares a bfloat16 or float16 model with float32; give --dtype bfloat16 or float16");
+            string? baseFolder = p.GetValue(model), checkpoint = p.GetValue(meteora);
+            if ((baseFolder is null) != (checkpoint is null)) throw new MeteoraException("bench routing: give --model and --meteora together (or neither, for random weights)");
+            int k = p.GetValue(topK), T = p.GetValue(tokens), L = p.GetValue(adapters), r = p.GetValue(rank);
+            if (k < 1 || T < 1 || L < 1 || r < 1) throw new MeteoraException("bench routing: --top-k, --tokens, --adapters and --rank must be ≥ 1");
+            LlamaConfig cfg;
+            Func<ScalarType, MeteoraModel> build;
+            if (baseFolder is not null)
+            {
+                cfg = LlamaConfig.Load(baseFolder);
+                build = d => MeteoraModel.Load(baseFolder, checkpoint!, device, d);
+            }
+            else
+            {
+                cfg = LlamaPresets.Resolve(ConfigName(p.GetValue(config), device));
+                build = d => SyntheticMeteora.Build(cfg, L, r, device, d);
+            }
+            using var gen = new Generator((ulong)p.GetValue(seed));
+            using var ids = randint(0, cfg.VocabSize, [1, T], generator: gen).to(device);
+            ctx.Err.WriteLine($"bench routing: {(baseFolder is null ? $"random {cfg.NumHiddenLayers}-layer model, {L} adapters of rank {r}" : checkpoint)}, top-{k}, " +
+                $"{T} tokens, {TorchRuntime.Name(dtype)} against float32 on {device}; unrecorded dense routing: {RoutingKernel.Describe(device)}");
+            var rows = RoutingFidelity.Measure(build, ids, k, dtype);
+            var table = new Table().AddColumns("variant", "decisions", "same top-k as float32", "changed by exact ranking", "max |logit − float32|", "max |logit − ATen exact|");
+            foreach (var x in rows)
+                table.AddRow(x.Variant, x.Decisions?.ToString() ?? "—", x.Decisions is { } n ? $"{x.Agreeing} ({100.0 * x.Agreeing!.Value / n:F3} %)" : "—",
+                    x.Reranked?.ToString() ?? "—", $"{x.MaxLogitDifference:G4}", x.MaxDifferenceFromAten is { } a ? $"{a:G4}" : "—");
+            Render(ctx.Out, table);
+            if (p.GetValue(json) is { } path)
+                AtomicFile.WriteAllText(path, JsonSerializer.Serialize(new
+                {
+                    model = baseFolder is null ? $"random {cfg.NumHiddenLayers} layers" : checkpoint, device = device.ToString(), dtype = TorchRuntime.Name(dtype), top_k = k, tokens = T,
+                    rows = rows.Select(x => new { variant = x.Variant, decisions = x.Decisions, agreeing = x.Agreeing, reranked = x.Reranked, max_logit_difference = x.MaxLogitDifference, max_difference_from_aten = x.MaxDifferenceFromAten }),
                 }, new JsonSerializerOptions { WriteIndented = true }));
             return 0;
         });

@@ -74,7 +74,14 @@ public sealed class LlamaForCausalLM : nn.Module
         foreach (var (name, t) in BaseWeights())
         {
             if (name.EndsWith("norm.weight")) t.fill_(1.0);
-            else t.normal_(0, std, generator);
+            else if (t.dtype == ScalarType.Float32) t.normal_(0, std, generator);
+            else
+            {
+                // Drawn in float32 and rounded, so a bfloat16 model holds the float32 model's weights (normal_ draws
+                // another sequence in another dtype): benchmarks that compare dtypes compare one model.
+                using var drawn = empty(t.shape, ScalarType.Float32, t.device).normal_(0, std, generator);
+                t.copy_(drawn);
+            }
         }
     }
 

@@ -39,6 +39,7 @@ public sealed class MeteoraLinear : Linear
     private readonly int _n;
     private readonly long _gateColumn;        // where the gate logits start in the fused GEMM's output, or -1
     private readonly Tensor? _absent;         // (N,) bool: adapters that do not adapt this projection, when some (not all) do
+    private (double X, double Abs) _ranking;  // ExactRanking's bound coefficients for this gate (low-precision models)
     private Runtime.CudaKernel? _routingKernel;  // resolved on first CUDA bfloat16 call
     private Runtime.CudaKernel? _rowKernel;      // the per-row variant (serving), likewise
     // Held for the process (an implicit Scalar can be finalized while the op runs; see RmsNorm).
@@ -81,6 +82,7 @@ public sealed class MeteoraLinear : Linear
             {
                 _gateColumn = site.OutFeatures + totalRank;
                 _gateCopy = _fused.narrow(0, _gateColumn, _n).DetachFromDisposeScope();
+                _ranking = ExactRanking.Coefficients(dtype, site.InFeatures, 0);
             }
             _fusedT = _fused.t().DetachFromDisposeScope();
             _baseT = _fusedT.narrow(1, 0, site.OutFeatures).DetachFromDisposeScope();
@@ -90,12 +92,18 @@ public sealed class MeteoraLinear : Linear
         RegisterComponents();
     }
 
-    /// <summary>Copies the float32 gate into its model-dtype copy (after loading or editing <see cref="moe_gate"/>).</summary>
+    /// <summary>
+    /// Copies the float32 gate into its model-dtype copy (after loading or editing <see cref="moe_gate"/>), and sets
+    /// the bound that decides which tokens the float32 gate ranks again (<see cref="ExactRanking"/>).
+    /// </summary>
     public void SyncFusedGate()
     {
         if (_gateCopy is null) return;
         using var noGrad = no_grad();
         _gateCopy.copy_(moe_gate);
+        using var rowNorms = moe_gate.square().sum(-1).sqrt_();                           // (L,) ‖Gⱼ‖
+        using var largest = rowNorms.max();
+        _ranking = ExactRanking.Coefficients(_gateCopy.dtype, Site.InFeatures, largest.item<float>());
     }
 
     /// <summary>The strategy this call uses: <see cref="MixingStrategy.Auto"/> picks dense or segment by size.</summary>
@@ -109,6 +117,7 @@ public sealed class MeteoraLinear : Linear
         using var scope = NewDisposeScope();
         var shape = x.shape;
         var x2 = x.reshape(-1, shape[^1]);                                               // (N, in)
+        if (x2.stride(1) != 1) x2 = x2.contiguous();
         var strategy = Resolve(x2.shape[0]);
         bool training = _routing.TrainingForm || moe_gate.requires_grad;
         Tensor y;
@@ -116,15 +125,15 @@ public sealed class MeteoraLinear : Linear
             y = Unfused(x2, shape, strategy);
         else if (strategy == MixingStrategy.Dense && _routing.Forced is null && _routing.Rows is null && !_routing.Arrow
                  && RoutingKernelFor(x2, Math.Min(_routing.TopK, _n), rows: false) is { } kernel)
-            y = KernelDense(x2, (h, z, g, r) => RoutingKernel.Apply(kernel, h, z, g, _n, r, Math.Min(_routing.TopK, _n), _routing.Temperature));
+            y = KernelDense(x2, (h, z, g, r) => RoutingKernel.Apply(kernel, h, z, g, _n, r, Math.Min(_routing.TopK, _n), _routing.Temperature, new(x2, moe_gate, KernelRanking)));
         else if (strategy == MixingStrategy.Dense && _routing.Forced is null && _routing.Rows is { } rows && !_routing.Arrow && RoutingKernel.RowsEnabled
                  && shape.Length >= 3 && shape[0] == rows.Rows && rows.Adapters == _n && RoutingKernelFor(x2, rows.MaxTopK, rows: true) is { } rowKernel)
             // Per-row routing (serving): each batch row's mode, top-k and temperature, its last token's weights into the usage.
-            y = KernelDense(x2, (h, z, g, r) => RoutingKernel.ApplyRows(rowKernel, h, z, g, _n, r, rows, (int)shape[^2], rows.GroupOf(Site.Layer)));
+            y = KernelDense(x2, (h, z, g, r) => RoutingKernel.ApplyRows(rowKernel, h, z, g, _n, r, rows, (int)shape[^2], rows.GroupOf(Site.Layer), new(x2, moe_gate, KernelRanking)));
         else
         {
             var (baseOut, h, zColumn, gateColumn) = FusedGemm(x2);
-            var logits = gateColumn >= 0 ? h.narrow(1, gateColumn, _n)                     // (N, L) in the model dtype
+            var logits = gateColumn >= 0 ? LowPrecisionLogits(h.narrow(1, gateColumn, _n), x2, shape)   // (N, L)
                 : nn.functional.linear(x2, moe_gate);                                     // float32 models: the gate itself
             var (indices, weights) = Route(logits, shape);
             y = strategy == MixingStrategy.Dense ? FusedDense(h.narrow(1, zColumn, Adapters.TotalRank), baseOut, indices, weights)
@@ -234,6 +243,24 @@ public sealed class MeteoraLinear : Linear
         // Adapters may be kept wider than the model (float32 while training them on a bfloat16 base).
         var xa = x2.dtype == Adapters.A.dtype ? x2 : x2.to(Adapters.A.dtype);
         return y + Mixers.Mix(strategy, Adapters, xa, indices, weights).to(y.dtype);   // Mix runs Auto as dense
+    }
+
+    private (double X, double Abs) KernelRanking => ExactRanking.Enabled ? _ranking : ExactRanking.Never;
+
+    /// <summary>
+    /// The fused GEMM's gate logits (N, L) in the model dtype, made to rank as the float32 gate does where the gates
+    /// route (<see cref="ExactRanking"/>, the kernel's test). Arrow's prototype scores and forced routing use them as
+    /// they are.
+    /// </summary>
+    private Tensor LowPrecisionLogits(Tensor low, Tensor x2, long[] shape)
+    {
+        if (!ExactRanking.Enabled || _routing.Arrow || _routing.Forced is { } forced && forced.AppliesTo(shape) && _routing.Rows is null) return low;
+        if (_routing.Rows is { } rows && shape.Length >= 3 && shape[0] == rows.Rows && rows.Adapters == _n)
+            return ExactRanking.Logits(low, x2, moe_gate, _ranking, rows.PastTopK(x2.shape[0] / rows.Rows));   // (N, L) mask
+        using var scope = NewDisposeScope();
+        using Scalar k = Math.Min(_routing.TopK, _n);                                     // held for the op (see RmsNorm)
+        var pastTopK = arange(_n, ScalarType.Int64, low.device).ge(k).unsqueeze(0);       // (1, L)
+        return ExactRanking.Logits(low, x2, moe_gate, _ranking, pastTopK).MoveToOuterDisposeScope();
     }
 
     private (Tensor Indices, Tensor Weights) Route(Tensor logits, long[] shape)

@@ -13,8 +13,9 @@ namespace Meteora.Moe;
 /// scatter, mul); at decode sizes each launch costs far more than its work, and 224 projections do it per step.
 /// One warp per row; logits at most 256 (8 per lane), k at most 8.
 /// <para>
-/// Numerics follow the ATen chain it replaces: ranking on the bfloat16 logits, softmax in float32, the
-/// weight rounded to bfloat16, then a bfloat16 multiply. Compiled at first use with NVRTC; where CUDA's driver
+/// Numerics follow the ATen chain it replaces: ranking on the bfloat16 logits — or, for a row whose k-th and
+/// (k+1)-th logits are within <see cref="ExactRanking"/>'s bound of each other, on the float32 gate's logits of the
+/// row's input, computed by the warp — softmax in float32, the weight rounded to bfloat16, then a bfloat16 multiply. Compiled at first use with NVRTC; where CUDA's driver
 /// or NVRTC is missing, <see cref="TryGet"/> says why and the caller keeps the ATen chain.
 /// </para>
 /// </summary>
@@ -36,16 +37,37 @@ internal static unsafe class RoutingKernel
         #define NEG_INF __int_as_float(0xff800000)   /* no math.h under NVRTC */
         #define PER 8    /* logits per lane: L <= 256 */
         #define MAXK 8
+        #define SLOTS 9  /* the top-k and the next one, whose gap decides whether the row is ranked again */
 
-        // One row's top-k of its L logits (warp-wide; lane j holds logits j, j+32, …) into sel/top; lower index wins a tie.
-        __device__ __forceinline__ void top_k(const bf16* p, int gateCol, int L, int k, int lane, int* sel, float* top)
+        // The row's L low-precision logits h[gateCol + j] into v (lane j holds logits j, j+32, …).
+        __device__ __forceinline__ void load_low(const bf16* p, int gateCol, int L, int lane, float* v)
         {
-            float v[PER];
             #pragma unroll
             for (int i = 0; i < PER; i++) { int j = lane + 32 * i; v[i] = j < L ? bf2f(p[gateCol + j]) : NEG_INF; }
+        }
+
+        // The float32 gate's logits x·G[j] (G: L rows of inF float32) into v, as load_low lays them out.
+        __device__ __forceinline__ void load_exact(const bf16* x, int inF, const float* gate, int L, int lane, float* v)
+        {
+            #pragma unroll
+            for (int i = 0; i < PER; i++) v[i] = NEG_INF;
+            for (int j = 0; j < L; j++) {
+                const float* g = gate + (long long)j * inF;
+                float s = 0.f;
+                for (int c = lane; c < inF; c += 32) s += bf2f(x[c]) * g[c];
+                #pragma unroll
+                for (int off = 16; off > 0; off >>= 1) s += __shfl_xor_sync(0xffffffffu, s, off);
+                #pragma unroll
+                for (int i = 0; i < PER; i++) if (lane + 32 * i == j) v[i] = s;
+            }
+        }
+
+        // Top-k of v (warp-wide) into sel/top, descending; lower index wins a tie. k <= SLOTS.
+        __device__ __forceinline__ void top_k(const float* v, int L, int k, int lane, int* sel, float* top)
+        {
             unsigned int taken = 0;
             #pragma unroll
-            for (int t = 0; t < MAXK; t++) {
+            for (int t = 0; t < SLOTS; t++) {
                 sel[t] = -1; top[t] = NEG_INF;
                 if (t < k) {
                     float best = NEG_INF; int bi = 0x7fffffff;
@@ -67,6 +89,41 @@ internal static unsafe class RoutingKernel
             }
         }
 
+        // ExactRanking's test: are the k-th and (k+1)-th low-precision logits within 2E, where
+        // E = coefX·‖x‖ + coefAbs·max|logit| bounds each logit's distance from the float32 gate's?
+        __device__ __forceinline__ bool near_tie(const float* v, const float* top, int k, int L, const bf16* x, int inF,
+                                                 float coefX, float coefAbs, int lane)
+        {
+            if (k >= L) return false;
+            float kth = NEG_INF, next = NEG_INF;
+            #pragma unroll
+            for (int t = 0; t < SLOTS; t++) { if (t == k - 1) kth = top[t]; if (t == k) next = top[t]; }
+            float amax = 0.f;
+            #pragma unroll
+            for (int i = 0; i < PER; i++) if (lane + 32 * i < L) amax = fmaxf(amax, fabsf(v[i]));
+            float ss = 0.f;
+            for (int c = lane; c < inF; c += 32) { float a = bf2f(x[c]); ss += a * a; }
+            #pragma unroll
+            for (int off = 16; off > 0; off >>= 1) {
+                amax = fmaxf(amax, __shfl_xor_sync(0xffffffffu, amax, off));
+                ss += __shfl_xor_sync(0xffffffffu, ss, off);
+            }
+            return kth - next <= 2.f * (sqrtf(ss) * coefX + amax * coefAbs);
+        }
+
+        // The row's adapters: the top-k of its low-precision logits, or of the float32 gate's where near a tie.
+        __device__ __forceinline__ void rank(const bf16* p, int gateCol, int L, int k, const bf16* x, int inF, const float* gate,
+                                             float coefX, float coefAbs, int lane, int* sel, float* top)
+        {
+            float v[PER];
+            load_low(p, gateCol, L, lane, v);
+            top_k(v, L, k < L ? k + 1 : k, lane, sel, top);
+            if (near_tie(v, top, k, L, x, inF, coefX, coefAbs, lane)) {
+                load_exact(x, inF, gate, L, lane, v);
+                top_k(v, L, k, lane, sel, top);
+            }
+        }
+
         // softmax(top / T) in float32 (weight 1 when k = 1), rounded to bfloat16 as the ATen path's cast does.
         __device__ __forceinline__ void weights(const float* top, int k, float invT, float* w)
         {
@@ -77,32 +134,34 @@ internal static unsafe class RoutingKernel
             for (int t = 0; t < MAXK; t++) w[t] = k == 1 ? (t == 0 ? 1.f : 0.f) : bf2f(f2bf(w[t] / sum));
         }
 
-        // Scales the row's L*r rank columns by their adapter's weight (0 for adapters not selected).
-        __device__ __forceinline__ void scale(bf16* p, int zCol, int L, int r, const int* sel, const float* w, int lane)
+        // Scales the row's L*r rank columns by their adapter's weight (0 for adapters not among the first k selected).
+        __device__ __forceinline__ void scale(bf16* p, int zCol, int L, int r, int k, const int* sel, const float* w, int lane)
         {
             int R = L * r;
             for (int c = lane; c < R; c += 32) {
                 int e = c / r;
                 float f = 0.f;
                 #pragma unroll
-                for (int t = 0; t < MAXK; t++) if (sel[t] == e) f = w[t];
+                for (int t = 0; t < MAXK; t++) if (t < k && sel[t] == e) f = w[t];
                 bf16* q = p + zCol + c;
                 *q = f2bf(bf2f(*q) * f);
             }
         }
 
         // h: (rows, ld) bfloat16; z = h[:, zCol : zCol + L*r], logits = h[:, gateCol : gateCol + L].
+        // x: (rows, ldx) bfloat16, the projection's input; gate: (L, inF) float32, for rows near a tie.
         extern "C" __global__ void meteora_route_bf16(bf16* h, long long ld, int rows, int zCol, int gateCol,
-                                                      int L, int r, int k, float invT)
+                                                      int L, int r, int k, float invT,
+                                                      const bf16* x, long long ldx, int inF, const float* gate, float coefX, float coefAbs)
         {
             int row = (int)((blockIdx.x * blockDim.x + threadIdx.x) >> 5);
             int lane = threadIdx.x & 31;
             if (row >= rows) return;
             bf16* p = h + (long long)row * ld;
-            int sel[MAXK]; float top[MAXK], w[MAXK];
-            top_k(p, gateCol, L, k, lane, sel, top);
+            int sel[SLOTS]; float top[SLOTS], w[MAXK];
+            rank(p, gateCol, L, k, x + (long long)row * ldx, inF, gate, coefX, coefAbs, lane, sel, top);
             weights(top, k, invT, w);
-            scale(p, zCol, L, r, sel, w, lane);
+            scale(p, zCol, L, r, k, sel, w, lane);
         }
 
         // Per-row routing (serving): token `row` belongs to batch row b = row / perRow, whose mode is -1 (the gates,
@@ -110,7 +169,8 @@ internal static unsafe class RoutingKernel
         // With usage (B, G, L) float32, each batch row's last token adds its weights into group `group`.
         extern "C" __global__ void meteora_route_rows_bf16(bf16* h, long long ld, int rows, int zCol, int gateCol, int L, int r,
                                                            const long long* mode, const long long* topk, const float* temperature,
-                                                           int perRow, float* usage, int groups, int group)
+                                                           int perRow, float* usage, int groups, int group,
+                                                           const bf16* x, long long ldx, int inF, const float* gate, float coefX, float coefAbs)
         {
             int row = (int)((blockIdx.x * blockDim.x + threadIdx.x) >> 5);
             int lane = threadIdx.x & 31;
@@ -119,21 +179,23 @@ internal static unsafe class RoutingKernel
             int b = row / perRow;
             long long m = mode[b];
             if (m >= L) m = -2;                                  /* no such adapter: route nothing */
-            int sel[MAXK]; float top[MAXK], w[MAXK];
+            int sel[SLOTS]; float top[SLOTS], w[MAXK];
             int k = 0;
             if (m == -1) {
                 k = (int)topk[b];
                 if (k > MAXK) k = MAXK;
                 if (k > L) k = L;
                 if (k < 1) k = 1;
-                top_k(p, gateCol, L, k, lane, sel, top);
+                rank(p, gateCol, L, k, x + (long long)row * ldx, inF, gate, coefX, coefAbs, lane, sel, top);
                 weights(top, k, 1.f / temperature[b], w);
             } else {
                 #pragma unroll
-                for (int t = 0; t < MAXK; t++) { sel[t] = -1; w[t] = 0.f; }
+                for (int t = 0; t < SLOTS; t++) sel[t] = -1;
+                #pragma unroll
+                for (int t = 0; t < MAXK; t++) w[t] = 0.f;
                 if (m >= 0) { sel[0] = (int)m; w[0] = 1.f; k = 1; }
             }
-            scale(p, zCol, L, r, sel, w, lane);
+            scale(p, zCol, L, r, k, sel, w, lane);
             if (usage != 0 && lane == 0 && row % perRow == perRow - 1)
                 for (int t = 0; t < k; t++) atomicAdd(usage + ((long long)b * groups + group) * L + sel[t], w[t]);
         }
@@ -196,18 +258,27 @@ internal static unsafe class RoutingKernel
     }
 
     /// <summary>
+    /// What the kernel needs to rank rows near a tie with the float32 gate (<see cref="ExactRanking"/>): the
+    /// projection's input X (N, in) bfloat16 with unit column stride, the gate (L, in) float32 contiguous on the same
+    /// device, and the bound's coefficients.
+    /// </summary>
+    public readonly record struct ExactGate(Tensor X, Tensor Gate, (double X, double Abs) Coefficients);
+
+    /// <summary>
     /// Routes and scales in place. h (N, C) contiguous bfloat16 on CUDA; rank columns at
     /// [<paramref name="zColumn"/>, +L·r), logits at [<paramref name="gateColumn"/>, +L).
     /// </summary>
-    public static void Apply(CudaKernel kernel, Tensor h, long zColumn, long gateColumn, int adapters, int rank, int topK, double temperature)
+    public static void Apply(CudaKernel kernel, Tensor h, long zColumn, long gateColumn, int adapters, int rank, int topK, double temperature, ExactGate exact)
     {
         IntPtr data = DeviceMemory.Address(h);
         long ld = h.stride(0);
         int rows = (int)h.shape[0], zCol = (int)zColumn, gateCol = (int)gateColumn, L = adapters, r = rank, k = topK;
         float invT = (float)(1.0 / temperature);
-        void** args = stackalloc void*[9];
+        var (x, ldx, inF, gate, coefX, coefAbs) = Unpack(exact, rows, L);
+        void** args = stackalloc void*[15];
         args[0] = &data; args[1] = &ld; args[2] = &rows; args[3] = &zCol; args[4] = &gateCol;
         args[5] = &L; args[6] = &r; args[7] = &k; args[8] = &invT;
+        args[9] = &x; args[10] = &ldx; args[11] = &inF; args[12] = &gate; args[13] = &coefX; args[14] = &coefAbs;
         uint blocks = (uint)((rows + WarpsPerBlock - 1) / WarpsPerBlock);
         kernel.Launch(blocks, 32 * WarpsPerBlock, args);
     }
@@ -217,18 +288,29 @@ internal static unsafe class RoutingKernel
     /// (at most <see cref="MaxTopK"/>) and temperature from <paramref name="rows"/>, and its usage added into
     /// layer group <paramref name="group"/>. h (B·T, C) for B rows of <paramref name="perRow"/> tokens.
     /// </summary>
-    public static void ApplyRows(CudaKernel kernel, Tensor h, long zColumn, long gateColumn, int adapters, int rank, RowRouting rows, int perRow, int group)
+    public static void ApplyRows(CudaKernel kernel, Tensor h, long zColumn, long gateColumn, int adapters, int rank, RowRouting rows, int perRow, int group, ExactGate exact)
     {
         IntPtr data = DeviceMemory.Address(h);
         IntPtr mode = DeviceMemory.Address(rows.Mode), topK = DeviceMemory.Address(rows.TopK), temperature = DeviceMemory.Address(rows.Temperature);
         IntPtr usage = rows.Usage is { } u ? DeviceMemory.Address(u) : IntPtr.Zero;
         long ld = h.stride(0);
         int count = (int)h.shape[0], zCol = (int)zColumn, gateCol = (int)gateColumn, L = adapters, r = rank, per = perRow, groups = rows.Groups, g = group;
-        void** args = stackalloc void*[14];
+        var (x, ldx, inF, gate, coefX, coefAbs) = Unpack(exact, count, L);
+        void** args = stackalloc void*[20];
         args[0] = &data; args[1] = &ld; args[2] = &count; args[3] = &zCol; args[4] = &gateCol; args[5] = &L; args[6] = &r;
         args[7] = &mode; args[8] = &topK; args[9] = &temperature; args[10] = &per; args[11] = &usage; args[12] = &groups; args[13] = &g;
+        args[14] = &x; args[15] = &ldx; args[16] = &inF; args[17] = &gate; args[18] = &coefX; args[19] = &coefAbs;
         uint blocks = (uint)((count + WarpsPerBlock - 1) / WarpsPerBlock);
         kernel.Launch(blocks, 32 * WarpsPerBlock, args);
     }
 
+    /// <summary>The kernel arguments of <paramref name="exact"/>, checked against the rows and adapters it must match.</summary>
+    private static (IntPtr X, long Ldx, int InF, IntPtr Gate, float CoefX, float CoefAbs) Unpack(ExactGate exact, int rows, int adapters)
+    {
+        var (x, gate) = (exact.X, exact.Gate);
+        if (x.dtype != ScalarType.BFloat16 || x.dim() != 2 || x.shape[0] != rows || x.stride(1) != 1
+            || gate.dtype != ScalarType.Float32 || !gate.is_contiguous() || gate.shape[0] != adapters || gate.shape[1] != x.shape[1])
+            throw new ArgumentException($"routing kernel: input {string.Join('×', x.shape)} {x.dtype} and gate {string.Join('×', gate.shape)} {gate.dtype} do not fit {rows} rows of {adapters} adapters");
+        return (DeviceMemory.Address(x), x.stride(0), (int)x.shape[1], DeviceMemory.Address(gate), (float)exact.Coefficients.X, (float)exact.Coefficients.Abs);
+    }
 }

@@ -171,6 +171,9 @@ public sealed class RowRouting : IDisposable
         return where(s.GatesMask, gate, s.Fixed).MoveToOuterDisposeScope();
     }
 
+    /// <summary>(B·T, N) bool: per token, the sorted positions from its row's top-k on (what <see cref="ExactRanking"/> tests the gap at).</summary>
+    internal Tensor PastTopK(long tokensPerRow) => SettingsFor(tokensPerRow).RankMask;
+
     /// <summary>(B·T, N) int64 adapter indices 0…N−1 per token: the slots that go with <see cref="Route"/>'s dense weights.</summary>
     public Tensor Indices(long tokensPerRow) => SettingsFor(tokensPerRow).Indices;
 

@@ -1,0 +1,120 @@
+using Meteora.Llama;
+using Meteora.Moe;
+using static TorchSharp.torch;
+
+namespace Meteora.Tests.Moe;
+
+/// <summary>
+/// bfloat16 MeteoRA picks exactly the adapters its float32 gate picks on the same inputs (issue #18, "Fidelity in
+/// bfloat16"): the fused GEMM's low-precision logits are trusted only where the k-th and (k+1)-th are further apart
+/// than their error bound; elsewhere the float32 gate ranks the row.
+/// </summary>
+public class ExactRankingTests
+{
+    private const int In = 256, Out = 64, N = 8, Rank = 4;
+
+    /// <summary>
+    /// A bfloat16 projection on the CPU whose gate rows differ by ~1 % (a trained gate's near-ties, many of them):
+    /// its float32 gate is returned beside it.
+    /// </summary>
+    private static (MeteoraLinear Projection, Tensor Gate, RoutingOptions Routing) NearTieProjection(int seed)
+    {
+        manual_seed(seed);
+        var site = new ProjectionSite(1, "mlp", "up_proj", In, Out);
+        var perAdapter = Enumerable.Range(0, N).Select(_ => ((Tensor, Tensor, double)?)(randn(Rank, In) * 0.05, randn(Out, Rank) * 0.05, 2.0)).ToList();
+        var routing = new RoutingOptions { Strategy = MixingStrategy.Dense };
+        var p = MeteoraLinear.Create(site, perAdapter, routing, ScalarType.BFloat16, ScalarType.BFloat16, CPU);
+        var gate = randn(1, In).expand(N, In) * 0.1 + randn(N, In) * 0.001;                 // (N, in) float32
+        using (no_grad()) { p.moe_gate.copy_(gate); p.SyncFusedGate(); }
+        return (p, gate.contiguous(), routing);
+    }
+
+    private static HashSet<long> Set(IEnumerable<long> xs) => xs.ToHashSet();
+
+    [Theory]
+    [InlineData(1)]
+    [InlineData(2)]
+    [InlineData(3)]
+    public void TheBFloat16ProjectionPicksTheFloat32GatesTopK(int k)
+    {
+        using var _ = no_grad();
+        var (p, gate, routing) = NearTieProjection(10 + k);
+        routing.TopK = k;
+        using var recorder = new RoutingRecorder { RecordIndices = true };
+        p.Recorder = recorder;
+        var x = randn(1, 300, In).to(ScalarType.BFloat16);                                  // (1, T, in)
+        p.forward(x);
+        var picked = recorder.Trace()[p.Site.Key];                                           // (T, k)
+        var exact = nn.functional.linear(x.reshape(-1, In).to(ScalarType.Float32), gate).topk(k, -1).indexes;   // (T, k)
+        var low = x.reshape(-1, In).matmul(gate.to(ScalarType.BFloat16).t()).topk(k, -1).indexes;              // the fused GEMM's ranking alone
+        int lowDiffers = 0;
+        for (int t = 0; t < picked.Length; t++)
+        {
+            var want = Set(exact[t].data<long>().ToArray());
+            Assert.True(want.SetEquals(picked[t]), $"token {t}: picked {string.Join(',', picked[t])}, the float32 gate {string.Join(',', want)}");
+            if (!want.SetEquals(low[t].data<long>().ToArray())) lowDiffers++;
+        }
+        // The case this test is about: ranked on the low-precision logits alone, many tokens would differ.
+        Assert.True(lowDiffers >= 30, $"only {lowDiffers} of {picked.Length} tokens rank differently in bfloat16: no near-ties to test");
+        p.Dispose();
+    }
+
+    [Fact]
+    public void PerRowRoutingPicksTheFloat32GatesTopKForEachRowsK()
+    {
+        using var _ = no_grad();
+        var (p, gate, routing) = NearTieProjection(21);
+        using var rows = new RowRouting(3, N, layers: 2, groups: 0, CPU);
+        rows.SetGates(0, topK: 1, temperature: 1.0);
+        rows.SetGates(1, topK: 3, temperature: 0.7);
+        rows.SetAdapter(2, 5);
+        rows.Upload();
+        routing.Rows = rows;
+        using var recorder = new RoutingRecorder { RecordIndices = true, RecordWeights = true };
+        p.Recorder = recorder;
+        var x = randn(3, 120, In).to(ScalarType.BFloat16);                                  // (B, T, in)
+        p.forward(x);
+        var weights = recorder.Weights()[p.Site.Key];                                        // (B·T, N) dense
+        var logits = nn.functional.linear(x.reshape(-1, In).to(ScalarType.Float32), gate);   // (B·T, N)
+        for (int t = 0; t < weights.Length; t++)
+        {
+            int row = t / 120;
+            var chosen = Set(Enumerable.Range(0, N).Where(j => weights[t][j] > 0).Select(j => (long)j));
+            var want = row == 2 ? [5L] : Set(logits[t].topk(row == 0 ? 1 : 3).indexes.data<long>().ToArray());
+            Assert.True(want.SetEquals(chosen), $"row {row} token {t % 120}: chosen {string.Join(',', chosen)}, want {string.Join(',', want)}");
+        }
+        p.Dispose();
+    }
+
+    [Fact]
+    public void RowsFarFromATieKeepTheirLowPrecisionLogitsAndNearOnesTakeTheFloat32Gates()
+    {
+        using var _ = no_grad();
+        manual_seed(3);
+        var gate = randn(4, In);                                                             // (L, in) float32
+        var x = randn(2, In).to(ScalarType.BFloat16);                                        // (2, in)
+        var exact = nn.functional.linear(x.to(ScalarType.Float32), gate);                    // (2, L)
+        var coefficients = ExactRanking.Coefficients(ScalarType.BFloat16, In, gate.square().sum(-1).sqrt().max().item<float>());
+        // Row 0: the low-precision logits far apart (10, 0, -10, -20); row 1: a tie between the 1st and 2nd.
+        var low = tensor(new float[] { 10, 0, -10, -20, 3, 3, -1, -2 }, [2, 4]).to(ScalarType.BFloat16);
+        var pastTop1 = tensor(new[] { false, true, true, true }).unsqueeze(0);               // k = 1
+        var got = ExactRanking.Logits(low, x, gate, coefficients, pastTop1);
+        Assert.Equal(low[0].to(ScalarType.Float32).data<float>().ToArray(), got[0].data<float>().ToArray());
+        Assert.Equal(exact[1].data<float>().ToArray(), got[1].data<float>().ToArray());
+        // At k = L nothing is left out, so no row needs ranking again.
+        var none = ExactRanking.Logits(low, x, gate, coefficients, zeros(1, 4, ScalarType.Bool));
+        Assert.Equal(low.to(ScalarType.Float32).data<float>().ToArray(), none.data<float>().ToArray());
+    }
+
+    [Fact]
+    public void TheBoundGrowsWithTheInputWidthAndTheGatesNorm()
+    {
+        var (x1, abs1) = ExactRanking.Coefficients(ScalarType.BFloat16, 4096, 1.0);
+        var (x2, _) = ExactRanking.Coefficients(ScalarType.BFloat16, 14336, 1.0);
+        var (x3, _) = ExactRanking.Coefficients(ScalarType.BFloat16, 4096, 2.0);
+        var (x16, abs16) = ExactRanking.Coefficients(ScalarType.Float16, 4096, 1.0);
+        Assert.InRange(x1, 2 * Math.Pow(2, -8), 2 * Math.Pow(2, -8) + 3 * 4096 * Math.Pow(2, -24));
+        Assert.True(x2 > x1 && Math.Abs(x3 - 2 * x1) < 1e-12 && x16 < x1 && abs16 < abs1);
+        Assert.Throws<ArgumentException>(() => ExactRanking.Coefficients(ScalarType.Float32, 4096, 1.0));
+    }
+}
