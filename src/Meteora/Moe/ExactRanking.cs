@@ -23,6 +23,13 @@ namespace Meteora.Moe;
 /// so the ATen path and the kernel pick the same adapters. Rows well apart keep their low-precision logits (and the
 /// softmax weights they give), so the fast path's numbers do not change where the ranking was already right.
 /// </para>
+/// <para>
+/// Limits: "the float32 gate's" top-k is itself a float32 computation, and the kernel sums its dot products in another
+/// order than the float32 GEMM here, so two adapters whose float32 logits tie to within float32 rounding may still
+/// rank either way. The bound assumes the fused GEMM reduces in float32 with at most one low-precision rounding of
+/// partial sums; cuBLAS's reduced-precision split-K could round more often — <c>bench/device-fidelity.sh</c> measures
+/// it on the GPU.
+/// </para>
 /// </summary>
 internal static class ExactRanking
 {
@@ -33,7 +40,10 @@ internal static class ExactRanking
     /// </summary>
     public static bool Enabled { get; set; } = Environment.GetEnvironmentVariable("METEORA_EXACT_RANKING") is not ("off" or "0" or "false");
 
-    /// <summary>Coefficients for which the test never triggers (the bound is negative, a gap never is).</summary>
+    /// <summary>
+    /// Coefficients for which the test does not trigger (the bound is negative where a gap never is; only an all-zero
+    /// row, whose every ranking is the same, still counts as near).
+    /// </summary>
     public static readonly (double X, double Abs) Never = (-1, -1);
 
     /// <summary>Unit roundoff of the model dtype (half an ulp of 1).</summary>
@@ -66,14 +76,16 @@ internal static class ExactRanking
     public static Tensor Logits(Tensor low, Tensor x2, Tensor gate, (double X, double Abs) coefficients, Tensor pastTopK)
     {
         using var scope = NewDisposeScope();
+        // Scalars held for the ops (an implicit one can be freed mid-op: Runtime.HeldScalars).
+        using Scalar posInf = double.PositiveInfinity, cx = coefficients.X, cabs = coefficients.Abs, two = 2.0, minusOne = -1.0;
         var v = low.to(ScalarType.Float32);                                                  // (N, L)
         var sorted = v.sort(-1, descending: true).Values;                                   // (N, L)
-        var lastIn = sorted.masked_fill(pastTopK, double.PositiveInfinity).amin(-1);        // (N,) the k-th largest
-        var firstOut = sorted.masked_fill(pastTopK.logical_not(), double.NegativeInfinity).amax(-1);   // (N,) the (k+1)-th, −∞ when k = L
+        var lastIn = sorted.masked_fill(pastTopK, posInf).amin(-1);                         // (N,) the k-th largest
+        var firstOut = sorted.masked_fill(pastTopK.logical_not(), HeldScalars.NegativeInfinity).amax(-1);   // (N,) the (k+1)-th, −∞ when k = L
         var xf = x2.to(ScalarType.Float32);                                                 // (N, in)
         var norm = xf.square().sum(-1).sqrt_();                                             // (N,) ‖x‖
-        var bound = norm.mul_(coefficients.X).add_(v.abs().amax(-1).mul_(coefficients.Abs)); // (N,) E
-        var near = (lastIn - firstOut).le(bound.mul_(2)).unsqueeze(1);                      // (N, 1) bool
+        var bound = norm.mul_(cx).add_(v.abs().amax(-1).mul_(cabs), HeldScalars.One);      // (N,) E
+        var near = lastIn.add(firstOut, minusOne).le(bound.mul_(two)).unsqueeze(1);        // (N, 1) bool: gap ≤ 2E
         var exact = nn.functional.linear(xf, gate);                                         // (N, L) the float32 gate's
         return where(near, exact, v).MoveToOuterDisposeScope();
     }

@@ -255,11 +255,12 @@ public sealed class MeteoraLinear : Linear
     private Tensor LowPrecisionLogits(Tensor low, Tensor x2, long[] shape)
     {
         if (!ExactRanking.Enabled || _routing.Arrow || _routing.Forced is { } forced && forced.AppliesTo(shape) && _routing.Rows is null) return low;
-        if (_routing.Rows is { } rows && shape.Length >= 3 && shape[0] == rows.Rows && rows.Adapters == _n)
+        // Per-row routing tests each token at its row's k ((B, T, in) or (B, in) input; RowRoute refuses other shapes).
+        if (_routing.Rows is { } rows && x2.shape[0] % rows.Rows == 0)
             return ExactRanking.Logits(low, x2, moe_gate, _ranking, rows.PastTopK(x2.shape[0] / rows.Rows));   // (N, L) mask
         using var scope = NewDisposeScope();
-        using Scalar k = Math.Min(_routing.TopK, _n);                                     // held for the op (see RmsNorm)
-        var pastTopK = arange(_n, ScalarType.Int64, low.device).ge(k).unsqueeze(0);       // (1, L)
+        using Scalar k = Math.Min(_routing.TopK, _n), n = _n;                              // held for the ops (see RmsNorm)
+        var pastTopK = arange(n, ScalarType.Int64, low.device).ge(k).unsqueeze(0);        // (1, L)
         return ExactRanking.Logits(low, x2, moe_gate, _ranking, pastTopK).MoveToOuterDisposeScope();
     }
 

@@ -39,11 +39,16 @@ internal static unsafe class RoutingKernel
         #define MAXK 8
         #define SLOTS 9  /* the top-k and the next one, whose gap decides whether the row is ranked again */
 
+        #define POS_INF __int_as_float(0x7f800000)
+        // NaN ranks first, as in ATen's sort and topk; as +inf every lane compares it alike (a NaN would make the
+        // lanes' top-k, and with it the branch around the warp-wide recompute, differ).
+        __device__ __forceinline__ float ranked(float f) { return f != f ? POS_INF : f; }
+
         // The row's L low-precision logits h[gateCol + j] into v (lane j holds logits j, j+32, …).
         __device__ __forceinline__ void load_low(const bf16* p, int gateCol, int L, int lane, float* v)
         {
             #pragma unroll
-            for (int i = 0; i < PER; i++) { int j = lane + 32 * i; v[i] = j < L ? bf2f(p[gateCol + j]) : NEG_INF; }
+            for (int i = 0; i < PER; i++) { int j = lane + 32 * i; v[i] = j < L ? ranked(bf2f(p[gateCol + j])) : NEG_INF; }
         }
 
         // The float32 gate's logits x·G[j] (G: L rows of inF float32) into v, as load_low lays them out.
@@ -58,7 +63,7 @@ internal static unsafe class RoutingKernel
                 #pragma unroll
                 for (int off = 16; off > 0; off >>= 1) s += __shfl_xor_sync(0xffffffffu, s, off);
                 #pragma unroll
-                for (int i = 0; i < PER; i++) if (lane + 32 * i == j) v[i] = s;
+                for (int i = 0; i < PER; i++) if (lane + 32 * i == j) v[i] = ranked(s);
             }
         }
 
@@ -118,7 +123,9 @@ internal static unsafe class RoutingKernel
             float v[PER];
             load_low(p, gateCol, L, lane, v);
             top_k(v, L, k < L ? k + 1 : k, lane, sel, top);
-            if (near_tie(v, top, k, L, x, inF, coefX, coefAbs, lane)) {
+            // Lane 0's answer for all: the recompute below is warp-wide (shuffles), so the branch must be uniform.
+            bool near = __shfl_sync(0xffffffffu, (int)near_tie(v, top, k, L, x, inF, coefX, coefAbs, lane), 0) != 0;
+            if (near) {
                 load_exact(x, inF, gate, L, lane, v);
                 top_k(v, L, k, lane, sel, top);
             }
@@ -274,7 +281,7 @@ internal static unsafe class RoutingKernel
         long ld = h.stride(0);
         int rows = (int)h.shape[0], zCol = (int)zColumn, gateCol = (int)gateColumn, L = adapters, r = rank, k = topK;
         float invT = (float)(1.0 / temperature);
-        var (x, ldx, inF, gate, coefX, coefAbs) = Unpack(exact, rows, L);
+        var (x, ldx, inF, gate, coefX, coefAbs) = Unpack(exact, rows, L, h.device);
         void** args = stackalloc void*[15];
         args[0] = &data; args[1] = &ld; args[2] = &rows; args[3] = &zCol; args[4] = &gateCol;
         args[5] = &L; args[6] = &r; args[7] = &k; args[8] = &invT;
@@ -295,7 +302,7 @@ internal static unsafe class RoutingKernel
         IntPtr usage = rows.Usage is { } u ? DeviceMemory.Address(u) : IntPtr.Zero;
         long ld = h.stride(0);
         int count = (int)h.shape[0], zCol = (int)zColumn, gateCol = (int)gateColumn, L = adapters, r = rank, per = perRow, groups = rows.Groups, g = group;
-        var (x, ldx, inF, gate, coefX, coefAbs) = Unpack(exact, count, L);
+        var (x, ldx, inF, gate, coefX, coefAbs) = Unpack(exact, count, L, h.device);
         void** args = stackalloc void*[20];
         args[0] = &data; args[1] = &ld; args[2] = &count; args[3] = &zCol; args[4] = &gateCol; args[5] = &L; args[6] = &r;
         args[7] = &mode; args[8] = &topK; args[9] = &temperature; args[10] = &per; args[11] = &usage; args[12] = &groups; args[13] = &g;
@@ -304,11 +311,13 @@ internal static unsafe class RoutingKernel
         kernel.Launch(blocks, 32 * WarpsPerBlock, args);
     }
 
+    private static bool SameDevice(Tensor t, Device device) => t.device_type == device.type && t.device_index == device.index;
+
     /// <summary>The kernel arguments of <paramref name="exact"/>, checked against the rows and adapters it must match.</summary>
-    private static (IntPtr X, long Ldx, int InF, IntPtr Gate, float CoefX, float CoefAbs) Unpack(ExactGate exact, int rows, int adapters)
+    private static (IntPtr X, long Ldx, int InF, IntPtr Gate, float CoefX, float CoefAbs) Unpack(ExactGate exact, int rows, int adapters, Device device)
     {
         var (x, gate) = (exact.X, exact.Gate);
-        if (x.dtype != ScalarType.BFloat16 || x.dim() != 2 || x.shape[0] != rows || x.stride(1) != 1
+        if (x.dtype != ScalarType.BFloat16 || x.dim() != 2 || x.shape[0] != rows || x.stride(1) != 1 || !SameDevice(x, device) || !SameDevice(gate, device)
             || gate.dtype != ScalarType.Float32 || !gate.is_contiguous() || gate.shape[0] != adapters || gate.shape[1] != x.shape[1])
             throw new ArgumentException($"routing kernel: input {string.Join('×', x.shape)} {x.dtype} and gate {string.Join('×', gate.shape)} {gate.dtype} do not fit {rows} rows of {adapters} adapters");
         return (DeviceMemory.Address(x), x.stride(0), (int)x.shape[1], DeviceMemory.Address(gate), (float)exact.Coefficients.X, (float)exact.Coefficients.Abs);

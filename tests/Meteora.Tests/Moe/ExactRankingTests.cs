@@ -83,6 +83,30 @@ public class ExactRankingTests
             var want = row == 2 ? [5L] : Set(logits[t].topk(row == 0 ? 1 : 3).indexes.data<long>().ToArray());
             Assert.True(want.SetEquals(chosen), $"row {row} token {t % 120}: chosen {string.Join(',', chosen)}, want {string.Join(',', want)}");
         }
+        // One token per row as a (B, in) input (a decode step's shape): still each row's own k. Adapter 0 leads by far
+        // and the rest are near-tied, so testing the gap at the wrong k (1 instead of 3) would trust a bfloat16 ranking.
+        using (no_grad())
+        {
+            var u = randn(In) * 0.1;
+            var lead = cat([(u * 2).unsqueeze(0), u.unsqueeze(0).expand(N - 1, In) + randn(N - 1, In) * 0.001]);   // (N, in)
+            p.moe_gate.copy_(lead); p.SyncFusedGate();
+            gate = lead;
+        }
+        int decisions = 0;
+        for (int trial = 0; trial < 60; trial++)
+        {
+            using var step = new RoutingRecorder { RecordWeights = true };
+            p.Recorder = step;
+            var dir = gate[0] / gate[0].norm();
+            var x1 = (randn(3, In) + dir.unsqueeze(0) * 8).to(ScalarType.BFloat16);         // (B, in): adapter 0 first
+            p.forward(x1);
+            var w1 = step.Weights()[p.Site.Key];                                             // (B, N)
+            var l1 = nn.functional.linear(x1.to(ScalarType.Float32), gate);
+            var chosen = Set(Enumerable.Range(0, N).Where(j => w1[1][j] > 0).Select(j => (long)j));
+            Assert.True(Set(l1[1].topk(3).indexes.data<long>().ToArray()).SetEquals(chosen), $"trial {trial}, (B, in) row 1 (k = 3)");
+            decisions++;
+        }
+        Assert.Equal(60, decisions);
         p.Dispose();
     }
 
