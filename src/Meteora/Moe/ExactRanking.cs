@@ -73,7 +73,12 @@ internal static class ExactRanking
     /// (N, L) or (1, L) marks the sorted positions past each token's k (true from position k on).
     /// Device ops only (no host sync), so a CUDA graph can capture them.
     /// </summary>
-    public static Tensor Logits(Tensor low, Tensor x2, Tensor gate, (double X, double Abs) coefficients, Tensor pastTopK)
+    public static Tensor Logits(Tensor low, Tensor x2, Tensor gate, (double X, double Abs) coefficients, Tensor pastTopK) =>
+        Logits(low, x2, gate, coefficients, pastTopK, out _);
+
+    /// <inheritdoc cref="Logits(Tensor, Tensor, Tensor, ValueTuple{double, double}, Tensor)"/>
+    /// <param name="near">(N,) bool: the tokens ranked with the float32 gate</param>
+    public static Tensor Logits(Tensor low, Tensor x2, Tensor gate, (double X, double Abs) coefficients, Tensor pastTopK, out Tensor near)
     {
         using var scope = NewDisposeScope();
         // Scalars held for the ops (an implicit one can be freed mid-op: Runtime.HeldScalars).
@@ -85,8 +90,9 @@ internal static class ExactRanking
         var xf = x2.to(ScalarType.Float32);                                                 // (N, in)
         var norm = xf.square().sum(-1).sqrt_();                                             // (N,) ‖x‖
         var bound = norm.mul_(cx).add_(v.abs().amax(-1).mul_(cabs), HeldScalars.One);      // (N,) E
-        var near = lastIn.add(firstOut, minusOne).le(bound.mul_(two)).unsqueeze(1);        // (N, 1) bool: gap ≤ 2E
+        var close = lastIn.add(firstOut, minusOne).le(bound.mul_(two));                     // (N,) bool: gap ≤ 2E
         var exact = nn.functional.linear(xf, gate);                                         // (N, L) the float32 gate's
-        return where(near, exact, v).MoveToOuterDisposeScope();
+        near = close.MoveToOuterDisposeScope();
+        return where(close.unsqueeze(1), exact, v).MoveToOuterDisposeScope();
     }
 }

@@ -256,12 +256,18 @@ public sealed class MeteoraLinear : Linear
     {
         if (!ExactRanking.Enabled || _routing.Arrow || _routing.Forced is { } forced && forced.AppliesTo(shape) && _routing.Rows is null) return low;
         // Per-row routing tests each token at its row's k ((B, T, in) or (B, in) input; RowRoute refuses other shapes).
-        if (_routing.Rows is { } rows && x2.shape[0] % rows.Rows == 0)
-            return ExactRanking.Logits(low, x2, moe_gate, _ranking, rows.PastTopK(x2.shape[0] / rows.Rows));   // (N, L) mask
         using var scope = NewDisposeScope();
-        using Scalar k = Math.Min(_routing.TopK, _n), n = _n;                              // held for the ops (see RmsNorm)
-        var pastTopK = arange(n, ScalarType.Int64, low.device).ge(k).unsqueeze(0);        // (1, L)
-        return ExactRanking.Logits(low, x2, moe_gate, _ranking, pastTopK).MoveToOuterDisposeScope();
+        Tensor pastTopK;
+        if (_routing.Rows is { } rows && x2.shape[0] % rows.Rows == 0)
+            pastTopK = rows.PastTopK(x2.shape[0] / rows.Rows);                              // (N, L)
+        else
+        {
+            using Scalar k = Math.Min(_routing.TopK, _n), n = _n;                          // held for the ops (see RmsNorm)
+            pastTopK = arange(n, ScalarType.Int64, low.device).ge(k).unsqueeze(0);        // (1, L)
+        }
+        var logits = ExactRanking.Logits(low, x2, moe_gate, _ranking, pastTopK, out var near);
+        Recorder?.AddNearTies(Site.Key, near);
+        return logits.MoveToOuterDisposeScope();
     }
 
     private (Tensor Indices, Tensor Weights) Route(Tensor logits, long[] shape)

@@ -16,6 +16,23 @@ public sealed class RoutingRecorder : IDisposable
     /// <summary>Also keep the routing weights that go with the indices (float32, same order).</summary>
     public bool RecordWeights { get; init; }
     public bool RecordLogits { get; init; }
+    /// <summary>
+    /// Also count, per projection, the tokens a low-precision model ranked with the float32 gate because their k-th
+    /// and (k+1)-th logits were near a tie (<see cref="ExactRanking"/>; ATen path only, as every recorded forward is).
+    /// </summary>
+    public bool RecordNearTies { get; init; }
+
+    private readonly Dictionary<string, long> _nearTies = new();
+
+    /// <summary>Per projection key, the tokens ranked with the float32 gate (needs <see cref="RecordNearTies"/>).</summary>
+    public IReadOnlyDictionary<string, long> NearTies => _nearTies;
+
+    internal void AddNearTies(string key, Tensor near)
+    {
+        if (!RecordNearTies) return;
+        using var count = near.sum();
+        _nearTies[key] = _nearTies.GetValueOrDefault(key) + count.item<long>();
+    }
 
     internal void Add(string key, Tensor logits, Tensor indices, Tensor weights)
     {
@@ -59,6 +76,7 @@ public sealed class RoutingRecorder : IDisposable
         _indices.Clear();
         _weights.Clear();
         _logits.Clear();
+        _nearTies.Clear();
     }
 
     public void Dispose() => Clear();

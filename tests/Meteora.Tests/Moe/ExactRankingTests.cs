@@ -40,7 +40,7 @@ public class ExactRankingTests
         using var _ = no_grad();
         var (p, gate, routing) = NearTieProjection(10 + k);
         routing.TopK = k;
-        using var recorder = new RoutingRecorder { RecordIndices = true };
+        using var recorder = new RoutingRecorder { RecordIndices = true, RecordNearTies = true };
         p.Recorder = recorder;
         var x = randn(1, 300, In).to(ScalarType.BFloat16);                                  // (1, T, in)
         p.forward(x);
@@ -56,6 +56,8 @@ public class ExactRankingTests
         }
         // The case this test is about: ranked on the low-precision logits alone, many tokens would differ.
         Assert.True(lowDiffers >= 30, $"only {lowDiffers} of {picked.Length} tokens rank differently in bfloat16: no near-ties to test");
+        // Every token the bfloat16 logits would misrank was near a tie by the bound (else the bound is unsound).
+        Assert.InRange(recorder.NearTies[p.Site.Key], lowDiffers, picked.Length);
         p.Dispose();
     }
 
