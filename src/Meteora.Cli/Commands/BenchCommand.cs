@@ -322,9 +322,10 @@ public static class BenchCommand
             ctx.Err.WriteLine($"bench routing: {(baseFolder is null ? $"random {cfg.NumHiddenLayers}-layer model, {L} adapters of rank {r}" : checkpoint)}, top-{k}, " +
                 $"{T} tokens, {TorchRuntime.Name(dtype)} against float32 on {device}; unrecorded dense routing: {RoutingKernel.Describe(device)}");
             var rows = RoutingFidelity.Measure(build, ids, k, dtype);
-            var table = new Table().AddColumns("variant", "decisions", "same top-k as float32", "near a tie (float32 gate ranked)", "changed by exact ranking", "max |logit − float32|", "max |logit − ATen exact|");
+            var table = new Table().AddColumns("variant", "decisions", "same top-k as the float32 model", "same as the float32 gate on the same input", "near a tie (float32 gate ranked)", "changed by exact ranking", "max |logit − float32|", "max |logit − ATen exact|");
             foreach (var x in rows)
                 table.AddRow(x.Variant, x.Decisions?.ToString() ?? "—", x.Decisions is { } n ? $"{x.Agreeing} ({100.0 * x.Agreeing!.Value / n:F3} %)" : "—",
+                    x.SameInputAgreeing is { } same && x.Decisions is { } d ? $"{same} ({100.0 * same / d:F3} %)" : "—",
                     x.NearTies is { } near && x.Decisions is { } all ? $"{near} ({100.0 * near / all:F2} %)" : "—",
                     x.Reranked?.ToString() ?? "—", $"{x.MaxLogitDifference:G4}", x.MaxDifferenceFromAten is { } a ? $"{a:G4}" : "—");
             Render(ctx.Out, table);
@@ -332,7 +333,7 @@ public static class BenchCommand
                 AtomicFile.WriteAllText(path, JsonSerializer.Serialize(new
                 {
                     model = baseFolder is null ? $"random {cfg.NumHiddenLayers} layers" : checkpoint, device = device.ToString(), dtype = TorchRuntime.Name(dtype), top_k = k, tokens = T,
-                    rows = rows.Select(x => new { variant = x.Variant, decisions = x.Decisions, agreeing = x.Agreeing, reranked = x.Reranked, near_ties = x.NearTies, max_logit_difference = x.MaxLogitDifference, max_difference_from_aten = x.MaxDifferenceFromAten }),
+                    rows = rows.Select(x => new { variant = x.Variant, decisions = x.Decisions, agreeing = x.Agreeing, reranked = x.Reranked, near_ties = x.NearTies, same_input_agreeing = x.SameInputAgreeing, max_logit_difference = x.MaxLogitDifference, max_difference_from_aten = x.MaxDifferenceFromAten }),
                 }, new JsonSerializerOptions { WriteIndented = true }));
             return 0;
         });

@@ -11,8 +11,10 @@ namespace Meteora.Benchmarking;
 /// <param name="MaxDifferenceFromAten">largest |output logit − the recorded exact-ranking run's| (the kernel against the ATen path)</param>
 /// <param name="Reranked">decisions whose top-k set exact ranking changed (the float32 gate, on the model's own input, disagreed with the low-precision logits)</param>
 /// <param name="NearTies">decisions near a tie, which the float32 gate ranked (what exact ranking costs)</param>
+/// <param name="SameInputAgreeing">decisions whose top-k set is the float32 gate's top-k of the same input (of <paramref name="Decisions"/>):
+/// all of them is what exact ranking guarantees</param>
 public sealed record RoutingFidelityRow(string Variant, long? Decisions, long? Agreeing, double MaxLogitDifference, double? MaxDifferenceFromAten = null,
-    long? Reranked = null, long? NearTies = null);
+    long? Reranked = null, long? NearTies = null, long? SameInputAgreeing = null);
 
 /// <summary>
 /// <c>bench routing</c>: how often a bfloat16/float16 MeteoRA model sends each token of each projection to the same
@@ -34,7 +36,7 @@ public static class RoutingFidelity
         using (var full = build(ScalarType.Float32))
         {
             full.Configure(topK: topK);
-            (reference, referenceLogits, _) = Recorded(full, ids);
+            (reference, referenceLogits, _, _) = Recorded(full, ids);
         }
         bool saved = ExactRanking.Enabled;
         try
@@ -46,18 +48,18 @@ public static class RoutingFidelity
             foreach (bool exact in new[] { false, true })
             {
                 ExactRanking.Enabled = exact;
-                var (trace, logits, nearTies) = Recorded(low, ids);
+                var (trace, logits, nearTies, sameInput) = Recorded(low, ids);
                 var (decisions, agreeing) = Agreement(reference, trace);
                 if (!exact)
                 {
-                    rows.Add(new("fused logits alone, recorded (ATen)", decisions, agreeing, MaxDifference(logits, referenceLogits)));
+                    rows.Add(new("fused logits alone, recorded (ATen)", decisions, agreeing, MaxDifference(logits, referenceLogits), SameInputAgreeing: sameInput));
                     fusedTrace = trace;
                     continue;
                 }
                 // Only the ranking differs between the two runs up to the first re-ranked decision; after it the
                 // activations differ too, so this counts what exact ranking changed, directly and downstream.
                 var (_, unchanged) = Agreement(fusedTrace!, trace);
-                rows.Add(new("exact ranking, recorded (ATen)", decisions, agreeing, MaxDifference(logits, referenceLogits), Reranked: decisions - unchanged, NearTies: nearTies));
+                rows.Add(new("exact ranking, recorded (ATen)", decisions, agreeing, MaxDifference(logits, referenceLogits), Reranked: decisions - unchanged, NearTies: nearTies, SameInputAgreeing: sameInput));
                 exactLogits = logits;
             }
             // Unrecorded: the fast path (the routing kernel on CUDA in bfloat16), exact ranking on.
@@ -72,14 +74,14 @@ public static class RoutingFidelity
         return rows;
     }
 
-    private static (IReadOnlyDictionary<string, long[][]> Trace, Tensor Logits, long NearTies) Recorded(MeteoraModel m, Tensor ids)
+    private static (IReadOnlyDictionary<string, long[][]> Trace, Tensor Logits, long NearTies, long SameInput) Recorded(MeteoraModel m, Tensor ids)
     {
-        using var recorder = new RoutingRecorder { RecordIndices = true, RecordNearTies = true };
+        using var recorder = new RoutingRecorder { RecordIndices = true, RecordNearTies = true, RecordGateAgreement = true };
         m.Attach(recorder);
         try
         {
             var logits = m.Forward(ids).to(ScalarType.Float32).cpu();                       // (B, T, V)
-            return (recorder.Trace(), logits, recorder.NearTies.Values.Sum());
+            return (recorder.Trace(), logits, recorder.NearTies.Values.Sum(), recorder.GateAgreement.Values.Sum(a => a.Agreeing));
         }
         finally
         {

@@ -136,6 +136,8 @@ public sealed class MeteoraLinear : Linear
             var logits = gateColumn >= 0 ? LowPrecisionLogits(h.narrow(1, gateColumn, _n), x2, shape)   // (N, L)
                 : nn.functional.linear(x2, moe_gate);                                     // float32 models: the gate itself
             var (indices, weights) = Route(logits, shape);
+            if (Recorder is { RecordGateAgreement: true } && gateColumn >= 0 && !_routing.Arrow && _routing.Forced is null && _routing.Rows is null)
+                Recorder.AddGateAgreement(Site.Key, indices, nn.functional.linear(x2.to(ScalarType.Float32), moe_gate));   // (N, L) float32 gate
             y = strategy == MixingStrategy.Dense ? FusedDense(h.narrow(1, zColumn, Adapters.TotalRank), baseOut, indices, weights)
                 : baseOut + Mixers.Mix(strategy, Adapters, x2, indices, weights);
         }

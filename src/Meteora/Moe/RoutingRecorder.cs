@@ -24,6 +24,28 @@ public sealed class RoutingRecorder : IDisposable
 
     private readonly Dictionary<string, long> _nearTies = new();
 
+    /// <summary>
+    /// Also compare, per projection, a low-precision model's top-k sets with the float32 gate's top-k of the same input
+    /// (call-wide top-k routing through the gates; the check behind <see cref="ExactRanking"/>'s guarantee).
+    /// </summary>
+    public bool RecordGateAgreement { get; init; }
+
+    private readonly Dictionary<string, (long Decisions, long Agreeing)> _gateAgreement = new();
+
+    /// <summary>Per projection key, decisions and how many picked the float32 gate's top-k set (needs <see cref="RecordGateAgreement"/>).</summary>
+    public IReadOnlyDictionary<string, (long Decisions, long Agreeing)> GateAgreement => _gateAgreement;
+
+    internal void AddGateAgreement(string key, Tensor indices, Tensor float32Logits)
+    {
+        using var scope = NewDisposeScope();
+        int k = (int)indices.shape[^1];
+        var picked = indices.reshape(-1, k).sort(-1).Values;                                 // (N, k) ascending
+        var wanted = float32Logits.topk(k, -1).indexes.sort(-1).Values;                    // (N, k)
+        using var same = picked.eq(wanted).all(-1).sum();
+        var (d, a) = _gateAgreement.GetValueOrDefault(key);
+        _gateAgreement[key] = (d + picked.shape[0], a + same.item<long>());
+    }
+
     /// <summary>Per projection key, the tokens ranked with the float32 gate (needs <see cref="RecordNearTies"/>).</summary>
     public IReadOnlyDictionary<string, long> NearTies => _nearTies;
 
@@ -77,6 +99,7 @@ public sealed class RoutingRecorder : IDisposable
         _weights.Clear();
         _logits.Clear();
         _nearTies.Clear();
+        _gateAgreement.Clear();
     }
 
     public void Dispose() => Clear();

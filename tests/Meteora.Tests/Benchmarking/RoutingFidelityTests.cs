@@ -34,6 +34,9 @@ public class RoutingFidelityTests
         Assert.NotNull(rows[1].Reranked);
         Assert.InRange(rows[1].NearTies!.Value, 0, projections * 40L);                         // counted on the exact run only
         Assert.Null(rows[0].NearTies);
+        // The guarantee, measured: with exact ranking every decision is the float32 gate's on the same input.
+        Assert.Equal(rows[1].Decisions, rows[1].SameInputAgreeing);
+        Assert.InRange(rows[0].SameInputAgreeing!.Value, 0, rows[0].Decisions!.Value);
         // On the CPU the unrecorded run takes the same ATen path as the recorded one: the same logits.
         Assert.Equal(0, rows[2].MaxDifferenceFromAten);
     }
