@@ -323,11 +323,12 @@ public static class BenchCommand
                 $"{T} tokens, {TorchRuntime.Name(dtype)} against float32 on {device}; unrecorded dense routing: {RoutingKernel.Describe(device)}");
             var rows = RoutingFidelity.Measure(build, ids, k, dtype);
             var table = new Table().AddColumns("variant", "decisions", "same top-k as the float32 model", "same as the float32 gate on the same input", "near a tie (float32 gate ranked)", "changed by exact ranking", "max |logit − float32|", "max |logit − ATen exact|");
+            // "count (share of the decisions)", or "—" where the run could not be recorded.
+            static string Of(long? count, long? decisions, string format) =>
+                count is { } c && decisions is { } n ? $"{c} ({(100.0 * c / n).ToString(format)} %)" : "—";
             foreach (var x in rows)
-                table.AddRow(x.Variant, x.Decisions?.ToString() ?? "—", x.Decisions is { } n ? $"{x.Agreeing} ({100.0 * x.Agreeing!.Value / n:F3} %)" : "—",
-                    x.SameInputAgreeing is { } same && x.Decisions is { } d ? $"{same} ({100.0 * same / d:F3} %)" : "—",
-                    x.NearTies is { } near && x.Decisions is { } all ? $"{near} ({100.0 * near / all:F2} %)" : "—",
-                    x.Reranked?.ToString() ?? "—", $"{x.MaxLogitDifference:G4}", x.MaxDifferenceFromAten is { } a ? $"{a:G4}" : "—");
+                table.AddRow(x.Variant, x.Decisions?.ToString() ?? "—", Of(x.Agreeing, x.Decisions, "F3"), Of(x.SameInputAgreeing, x.Decisions, "F3"),
+                    Of(x.NearTies, x.Decisions, "F2"), x.Reranked?.ToString() ?? "—", $"{x.MaxLogitDifference:G4}", x.MaxDifferenceFromAten is { } a ? $"{a:G4}" : "—");
             Render(ctx.Out, table);
             if (p.GetValue(json) is { } path)
                 AtomicFile.WriteAllText(path, JsonSerializer.Serialize(new

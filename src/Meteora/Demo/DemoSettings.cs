@@ -214,6 +214,7 @@ public sealed record DemoSettings
             if (!(settings.LoraEpochs >= 0 && double.IsFinite(settings.LoraEpochs)))
                 throw new System.Text.Json.JsonException($"field 'LoraEpochs' is {settings.LoraEpochs}: give passes ≥ 0 (0: LoraSteps steps for every task)");
             if (settings.LoraMinSteps < 1) throw new System.Text.Json.JsonException($"field 'LoraMinSteps' is {settings.LoraMinSteps}: give at least 1");
+            if (settings.LoraSteps < 1) throw new System.Text.Json.JsonException($"field 'LoraSteps' is {settings.LoraSteps}: give at least 1");
             return settings;
         }
         catch (System.Text.Json.JsonException e)

@@ -71,6 +71,8 @@ public class ShippedModelsTests
         Assert.Contains("unknown field 'GateStep'", e.Message);
         File.WriteAllText(dir["epochs.json"], """{"LoraEpochs": -2}""");
         Assert.Contains("field 'LoraEpochs' is -2", Assert.Throws<MeteoraException>(() => DemoSettings.Load(dir["epochs.json"], DemoSettings.Full)).Message);
+        File.WriteAllText(dir["steps.json"], """{"LoraSteps": 0}""");   // the cap of the epochs' step count: Math.Clamp would throw
+        Assert.Contains("field 'LoraSteps' is 0", Assert.Throws<MeteoraException>(() => DemoSettings.Load(dir["steps.json"], DemoSettings.Full)).Message);
         File.WriteAllText(dir["base.json"], """{"BaseLayers": 12}""");
         CliRunner.AssertUserError(CliRunner.Run("demo", "--dir", dir["w"], "--settings", dir["base.json"]), "only apply with --from-scratch");
         File.WriteAllText(dir["null.json"], """{"CompositeSizes": null}""");
