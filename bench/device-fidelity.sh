@@ -1,13 +1,16 @@
 #!/usr/bin/env bash
-# Device run for bfloat16 routing fidelity (issue #18; ExactRanking and the routing kernel's near-tie test), one GPU:
+# Device run for bfloat16 routing fidelity (issue #18; ranking from the float32 gate, `Moe.ExactRanking`), one GPU:
 #  1. the fixture MeteoRA model in bfloat16 on CUDA against transformers' float32 logits (reference.safetensors), every
 #     (k, T) the reference holds, with exact ranking on and off, the routing kernel on (CUDA-graph-free forward) and off;
 #  2. `bench routing` (top-k agreement with the float32 model per projection and token; the kernel's logits against
 #     the ATen path's) on the fixture and on a LLaMA-3-8B-shaped random model with 28 rank-8 adapters;
 #  3. the speed cost: `bench layer` (8B shapes, 28 adapters, top-2) and `bench model` top-2 prefill and decode, with
 #     METEORA_EXACT_RANKING on and off, in one call so the ratios compare like with like.
+# Results come back as one archive, fidelity.tar.gz (the device tool returns at most 8 files), written on exit.
 set -uo pipefail
 source bench/device-unpack.sh
+FINAL="$OUT"; OUT=$(mktemp -d)
+trap 'tar czf "$FINAL/fidelity.tar.gz" -C "$OUT" .' EXIT
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$OUT/gpu.txt"
 if [ "${PART:-all}" = all ] || [ "${PART:-}" = parity ]; then
   for p in 0 1; do

@@ -322,7 +322,7 @@ public static class BenchCommand
             ctx.Err.WriteLine($"bench routing: {(baseFolder is null ? $"random {cfg.NumHiddenLayers}-layer model, {L} adapters of rank {r}" : checkpoint)}, top-{k}, " +
                 $"{T} tokens, {TorchRuntime.Name(dtype)} against float32 on {device}; unrecorded dense routing: {RoutingKernel.Describe(device)}");
             var rows = RoutingFidelity.Measure(build, ids, k, dtype);
-            var table = new Table().AddColumns("variant", "decisions", "same top-k as the float32 model", "same as the float32 gate on the same input", "near a tie (float32 gate ranked)", "changed by exact ranking", "max |logit − float32|", "max |logit − ATen exact|");
+            var table = new Table().AddColumns("variant", "decisions", "same top-k as the float32 model", "same as the float32 gate on the same input", "near a tie (by the bf16 error bound)", "changed by exact ranking", "max |logit − float32|", "max |logit − ATen exact|");
             // "count (share of the decisions)", or "—" where the run could not be recorded.
             static string Of(long? count, long? decisions, string format) =>
                 count is { } c && decisions is { } n ? $"{c} ({(100.0 * c / n).ToString(format)} %)" : "—";

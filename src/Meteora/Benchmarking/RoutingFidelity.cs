@@ -10,7 +10,8 @@ namespace Meteora.Benchmarking;
 /// <param name="MaxLogitDifference">largest |output logit − the float32 model's|</param>
 /// <param name="MaxDifferenceFromAten">largest |output logit − the recorded exact-ranking run's| (the kernel against the ATen path)</param>
 /// <param name="Reranked">decisions whose top-k set exact ranking changed (the float32 gate, on the model's own input, disagreed with the low-precision logits)</param>
-/// <param name="NearTies">decisions near a tie, which the float32 gate ranked (what exact ranking costs)</param>
+/// <param name="NearTies">decisions whose low-precision logits were within twice their error bound of a tie (where they
+/// alone might not rank as the float32 gate: <see cref="ExactRanking.NearTies"/>)</param>
 /// <param name="SameInputAgreeing">decisions whose top-k set is the float32 gate's top-k of the same input (of <paramref name="Decisions"/>):
 /// all of them is what exact ranking guarantees</param>
 public sealed record RoutingFidelityRow(string Variant, long? Decisions, long? Agreeing, double MaxLogitDifference, double? MaxDifferenceFromAten = null,

@@ -5,46 +5,41 @@ using static TorchSharp.torch;
 namespace Meteora.Moe;
 
 /// <summary>
-/// Gate logits of a bfloat16/float16 model that rank the adapters exactly as the float32 gate does on the same input.
+/// Gate logits of a bfloat16/float16 model that rank (and weigh) the adapters exactly as the float32 gate does on the
+/// same input: one float32 GEMM <c>fl₃₂(x Gᵀ)</c> (N, L) of the layer's actual input with the float32 gate, beside the
+/// fused GEMM, for every token.
 /// <para>
-/// The fused GEMM computes the logits ℓ̂ = x Ĝᵀ from the gate's low-precision copy Ĝ and rounds them to the model
-/// dtype; near-ties then rank differently from the float32 gate that training and the float32 path use. Per logit
-/// the error against the float32 gate's own logits ℓ* = fl₃₂(x Gᵀ) is bounded (u: the dtype's unit roundoff, 2⁻⁸ for
-/// bfloat16; γ = n·2⁻²⁴ / (1 − n·2⁻²⁴) for float32 sums of n = in products; ‖·‖ the 2-norm):
+/// Why not trust the fused GEMM's own logits ℓ̂ = x Ĝᵀ (the gate's low-precision copy, rounded to the model dtype)?
+/// Near-ties then rank differently from the float32 gate that training and the float32 path use. Why not re-rank only
+/// the tokens near a tie? That was the first design (2026-12-02): per logit the error is bounded
 /// </para>
 /// <code>
 ///   |ℓ̂ⱼ − ℓ*ⱼ| ≤ (u + γ(2 + u)) Σᵢ|xᵢ||Gⱼᵢ| + u/(1−u) |ℓ̂ⱼ|  ≤  E = c·‖x‖·maxⱼ‖Gⱼ‖ + u/(1−u)·maxⱼ|ℓ̂ⱼ|
 /// </code>
 /// <para>
-/// (the rounding of Ĝ, the float32 sums of both GEMMs, the output rounding; Cauchy–Schwarz for the sum).
-/// <c>c</c> doubles <c>u</c> for GEMMs that reduce split-K partial sums in the model dtype (cuBLAS may).
-/// If the k-th largest ℓ̂ exceeds the (k+1)-th by more than 2E, the top-k set is the float32 gate's; otherwise that
-/// row's logits are recomputed with the float32 gate. The routing kernel applies the same test to the same bound,
-/// so the ATen path and the kernel pick the same adapters. Rows well apart keep their low-precision logits (and the
-/// softmax weights they give), so the fast path's numbers do not change where the ranking was already right.
+/// (u: the dtype's unit roundoff; γ = n·2⁻²⁴ / (1 − n·2⁻²⁴) for float32 sums of n = in products; the rounding of Ĝ,
+/// the float32 sums of both GEMMs, the output rounding, Cauchy–Schwarz), and only rows whose k-th and (k+1)-th ℓ̂ were
+/// within 2E were ranked again. On an H200 that cost far more than the GEMM it saved: the worst-case bound flags most
+/// tokens of a real-sized layer (Cauchy–Schwarz over 4 096 inputs), the routing kernel recomputed a flagged row's L dot
+/// products in one warp (latency-bound: decode of an 8B-shaped model went from 12.8 to 143 ms per step), and without a
+/// host sync the ATen path had to run the float32 GEMM for every row anyway. So every token is ranked from the float32
+/// GEMM; the bound stays as a diagnostic (<see cref="NearTies"/>: how many decisions the low-precision logits alone
+/// could not be trusted on) for <c>meteora bench routing</c>. docs/BENCHMARKS.md "bfloat16 routing fidelity" has the
+/// measurements.
 /// </para>
 /// <para>
-/// Limits: "the float32 gate's" top-k is itself a float32 computation, and the kernel sums its dot products in another
-/// order than the float32 GEMM here, so two adapters whose float32 logits tie to within float32 rounding may still
-/// rank either way. The bound assumes the fused GEMM reduces in float32 with at most one low-precision rounding of
-/// partial sums; cuBLAS's reduced-precision split-K could round more often — <c>bench/device-fidelity.sh</c> measures
-/// it on the GPU.
+/// Limit: "the float32 gate's" top-k is itself a float32 computation; two adapters whose float32 logits tie to within
+/// float32 rounding may rank either way between GEMM implementations (CPU vs cuBLAS).
 /// </para>
 /// </summary>
 internal static class ExactRanking
 {
     /// <summary>
-    /// Whether low-precision models rank near-ties with the float32 gate (default true). <c>METEORA_EXACT_RANKING=off</c>
-    /// or setting this false ranks every token on the fused GEMM's logits alone (the kernel gets a bound that never
-    /// triggers): for measuring what exact ranking costs and changes (<c>bench routing</c>, <c>bench model</c>).
+    /// Whether low-precision models rank with the float32 gate (default true). <c>METEORA_EXACT_RANKING=off</c> or
+    /// setting this false ranks every token on the fused GEMM's low-precision logits alone (one GEMM fewer per
+    /// projection): for measuring what exact ranking costs and changes (<c>bench routing</c>, <c>bench model</c>).
     /// </summary>
     public static bool Enabled { get; set; } = Environment.GetEnvironmentVariable("METEORA_EXACT_RANKING") is not ("off" or "0" or "false");
-
-    /// <summary>
-    /// Coefficients for which the test does not trigger (the bound is negative where a gap never is; only an all-zero
-    /// row, whose every ranking is the same, still counts as near).
-    /// </summary>
-    public static readonly (double X, double Abs) Never = (-1, -1);
 
     /// <summary>Unit roundoff of the model dtype (half an ulp of 1).</summary>
     public static double UnitRoundoff(ScalarType dtype) => dtype switch
@@ -68,17 +63,17 @@ internal static class ExactRanking
     }
 
     /// <summary>
-    /// Float32 logits (N, L) whose top-k is the float32 gate's: <paramref name="low"/> (the fused GEMM's, model dtype)
-    /// where the k-th and (k+1)-th are more than 2E apart, the float32 gate's elsewhere. <paramref name="pastTopK"/>
-    /// (N, L) or (1, L) marks the sorted positions past each token's k (true from position k on).
-    /// Device ops only (no host sync), so a CUDA graph can capture them.
+    /// The float32 gate's logits (N, L) float32, contiguous, of <paramref name="x2"/> (N, in) in the model dtype:
+    /// what every low-precision model ranks and weighs from while <see cref="Enabled"/>.
     /// </summary>
-    public static Tensor Logits(Tensor low, Tensor x2, Tensor gate, (double X, double Abs) coefficients, Tensor pastTopK) =>
-        Logits(low, x2, gate, coefficients, pastTopK, out _);
+    public static Tensor Logits(Tensor x2, Tensor gate) => nn.functional.linear(x2.to(ScalarType.Float32), gate);
 
-    /// <inheritdoc cref="Logits(Tensor, Tensor, Tensor, ValueTuple{double, double}, Tensor)"/>
-    /// <param name="near">(N,) bool: the tokens ranked with the float32 gate</param>
-    public static Tensor Logits(Tensor low, Tensor x2, Tensor gate, (double X, double Abs) coefficients, Tensor pastTopK, out Tensor near)
+    /// <summary>
+    /// (N,) bool, a diagnostic: the tokens whose k-th and (k+1)-th low-precision logits <paramref name="low"/> (N, L)
+    /// are within 2E of each other, so that the low-precision ranking alone might differ from the float32 gate's.
+    /// <paramref name="pastTopK"/> (N, L) or (1, L) marks the sorted positions past each token's k (true from k on).
+    /// </summary>
+    public static Tensor NearTies(Tensor low, Tensor x2, (double X, double Abs) coefficients, Tensor pastTopK)
     {
         using var scope = NewDisposeScope();
         // Scalars held for the ops (an implicit one can be freed mid-op: Runtime.HeldScalars).
@@ -87,12 +82,8 @@ internal static class ExactRanking
         var sorted = v.sort(-1, descending: true).Values;                                   // (N, L)
         var lastIn = sorted.masked_fill(pastTopK, posInf).amin(-1);                         // (N,) the k-th largest
         var firstOut = sorted.masked_fill(pastTopK.logical_not(), HeldScalars.NegativeInfinity).amax(-1);   // (N,) the (k+1)-th, −∞ when k = L
-        var xf = x2.to(ScalarType.Float32);                                                 // (N, in)
-        var norm = xf.square().sum(-1).sqrt_();                                             // (N,) ‖x‖
+        var norm = x2.to(ScalarType.Float32).square().sum(-1).sqrt_();                      // (N,) ‖x‖
         var bound = norm.mul_(cx).add_(v.abs().amax(-1).mul_(cabs), HeldScalars.One);      // (N,) E
-        var close = lastIn.add(firstOut, minusOne).le(bound.mul_(two));                     // (N,) bool: gap ≤ 2E
-        var exact = nn.functional.linear(xf, gate);                                         // (N, L) the float32 gate's
-        near = close.MoveToOuterDisposeScope();
-        return where(close.unsqueeze(1), exact, v).MoveToOuterDisposeScope();
+        return lastIn.add(firstOut, minusOne).le(bound.mul_(two)).MoveToOuterDisposeScope();   // (N,) gap ≤ 2E
     }
 }

@@ -39,7 +39,7 @@ public sealed class MeteoraLinear : Linear
     private readonly int _n;
     private readonly long _gateColumn;        // where the gate logits start in the fused GEMM's output, or -1
     private readonly Tensor? _absent;         // (N,) bool: adapters that do not adapt this projection, when some (not all) do
-    private (double X, double Abs) _ranking;  // ExactRanking's bound coefficients for this gate (low-precision models)
+    private (double X, double Abs) _ranking;  // ExactRanking's near-tie bound for this gate (a diagnostic; low-precision models)
     private Runtime.CudaKernel? _routingKernel;  // resolved on first CUDA bfloat16 call
     private Runtime.CudaKernel? _rowKernel;      // the per-row variant (serving), likewise
     // Held for the process (an implicit Scalar can be finalized while the op runs; see RmsNorm).
@@ -94,7 +94,7 @@ public sealed class MeteoraLinear : Linear
 
     /// <summary>
     /// Copies the float32 gate into its model-dtype copy (after loading or editing <see cref="moe_gate"/>), and sets
-    /// the bound that decides which tokens the float32 gate ranks again (<see cref="ExactRanking"/>).
+    /// the near-tie bound that <c>bench routing</c> reports (<see cref="ExactRanking.NearTies"/>).
     /// </summary>
     public void SyncFusedGate()
     {
@@ -125,19 +125,19 @@ public sealed class MeteoraLinear : Linear
             y = Unfused(x2, shape, strategy);
         else if (strategy == MixingStrategy.Dense && _routing.Forced is null && _routing.Rows is null && !_routing.Arrow
                  && RoutingKernelFor(x2, Math.Min(_routing.TopK, _n), rows: false) is { } kernel)
-            y = KernelDense(x2, (h, z, g, r) => RoutingKernel.Apply(kernel, h, z, g, _n, r, Math.Min(_routing.TopK, _n), _routing.Temperature, new(x2, moe_gate, KernelRanking)));
+            y = KernelDense(x2, (h, z, g, r) => RoutingKernel.Apply(kernel, h, z, g, _n, r, Math.Min(_routing.TopK, _n), _routing.Temperature, KernelLogits(x2)));
         else if (strategy == MixingStrategy.Dense && _routing.Forced is null && _routing.Rows is { } rows && !_routing.Arrow && RoutingKernel.RowsEnabled
                  && shape.Length >= 3 && shape[0] == rows.Rows && rows.Adapters == _n && RoutingKernelFor(x2, rows.MaxTopK, rows: true) is { } rowKernel)
             // Per-row routing (serving): each batch row's mode, top-k and temperature, its last token's weights into the usage.
-            y = KernelDense(x2, (h, z, g, r) => RoutingKernel.ApplyRows(rowKernel, h, z, g, _n, r, rows, (int)shape[^2], rows.GroupOf(Site.Layer), new(x2, moe_gate, KernelRanking)));
+            y = KernelDense(x2, (h, z, g, r) => RoutingKernel.ApplyRows(rowKernel, h, z, g, _n, r, rows, (int)shape[^2], rows.GroupOf(Site.Layer), KernelLogits(x2)));
         else
         {
             var (baseOut, h, zColumn, gateColumn) = FusedGemm(x2);
-            var logits = gateColumn >= 0 ? LowPrecisionLogits(h.narrow(1, gateColumn, _n), x2, shape)   // (N, L)
+            var logits = gateColumn >= 0 ? GateLogits(h.narrow(1, gateColumn, _n), x2, shape)            // (N, L)
                 : nn.functional.linear(x2, moe_gate);                                     // float32 models: the gate itself
             var (indices, weights) = Route(logits, shape);
             if (Recorder is { RecordGateAgreement: true } && gateColumn >= 0 && !_routing.Arrow && _routing.Forced is null && _routing.Rows is null)
-                Recorder.AddGateAgreement(Site.Key, indices, nn.functional.linear(x2.to(ScalarType.Float32), moe_gate));   // (N, L) float32 gate
+                Recorder.AddGateAgreement(Site.Key, indices, ExactRanking.Logits(x2, moe_gate));   // (N, L) float32 gate
             y = strategy == MixingStrategy.Dense ? FusedDense(h.narrow(1, zColumn, Adapters.TotalRank), baseOut, indices, weights)
                 : baseOut + Mixers.Mix(strategy, Adapters, x2, indices, weights);
         }
@@ -247,29 +247,33 @@ public sealed class MeteoraLinear : Linear
         return y + Mixers.Mix(strategy, Adapters, xa, indices, weights).to(y.dtype);   // Mix runs Auto as dense
     }
 
-    private (double X, double Abs) KernelRanking => ExactRanking.Enabled ? _ranking : ExactRanking.Never;
+    /// <summary>The float32 gate's logits (N, L) for the routing kernel to rank from, or null: the fused GEMM's (exact ranking off).</summary>
+    private Tensor? KernelLogits(Tensor x2) => ExactRanking.Enabled ? ExactRanking.Logits(x2, moe_gate) : null;
 
     /// <summary>
-    /// The fused GEMM's gate logits (N, L) in the model dtype, made to rank as the float32 gate does where the gates
-    /// route (<see cref="ExactRanking"/>, the kernel's test). Arrow's prototype scores and forced routing use them as
-    /// they are.
+    /// The logits (N, L) a low-precision model routes from: the float32 gate's of the same input
+    /// (<see cref="ExactRanking"/>), or the fused GEMM's <paramref name="low"/> (model dtype) with exact ranking off or
+    /// where routing is forced (the logits are not used). A recorder asking for near ties gets the diagnostic count.
     /// </summary>
-    private Tensor LowPrecisionLogits(Tensor low, Tensor x2, long[] shape)
+    private Tensor GateLogits(Tensor low, Tensor x2, long[] shape)
     {
-        if (!ExactRanking.Enabled || _routing.Arrow || _routing.Forced is { } forced && forced.AppliesTo(shape) && _routing.Rows is null) return low;
-        // Per-row routing tests each token at its row's k ((B, T, in) or (B, in) input; RowRoute refuses other shapes).
-        using var scope = NewDisposeScope();
-        Tensor pastTopK;
-        if (_routing.Rows is { } rows && x2.shape[0] % rows.Rows == 0)
-            pastTopK = rows.PastTopK(x2.shape[0] / rows.Rows);                              // (N, L)
-        else
+        if (!ExactRanking.Enabled || _routing.Forced is { } forced && forced.AppliesTo(shape) && _routing.Rows is null) return low;
+        var logits = ExactRanking.Logits(x2, moe_gate);                                   // (N, L) float32
+        if (Recorder is { RecordNearTies: true } && !_routing.Arrow)
         {
-            using Scalar k = Math.Min(_routing.TopK, _n), n = _n;                          // held for the ops (see RmsNorm)
-            pastTopK = arange(n, ScalarType.Int64, low.device).ge(k).unsqueeze(0);        // (1, L)
+            // Per-row routing tests each token at its row's k ((B, T, in) or (B, in) input; RowRoute refuses other shapes).
+            using var scope = NewDisposeScope();
+            Tensor pastTopK;
+            if (_routing.Rows is { } rows && x2.shape[0] % rows.Rows == 0)
+                pastTopK = rows.PastTopK(x2.shape[0] / rows.Rows);                          // (N, L)
+            else
+            {
+                using Scalar k = Math.Min(_routing.TopK, _n), n = _n;                      // held for the ops (see RmsNorm)
+                pastTopK = arange(n, ScalarType.Int64, low.device).ge(k).unsqueeze(0);    // (1, L)
+            }
+            Recorder.AddNearTies(Site.Key, ExactRanking.NearTies(low, x2, _ranking, pastTopK));
         }
-        var logits = ExactRanking.Logits(low, x2, moe_gate, _ranking, pastTopK, out var near);
-        Recorder?.AddNearTies(Site.Key, near);
-        return logits.MoveToOuterDisposeScope();
+        return logits;
     }
 
     private (Tensor Indices, Tensor Weights) Route(Tensor logits, long[] shape)

@@ -13,10 +13,11 @@ namespace Meteora.Moe;
 /// scatter, mul); at decode sizes each launch costs far more than its work, and 224 projections do it per step.
 /// One warp per row; logits at most 256 (8 per lane), k at most 8.
 /// <para>
-/// Numerics follow the ATen chain it replaces: ranking on the bfloat16 logits — or, for a row whose k-th and
-/// (k+1)-th logits are within <see cref="ExactRanking"/>'s bound of each other, on the float32 gate's logits of the
-/// row's input, computed by the warp — softmax in float32, the weight rounded to bfloat16, then a bfloat16 multiply. Compiled at first use with NVRTC; where CUDA's driver
-/// or NVRTC is missing, <see cref="TryGet"/> says why and the caller keeps the ATen chain.
+/// Numerics follow the ATen chain it replaces: ranking on the float32 gate's logits of the row's input
+/// (<see cref="ExactRanking"/>, one float32 GEMM before the launch) or, with exact ranking off, on the fused GEMM's
+/// bfloat16 logits; softmax in float32, the weight rounded to bfloat16, then a bfloat16 multiply. Compiled at first
+/// use with NVRTC; where CUDA's driver or NVRTC is missing, <see cref="TryGet"/> says why and the caller keeps the
+/// ATen chain.
 /// </para>
 /// </summary>
 internal static unsafe class RoutingKernel
@@ -37,42 +38,29 @@ internal static unsafe class RoutingKernel
         #define NEG_INF __int_as_float(0xff800000)   /* no math.h under NVRTC */
         #define PER 8    /* logits per lane: L <= 256 */
         #define MAXK 8
-        #define SLOTS 9  /* the top-k and the next one, whose gap decides whether the row is ranked again */
 
         #define POS_INF __int_as_float(0x7f800000)
         // NaN ranks first, as in ATen's sort and topk; as +inf every lane compares it alike (a NaN would make the
-        // lanes' top-k, and with it the branch around the warp-wide recompute, differ).
+        // lanes' top-k differ).
         __device__ __forceinline__ float ranked(float f) { return f != f ? POS_INF : f; }
 
-        // The row's L low-precision logits h[gateCol + j] into v (lane j holds logits j, j+32, …).
-        __device__ __forceinline__ void load_low(const bf16* p, int gateCol, int L, int lane, float* v)
+        // The row's L logits into v (lane j holds logits j, j+32, …): the float32 gate's, exact[j] (ExactRanking), or
+        // without them the fused GEMM's low-precision ones, h[gateCol + j].
+        __device__ __forceinline__ void load_logits(const bf16* p, int gateCol, const float* exact, int L, int lane, float* v)
         {
             #pragma unroll
-            for (int i = 0; i < PER; i++) { int j = lane + 32 * i; v[i] = j < L ? ranked(bf2f(p[gateCol + j])) : NEG_INF; }
-        }
-
-        // The float32 gate's logits x·G[j] (G: L rows of inF float32) into v, as load_low lays them out.
-        __device__ __forceinline__ void load_exact(const bf16* x, int inF, const float* gate, int L, int lane, float* v)
-        {
-            #pragma unroll
-            for (int i = 0; i < PER; i++) v[i] = NEG_INF;
-            for (int j = 0; j < L; j++) {
-                const float* g = gate + (long long)j * inF;
-                float s = 0.f;
-                for (int c = lane; c < inF; c += 32) s += bf2f(x[c]) * g[c];
-                #pragma unroll
-                for (int off = 16; off > 0; off >>= 1) s += __shfl_xor_sync(0xffffffffu, s, off);
-                #pragma unroll
-                for (int i = 0; i < PER; i++) if (lane + 32 * i == j) v[i] = ranked(s);
+            for (int i = 0; i < PER; i++) {
+                int j = lane + 32 * i;
+                v[i] = j >= L ? NEG_INF : ranked(exact != 0 ? exact[j] : bf2f(p[gateCol + j]));
             }
         }
 
-        // Top-k of v (warp-wide) into sel/top, descending; lower index wins a tie. k <= SLOTS.
+        // Top-k of v (warp-wide) into sel/top, descending; lower index wins a tie. k <= MAXK.
         __device__ __forceinline__ void top_k(const float* v, int L, int k, int lane, int* sel, float* top)
         {
             unsigned int taken = 0;
             #pragma unroll
-            for (int t = 0; t < SLOTS; t++) {
+            for (int t = 0; t < MAXK; t++) {
                 sel[t] = -1; top[t] = NEG_INF;
                 if (t < k) {
                     float best = NEG_INF; int bi = 0x7fffffff;
@@ -91,43 +79,6 @@ internal static unsafe class RoutingKernel
                     #pragma unroll
                     for (int i = 0; i < PER; i++) if (lane + 32 * i == bi) taken |= 1u << i;
                 }
-            }
-        }
-
-        // ExactRanking's test: are the k-th and (k+1)-th low-precision logits within 2E, where
-        // E = coefX·‖x‖ + coefAbs·max|logit| bounds each logit's distance from the float32 gate's?
-        __device__ __forceinline__ bool near_tie(const float* v, const float* top, int k, int L, const bf16* x, int inF,
-                                                 float coefX, float coefAbs, int lane)
-        {
-            if (k >= L) return false;
-            float kth = NEG_INF, next = NEG_INF;
-            #pragma unroll
-            for (int t = 0; t < SLOTS; t++) { if (t == k - 1) kth = top[t]; if (t == k) next = top[t]; }
-            float amax = 0.f;
-            #pragma unroll
-            for (int i = 0; i < PER; i++) if (lane + 32 * i < L) amax = fmaxf(amax, fabsf(v[i]));
-            float ss = 0.f;
-            for (int c = lane; c < inF; c += 32) { float a = bf2f(x[c]); ss += a * a; }
-            #pragma unroll
-            for (int off = 16; off > 0; off >>= 1) {
-                amax = fmaxf(amax, __shfl_xor_sync(0xffffffffu, amax, off));
-                ss += __shfl_xor_sync(0xffffffffu, ss, off);
-            }
-            return kth - next <= 2.f * (sqrtf(ss) * coefX + amax * coefAbs);
-        }
-
-        // The row's adapters: the top-k of its low-precision logits, or of the float32 gate's where near a tie.
-        __device__ __forceinline__ void rank(const bf16* p, int gateCol, int L, int k, const bf16* x, int inF, const float* gate,
-                                             float coefX, float coefAbs, int lane, int* sel, float* top)
-        {
-            float v[PER];
-            load_low(p, gateCol, L, lane, v);
-            top_k(v, L, k < L ? k + 1 : k, lane, sel, top);
-            // Lane 0's answer for all: the recompute below is warp-wide (shuffles), so the branch must be uniform.
-            bool near = __shfl_sync(0xffffffffu, (int)near_tie(v, top, k, L, x, inF, coefX, coefAbs, lane), 0) != 0;
-            if (near) {
-                load_exact(x, inF, gate, L, lane, v);
-                top_k(v, L, k, lane, sel, top);
             }
         }
 
@@ -155,18 +106,18 @@ internal static unsafe class RoutingKernel
             }
         }
 
-        // h: (rows, ld) bfloat16; z = h[:, zCol : zCol + L*r], logits = h[:, gateCol : gateCol + L].
-        // x: (rows, ldx) bfloat16, the projection's input; gate: (L, inF) float32, for rows near a tie.
+        // h: (rows, ld) bfloat16; z = h[:, zCol : zCol + L*r], low-precision logits = h[:, gateCol : gateCol + L].
+        // exact: (rows, L) float32, the float32 gate's logits to rank from, or null (rank from h's).
         extern "C" __global__ void meteora_route_bf16(bf16* h, long long ld, int rows, int zCol, int gateCol,
-                                                      int L, int r, int k, float invT,
-                                                      const bf16* x, long long ldx, int inF, const float* gate, float coefX, float coefAbs)
+                                                      int L, int r, int k, float invT, const float* exact)
         {
             int row = (int)((blockIdx.x * blockDim.x + threadIdx.x) >> 5);
             int lane = threadIdx.x & 31;
             if (row >= rows) return;
             bf16* p = h + (long long)row * ld;
-            int sel[SLOTS]; float top[SLOTS], w[MAXK];
-            rank(p, gateCol, L, k, x + (long long)row * ldx, inF, gate, coefX, coefAbs, lane, sel, top);
+            int sel[MAXK]; float top[MAXK], w[MAXK], v[PER];
+            load_logits(p, gateCol, exact != 0 ? exact + (long long)row * L : exact, L, lane, v);
+            top_k(v, L, k, lane, sel, top);
             weights(top, k, invT, w);
             scale(p, zCol, L, r, k, sel, w, lane);
         }
@@ -176,8 +127,7 @@ internal static unsafe class RoutingKernel
         // With usage (B, G, L) float32, each batch row's last token adds its weights into group `group`.
         extern "C" __global__ void meteora_route_rows_bf16(bf16* h, long long ld, int rows, int zCol, int gateCol, int L, int r,
                                                            const long long* mode, const long long* topk, const float* temperature,
-                                                           int perRow, float* usage, int groups, int group,
-                                                           const bf16* x, long long ldx, int inF, const float* gate, float coefX, float coefAbs)
+                                                           int perRow, float* usage, int groups, int group, const float* exact)
         {
             int row = (int)((blockIdx.x * blockDim.x + threadIdx.x) >> 5);
             int lane = threadIdx.x & 31;
@@ -186,18 +136,19 @@ internal static unsafe class RoutingKernel
             int b = row / perRow;
             long long m = mode[b];
             if (m >= L) m = -2;                                  /* no such adapter: route nothing */
-            int sel[SLOTS]; float top[SLOTS], w[MAXK];
+            int sel[MAXK]; float top[MAXK], w[MAXK], v[PER];
             int k = 0;
             if (m == -1) {
                 k = (int)topk[b];
                 if (k > MAXK) k = MAXK;
                 if (k > L) k = L;
                 if (k < 1) k = 1;
-                rank(p, gateCol, L, k, x + (long long)row * ldx, inF, gate, coefX, coefAbs, lane, sel, top);
+                load_logits(p, gateCol, exact != 0 ? exact + (long long)row * L : exact, L, lane, v);
+                top_k(v, L, k, lane, sel, top);
                 weights(top, k, 1.f / temperature[b], w);
             } else {
                 #pragma unroll
-                for (int t = 0; t < SLOTS; t++) sel[t] = -1;
+                for (int t = 0; t < MAXK; t++) sel[t] = -1;
                 #pragma unroll
                 for (int t = 0; t < MAXK; t++) w[t] = 0.f;
                 if (m >= 0) { sel[0] = (int)m; w[0] = 1.f; k = 1; }
@@ -265,27 +216,21 @@ internal static unsafe class RoutingKernel
     }
 
     /// <summary>
-    /// What the kernel needs to rank rows near a tie with the float32 gate (<see cref="ExactRanking"/>): the
-    /// projection's input X (N, in) bfloat16 with unit column stride, the gate (L, in) float32 contiguous on the same
-    /// device, and the bound's coefficients.
-    /// </summary>
-    public readonly record struct ExactGate(Tensor X, Tensor Gate, (double X, double Abs) Coefficients);
-
-    /// <summary>
     /// Routes and scales in place. h (N, C) contiguous bfloat16 on CUDA; rank columns at
-    /// [<paramref name="zColumn"/>, +L·r), logits at [<paramref name="gateColumn"/>, +L).
+    /// [<paramref name="zColumn"/>, +L·r), low-precision logits at [<paramref name="gateColumn"/>, +L).
+    /// <paramref name="exact"/>: (N, L) float32 contiguous logits of the float32 gate (<see cref="ExactRanking"/>) to rank
+    /// and weigh from instead, or null.
     /// </summary>
-    public static void Apply(CudaKernel kernel, Tensor h, long zColumn, long gateColumn, int adapters, int rank, int topK, double temperature, ExactGate exact)
+    public static void Apply(CudaKernel kernel, Tensor h, long zColumn, long gateColumn, int adapters, int rank, int topK, double temperature, Tensor? exact)
     {
         IntPtr data = DeviceMemory.Address(h);
         long ld = h.stride(0);
         int rows = (int)h.shape[0], zCol = (int)zColumn, gateCol = (int)gateColumn, L = adapters, r = rank, k = topK;
         float invT = (float)(1.0 / temperature);
-        var (x, ldx, inF, gate, coefX, coefAbs) = Unpack(exact, rows, L, h.device);
-        void** args = stackalloc void*[15];
+        IntPtr logits = ExactArgument(exact, rows, L, h.device);
+        void** args = stackalloc void*[10];
         args[0] = &data; args[1] = &ld; args[2] = &rows; args[3] = &zCol; args[4] = &gateCol;
-        args[5] = &L; args[6] = &r; args[7] = &k; args[8] = &invT;
-        args[9] = &x; args[10] = &ldx; args[11] = &inF; args[12] = &gate; args[13] = &coefX; args[14] = &coefAbs;
+        args[5] = &L; args[6] = &r; args[7] = &k; args[8] = &invT; args[9] = &logits;
         uint blocks = (uint)((rows + WarpsPerBlock - 1) / WarpsPerBlock);
         kernel.Launch(blocks, 32 * WarpsPerBlock, args);
     }
@@ -295,31 +240,31 @@ internal static unsafe class RoutingKernel
     /// (at most <see cref="MaxTopK"/>) and temperature from <paramref name="rows"/>, and its usage added into
     /// layer group <paramref name="group"/>. h (B·T, C) for B rows of <paramref name="perRow"/> tokens.
     /// </summary>
-    public static void ApplyRows(CudaKernel kernel, Tensor h, long zColumn, long gateColumn, int adapters, int rank, RowRouting rows, int perRow, int group, ExactGate exact)
+    public static void ApplyRows(CudaKernel kernel, Tensor h, long zColumn, long gateColumn, int adapters, int rank, RowRouting rows, int perRow, int group, Tensor? exact)
     {
         IntPtr data = DeviceMemory.Address(h);
         IntPtr mode = DeviceMemory.Address(rows.Mode), topK = DeviceMemory.Address(rows.TopK), temperature = DeviceMemory.Address(rows.Temperature);
         IntPtr usage = rows.Usage is { } u ? DeviceMemory.Address(u) : IntPtr.Zero;
         long ld = h.stride(0);
         int count = (int)h.shape[0], zCol = (int)zColumn, gateCol = (int)gateColumn, L = adapters, r = rank, per = perRow, groups = rows.Groups, g = group;
-        var (x, ldx, inF, gate, coefX, coefAbs) = Unpack(exact, count, L, h.device);
-        void** args = stackalloc void*[20];
+        IntPtr logits = ExactArgument(exact, count, L, h.device);
+        void** args = stackalloc void*[15];
         args[0] = &data; args[1] = &ld; args[2] = &count; args[3] = &zCol; args[4] = &gateCol; args[5] = &L; args[6] = &r;
         args[7] = &mode; args[8] = &topK; args[9] = &temperature; args[10] = &per; args[11] = &usage; args[12] = &groups; args[13] = &g;
-        args[14] = &x; args[15] = &ldx; args[16] = &inF; args[17] = &gate; args[18] = &coefX; args[19] = &coefAbs;
+        args[14] = &logits;
         uint blocks = (uint)((count + WarpsPerBlock - 1) / WarpsPerBlock);
         kernel.Launch(blocks, 32 * WarpsPerBlock, args);
     }
 
     private static bool SameDevice(Tensor t, Device device) => t.device_type == device.type && t.device_index == device.index;
 
-    /// <summary>The kernel arguments of <paramref name="exact"/>, checked against the rows and adapters it must match.</summary>
-    private static (IntPtr X, long Ldx, int InF, IntPtr Gate, float CoefX, float CoefAbs) Unpack(ExactGate exact, int rows, int adapters, Device device)
+    /// <summary>The kernel's <c>exact</c> pointer: null, or <paramref name="exact"/> checked to be (rows, L) float32 contiguous on h's device.</summary>
+    private static IntPtr ExactArgument(Tensor? exact, int rows, int adapters, Device device)
     {
-        var (x, gate) = (exact.X, exact.Gate);
-        if (x.dtype != ScalarType.BFloat16 || x.dim() != 2 || x.shape[0] != rows || x.stride(1) != 1 || !SameDevice(x, device) || !SameDevice(gate, device)
-            || gate.dtype != ScalarType.Float32 || !gate.is_contiguous() || gate.shape[0] != adapters || gate.shape[1] != x.shape[1])
-            throw new ArgumentException($"routing kernel: input {string.Join('×', x.shape)} {x.dtype} and gate {string.Join('×', gate.shape)} {gate.dtype} do not fit {rows} rows of {adapters} adapters");
-        return (DeviceMemory.Address(x), x.stride(0), (int)x.shape[1], DeviceMemory.Address(gate), (float)exact.Coefficients.X, (float)exact.Coefficients.Abs);
+        if (exact is null) return IntPtr.Zero;
+        if (exact.dtype != ScalarType.Float32 || exact.dim() != 2 || exact.shape[0] != rows || exact.shape[1] != adapters
+            || !exact.is_contiguous() || !SameDevice(exact, device))
+            throw new ArgumentException($"routing kernel: float32 gate logits {string.Join('×', exact.shape)} {exact.dtype} on {exact.device} do not fit {rows} rows of {adapters} adapters on {device}");
+        return DeviceMemory.Address(exact);
     }
 }

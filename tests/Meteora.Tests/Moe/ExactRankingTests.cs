@@ -5,9 +5,9 @@ using static TorchSharp.torch;
 namespace Meteora.Tests.Moe;
 
 /// <summary>
-/// bfloat16 MeteoRA picks exactly the adapters its float32 gate picks on the same inputs (issue #18, "Fidelity in
-/// bfloat16"): the fused GEMM's low-precision logits are trusted only where the k-th and (k+1)-th are further apart
-/// than their error bound; elsewhere the float32 gate ranks the row.
+/// bfloat16 MeteoRA picks exactly the adapters its float32 gate picks on the same inputs, with the float32 gate's weights
+/// (issue #18, "Fidelity in bfloat16"): every token is ranked from one float32 GEMM of its input with the float32 gate;
+/// the near-tie bound remains as a diagnostic of how often the fused GEMM's logits alone would not do.
 /// </summary>
 public class ExactRankingTests
 {
@@ -113,23 +113,39 @@ public class ExactRankingTests
     }
 
     [Fact]
-    public void RowsFarFromATieKeepTheirLowPrecisionLogitsAndNearOnesTakeTheFloat32Gates()
+    public void TheRoutingWeightsAreTheFloat32GatesSoftmax()
+    {
+        using var _ = no_grad();
+        var (p, gate, routing) = NearTieProjection(31);
+        routing.TopK = 2;
+        routing.Temperature = 0.5;
+        using var recorder = new RoutingRecorder { RecordIndices = true, RecordWeights = true };
+        p.Recorder = recorder;
+        var x = randn(1, 50, In).to(ScalarType.BFloat16);                                   // (1, T, in)
+        p.forward(x);
+        var weights = recorder.Weights()[p.Site.Key];                                        // (T, 2)
+        var top = nn.functional.linear(x.reshape(-1, In).to(ScalarType.Float32), gate).topk(2, -1).values;   // (T, 2)
+        var want = (top / 0.5).softmax(-1);                                                  // (T, 2) float32
+        for (int t = 0; t < weights.Length; t++)
+            for (int s = 0; s < 2; s++)
+                Assert.Equal(want[t, s].item<float>(), weights[t][s], 5);
+        p.Dispose();
+    }
+
+    [Fact]
+    public void TheNearTieDiagnosticFlagsGapsWithinTwiceTheBound()
     {
         using var _ = no_grad();
         manual_seed(3);
         var gate = randn(4, In);                                                             // (L, in) float32
         var x = randn(2, In).to(ScalarType.BFloat16);                                        // (2, in)
-        var exact = nn.functional.linear(x.to(ScalarType.Float32), gate);                    // (2, L)
         var coefficients = ExactRanking.Coefficients(ScalarType.BFloat16, In, gate.square().sum(-1).sqrt().max().item<float>());
         // Row 0: the low-precision logits far apart (10, 0, -10, -20); row 1: a tie between the 1st and 2nd.
         var low = tensor(new float[] { 10, 0, -10, -20, 3, 3, -1, -2 }, [2, 4]).to(ScalarType.BFloat16);
         var pastTop1 = tensor(new[] { false, true, true, true }).unsqueeze(0);               // k = 1
-        var got = ExactRanking.Logits(low, x, gate, coefficients, pastTop1);
-        Assert.Equal(low[0].to(ScalarType.Float32).data<float>().ToArray(), got[0].data<float>().ToArray());
-        Assert.Equal(exact[1].data<float>().ToArray(), got[1].data<float>().ToArray());
-        // At k = L nothing is left out, so no row needs ranking again.
-        var none = ExactRanking.Logits(low, x, gate, coefficients, zeros(1, 4, ScalarType.Bool));
-        Assert.Equal(low.to(ScalarType.Float32).data<float>().ToArray(), none.data<float>().ToArray());
+        Assert.Equal(new[] { false, true }, ExactRanking.NearTies(low, x, coefficients, pastTop1).data<bool>().ToArray());
+        // At k = L nothing is left out, so no row is near.
+        Assert.Equal(new[] { false, false }, ExactRanking.NearTies(low, x, coefficients, zeros(1, 4, ScalarType.Bool)).data<bool>().ToArray());
     }
 
     [Fact]
