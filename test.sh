@@ -26,6 +26,11 @@ report_complete() {
   for f in results.md results.json results.png routing-composite-3.png routing-composite-3.html; do
     [ -s "$demo/report/$f" ] || { echo "missing $demo/report/$f" >> "$demo.err"; return 1; }
   done
+  # The evaluation stage's time by part, in the log and in results.json.
+  for part in '"per-task peft"' '"composite-3 meteora-top2"'; do
+    grep -q "$part" "$demo/report/results.json" || { echo "results.json: no evaluation_seconds entry $part" >> "$demo.err"; return 1; }
+  done
+  grep -q "evaluation time: " "$demo.err" || { echo "demo log: no evaluation time line" >> "$demo.err"; return 1; }
 }
 echo "demo --quick in $demo ..."
 if ./meteora demo --quick --dir "$demo" > "$demo.out" 2> "$demo.err" && report_complete && grep -q "PEFT-oracle mean" "$demo.out"; then

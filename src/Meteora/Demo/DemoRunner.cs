@@ -28,6 +28,12 @@ public sealed record DemoResult(
     /// <summary>The trained gates' held-out gate accuracy per task (empty when not measured).</summary>
     public IReadOnlyDictionary<string, double> GateAccuracyByTask { get; init; } = new Dictionary<string, double>();
 
+    /// <summary>
+    /// Seconds of the evaluation stage by part: "per-task &lt;mode&gt;" and "composite-&lt;n&gt; [guided] &lt;mode&gt;", the twelve
+    /// single adapters' composite passes together as mode "single adapters" (model loading not counted).
+    /// </summary>
+    public IReadOnlyDictionary<string, double> EvaluationSeconds { get; init; } = new Dictionary<string, double>();
+
     /// <summary>The single-task adapter with the highest composite-n average correct, and that score.</summary>
     public (string Adapter, double Score) BestSingle(int n) =>
         Composite[n].Where(kv => kv.Key.StartsWith("single:")).Select(kv => (kv.Key["single:".Length..], kv.Value.AverageCorrect))
@@ -51,6 +57,7 @@ public sealed class DemoRunner
     private readonly Func<string, ITrainingProgress> _progress;
     private readonly Dictionary<string, double> _stages = new();
     private IReadOnlyDictionary<string, double> _gateByTask = new Dictionary<string, double>();
+    private readonly Dictionary<string, double> _evaluationSeconds = new();
     /// <summary>The shipped models' folder, or null when the demo builds its own (<see cref="DemoSettings.FromScratch"/>).</summary>
     private readonly string? _shipped;
 
@@ -106,7 +113,7 @@ public sealed class DemoRunner
         Stage("evaluation", () => Evaluate(tasks, tokenizer, perTask, composite, cancel));
         var result = new DemoResult(tasks, perTask,
             composite.ToDictionary(kv => kv.Key, kv => (IReadOnlyDictionary<string, CompositeScore>)kv.Value), _stages)
-        { GateAccuracyByTask = _gateByTask };
+        { GateAccuracyByTask = _gateByTask, EvaluationSeconds = _evaluationSeconds };
         WriteReport(result);
         return result;
     }
@@ -263,36 +270,44 @@ public sealed class DemoRunner
     {
         var sizes = _s.CompositeSizes.Where(n => n <= tasks.Count).ToList();
         var singleSizes = sizes.Intersect(_s.SingleAdapterCompositeSizes).ToList();
-        List<TaskScore> All(LlamaForCausalLM lm) => tasks.Select(t => Score(t, lm)).ToList();
+        T Timed<T>(string part, Func<T> work)
+        {
+            var sw = Stopwatch.StartNew();
+            var result = work();
+            _evaluationSeconds[part] = _evaluationSeconds.GetValueOrDefault(part) + sw.Elapsed.TotalSeconds;
+            return result;
+        }
+        List<TaskScore> All(LlamaForCausalLM lm, string mode) => Timed($"per-task {mode}", () => tasks.Select(t => Score(t, lm)).ToList());
         TaskScore Score(string task, LlamaForCausalLM lm)
         {
             cancel.ThrowIfCancellationRequested();
             return TaskEvaluator.Evaluate(task, Path.Combine(TasksDir, task), lm, tokenizer, _s.EvalLimit, _s.EvalBatch, _s.MaxNewTokens);
         }
-        CompositeScore Composite(LlamaForCausalLM lm, int n, bool guided = false)
+        CompositeScore Composite(LlamaForCausalLM lm, string mode, int n, bool guided = false)
         {
             cancel.ThrowIfCancellationRequested();
-            return CompositeEvaluator.Evaluate(lm, tokenizer, TasksDir, tasks, n, _s.CompositeExamples, seed: 0, _s.EvalBatch, _s.MaxNewTokens, guided);
+            return Timed($"composite-{n}{(guided ? " guided" : "")} {mode}",
+                () => CompositeEvaluator.Evaluate(lm, tokenizer, TasksDir, tasks, n, _s.CompositeExamples, seed: 0, _s.EvalBatch, _s.MaxNewTokens, guided));
         }
         // Free composite prompts, and with guided the guided ones too at GuidedCompositeSizes (keyed "<mode> guided").
         void Composites(LlamaForCausalLM lm, string mode, bool guided, Action<int, CompositeScore>? onFree = null)
         {
             foreach (int n in sizes)
             {
-                var score = Composite(lm, n);
+                var score = Composite(lm, mode, n);
                 composite[n][mode] = score;
                 onFree?.Invoke(n, score);
-                if (guided && _s.GuidedCompositeSizes.Contains(n)) composite[n][$"{mode} guided"] = Composite(lm, n, guided: true);
+                if (guided && _s.GuidedCompositeSizes.Contains(n)) composite[n][$"{mode} guided"] = Composite(lm, mode, n, guided: true);
             }
         }
         void Report(string mode) => _log($"  {mode,-14} mean accuracy {perTask[mode].Average(s => s.Accuracy):F3}");
 
-        using (var lm = LlamaLoader.Load(BaseDir, _device, _dtype)) { perTask["base"] = All(lm); Report("base"); }
+        using (var lm = LlamaLoader.Load(BaseDir, _device, _dtype)) { perTask["base"] = All(lm, "base"); Report("base"); }
         perTask["peft"] = tasks.Select(t =>
         {
             using var lm = LoraModel.Load(BaseDir, Path.Combine(AdaptersDir, t), _device, _dtype);
-            var score = Score(t, lm);
-            foreach (int n in singleSizes) composite[n][$"single:{t}"] = Composite(lm, n);   // one adapter answering every sub-problem
+            var score = Timed("per-task peft", () => Score(t, lm));
+            foreach (int n in singleSizes) composite[n][$"single:{t}"] = Composite(lm, "single adapters", n);   // one adapter answering every sub-problem
             return score;
         }).ToList();
         Report("peft");
@@ -301,7 +316,7 @@ public sealed class DemoRunner
             foreach (int k in new[] { 1, 2 })
             {
                 mm.Configure(topK: Math.Min(k, tasks.Count));
-                perTask[$"meteora-top{k}"] = All(mm.Model);
+                perTask[$"meteora-top{k}"] = All(mm.Model, $"meteora-top{k}");
                 Report($"meteora-top{k}");
             }
             mm.Configure(topK: Math.Min(2, tasks.Count));
@@ -313,21 +328,23 @@ public sealed class DemoRunner
         using (var arrow = ArrowModel.Load(BaseDir, tasks.Select(t => (t, Path.Combine(AdaptersDir, t))).ToList(), _device, _dtype,
                    Math.Min(_s.ArrowTopK, tasks.Count)))
         {
-            perTask["arrow"] = All(arrow.Model);
+            perTask["arrow"] = All(arrow.Model, "arrow");
             Report("arrow");
             Composites(arrow.Model, "arrow", guided: false);
         }
         using (var lm = LoraModel.Load(BaseDir, LoraBDir, _device, _dtype))
         {
-            perTask["lora-b"] = All(lm);
+            perTask["lora-b"] = All(lm, "lora-b");
             Report("lora-b");
             Composites(lm, "lora-b", guided: true);
         }
         using (var merged = LoraMerger.LoadAverageMerged(BaseDir, tasks.Select(t => Path.Combine(AdaptersDir, t)).ToList(), _device, _dtype).Model)
         {
-            perTask["merge-avg"] = All(merged);
+            perTask["merge-avg"] = All(merged, "merge-avg");
             Report("merge-avg");
         }
+        // Where the stage's time went (the longest parts first): what to cut when the demo runs over its budget.
+        _log("  evaluation time: " + string.Join(", ", _evaluationSeconds.OrderByDescending(kv => kv.Value).Select(kv => $"{kv.Key} {kv.Value:F0} s")));
     }
 
     /// <summary>The modes of the per-task table, in column order.</summary>
@@ -366,6 +383,7 @@ public sealed class DemoRunner
             tasks = r.Tasks,
             settings = _s,
             stage_seconds = r.StageSeconds,
+            evaluation_seconds = r.EvaluationSeconds,
             per_task = r.PerTask.ToDictionary(kv => kv.Key, kv => kv.Value.Select(s => new
             {
                 task = s.Task, metric = s.Metric, examples = s.Examples, accuracy = s.Accuracy, exact_match = s.ExactMatch,
