@@ -17,6 +17,9 @@ public static class MeteoraCheckpoint
     public const string GatesFile = "gates.safetensors";
     public const string AdaptersFile = "adapters.safetensors";
 
+    /// <summary>Whether <paramref name="fileName"/> is one of a checkpoint folder's own files (config, gates, embedded adapters).</summary>
+    public static bool Owns(string fileName) => fileName is MeteoraCheckpointConfig.FileName or GatesFile or AdaptersFile;
+
     public static string GateKey(string projectionKey) => $"{projectionKey}.moe_gate.weight";
 
     /// <summary>Loads the adapters the config lists, from their folders or from adapters.safetensors.</summary>

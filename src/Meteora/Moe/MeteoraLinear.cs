@@ -39,7 +39,7 @@ public sealed class MeteoraLinear : Linear
     private readonly int _n;
     private readonly long _gateColumn;        // where the gate logits start in the fused GEMM's output, or -1
     private readonly Tensor? _absent;         // (N,) bool: adapters that do not adapt this projection, when some (not all) do
-    private (double X, double Abs) _ranking;  // ExactRanking's near-tie bound for this gate (a diagnostic; low-precision models)
+    private (double X, double Abs)? _ranking;  // ExactRanking's near-tie bound for this gate (a diagnostic; low-precision models), null: not computed
     private Runtime.CudaKernel? _routingKernel;  // resolved on first CUDA bfloat16 call
     private Runtime.CudaKernel? _rowKernel;      // the per-row variant (serving), likewise
     // Held for the process (an implicit Scalar can be finalized while the op runs; see RmsNorm).
@@ -82,7 +82,6 @@ public sealed class MeteoraLinear : Linear
             {
                 _gateColumn = site.OutFeatures + totalRank;
                 _gateCopy = _fused.narrow(0, _gateColumn, _n).DetachFromDisposeScope();
-                _ranking = ExactRanking.Coefficients(dtype, site.InFeatures, 0);
             }
             _fusedT = _fused.t().DetachFromDisposeScope();
             _baseT = _fusedT.narrow(1, 0, site.OutFeatures).DetachFromDisposeScope();
@@ -93,17 +92,27 @@ public sealed class MeteoraLinear : Linear
     }
 
     /// <summary>
-    /// Copies the float32 gate into its model-dtype copy (after loading or editing <see cref="moe_gate"/>), and sets
-    /// the near-tie bound that <c>bench routing</c> reports (<see cref="ExactRanking.NearTies"/>).
+    /// Copies the float32 gate into its model-dtype copy (after loading, editing or an optimiser step of
+    /// <see cref="moe_gate"/>). Device ops only: training calls it after every step.
     /// </summary>
     public void SyncFusedGate()
     {
         if (_gateCopy is null) return;
         using var noGrad = no_grad();
         _gateCopy.copy_(moe_gate);
+        _ranking = null;   // the near-tie bound depends on the gate's row norms: recomputed when next asked for
+    }
+
+    /// <summary>The near-tie bound's coefficients for this gate (<see cref="ExactRanking.NearTies"/>; a diagnostic, one host sync).</summary>
+    private (double X, double Abs) NearTieBound()
+    {
+        if (_ranking is { } known) return known;
+        using var noGrad = no_grad();
         using var rowNorms = moe_gate.square().sum(-1).sqrt_();                           // (L,) ‖Gⱼ‖
         using var largest = rowNorms.max();
-        _ranking = ExactRanking.Coefficients(_gateCopy.dtype, Site.InFeatures, largest.item<float>());
+        var bound = ExactRanking.Coefficients(_gateCopy!.dtype, Site.InFeatures, largest.item<float>());
+        _ranking = bound;
+        return bound;
     }
 
     /// <summary>The strategy this call uses: <see cref="MixingStrategy.Auto"/> picks dense or segment by size.</summary>
@@ -271,7 +280,7 @@ public sealed class MeteoraLinear : Linear
                 using Scalar k = Math.Min(_routing.TopK, _n), n = _n;                      // held for the ops (see RmsNorm)
                 pastTopK = arange(n, ScalarType.Int64, low.device).ge(k).unsqueeze(0);    // (1, L)
             }
-            Recorder.AddNearTies(Site.Key, ExactRanking.NearTies(low, x2, _ranking, pastTopK));
+            Recorder.AddNearTies(Site.Key, ExactRanking.NearTies(low, x2, NearTieBound(), pastTopK));
         }
         return logits;
     }

@@ -134,11 +134,15 @@ public sealed class MeteoraModel : IDisposable
 
     /// <summary>
     /// Writes a checkpoint folder: config, gates and, when <paramref name="selfContained"/>, the adapters as they
-    /// are in the stacks now (so adapters trained with the gates are kept).
+    /// are in the stacks now (so adapters trained with the gates are kept). The folder is one consistent save
+    /// (<see cref="AtomicFile.ReplaceFolder"/>): a previous save's adapters.safetensors never outlives a save without
+    /// it (it would override the adapter folders); other files in the folder (training logs) are kept.
     /// </summary>
-    public void Save(string folder, string? baseModel, bool selfContained, IReadOnlyList<string?>? adapterPaths = null)
+    public void Save(string folder, string? baseModel, bool selfContained, IReadOnlyList<string?>? adapterPaths = null) =>
+        AtomicFile.ReplaceFolder(folder, staging => Write(staging, baseModel, selfContained, adapterPaths), MeteoraCheckpoint.Owns);
+
+    private void Write(string folder, string? baseModel, bool selfContained, IReadOnlyList<string?>? adapterPaths)
     {
-        Directory.CreateDirectory(folder);
         new MeteoraCheckpointConfig
         {
             BaseModel = baseModel,

@@ -99,6 +99,7 @@ public sealed class MeteoraObjective : ITrainingObjective
             target.copy_(t);
         }
         Snapshot();   // a resumed run scales its next steps from the restored rows
+        _m.SyncGates();   // the low-precision gate copies follow the float32 gates
     }
 
     public void SaveArtifact(string folder) => _m.Save(folder, _baseModel, selfContained: _trainAdapters || _adapterPaths.Any(p => p is null), _adapterPaths);
@@ -130,6 +131,12 @@ public sealed class MeteoraObjective : ITrainingObjective
     }
 
     public void AfterOptimizerStep()
+    {
+        SlowDownOldRows();
+        _m.SyncGates();   // the low-precision gate copies follow the float32 gates after every step
+    }
+
+    private void SlowDownOldRows()
     {
         if (_slowSnapshot is null || _slowScale == 1.0) return;
         using var noGrad = no_grad();

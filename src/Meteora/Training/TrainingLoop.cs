@@ -85,6 +85,18 @@ internal sealed class TrainingLoop
     public TrainingOutcome Run(IReadOnlyList<EncodedExample> train, IReadOnlyList<EncodedExample>? eval,
         CancellationToken cancel = default, IReadOnlyList<EncodedExample>? replay = null)
     {
+        try { return RunSteps(train, eval, cancel, replay); }
+        finally
+        {
+            // Out of training mode however the run ends (completed, interrupted, an error): a MeteoRA projection switches
+            // to its training form while its gate requires grad, so inference after training would otherwise stay there.
+            foreach (var p in _objective.Parameters) p.requires_grad = false;
+        }
+    }
+
+    private TrainingOutcome RunSteps(IReadOnlyList<EncodedExample> train, IReadOnlyList<EncodedExample>? eval,
+        CancellationToken cancel, IReadOnlyList<EncodedExample>? replay)
+    {
         if (train.Count == 0) throw new MeteoraException("training data is empty");
         var o = _options;
         if (o.ReplayRows > 0 && replay is not { Count: > 0 }) throw new MeteoraException("--replay: this trainer has no rehearsal text to replay");

@@ -110,6 +110,28 @@ public class MeteoraCheckpointTests
     }
 
     [Fact]
+    public void SavingAgainWithoutEmbeddedAdaptersDropsThePreviousSavesAndKeepsOtherFiles()
+    {
+        using var dir = Fixture.TempDir();
+        using var _ = no_grad();
+        string folder = dir["ckpt"];
+        using (var m = MeteoraModel.Load(Fixture.Base, Fixture.Meteora, CPU, ScalarType.Float32))
+        {
+            m.Save(folder, Fixture.Base, selfContained: true);
+            Assert.True(File.Exists(Path.Combine(folder, MeteoraCheckpoint.AdaptersFile)));
+            File.WriteAllText(Path.Combine(folder, "metrics.jsonl"), "{\"step\": 1}\n");                // a training log beside it
+            m.Save(folder, Fixture.Base, selfContained: false, AdapterDirs);
+        }
+        // A stale adapters.safetensors would override the adapter folders the new config names.
+        Assert.False(File.Exists(Path.Combine(folder, MeteoraCheckpoint.AdaptersFile)));
+        Assert.Equal("{\"step\": 1}\n", File.ReadAllText(Path.Combine(folder, "metrics.jsonl")));
+        Assert.Empty(Directory.EnumerateFileSystemEntries(Path.GetDirectoryName(Path.GetFullPath(folder))!, ".ckpt.*"));   // no staging left
+        Assert.All(MeteoraCheckpointConfig.Load(folder).Adapters, a => Assert.NotNull(a.Path));
+        using var loaded = MeteoraModel.Load(Fixture.Base, folder, CPU, ScalarType.Float32);
+        TensorAssert.Close(Fixture.Tensor("meteora.k2.T1.logits.0"), loaded.Forward(Ids(0))[0], 1e-3, "re-saved");
+    }
+
+    [Fact]
     public void GateWithTheWrongAdapterCount()
     {
         using var dir = Fixture.TempDir();
