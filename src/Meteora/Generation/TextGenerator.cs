@@ -51,7 +51,7 @@ public sealed class TextGenerator
         }
 
         // Decode steps replay a CUDA graph where possible; the prefill above always runs eagerly.
-        using var decoder = UseGraph(options) ? new StaticDecoder(_model, cache, useGraph: true) : null;
+        using var decoder = UseGraph(options, B) ? new StaticDecoder(_model, cache, useGraph: true) : null;
         bool ownLogits = true;   // false once logits is the decoder's output tensor
         for (int step = 0; step < options.MaxNewTokens; step++)
         {
@@ -89,10 +89,34 @@ public sealed class TextGenerator
         return results.Select(r => r.ToArray()).ToArray();
     }
 
-    /// <summary>CUDA graphs need a CUDA model, a libtorch exporting them, and no routing recorder (it copies to the host).</summary>
-    private bool UseGraph(GenerationOptions options) =>
-        options.CudaGraph && _model.Device.type == DeviceType.CUDA && CudaGraph.Available
-        && !_model.Projections().Any(p => p is MeteoraLinear { Recorder: not null });
+    /// <summary>
+    /// CUDA graphs need a CUDA model, a libtorch exporting them, no routing recorder (it copies to the host) and no
+    /// projection mixing with a strategy that reads routing data on the host (<see cref="UncapturableStrategy"/>);
+    /// for the last, decoding runs eagerly and <see cref="Notice"/> says so once per process.
+    /// </summary>
+    private bool UseGraph(GenerationOptions options, int batch)
+    {
+        if (!options.CudaGraph || _model.Device.type != DeviceType.CUDA || !CudaGraph.Available
+            || _model.Projections().Any(p => p is MeteoraLinear { Recorder: not null }))
+            return false;
+        if (UncapturableStrategy(_model.Projections(), batch) is not { } strategy) return true;
+        if (Interlocked.Exchange(ref _saidEager, 1) == 0)
+            Notice($"generate: the {strategy.ToString().ToLowerInvariant()} mixing strategy syncs with the host, which a CUDA graph cannot capture; decoding without CUDA graphs");
+        return false;
+    }
+
+    private static int _saidEager;
+
+    /// <summary>Where generation's one-time notices go (default: standard error).</summary>
+    public static Action<string> Notice { get; set; } = line => Console.Error.WriteLine(line);
+
+    /// <summary>
+    /// The first strategy a MeteoRA projection resolves to for a decode step of <paramref name="tokens"/> tokens that a
+    /// CUDA graph cannot capture — loop and segment copy per-adapter token lists or counts to the host — or null.
+    /// </summary>
+    internal static MixingStrategy? UncapturableStrategy(IEnumerable<Linear> projections, long tokens) =>
+        projections.OfType<MeteoraLinear>().Select(p => p.Resolve(tokens))
+            .Where(s => s is MixingStrategy.Loop or MixingStrategy.Segment).Select(s => (MixingStrategy?)s).FirstOrDefault();
 
     private int PadId() => SpecialTokens.PadId(_model.Config);
 

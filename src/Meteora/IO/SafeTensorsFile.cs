@@ -117,8 +117,13 @@ public sealed class SafeTensorsFile : IDisposable
         var offsets = offEl.EnumerateArray().ToArray();
         if (!offsets[0].TryGetInt64(out long begin) || !offsets[1].TryGetInt64(out long end) || begin < 0 || end < begin)
             throw Corrupt(path, $"tensor '{name}' has invalid data_offsets");
+        // Checked: a crafted shape whose product wraps around could otherwise match the span and pass.
+        long bytes = size;
+        foreach (long dim in shape)
+            try { bytes = checked(bytes * dim); }
+            catch (OverflowException) { throw Corrupt(path, $"tensor '{name}' has shape ({string.Join(", ", shape)}), too many elements for a file"); }
         var entry = new SafeTensorEntry(name, dtypeName, dtype, size, shape, begin, end);
-        if (entry.ElementCount * size != entry.ByteLength)
+        if (bytes != entry.ByteLength)
             throw Corrupt(path, $"tensor '{name}' {entry.ShapeText} {dtypeName} needs {entry.ElementCount * size} bytes but spans {entry.ByteLength}");
         if (end > dataLength)
             throw Corrupt(path, $"tensor '{name}' ends at byte {end} of a {dataLength}-byte data section (truncated?)");

@@ -52,6 +52,27 @@ public static class MeteoraCheckpoint
         }
     }
 
+    /// <summary>The 'adapters' metadata: a JSON list of {"name": string, "config": object}, or a one-line error naming the file.</summary>
+    private static List<(string Name, JsonElement Config)> EmbeddedEntries(string path, string json)
+    {
+        JsonElement root;
+        try { root = JsonDocument.Parse(json).RootElement; }
+        catch (JsonException e) { throw new MeteoraException($"{path}: 'adapters' metadata is not JSON ({e.Message.Split('\n')[0]})"); }
+        if (root.ValueKind != JsonValueKind.Array)
+            throw new MeteoraException($"{path}: 'adapters' metadata must be a list of {{name, config}} objects, not {root.ValueKind.ToString().ToLowerInvariant()}");
+        var entries = new List<(string, JsonElement)>();
+        int i = 0;
+        foreach (var e in root.EnumerateArray())
+        {
+            if (e.ValueKind != JsonValueKind.Object || !e.TryGetProperty("name", out var name) || name.ValueKind != JsonValueKind.String
+                || string.IsNullOrEmpty(name.GetString()) || !e.TryGetProperty("config", out var config) || config.ValueKind != JsonValueKind.Object)
+                throw new MeteoraException($"{path}: 'adapters' metadata entry {i} needs a non-empty string 'name' and an object 'config'");
+            entries.Add((name.GetString()!, config));
+            i++;
+        }
+        return entries;
+    }
+
     private static Dictionary<string, LoraAdapter> ReadEmbedded(string folder, LlamaConfig baseConfig)
     {
         string path = Path.Combine(folder, AdaptersFile);
@@ -60,12 +81,12 @@ public static class MeteoraCheckpoint
         using var file = SafeTensorsFile.Open(path);
         if (!file.Metadata.TryGetValue("adapters", out var json))
             throw new MeteoraException($"{path}: no 'adapters' metadata (names and configs of the embedded adapters)");
-        var entries = JsonDocument.Parse(json).RootElement.EnumerateArray().ToList();
+        var entries = EmbeddedEntries(path, json);
         var sites = LoraAdapter.Sites(baseConfig).ToDictionary(s => s.Key);
         for (int i = 0; i < entries.Count; i++)
         {
-            string name = entries[i].GetProperty("name").GetString()!;
-            var config = LoraConfig.Parse(System.Text.Json.Nodes.JsonNode.Parse(entries[i].GetProperty("config").GetRawText())!.AsObject(), $"{path} (adapter '{name}')");
+            var (name, configJson) = entries[i];
+            var config = LoraConfig.Parse(System.Text.Json.Nodes.JsonNode.Parse(configJson.GetRawText())!.AsObject(), $"{path} (adapter '{name}')");
             var weights = new Dictionary<string, (Tensor A, Tensor B)>();
             string prefix = $"adapters.{i}.";
             foreach (var key in file.Entries.Keys.Where(k => k.StartsWith(prefix) && k.EndsWith(".lora_A.weight")))

@@ -44,6 +44,7 @@ internal sealed unsafe class CudaKernel
     private readonly Api _api;
     private readonly IntPtr _function;
     private readonly int _device;
+    private readonly IntPtr _context;   // the device's primary context, which holds the module
 
     /// <summary>The kernel's entry point name.</summary>
     public string Name { get; }
@@ -51,9 +52,9 @@ internal sealed unsafe class CudaKernel
     /// <summary>The compute capability it was compiled for, e.g. "sm_90".</summary>
     public string Architecture { get; }
 
-    private CudaKernel(Api api, IntPtr function, int device, string name, string arch)
+    private CudaKernel(Api api, IntPtr function, int device, IntPtr context, string name, string arch)
     {
-        _api = api; _function = function; _device = device; Name = name; Architecture = arch;
+        _api = api; _function = function; _device = device; _context = context; Name = name; Architecture = arch;
     }
 
     /// <summary>
@@ -67,14 +68,18 @@ internal sealed unsafe class CudaKernel
         var api = Bound.Value ?? throw new MeteoraException("CUDA driver (libcuda) not found");
         if (!CudaStreams.Available) throw new MeteoraException("libtorch's CUDA stream functions not found (needed to launch in order with ATen)");
         Check(api.Init(0), "cuInit");
-        IntPtr ctx;
-        Check(api.CtxGetCurrent(&ctx), "cuCtxGetCurrent");
-        if (ctx == IntPtr.Zero)
-        {
-            // libtorch works in the device's primary context; make it current on this thread.
-            Check(api.PrimaryCtxRetain(&ctx, device), "cuDevicePrimaryCtxRetain");
-            Check(api.CtxSetCurrent(ctx), "cuCtxSetCurrent");
-        }
+        // libtorch works in each device's primary context. Load into the target device's, whichever context is
+        // current on this thread (another device's, after work there), and leave the thread as it was.
+        IntPtr ctx, previous;
+        Check(api.PrimaryCtxRetain(&ctx, device), "cuDevicePrimaryCtxRetain");
+        Check(api.CtxGetCurrent(&previous), "cuCtxGetCurrent");
+        Check(api.CtxSetCurrent(ctx), "cuCtxSetCurrent");
+        try { return LoadInto(api, source, name, device, ctx); }
+        finally { if (previous != IntPtr.Zero && previous != ctx) api.CtxSetCurrent(previous); }
+    }
+
+    private static CudaKernel LoadInto(Api api, string source, string name, int device, IntPtr ctx)
+    {
         int major, minor;
         Check(api.DeviceGetAttribute(&major, AttrComputeMajor, device), "cuDeviceGetAttribute");
         Check(api.DeviceGetAttribute(&minor, AttrComputeMinor, device), "cuDeviceGetAttribute");
@@ -83,7 +88,7 @@ internal sealed unsafe class CudaKernel
         fixed (byte* image = cubin) Check(api.ModuleLoadData(&module, image), "cuModuleLoadData");
         var nameBytes = System.Text.Encoding.ASCII.GetBytes(name + "\0");
         fixed (byte* n = nameBytes) Check(api.ModuleGetFunction(&function, module, n), $"cuModuleGetFunction({name})");
-        return new CudaKernel(api, function, device, name, $"sm_{major}{minor}");
+        return new CudaKernel(api, function, device, ctx, name, $"sm_{major}{minor}");
     }
 
     /// <summary>
@@ -93,7 +98,13 @@ internal sealed unsafe class CudaKernel
     public void Launch(uint gridX, uint blockX, void** args)
     {
         var stream = CudaStreams.CurrentHandle(_device);
+        // The function belongs to its device's primary context: launch from it (ATen's last op may have left another
+        // device's current on this thread), then restore the thread's context.
+        IntPtr current;
+        Check(_api.CtxGetCurrent(&current), "cuCtxGetCurrent");
+        if (current != _context) Check(_api.CtxSetCurrent(_context), "cuCtxSetCurrent");
         int status = _api.LaunchKernel(_function, gridX, 1, 1, blockX, 1, 1, 0, stream, args, null);
+        if (current != _context && current != IntPtr.Zero) _api.CtxSetCurrent(current);
         if (status != 0) throw new MeteoraException($"CUDA: launching {Name} failed with driver status {status}");
     }
 

@@ -91,7 +91,12 @@ internal static class TrainingCheckpoint
         }
         string opt = System.IO.Path.Combine(folder, "optimizer.bin");
         if (!File.Exists(opt)) throw new MeteoraException($"{opt}: file not found");
-        optimizer.load_state_dict(opt);
+        try { optimizer.load_state_dict(opt); }
+        catch (Exception e) when (e is not MeteoraException)
+        {
+            // libtorch's message spans lines and names no file: say which file and what it means.
+            throw new MeteoraException($"{opt}: optimizer state does not match this run or is damaged ({e.Message.Split('\n')[0].Trim()}); start again without --resume");
+        }
         Dictionary<string, Tensor>? best = null;
         if (state.BestStep is not null)
         {

@@ -107,3 +107,29 @@ public class StaticDecoderTests
         Assert.True(same, "argmax differs");
     }
 }
+
+/// <summary>
+/// Decoding with a mixing strategy that syncs with the host (loop, segment) cannot be captured in a CUDA graph
+/// (issue #18 item 5): generation detects it per decode size and decodes eagerly instead.
+/// </summary>
+public class UncapturableStrategyTests
+{
+    [Theory]
+    [InlineData(MixingStrategy.Loop, true)]
+    [InlineData(MixingStrategy.Segment, true)]
+    [InlineData(MixingStrategy.Dense, false)]
+    [InlineData(MixingStrategy.Gather, false)]
+    public void LoopAndSegmentAreDetected(MixingStrategy strategy, bool uncapturable)
+    {
+        using var m = MeteoraModel.Load(Fixture.Base, Fixture.Meteora, CPU, ScalarType.Float32);
+        m.Configure(topK: 2, strategy: strategy);
+        Assert.Equal(uncapturable ? strategy : null, TextGenerator.UncapturableStrategy(m.Model.Projections(), tokens: 4));
+    }
+
+    [Fact]
+    public void APlainModelHasNone()
+    {
+        using var lm = LlamaLoader.Load(Fixture.Base, CPU, ScalarType.Float32);
+        Assert.Null(TextGenerator.UncapturableStrategy(lm.Projections(), tokens: 1));
+    }
+}

@@ -85,6 +85,11 @@ public class SafeTensorsFileTests
         AssertInTemp(dir => Raw(dir, """{"x":{"dtype":"F32","shape":[2,3],"data_offsets":[0,20]}}""", 20), "needs 24 bytes but spans 20");
 
     [Fact]
+    public void AShapeWhoseElementCountOverflowsIsCorrupt() =>
+        // 2³² × 2³² elements × 4 bytes wraps around to 0 in 64-bit arithmetic: unchecked, it would match the empty span.
+        AssertInTemp(dir => Raw(dir, """{"x":{"dtype":"F32","shape":[4294967296,4294967296],"data_offsets":[0,0]}}""", 0), "too many elements");
+
+    [Fact]
     public void OffsetsPastTheDataAreCorrupt() =>
         AssertInTemp(dir => Raw(dir, """{"x":{"dtype":"F32","shape":[4],"data_offsets":[0,16]}}""", 8), "truncated");
 

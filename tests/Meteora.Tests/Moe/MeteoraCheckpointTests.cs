@@ -131,6 +131,28 @@ public class MeteoraCheckpointTests
         TensorAssert.Close(Fixture.Tensor("meteora.k2.T1.logits.0"), loaded.Forward(Ids(0))[0], 1e-3, "re-saved");
     }
 
+    [Theory]
+    [InlineData("not json", "is not JSON")]
+    [InlineData("{\"name\": \"a\"}", "must be a list")]
+    [InlineData("[{\"config\": {}}]", "entry 0 needs")]
+    [InlineData("[{\"name\": 3, \"config\": {}}]", "entry 0 needs")]
+    [InlineData("[{\"name\": \"a\", \"config\": []}]", "entry 0 needs")]
+    public void BadEmbeddedAdaptersMetadataIsAOneLineErrorNamingTheFile(string metadata, string cause)
+    {
+        using var dir = Fixture.TempDir();
+        using (no_grad())
+        using (var m = MeteoraModel.Load(Fixture.Base, Fixture.Meteora, CPU, ScalarType.Float32))
+            m.Save(dir["self"], Fixture.Base, selfContained: true);
+        string path = Path.Combine(dir["self"], MeteoraCheckpoint.AdaptersFile);
+        List<KeyValuePair<string, Tensor>> tensors;
+        using (var f = SafeTensorsFile.Open(path)) tensors = f.LoadAll();
+        SafeTensorsWriter.Write(path, tensors, new Dictionary<string, string> { ["adapters"] = metadata });
+        var e = Assert.Throws<MeteoraException>(() => MeteoraModel.Load(Fixture.Base, dir["self"], CPU, ScalarType.Float32).Dispose());
+        Assert.Contains(path, e.Message);
+        Assert.Contains(cause, e.Message);
+        Assert.DoesNotContain('\n', e.Message);
+    }
+
     [Fact]
     public void GateWithTheWrongAdapterCount()
     {

@@ -52,12 +52,25 @@ public class TrainGateTests
         var stopped = GateTrainer.Train(Fixture.Base, FixtureTasks.Adapters, data, dir["resumed"], gate, options with { StopAfter = 7 }, CPU, ScalarType.Float32);
         Assert.Equal(TrainingOutcome.Interrupted, stopped.Outcome);
         // Settings outside TrainingOptions are part of the fingerprint too: resuming with another λ or top-k is refused.
-        foreach (var changed in new[] { gate with { GateLossWeight = 5 }, gate with { TopK = 1 }, gate with { GateInit = "normal" } })
+        foreach (var changed in new[] { gate with { GateLossWeight = 5 }, gate with { TopK = 1 }, gate with { GateInit = "normal" },
+                     gate with { Temperature = 2 }, gate with { TrainAdapters = true } })
         {
             var e = Assert.Throws<MeteoraException>(() =>
                 GateTrainer.Train(Fixture.Base, FixtureTasks.Adapters, data, dir["resumed"], changed, options with { Resume = true }, CPU, ScalarType.Float32));
             Assert.Contains("other settings", e.Message);
         }
+        // So is each adapter's LoRA config: the same name with another alpha is another run.
+        var (name0, folder0) = FixtureTasks.Adapters[0];
+        string altered = dir["altered"];
+        Directory.CreateDirectory(altered);
+        foreach (var f in Directory.GetFiles(folder0)) File.Copy(f, Path.Combine(altered, Path.GetFileName(f)));
+        var loraConfig = System.Text.Json.Nodes.JsonNode.Parse(File.ReadAllText(Path.Combine(altered, "adapter_config.json")))!.AsObject();
+        loraConfig["lora_alpha"] = loraConfig["lora_alpha"]!.GetValue<double>() * 2;
+        File.WriteAllText(Path.Combine(altered, "adapter_config.json"), loraConfig.ToJsonString());
+        var otherAlpha = FixtureTasks.Adapters.Select((x, i) => i == 0 ? (name0, altered) : x).ToList();
+        var alpha = Assert.Throws<MeteoraException>(() =>
+            GateTrainer.Train(Fixture.Base, otherAlpha, data, dir["resumed"], gate, options with { Resume = true }, CPU, ScalarType.Float32));
+        Assert.Contains("other settings", alpha.Message);
         GateTrainer.Train(Fixture.Base, FixtureTasks.Adapters, data, dir["resumed"], gate, options with { Resume = true }, CPU, ScalarType.Float32);
 
         using var a = SafeTensorsFile.Open(Path.Combine(dir["straight"], MeteoraCheckpoint.GatesFile));
@@ -65,6 +78,25 @@ public class TrainGateTests
         Assert.Equal(14, a.Entries.Count);
         foreach (var k in a.Entries.Keys)
             Assert.True(a.Load(k).equal(b.Load(k)).all().item<bool>(), $"{k} differs after resume");
+    }
+
+    [Fact]
+    public void ADamagedOptimizerStateIsAOneLineErrorNamingTheFile()
+    {
+        using var dir = Fixture.TempDir();
+        string data = FixtureTasks.Write(dir["data"], perTask: 20);
+        var options = new TrainingOptions { Steps = 6, BatchSize = 4, LearningRate = 1e-2, Seed = 1, CheckpointEvery = 2 };
+        var gate = new GateTrainingOptions { TopK = 2 };
+        var stopped = GateTrainer.Train(Fixture.Base, FixtureTasks.Adapters, data, dir["m"], gate, options with { StopAfter = 3 }, CPU, ScalarType.Float32);
+        Assert.Equal(TrainingOutcome.Interrupted, stopped.Outcome);
+        string opt = Path.Combine(TrainingCheckpoint.PathIn(dir["m"]), "optimizer.bin");
+        Assert.True(File.Exists(opt));
+        File.WriteAllBytes(opt, new byte[] { 1, 2, 3, 4, 5, 6, 7 });                                 // cut short / overwritten
+        var e = Assert.Throws<MeteoraException>(() =>
+            GateTrainer.Train(Fixture.Base, FixtureTasks.Adapters, data, dir["m"], gate, options with { Resume = true }, CPU, ScalarType.Float32));
+        Assert.Contains(opt, e.Message);
+        Assert.Contains("optimizer state", e.Message);
+        Assert.DoesNotContain('\n', e.Message);
     }
 
     [Fact]
