@@ -17,21 +17,20 @@ public static class MeteoraCheckpoint
     public const string GatesFile = "gates.safetensors";
     public const string AdaptersFile = "adapters.safetensors";
 
-    /// <summary>Whether <paramref name="fileName"/> is one of a checkpoint folder's own files (config, gates, embedded adapters).</summary>
-    public static bool Owns(string fileName) => fileName is MeteoraCheckpointConfig.FileName or GatesFile or AdaptersFile;
-
     public static string GateKey(string projectionKey) => $"{projectionKey}.moe_gate.weight";
 
-    /// <summary>Loads the adapters the config lists, from their folders or from adapters.safetensors.</summary>
+    /// <summary>Loads the adapters the config lists: from their folders, or from adapters.safetensors where the config gives no path.</summary>
     public static List<LoraAdapter> LoadAdapters(string folder, MeteoraCheckpointConfig config, LlamaConfig baseConfig)
     {
-        var embedded = ReadEmbedded(folder, baseConfig);
+        // Embedded adapters serve only the entries without a path: a stale adapters.safetensors beside a config that
+        // names folders is never read.
+        var embedded = config.Adapters.Any(a => a.Path is null) ? ReadEmbedded(folder, baseConfig) : [];
         var result = new List<LoraAdapter>();
         try
         {
             foreach (var a in config.Adapters)
             {
-                if (embedded.TryGetValue(a.Name, out var inside)) { result.Add(inside); embedded.Remove(a.Name); continue; }
+                if (a.Path is null && embedded.TryGetValue(a.Name, out var inside)) { result.Add(inside); embedded.Remove(a.Name); continue; }
                 if (a.Path is null)
                     throw new MeteoraException($"{Path.Combine(folder, MeteoraCheckpointConfig.FileName)}: adapter '{a.Name}' has no path and is not in {AdaptersFile}");
                 string path = MeteoraCheckpointConfig.Resolve(folder, a.Path);
@@ -56,7 +55,7 @@ public static class MeteoraCheckpoint
     private static List<(string Name, JsonElement Config)> EmbeddedEntries(string path, string json)
     {
         JsonElement root;
-        try { root = JsonDocument.Parse(json).RootElement; }
+        try { root = JsonDocument.Parse(json).RootElement.Clone(); }   // Clone: independent of the (undisposed) document
         catch (JsonException e) { throw new MeteoraException($"{path}: 'adapters' metadata is not JSON ({e.Message.Split('\n')[0]})"); }
         if (root.ValueKind != JsonValueKind.Array)
             throw new MeteoraException($"{path}: 'adapters' metadata must be a list of {{name, config}} objects, not {root.ValueKind.ToString().ToLowerInvariant()}");

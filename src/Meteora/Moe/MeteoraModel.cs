@@ -134,21 +134,16 @@ public sealed class MeteoraModel : IDisposable
 
     /// <summary>
     /// Writes a checkpoint folder: config, gates and, when <paramref name="selfContained"/>, the adapters as they
-    /// are in the stacks now (so adapters trained with the gates are kept). The folder is one consistent save
-    /// (<see cref="AtomicFile.ReplaceFolder"/>): a previous save's adapters.safetensors never outlives a save without
-    /// it (it would override the adapter folders); other files in the folder (training logs) are kept.
+    /// are in the stacks now (so adapters trained with the gates are kept). Each file is written atomically and the
+    /// config last, which commits the save; a previous save's adapters.safetensors is removed first when this save
+    /// embeds none (the loader reads it only for adapters without a path anyway). Other files in the folder (training
+    /// logs) are left alone.
     /// </summary>
-    public void Save(string folder, string? baseModel, bool selfContained, IReadOnlyList<string?>? adapterPaths = null) =>
-        AtomicFile.ReplaceFolder(folder, staging => Write(staging, baseModel, selfContained, adapterPaths), MeteoraCheckpoint.Owns);
-
-    private void Write(string folder, string? baseModel, bool selfContained, IReadOnlyList<string?>? adapterPaths)
+    public void Save(string folder, string? baseModel, bool selfContained, IReadOnlyList<string?>? adapterPaths = null)
     {
-        new MeteoraCheckpointConfig
-        {
-            BaseModel = baseModel,
-            Adapters = AdapterNames.Select((n, i) => new MeteoraAdapterRef(n, selfContained ? null : adapterPaths?[i])).ToList(),
-            TargetModules = TargetModules, TopK = Routing.TopK, Temperature = Routing.Temperature,
-        }.Save(folder);
+        Directory.CreateDirectory(folder);
+        string stale = Path.Combine(folder, MeteoraCheckpoint.AdaptersFile);
+        if (!selfContained && File.Exists(stale)) File.Delete(stale);
         MeteoraCheckpoint.SaveGates(folder, Projections.Select(p => (p.Site.Key, (Tensor)p.moe_gate)));
         if (selfContained)
         {
@@ -156,6 +151,12 @@ public sealed class MeteoraModel : IDisposable
             try { MeteoraCheckpoint.SaveAdapters(folder, current); }
             finally { current.ForEach(a => a.Dispose()); }
         }
+        new MeteoraCheckpointConfig
+        {
+            BaseModel = baseModel,
+            Adapters = AdapterNames.Select((n, i) => new MeteoraAdapterRef(n, selfContained ? null : adapterPaths?[i])).ToList(),
+            TargetModules = TargetModules, TopK = Routing.TopK, Temperature = Routing.Temperature,
+        }.Save(folder);
     }
 
     /// <summary>Logits (B, T, V) of a forward over unpadded rows <paramref name="ids"/> (B, T).</summary>

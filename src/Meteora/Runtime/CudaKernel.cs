@@ -69,7 +69,8 @@ internal sealed unsafe class CudaKernel
         if (!CudaStreams.Available) throw new MeteoraException("libtorch's CUDA stream functions not found (needed to launch in order with ATen)");
         Check(api.Init(0), "cuInit");
         // libtorch works in each device's primary context. Load into the target device's, whichever context is
-        // current on this thread (another device's, after work there), and leave the thread as it was.
+        // current on this thread (another device's, after work there); restore another device's context afterwards,
+        // and leave this one current where none was (libtorch would make it current anyway).
         IntPtr ctx, previous;
         Check(api.PrimaryCtxRetain(&ctx, device), "cuDevicePrimaryCtxRetain");
         Check(api.CtxGetCurrent(&previous), "cuCtxGetCurrent");

@@ -125,8 +125,9 @@ public class MeteoraCheckpointTests
         // A stale adapters.safetensors would override the adapter folders the new config names.
         Assert.False(File.Exists(Path.Combine(folder, MeteoraCheckpoint.AdaptersFile)));
         Assert.Equal("{\"step\": 1}\n", File.ReadAllText(Path.Combine(folder, "metrics.jsonl")));
-        Assert.Empty(Directory.EnumerateFileSystemEntries(Path.GetDirectoryName(Path.GetFullPath(folder))!, ".ckpt.*"));   // no staging left
         Assert.All(MeteoraCheckpointConfig.Load(folder).Adapters, a => Assert.NotNull(a.Path));
+        // And a stray adapters.safetensors beside a config that names folders is never read (this one is not even valid).
+        File.WriteAllBytes(Path.Combine(folder, MeteoraCheckpoint.AdaptersFile), [1, 2, 3]);
         using var loaded = MeteoraModel.Load(Fixture.Base, folder, CPU, ScalarType.Float32);
         TensorAssert.Close(Fixture.Tensor("meteora.k2.T1.logits.0"), loaded.Forward(Ids(0))[0], 1e-3, "re-saved");
     }

@@ -38,11 +38,11 @@ public class GateCopyFreshnessTests
         m.Configure(topK: 1);
         var objective = new MeteoraObjective(m, 50, trainAdapters: false, Fixture.Base, [.. m.AdapterNames.Select(_ => (string?)null)]);
         Assert.True(AgreementWithTheFloat32Gates(m) > 0.95);
-        var loaded = objective.TrainableState().ToDictionary(kv => kv.Key, kv => kv.Value.neg());   // every ranking reversed
-        foreach (var p in m.Projections) p.moe_gate.neg_();                                          // as an optimiser step would
+        var original = objective.TrainableState().ToDictionary(kv => kv.Key, kv => kv.Value.clone());
+        foreach (var p in m.Projections) p.moe_gate.neg_();                                          // every ranking reversed, as a step might
         objective.AfterOptimizerStep();
         Assert.True(AgreementWithTheFloat32Gates(m) > 0.95, "after a step the copy routes as the float32 gate");
-        objective.LoadTrainableState(loaded);                                                       // back to the original gates
+        objective.LoadTrainableState(original);                                                     // back to the original gates
         Assert.True(AgreementWithTheFloat32Gates(m) > 0.95, "after a load the copy routes as the float32 gate");
     }
 
