@@ -37,7 +37,9 @@ public sealed record MeteoraCheckpointConfig
         if (format != "meteora") throw new MeteoraException($"{path}: \"format\" must be \"meteora\"");
         int version = JsonFields.Int(o, "version", path) ?? 0;
         if (version != 1) throw new MeteoraException($"{path}: unsupported version {version} (this build reads version 1)");
-        if (o["adapters"] is not JsonArray list || list.Count == 0) throw new MeteoraException($"{path}: the adapter list is empty");
+        if (o["adapters"] is not JsonArray list)
+            throw new MeteoraException($"{path}: 'adapters' must be a list of {{\"name\", \"path\"}} objects, not {o["adapters"]?.ToJsonString() ?? "absent"}");
+        if (list.Count == 0) throw new MeteoraException($"{path}: the adapter list is empty");
         var adapters = new List<MeteoraAdapterRef>();
         foreach (var item in list)
         {

@@ -64,6 +64,26 @@ public class ConfigStrictnessTests
         Assert.Contains($"'{key}'", e.Message);
     }
 
+    [Theory]
+    [InlineData(null, "adapters", "\"add\"")]
+    [InlineData(null, "adapters", "{}")]
+    [InlineData(0, "name", "3")]
+    [InlineData(0, "name", "[\"reverse\"]")]
+    [InlineData(1, "path", "5")]
+    [InlineData(1, "path", "{}")]
+    public void TheAdapterListAndItsEntriesKeysAreChecked(int? entry, string key, string value)
+    {
+        using var dir = Fixture.TempDir();
+        var o = JsonNode.Parse(File.ReadAllText(Path.Combine(Fixture.Meteora, MeteoraCheckpointConfig.FileName)))!.AsObject();
+        if (entry is { } i) o["adapters"]!.AsArray()[i]!.AsObject()[key] = JsonNode.Parse(value);
+        else o[key] = JsonNode.Parse(value);
+        File.WriteAllText(Path.Combine(dir.Path, MeteoraCheckpointConfig.FileName), o.ToJsonString());
+        var e = Assert.Throws<MeteoraException>(() => MeteoraCheckpointConfig.Load(dir.Path));
+        Assert.Contains(MeteoraCheckpointConfig.FileName + ": ", e.Message);
+        Assert.Contains($"'{key}'", e.Message);
+        Assert.DoesNotContain('\n', e.Message);
+    }
+
     [Fact]
     public void AnAdapterEntryThatIsNotAnObjectIsAnError()
     {
