@@ -10,6 +10,7 @@ FINAL="$OUT"; OUT=$(mktemp -d)
 trap 'tar czf "$FINAL/anchor.tar.gz" -C "$OUT" .' EXIT
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$OUT/gpu.txt"
 b=${BATCHES:-1 8}
+python3 bench/reference/gptfast_anchor.py --check | tee "$OUT/gptfast-check.txt" || echo "ANCHOR CHECK FAILED: its numbers are not LLaMA's" | tee -a "$OUT/gptfast-check.txt"
 timeout 300 $M bench model --device cuda --dtype bfloat16 --config llama3-8b --variants base,top2 --strategies auto \
   --prefill 1x512,8x512,1x2048 --decode "$(echo $b | tr ' ' ,)" --prompt-len 512 --new-tokens 128 --runs 5 --warmup 8 \
   --json "$OUT/model-ours.json" > "$OUT/model-ours.txt" 2> "$OUT/model-ours.log"

@@ -97,6 +97,37 @@ def decode_one(model, tok, pos):
     return model(tok, pos).argmax(-1)                                                 # (B, 1)
 
 
+@torch.no_grad()
+def check_against_transformers(device):
+    """The anchor computes LLaMA: on the tiny config in float32, with transformers' weights copied in (fused), its
+    prefill logits and one cached decode step match transformers' LlamaForCausalLM. Returns the largest difference."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+    c, T = TINY, 40
+    cfg = LlamaConfig(hidden_size=c["dim"], intermediate_size=c["inter"], num_hidden_layers=c["layers"],
+                      num_attention_heads=c["heads"], num_key_value_heads=c["kv_heads"], head_dim=c["head_dim"],
+                      vocab_size=c["vocab"], rms_norm_eps=c["eps"], rope_theta=c["theta"], tie_word_embeddings=False,
+                      rope_scaling=dict(rope_type="llama3", factor=c["rope_factor"], low_freq_factor=c["low_freq"],
+                                        high_freq_factor=c["high_freq"], original_max_position_embeddings=c["original_max"]))
+    torch.manual_seed(0)
+    hf = LlamaForCausalLM(cfg).to(device).float().eval()
+    with torch.device(device):
+        m = Llama(c, 2, T + 1, torch.float32)
+    m.rope = rope_table(c, T + 1, device)
+    h = hf.model
+    m.embed.weight.copy_(h.embed_tokens.weight); m.norm.weight.copy_(h.norm.weight); m.head.weight.copy_(hf.lm_head.weight)
+    for blk, layer in zip(m.blocks, h.layers):
+        at, mlp = layer.self_attn, layer.mlp
+        blk.wqkv.weight.copy_(torch.cat([at.q_proj.weight, at.k_proj.weight, at.v_proj.weight]))
+        blk.wo.weight.copy_(at.o_proj.weight)
+        blk.w13.weight.copy_(torch.cat([mlp.gate_proj.weight, mlp.up_proj.weight]))
+        blk.w2.weight.copy_(mlp.down_proj.weight)
+        blk.n1.weight.copy_(layer.input_layernorm.weight); blk.n2.weight.copy_(layer.post_attention_layernorm.weight)
+    ids = torch.randint(0, c["vocab"], (2, T + 1), device=device)
+    pre = (m(ids[:, :T], torch.arange(T, device=device))[:, -1] - hf(ids[:, :T]).logits[:, -1]).abs().max().item()
+    step = (m(ids[:, T:], torch.tensor([T], device=device))[:, -1] - hf(ids).logits[:, -1]).abs().max().item()
+    return max(pre, step)
+
+
 def timed(fn, device):
     sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
     sync(); t = time.perf_counter(); fn(); sync()
@@ -114,8 +145,13 @@ def main():
     ap.add_argument("--config", default="llama3-8b", choices=["llama3-8b", "tiny"])
     ap.add_argument("--device", default="cuda")
     ap.add_argument("--no-host-read", action="store_true", help="keep decoded tokens on the device (gpt-fast's loop)")
+    ap.add_argument("--check", action="store_true", help="only check the model against transformers (tiny, float32)")
     ap.add_argument("--json")
     a = ap.parse_args()
+    if a.check:
+        diff = check_against_transformers(a.device)
+        print(f"gpt-fast-style anchor vs transformers (tiny, float32, prefill + one cached step): max |logit diff| {diff:.3g}")
+        raise SystemExit(0 if diff < 1e-3 else 1)
     c = LLAMA3_8B if a.config == "llama3-8b" else TINY
     dtype, results = torch.bfloat16, []
     for b in a.batch:
