@@ -124,7 +124,7 @@ public sealed class SafeTensorsFile : IDisposable
             catch (OverflowException) { throw Corrupt(path, $"tensor '{name}' has shape ({string.Join(", ", shape)}), too many elements for a file"); }
         var entry = new SafeTensorEntry(name, dtypeName, dtype, size, shape, begin, end);
         if (bytes != entry.ByteLength)
-            throw Corrupt(path, $"tensor '{name}' {entry.ShapeText} {dtypeName} needs {entry.ElementCount * size} bytes but spans {entry.ByteLength}");
+            throw Corrupt(path, $"tensor '{name}' {entry.ShapeText} {dtypeName} needs {bytes} bytes but spans {entry.ByteLength}");
         if (end > dataLength)
             throw Corrupt(path, $"tensor '{name}' ends at byte {end} of a {dataLength}-byte data section (truncated?)");
         return entry;

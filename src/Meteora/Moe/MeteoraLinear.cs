@@ -39,7 +39,7 @@ public sealed class MeteoraLinear : Linear
     private readonly int _n;
     private readonly long _gateColumn;        // where the gate logits start in the fused GEMM's output, or -1
     private readonly Tensor? _absent;         // (N,) bool: adapters that do not adapt this projection, when some (not all) do
-    private (double X, double Abs)? _ranking;  // ExactRanking's near-tie bound for this gate (a diagnostic; low-precision models), null: not computed
+    private (double X, double Abs)? _nearTieBound;  // ExactRanking's near-tie bound for this gate (a diagnostic; low-precision models), null: not computed
     private Runtime.CudaKernel? _routingKernel;  // resolved on first CUDA bfloat16 call
     private Runtime.CudaKernel? _rowKernel;      // the per-row variant (serving), likewise
     // Held for the process (an implicit Scalar can be finalized while the op runs; see RmsNorm).
@@ -100,18 +100,18 @@ public sealed class MeteoraLinear : Linear
         if (_gateCopy is null) return;
         using var noGrad = no_grad();
         _gateCopy.copy_(moe_gate);
-        _ranking = null;   // the near-tie bound depends on the gate's row norms: recomputed when next asked for
+        _nearTieBound = null;   // the near-tie bound depends on the gate's row norms: recomputed when next asked for
     }
 
     /// <summary>The near-tie bound's coefficients for this gate (<see cref="ExactRanking.NearTies"/>; a diagnostic, one host sync).</summary>
     private (double X, double Abs) NearTieBound()
     {
-        if (_ranking is { } known) return known;
+        if (_nearTieBound is { } known) return known;
         using var noGrad = no_grad();
         using var rowNorms = moe_gate.square().sum(-1).sqrt_();                           // (L,) ‖Gⱼ‖
         using var largest = rowNorms.max();
         var bound = ExactRanking.Coefficients(_gateCopy!.dtype, Site.InFeatures, largest.item<float>());
-        _ranking = bound;
+        _nearTieBound = bound;
         return bound;
     }
 
@@ -146,7 +146,8 @@ public sealed class MeteoraLinear : Linear
                 : nn.functional.linear(x2, moe_gate);                                     // float32 models: the gate itself
             var (indices, weights) = Route(logits, shape);
             if (Recorder is { RecordGateAgreement: true } && gateColumn >= 0 && !_routing.Arrow && _routing.Forced is null && _routing.Rows is null)
-                Recorder.AddGateAgreement(Site.Key, indices, ExactRanking.Logits(x2, moe_gate));   // (N, L) float32 gate
+                // (N, L) the float32 gate's logits: the ones routed on when exact ranking made them, else computed here
+                Recorder.AddGateAgreement(Site.Key, indices, logits.dtype == ScalarType.Float32 ? logits : ExactRanking.Logits(x2, moe_gate));
             y = strategy == MixingStrategy.Dense ? FusedDense(h.narrow(1, zColumn, Adapters.TotalRank), baseOut, indices, weights)
                 : baseOut + Mixers.Mix(strategy, Adapters, x2, indices, weights);
         }

@@ -92,15 +92,15 @@ internal static unsafe class RoutingKernel
             for (int t = 0; t < MAXK; t++) w[t] = k == 1 ? (t == 0 ? 1.f : 0.f) : bf2f(f2bf(w[t] / sum));
         }
 
-        // Scales the row's L*r rank columns by their adapter's weight (0 for adapters not among the first k selected).
-        __device__ __forceinline__ void scale(bf16* p, int zCol, int L, int r, int k, const int* sel, const float* w, int lane)
+        // Scales the row's L*r rank columns by their adapter's weight (0 for adapters not selected).
+        __device__ __forceinline__ void scale(bf16* p, int zCol, int L, int r, const int* sel, const float* w, int lane)
         {
             int R = L * r;
             for (int c = lane; c < R; c += 32) {
                 int e = c / r;
                 float f = 0.f;
                 #pragma unroll
-                for (int t = 0; t < MAXK; t++) if (t < k && sel[t] == e) f = w[t];
+                for (int t = 0; t < MAXK; t++) if (sel[t] == e) f = w[t];
                 bf16* q = p + zCol + c;
                 *q = f2bf(bf2f(*q) * f);
             }
@@ -119,7 +119,7 @@ internal static unsafe class RoutingKernel
             load_logits(p, gateCol, exact != 0 ? exact + (long long)row * L : exact, L, lane, v);
             top_k(v, L, k, lane, sel, top);
             weights(top, k, invT, w);
-            scale(p, zCol, L, r, k, sel, w, lane);
+            scale(p, zCol, L, r, sel, w, lane);
         }
 
         // Per-row routing (serving): token `row` belongs to batch row b = row / perRow, whose mode is -1 (the gates,
@@ -148,12 +148,10 @@ internal static unsafe class RoutingKernel
                 weights(top, k, 1.f / temperature[b], w);
             } else {
                 #pragma unroll
-                for (int t = 0; t < MAXK; t++) sel[t] = -1;
-                #pragma unroll
-                for (int t = 0; t < MAXK; t++) w[t] = 0.f;
+                for (int t = 0; t < MAXK; t++) { sel[t] = -1; w[t] = 0.f; }
                 if (m >= 0) { sel[0] = (int)m; w[0] = 1.f; k = 1; }
             }
-            scale(p, zCol, L, r, k, sel, w, lane);
+            scale(p, zCol, L, r, sel, w, lane);
             if (usage != 0 && lane == 0 && row % perRow == perRow - 1)
                 for (int t = 0; t < k; t++) atomicAdd(usage + ((long long)b * groups + group) * L + sel[t], w[t]);
         }

@@ -251,9 +251,9 @@ internal sealed class TrainingLoop
         {
             // Early stopping's choice: the artifact holds the weights of the lowest held-out loss.
             _objective.LoadTrainableState(best.Tensors);
+            _kept = (best.Step, best.Evaluation);
             _progress.Message($"--keep-best: writing the weights of step {best.Step} (eval_loss {best.Loss:0.0000}; step {total}: {LastEvaluation.GetValueOrDefault("eval_loss", double.NaN):0.0000})");
         }
-        if (best.Tensors is not null && best.Step != total) _kept = (best.Step, best.Evaluation);
         if (best.Tensors is not null && metrics is not null) Log(metrics, best.Step, "best", [new("eval_loss", best.Loss)]);
         best.Dispose();
         if (_rank == 0)
