@@ -11,12 +11,12 @@ trap 'tar czf "$FINAL/anchor.tar.gz" -C "$OUT" .' EXIT
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$OUT/gpu.txt"
 b=${BATCHES:-1 8}
 python3 bench/reference/gptfast_anchor.py --check | tee "$OUT/gptfast-check.txt" || echo "ANCHOR CHECK FAILED: its numbers are not LLaMA's" | tee -a "$OUT/gptfast-check.txt"
-timeout 300 $M bench model --device cuda --dtype bfloat16 --config llama3-8b --variants base,top2 --strategies auto \
-  --prefill 1x512,8x512,1x2048 --decode "$(echo $b | tr ' ' ,)" --prompt-len 512 --new-tokens 128 --runs 5 --warmup 8 \
+timeout 150 $M bench model --device cuda --dtype bfloat16 --config llama3-8b --variants base,top2 --strategies auto \
+  --prefill 1x512,8x512,1x2048 --decode "$(echo $b | tr ' ' ,)" --prompt-len 512 --new-tokens 128 --runs 5 --warmup 4 \
   --json "$OUT/model-ours.json" > "$OUT/model-ours.txt" 2> "$OUT/model-ours.log"
 cat "$OUT/model-ours.txt"
-timeout 400 python3 bench/reference/gptfast_anchor.py --mode eager compiled --batch $b --prompt-len 512 --new-tokens 128 \
+timeout 270 python3 bench/reference/gptfast_anchor.py --mode eager compiled --batch $b --prompt-len 512 --new-tokens 128 \
   --runs 5 --warmup 2 --json "$OUT/gptfast.json" > "$OUT/gptfast.txt" 2> "$OUT/gptfast.log"
 cat "$OUT/gptfast.txt"; tail -3 "$OUT/gptfast.log"
-timeout 150 python3 bench/reference/hf_llama_bench.py --attn eager --batch 1 --prompt-len 512 --new-tokens 128 --runs 5 --warmup 2 \
+timeout 60 python3 bench/reference/hf_llama_bench.py --attn eager --batch 1 --prompt-len 512 --new-tokens 128 --runs 5 --warmup 2 \
   --json "$OUT/hf-eager.json" 2>&1 | tail -4

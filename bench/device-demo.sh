@@ -4,6 +4,7 @@
 #               `demo --quick --device cuda` end to end (every eval mode on CUDA);
 #   PART=full   `demo --from-scratch --device cuda` timed as a user runs it; the built base, task adapters, LoRA-B
 #               and the report come back as demo-models.tar.gz.part-* (≤ 15 MB each) and demo-report.tar.gz;
+#   PART=twin   two rebuilds of one recipe at once, the second on the first one's base (see below);
 #   PART=pair   two recipes (settings files VARIANT_A, VARIANT_B) at once, for exploration (see below).
 # Logs go to stdout and $OUT/*.log.
 set -uo pipefail
@@ -31,6 +32,30 @@ case "${PART:-smoke}" in
     tail -45 "$OUT/demo.log"
     (cd /tmp/demo && tar czf "$OUT/demo-report.tar.gz" report base/README.md base/probes.json base/metrics.jsonl base/loss_curve.png meteora/metrics.jsonl 2>/dev/null)
     (cd /tmp/demo && tar czf - base adapters lora-b | split -b 15000000 - "$OUT/demo-models.tar.gz.part-")
+    ls -la "$OUT"
+    ;;
+  twin)
+    # Two rebuilds of one recipe in one call, for the run-to-run noise of everything after the base: A is
+    # `demo --from-scratch` timed as usual (B shares the GPU from A's LoRA stage on, so A's later stages run slower
+    # than alone); B starts once A's base is built, on a copy of it (the demo reuses a base whose stamp matches), and
+    # trains its own task data, adapters, LoRA-B and gates. A's models come back as demo-models.tar.gz.part-*, B's
+    # adapters and LoRA-B as demo-b-adapters.tar.gz, both reports and logs in demo-reports.tar.gz.
+    rm -rf /tmp/demo /tmp/demo-b
+    t0=$(date +%s); limit=${LIMIT:-560}
+    timeout $limit $M demo --from-scratch --device cuda --dir /tmp/demo ${SETTINGS:+--settings $SETTINGS} > "$OUT/demo.log" 2>&1 &
+    a=$!
+    ( while [ ! -f /tmp/demo/base/.demo-stamp ] && kill -0 $a 2>/dev/null; do sleep 2; done
+      [ -f /tmp/demo/base/.demo-stamp ] || exit 1
+      mkdir -p /tmp/demo-b && cp -r /tmp/demo/base /tmp/demo-b/base
+      echo "B starts at $(( $(date +%s) - t0 )) s" > "$OUT/demo-b.log"
+      timeout $(( limit - ($(date +%s) - t0) )) $M demo --from-scratch --device cuda --dir /tmp/demo-b ${SETTINGS:+--settings $SETTINGS} >> "$OUT/demo-b.log" 2>&1 ) &
+    wait
+    for v in demo demo-b; do echo "== $v"; tail -40 "$OUT/$v.log"; done
+    (cd /tmp && tar czf "$OUT/demo-reports.tar.gz" demo/report demo-b/report demo/base/README.md demo/base/probes.json \
+       demo/base/metrics.jsonl demo/base/loss_curve.png demo/meteora/metrics.jsonl demo-b/meteora/metrics.jsonl -C "$OUT" demo.log demo-b.log 2>/dev/null)
+    (cd /tmp/demo && tar czf - base adapters lora-b | split -b 15000000 - "$OUT/demo-models.tar.gz.part-")
+    (cd /tmp/demo-b && tar czf "$OUT/demo-b-adapters.tar.gz" adapters lora-b 2>/dev/null)
+    rm -f "$OUT/demo.log" "$OUT/demo-b.log"
     ls -la "$OUT"
     ;;
   pair)

@@ -10,7 +10,7 @@ timing. Prints a table; --json writes the rows in hf_llama_bench.py's format.
 
 Usage: python3 bench/reference/gptfast_anchor.py --mode eager compiled --batch 1 8 --prompt-len 512 --new-tokens 128
 """
-import argparse, json, math, statistics, time
+import argparse, json, math, os, statistics, sys, time
 
 import torch
 import torch.nn as nn
@@ -194,6 +194,10 @@ def main():
             results.append(dict(variant=f"gptfast-{mode}", batch=b, prompt_len=a.prompt_len, new_tokens=a.new_tokens,
                                 prefill_s=pre, decode_s=dec, prefill_tok_s=b * a.prompt_len / pre,
                                 decode_tok_s=b * a.new_tokens / dec))
+            r = results[-1]                                   # each row as soon as it is measured: a run cut short keeps it
+            print(f"{r['variant']} b{b}: prefill {r['prefill_tok_s']:.0f} tok/s, decode {r['decode_tok_s']:.1f} tok/s",
+                  file=sys.stderr, flush=True)
+            write_json(a, results)
         del model
     gpu = torch.cuda.get_device_name() if a.device == "cuda" else a.device
     print(f"gpt-fast-style anchor, torch {torch.__version__}, {gpu}, {a.config}, bfloat16"
@@ -204,10 +208,17 @@ def main():
         print(f"{r['variant']:16} {r['batch']:>5} {r['prompt_len']:>6} {r['prefill_tok_s']:>14.0f} "
               f"{r['prefill_s'] * 1e3:>11.2f} {r['new_tokens']:>4} {r['decode_tok_s']:>13.1f} "
               f"{r['decode_s'] * 1e3 / r['new_tokens']:>8.2f}")
-    if a.json:
-        with open(a.json, "w") as f:
-            json.dump(dict(torch=torch.__version__, gpu=gpu, config=a.config, host_read=not a.no_host_read,
-                           results=results), f, indent=2)
+    write_json(a, results)
+
+
+def write_json(a, results):
+    if not a.json:
+        return
+    gpu = torch.cuda.get_device_name() if a.device == "cuda" else a.device
+    with open(a.json + ".tmp", "w") as f:
+        json.dump(dict(torch=torch.__version__, gpu=gpu, config=a.config, host_read=not a.no_host_read,
+                       results=results), f, indent=2)
+    os.replace(a.json + ".tmp", a.json)
 
 
 if __name__ == "__main__":
