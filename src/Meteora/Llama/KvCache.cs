@@ -49,6 +49,21 @@ public sealed class KvCache : IDisposable
             Values.Select(v => v.narrow(0, start, count).DetachFromDisposeScope()).ToArray(), count, MaxLength);
     }
 
+    /// <summary>
+    /// A new cache holding only the rows <paramref name="keep"/> (int64 indices into this cache's rows, in the order
+    /// given), with the same <see cref="Length"/> and padding: generation drops rows that have finished, so later
+    /// steps do no work for them. Copies the kept rows; this cache is left as it was (dispose it when done).
+    /// </summary>
+    public KvCache SelectRows(Tensor keep)
+    {
+        int count = (int)keep.shape[0];
+        if (count < 1) throw new MeteoraException("KV cache: selecting no rows");
+        var kept = new KvCache(Keys.Select(k => k.index_select(0, keep).DetachFromDisposeScope()).ToArray(),   // (B', n_kv, S, d)
+            Values.Select(v => v.index_select(0, keep).DetachFromDisposeScope()).ToArray(), count, MaxLength) { Length = Length };
+        if (KeyValid is { } valid) kept.KeyValid = valid.index_select(0, keep).DetachFromDisposeScope();       // (B', S)
+        return kept;
+    }
+
     /// <summary>Records which of the first slots are padding: <paramref name="attentionMask"/> (B, T) of 0/1.</summary>
     public void SetPadding(Tensor attentionMask)
     {
