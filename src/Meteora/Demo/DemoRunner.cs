@@ -290,9 +290,9 @@ public sealed class DemoRunner
                 () => CompositeEvaluator.Evaluate(lm, tokenizer, TasksDir, tasks, n, _s.CompositeExamples, seed: 0, _s.EvalBatch, _s.MaxNewTokens, guided));
         }
         // Free composite prompts, and with guided the guided ones too at GuidedCompositeSizes (keyed "<mode> guided").
-        void Composites(LlamaForCausalLM lm, string mode, bool guided, Action<int, CompositeScore>? onFree = null)
+        void Composites(LlamaForCausalLM lm, string mode, bool guided, Action<int, CompositeScore>? onFree = null, IReadOnlyList<int>? only = null)
         {
-            foreach (int n in sizes)
+            foreach (int n in sizes.Where(n => only is null || only.Contains(n)))
             {
                 var score = Composite(lm, mode, n);
                 composite[n][mode] = score;
@@ -330,7 +330,7 @@ public sealed class DemoRunner
         {
             perTask["arrow"] = All(arrow.Model, "arrow");
             Report("arrow");
-            Composites(arrow.Model, "arrow", guided: false);
+            Composites(arrow.Model, "arrow", guided: false, only: _s.ArrowCompositeSizes);
         }
         using (var lm = LoraModel.Load(BaseDir, LoraBDir, _device, _dtype))
         {
