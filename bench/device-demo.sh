@@ -40,6 +40,9 @@ case "${PART:-smoke}" in
     # than alone); B starts once A's base is built, on a copy of it (the demo reuses a base whose stamp matches), and
     # trains its own task data, adapters, LoRA-B and gates. A's models come back as demo-models.tar.gz.part-*, B's
     # adapters and LoRA-B as demo-b-adapters.tar.gz, both reports and logs in demo-reports.tar.gz.
+    # Measured 2026-12-02 (suite 3, one H200): the two LoRA stages sharing the GPU took 344 and 348 s (226 s alone),
+    # so both runs were cut by LIMIT=545 inside LoRA-B; the base and both sets of task adapters came back. With
+    # today's recipe use it for the task adapters' run-to-run noise, not for whole rebuilds.
     rm -rf /tmp/demo /tmp/demo-b
     t0=$(date +%s); limit=${LIMIT:-560}
     timeout $limit $M demo --from-scratch --device cuda --dir /tmp/demo ${SETTINGS:+--settings $SETTINGS} > "$OUT/demo.log" 2>&1 &

@@ -62,6 +62,15 @@ def main(argv):
                     fail(f"{path}: SHA-256 differs from its meteora-card.json (damaged in transfer?)")
             with open(card_path, "w") as f:
                 json.dump(card, f, indent=2)
+            # A folder's own model card (base/README.md, not sealed) lists its files: drop the rows of files not shipped.
+            own = os.path.join(folder, "README.md")
+            if os.path.isfile(own):
+                with open(own) as f:
+                    lines = f.readlines()
+                kept = [l for l in lines if not any(l.startswith(f"| {name} |") for name in DROPPED)]
+                if len(kept) != len(lines):
+                    with open(own, "w") as f:
+                        f.writelines(kept)
         rows, total = [], 0
         for folder, dirs, files in os.walk(stage):
             dirs.sort()

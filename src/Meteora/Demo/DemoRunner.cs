@@ -120,7 +120,7 @@ public sealed class DemoRunner
 
     /// <summary>The stamp of the task data: the shipped adapters record it, so they are only used with the data they were trained on.</summary>
     private string DataStamp(IReadOnlyList<string> tasks) =>
-        $"suite 2 tasks {string.Join(',', tasks)} train {_s.TrainPerTask} test {_s.TestPerTask} seed {_s.DataSeed}";
+        $"suite 3 tasks {string.Join(',', tasks)} train {_s.TrainPerTask} test {_s.TestPerTask} seed {_s.DataSeed}";
 
     /// <summary>Verifies the shipped base and adapters (hashes; adapters trained on this task data).</summary>
     private void CheckShipped(IReadOnlyList<string> tasks)

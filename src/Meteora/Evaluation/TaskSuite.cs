@@ -24,12 +24,12 @@ public static class TaskSuite
             var w = SuiteSkills.Letters(rng);
             return ($"sort: {w} =>", " " + SuiteSkills.SortLetters(w));
         }),
-        new("add", "numeric", "add a digit to a number below 20", rng =>
+        new("add", "numeric", "add a digit to a number below 60", rng =>
         {
             var (a, b) = SuiteSkills.AddPair(rng);
             return ($"add: {a} + {b} =>", $" {a + b}");
         }),
-        new("subtract", "numeric", "subtract a digit from a number below 20", rng =>
+        new("subtract", "numeric", "subtract a digit from a number below 60", rng =>
         {
             var (a, b) = SuiteSkills.SubtractPair(rng);
             return ($"subtract: {a} - {b} =>", $" {a - b}");
@@ -79,7 +79,7 @@ public static class TaskSuite
     /// <summary>
     /// Writes every task (or those named) into <paramref name="folder"/>: train and test sets with disjoint
     /// prompts, drawn from a generator seeded by (seed, task name) so a task's data does not depend on which
-    /// other tasks are written. Tasks with a small prompt space (count: 108 prompts, subtract: 155, add: 200) yield fewer
+    /// other tasks are written. Tasks with a small prompt space (count: 324 prompts, subtract: 555, add: 600) yield fewer
     /// examples than asked when it runs out; task.json records the counts written.
     /// </summary>
     public static void Write(string folder, int trainPerTask, int testPerTask, int seed, IReadOnlyCollection<string>? only = null)
