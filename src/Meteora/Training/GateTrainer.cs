@@ -94,6 +94,11 @@ public static class GateTrainer
         }
         if (gate.Pack > 1) train = Packed(trainRows, Math.Min(gate.Pack, adapters.Count), options.Seed, encoder);
         eval = Interleave(eval);   // evaluation takes the first --eval-limit examples: every task must be among them
+        if (eval.Count > 0)
+        {
+            var measured = eval.Take(options.EvalLimit).GroupBy(e => e.Task).OrderBy(g => g.Key).Select(g => $"{adapters[g.Key].Name} {g.Count()}");
+            progress.Message($"evaluation during training: {Math.Min(options.EvalLimit, eval.Count)} of {eval.Count} held-out examples ({string.Join(", ", measured)})");
+        }
         int truncated = train.Count(e => e.Truncated) + eval.Count(e => e.Truncated);
         if (truncated > 0) progress.Message($"truncated {truncated} of {train.Count + eval.Count} sequences to --max-seq-len {options.MaxSeqLen}");
         progress.Message($"{adapters.Count} tasks: {string.Join(", ", adapters.Select((a, i) => $"{i}={a.Name} ({train.Count(e => e.Task == i)}+{eval.Count(e => e.Task == i)})"))} train+eval examples");

@@ -201,6 +201,27 @@ public class GateEvalOrderTests
     }
 }
 
+public class GateEvalCoverageTests
+{
+    /// <summary>
+    /// #18 item 1 at its call site: GateTrainer itself interleaves the held-out examples before the loop's
+    /// --eval-limit cut, so an evaluation limited to three examples still measures all three tasks (grouped by task,
+    /// as they are read, the first three would all be add).
+    /// </summary>
+    [Fact]
+    public void ALimitedEvaluationDuringTrainingCoversEveryTask()
+    {
+        using var dir = Fixture.TempDir();
+        string data = FixtureTasks.Write(dir["data"]);
+        var progress = new RecordingProgress();
+        var options = new TrainingOptions { Steps = 1, BatchSize = 4, EvalLimit = 3, Seed = 1 };
+        GateTrainer.Train(Fixture.Base, FixtureTasks.Adapters, data, dir["m"], new GateTrainingOptions(), options, CPU, ScalarType.Float32, progress);
+        var line = Assert.Single(progress.Messages, m => m.StartsWith("evaluation during training:"));
+        Assert.StartsWith("evaluation during training: 3 of 60 held-out examples (", line);
+        foreach (var task in FixtureTasks.Names) Assert.Contains($"{task} 1", line);
+    }
+}
+
 public class LmLossDefaultTests
 {
     private static double InitialEvalLmLoss(string outDir) =>
