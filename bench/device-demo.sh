@@ -50,8 +50,10 @@ case "${PART:-smoke}" in
     ( while [ ! -f /tmp/demo/base/.demo-stamp ] && kill -0 $a 2>/dev/null; do sleep 2; done
       [ -f /tmp/demo/base/.demo-stamp ] || exit 1
       mkdir -p /tmp/demo-b && cp -r /tmp/demo/base /tmp/demo-b/base
+      left=$(( limit - ($(date +%s) - t0) ))
       echo "B starts at $(( $(date +%s) - t0 )) s" > "$OUT/demo-b.log"
-      timeout $(( limit - ($(date +%s) - t0) )) $M demo --from-scratch --device cuda --dir /tmp/demo-b ${SETTINGS:+--settings $SETTINGS} >> "$OUT/demo-b.log" 2>&1 ) &
+      [ $left -gt 30 ] || { echo "B not started: $left s left of $limit" >> "$OUT/demo-b.log"; exit 1; }   # timeout 0 would mean no limit
+      timeout $left $M demo --from-scratch --device cuda --dir /tmp/demo-b ${SETTINGS:+--settings $SETTINGS} >> "$OUT/demo-b.log" 2>&1 ) &
     wait
     for v in demo demo-b; do echo "== $v"; tail -40 "$OUT/$v.log"; done
     (cd /tmp && tar czf "$OUT/demo-reports.tar.gz" demo/report demo-b/report demo/base/README.md demo/base/probes.json \

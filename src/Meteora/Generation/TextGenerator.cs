@@ -38,6 +38,8 @@ public sealed class TextGenerator
 
     /// <summary>Times the last <see cref="Generate"/> dropped finished rows from its batch (for tests).</summary>
     internal int Compactions { get; private set; }
+    /// <summary>Batches this generator has prefilled row by row (for tests).</summary>
+    internal int RowByRowPrefills { get; private set; }
 
     /// <summary>Rows left once a greedy eager decode drops finished rows: at most this share of the current batch.</summary>
     private const double CompactBelow = 0.75;
@@ -56,7 +58,7 @@ public sealed class TextGenerator
         // hundred tokens, are where the evaluation's time goes.
         var rows = Enumerable.Range(0, B).ToArray();
         Compactions = 0;
-        bool compact = options.Greedy && !UseGraph(options, B) && !_model.Projections().Any(p => p is MeteoraLinear { Recorder: not null });
+        bool compact = options.Greedy && !UseGraph(options, B) && !CountsRows();
 
         Tensor logits, positions;
         using (var scope = NewDisposeScope())
@@ -134,7 +136,7 @@ public sealed class TextGenerator
     /// Shortest longest-prompt for which a padded CPU batch is prefilled row by row: short prompts (the suite's
     /// ~20–60-token tasks) are faster as one masked batch — row by row, per-task evaluation took 1.8× as long.
     /// </summary>
-    private const int RowByRowMinLength = 256;
+    internal int RowByRowMinLength { get; set; } = 256;
 
     /// <summary>
     /// Whether a padded batch is prefilled one row at a time (<see cref="PrefillRows"/>): on the CPU, where a padded
@@ -145,7 +147,10 @@ public sealed class TextGenerator
     /// </summary>
     private bool PrefillRowByRow(IReadOnlyList<int[]> prompts) =>
         _model.Device.type == DeviceType.CPU && prompts.Max(p => p.Length) >= RowByRowMinLength && prompts.All(p => p.Length > 1)
-        && !_model.Projections().Any(p => p is MeteoraLinear { Recorder: not null });
+        && !CountsRows();
+
+    /// <summary>A routing recorder or per-row routing (<see cref="RowRouting"/>) ties data to the batch's rows.</summary>
+    private bool CountsRows() => _model.Projections().Any(p => p is MeteoraLinear { Recorder: not null } or MeteoraLinear { RoutesPerRow: true });
 
     /// <summary>
     /// Prefills every row on its own (no padding, so attention takes the causal kernel) into a cache of its length,
@@ -155,6 +160,7 @@ public sealed class TextGenerator
     /// </summary>
     internal Tensor PrefillRows(IReadOnlyList<int[]> prompts, int T, KvCache cache)
     {
+        RowByRowPrefills++;
         using var scope = NewDisposeScope();
         var device = _model.Device;
         var rows = new List<Tensor>(prompts.Count);

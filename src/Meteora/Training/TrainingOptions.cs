@@ -112,6 +112,7 @@ public sealed record TrainingOptions
         Check(WarmupSteps is null or >= 0, $"--warmup-steps: {WarmupSteps} must be ≥ 0");
         Check(WarmupRatio is >= 0 and < 1, $"--warmup-ratio: {WarmupRatio} must be in [0, 1)");
         Check(EvalEvery >= 0 && CheckpointEvery >= 0, "--eval-every and --checkpoint-every must be ≥ 0");
+        Check(EvalLimit is >= 1 and <= 1_048_576, $"--eval-limit: {EvalLimit} is out of range (1…1048576)");
         Check(ReplayRows is >= 0 and <= 65536, $"--replay: {ReplayRows} is out of range (0…65536)");
         Check(ReplaySeqLen is >= 2 and <= 1_048_576, $"--replay-len: {ReplaySeqLen} is out of range (2…1048576)");
         Check(ReplayWeight is > 0 and <= 1000, $"--replay-weight: {ReplayWeight} is out of range (0, 1000]");

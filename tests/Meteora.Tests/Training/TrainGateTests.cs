@@ -220,6 +220,17 @@ public class GateEvalCoverageTests
         Assert.StartsWith("evaluation during training: 3 of 60 held-out examples (", line);
         foreach (var task in FixtureTasks.Names) Assert.Contains($"{task} 1", line);
     }
+
+    [Fact]
+    public void AnEvaluationLimitBelowOneIsRefused()
+    {
+        using var dir = Fixture.TempDir();
+        string data = FixtureTasks.Write(dir["data"]);
+        var r = CliRunner.Run("train-gate", "--model", Fixture.Base, "--adapters-dir", Path.Combine(Fixture.Root, "adapters"), "--data", data,
+            "--out", dir["m"], "--steps", "1", "--eval-limit", "0");
+        CliRunner.AssertUserError(r, "--eval-limit", "out of range (1…1048576)");
+        Assert.False(Directory.Exists(dir["m"]) && Directory.EnumerateFileSystemEntries(dir["m"]).Any(), "nothing is written");
+    }
 }
 
 public class LmLossDefaultTests
