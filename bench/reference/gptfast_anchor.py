@@ -16,6 +16,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from bench_rows import print_table, result
+
 LLAMA3_8B = dict(dim=4096, inter=14336, layers=32, heads=32, kv_heads=8, head_dim=128, vocab=128256, eps=1e-5,
                  theta=500000.0, rope_factor=8.0, low_freq=1.0, high_freq=4.0, original_max=8192)
 TINY = dict(LLAMA3_8B, dim=256, inter=704, layers=2, heads=8, kv_heads=4, head_dim=32, vocab=1024)   # a CPU smoke test
@@ -191,9 +193,7 @@ def main():
                     if r >= a.warmup:
                         steps.append(t)
                 dec = statistics.median(steps)
-            results.append(dict(variant=f"gptfast-{mode}", batch=b, prompt_len=a.prompt_len, new_tokens=a.new_tokens,
-                                prefill_s=pre, decode_s=dec, prefill_tok_s=b * a.prompt_len / pre,
-                                decode_tok_s=b * a.new_tokens / dec))
+            results.append(result(f"gptfast-{mode}", b, a.prompt_len, a.new_tokens, pre, dec))
             r = results[-1]                                   # each row as soon as it is measured: a run cut short keeps it
             print(f"{r['variant']} b{b}: prefill {r['prefill_tok_s']:.0f} tok/s, decode {r['decode_tok_s']:.1f} tok/s",
                   file=sys.stderr, flush=True)
@@ -202,12 +202,7 @@ def main():
     gpu = torch.cuda.get_device_name() if a.device == "cuda" else a.device
     print(f"gpt-fast-style anchor, torch {torch.__version__}, {gpu}, {a.config}, bfloat16"
           f"{', tokens kept on the device' if a.no_host_read else ', each token read on the host'}")
-    print(f"{'variant':16} {'batch':>5} {'prompt':>6} {'prefill tok/s':>14} {'prefill ms':>11} {'new':>4} "
-          f"{'decode tok/s':>13} {'ms/step':>8}")
-    for r in results:
-        print(f"{r['variant']:16} {r['batch']:>5} {r['prompt_len']:>6} {r['prefill_tok_s']:>14.0f} "
-              f"{r['prefill_s'] * 1e3:>11.2f} {r['new_tokens']:>4} {r['decode_tok_s']:>13.1f} "
-              f"{r['decode_s'] * 1e3 / r['new_tokens']:>8.2f}")
+    print_table(results, 16)
     write_json(a, results)
 
 

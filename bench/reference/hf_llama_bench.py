@@ -12,6 +12,8 @@ import torch
 import transformers
 from transformers import LlamaConfig, LlamaForCausalLM
 
+from bench_rows import print_table, result
+
 LLAMA3_8B = dict(hidden_size=4096, intermediate_size=14336, num_hidden_layers=32, num_attention_heads=32,
                  num_key_value_heads=8, head_dim=128, vocab_size=128256, rms_norm_eps=1e-5,
                  max_position_embeddings=131072, rope_theta=500000.0,
@@ -77,18 +79,11 @@ def main():
                 if r >= a.warmup:
                     dec_times.append(t)
             dec = statistics.median(dec_times)
-        results.append(dict(variant=f"hf-{a.attn}", batch=b, prompt_len=a.prompt_len, new_tokens=a.new_tokens,
-                            prefill_s=pre, decode_s=dec, prefill_tok_s=b * a.prompt_len / pre,
-                            decode_tok_s=b * a.new_tokens / dec))
+        results.append(result(f"hf-{a.attn}", b, a.prompt_len, a.new_tokens, pre, dec))
 
     print(f"transformers {transformers.__version__}, torch {torch.__version__}, {torch.cuda.get_device_name()}, "
           f"attn={a.attn}, bfloat16")
-    print(f"{'variant':10} {'batch':>5} {'prompt':>6} {'prefill tok/s':>14} {'prefill ms':>11} {'new':>4} "
-          f"{'decode tok/s':>13} {'ms/step':>8}")
-    for r in results:
-        print(f"{r['variant']:10} {r['batch']:>5} {r['prompt_len']:>6} {r['prefill_tok_s']:>14.0f} "
-              f"{r['prefill_s'] * 1e3:>11.2f} {r['new_tokens']:>4} {r['decode_tok_s']:>13.1f} "
-              f"{r['decode_s'] * 1e3 / r['new_tokens']:>8.2f}")
+    print_table(results, 10)
     if a.json:
         with open(a.json, "w") as f:
             json.dump(dict(transformers=transformers.__version__, torch=torch.__version__,

@@ -58,7 +58,8 @@ public sealed class TextGenerator
         // hundred tokens, are where the evaluation's time goes.
         var rows = Enumerable.Range(0, B).ToArray();
         Compactions = 0;
-        bool compact = options.Greedy && !UseGraph(options, B) && !CountsRows();
+        bool graph = UseGraph(options, B);
+        bool compact = options.Greedy && !graph && !CountsRows();
 
         Tensor logits, positions;
         using (var scope = NewDisposeScope())
@@ -78,7 +79,7 @@ public sealed class TextGenerator
         }
 
         // Decode steps replay a CUDA graph where possible; the prefill above always runs eagerly.
-        using var decoder = UseGraph(options, B) ? new StaticDecoder(_model, cache, useGraph: true) : null;
+        using var decoder = graph ? new StaticDecoder(_model, cache, useGraph: true) : null;
         bool ownLogits = true;   // false once logits is the decoder's output tensor
         for (int step = 0; step < options.MaxNewTokens; step++)
         {

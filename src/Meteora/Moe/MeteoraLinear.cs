@@ -115,10 +115,10 @@ public sealed class MeteoraLinear : Linear
         return bound;
     }
 
-    /// <summary>The strategy this call uses: <see cref="MixingStrategy.Auto"/> picks dense or segment by size.</summary>
     /// <summary>Whether this projection routes per batch row (<see cref="RoutingOptions.Rows"/>): batch rows must then stay as they are.</summary>
     internal bool RoutesPerRow => _routing.Rows is not null;
 
+    /// <summary>The strategy this call uses: <see cref="MixingStrategy.Auto"/> picks dense or segment by size.</summary>
     public MixingStrategy Resolve(long tokens) =>
         _routing.Strategy != MixingStrategy.Auto ? _routing.Strategy
         : StrategyChooser.Choose(tokens, Adapters.TotalRank, Site.InFeatures, Site.OutFeatures);

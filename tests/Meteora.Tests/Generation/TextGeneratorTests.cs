@@ -9,16 +9,11 @@ namespace Meteora.Tests.Generation;
 /// Generation's two CPU shortcuts against the plain batched path: a padded batch prefilled one row at a time, and
 /// finished rows dropped from the batch while the others decode on.
 /// </summary>
-public class TextGeneratorTests : IClassFixture<TextGeneratorTests.Model>
+public class TextGeneratorTests : IClassFixture<FixtureBaseModel>
 {
-    public sealed class Model : IDisposable
-    {
-        public LlamaForCausalLM Lm { get; } = LlamaLoader.Load(Fixture.Base, CPU, ScalarType.Float32);
-        public void Dispose() => Lm.Dispose();
-    }
 
     private readonly LlamaForCausalLM _lm;
-    public TextGeneratorTests(Model m) => _lm = m.Lm;
+    public TextGeneratorTests(FixtureBaseModel m) => _lm = m.Lm;
 
     [Fact]
     public void RowByRowPrefillFillsTheCacheAsThePaddedBatchDoes()

@@ -5,16 +5,11 @@ using static TorchSharp.torch;
 namespace Meteora.Tests.Llama;
 
 /// <summary>The base model against transformers' float32 logits and greedy continuations.</summary>
-public class BaseModelParityTests : IClassFixture<BaseModelParityTests.Model>
+public class BaseModelParityTests : IClassFixture<FixtureBaseModel>
 {
-    public sealed class Model : IDisposable
-    {
-        public LlamaForCausalLM Lm { get; } = LlamaLoader.Load(Fixture.Base, CPU, ScalarType.Float32);
-        public void Dispose() => Lm.Dispose();
-    }
 
     private readonly LlamaForCausalLM _lm;
-    public BaseModelParityTests(Model m) => _lm = m.Lm;
+    public BaseModelParityTests(FixtureBaseModel m) => _lm = m.Lm;
 
     private static Tensor Ids(int[] ids) => tensor(ids.Select(i => (long)i).ToArray(), [1, ids.Length]);
 
