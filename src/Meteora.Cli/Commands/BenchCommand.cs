@@ -21,6 +21,7 @@ public static class BenchCommand
     {
         var bench = new Command("bench", "Measure speed (see docs/BENCHMARKS.md)");
         bench.Subcommands.Add(CreateModel(context));
+        bench.Subcommands.Add(CreatePhases(context));
         bench.Subcommands.Add(CreateTrainGate(context));
         bench.Subcommands.Add(CreateTrainLora(context));
         bench.Subcommands.Add(CreateLayer(context));
@@ -214,6 +215,7 @@ public static class BenchCommand
             ctx.Err.WriteLine($"bench model: {configName} ({cfg.NumHiddenLayers} layers, hidden {cfg.HiddenSize}), {TorchRuntime.Name(dtype)} on {device}, random weights; " +
                 (CudaRuntime.PoolAllocatorRequested ? "memory from the cudaMallocAsync pool" : "no memory figures"));
             if (variantNames.Any(v => v.StartsWith("top"))) ctx.Err.WriteLine($"  dense routing: {RoutingKernel.Describe(device)}");
+            if (dtype == ScalarType.BFloat16) ctx.Err.WriteLine($"  norms, rotary, SiLU·up: {Meteora.Llama.FusedKernels.Describe(device)}");
             var results = new List<ModelBenchResult>();
             void Report(ModelBenchResult x)
             {
@@ -275,6 +277,85 @@ public static class BenchCommand
                     {
                         variant = x.Variant, phase = x.Phase, batch = x.Batch, prompt_len = x.PromptLength, new_tokens = x.NewTokens,
                         seconds = x.Seconds, tokens_per_s = x.TokensPerSecond, peak_bytes = x.PeakBytes,
+                    }),
+                }, new JsonSerializerOptions { WriteIndented = true }));
+            return 0;
+        });
+        return cmd;
+    }
+
+    private static Command CreatePhases(Func<ParseResult, CliContext> context)
+    {
+        var config = new Option<string?>("--config") { Description = "preset (llama3-8b, small) or a model folder", DefaultValueFactory = _ => "llama3-8b" };
+        var variant = new Option<string>("--variant") { Description = "base, or MeteoRA top1 / top2 (random rank-r adapters on all 7 projections, default strategy)", DefaultValueFactory = _ => "base" };
+        variant.AcceptOnlyFromAmong("base", "top1", "top2");
+        var prefill = new Option<string>("--prefill") { Description = "prefill shapes B×T, e.g. 1x512,8x512 (empty: none)", DefaultValueFactory = _ => "1x512" };
+        var decode = new Option<string>("--decode") { Description = "decode batch sizes after a --prompt-len prefill, e.g. 1,8 (empty: none)", DefaultValueFactory = _ => "1" };
+        var promptLen = new Option<int>("--prompt-len") { Description = "prompt tokens before the decode step", DefaultValueFactory = _ => 512 };
+        var adapters = new Option<int>("--adapters") { Description = "MeteoRA adapters", DefaultValueFactory = _ => 28 };
+        var rank = new Option<int>("--rank") { Description = "adapter rank", DefaultValueFactory = _ => 8 };
+        var runs = new Option<int>("--runs") { Description = "timed passes (median per phase)", DefaultValueFactory = _ => 20 };
+        var warmup = new Option<int>("--warmup") { Description = "untimed passes first", DefaultValueFactory = _ => 3 };
+        var json = new Option<string?>("--json") { Description = "also write the breakdowns to this JSON file" };
+        var cmd = new Command("phases", "Where the GPU time of a prefill and a decode step goes, phase by phase (CUDA events at the model's phase boundaries; decode replayed as a CUDA graph)")
+            { config, variant, prefill, decode, promptLen, adapters, rank, runs, warmup, json };
+        cmd.SetAction(p =>
+        {
+            var ctx = context(p);
+            var device = ctx.Device;
+            var dtype = ctx.DType;
+            int P = p.GetValue(promptLen), R = p.GetValue(runs), W = p.GetValue(warmup), L = p.GetValue(adapters), r = p.GetValue(rank);
+            if (P < 1 || R < 1 || W < 0 || L < 1 || r < 1)
+                throw new MeteoraException("bench phases: --prompt-len, --runs, --adapters and --rank must be ≥ 1, --warmup ≥ 0");
+            if (device.type != TorchSharp.DeviceType.CUDA || !PhaseMarks.Available || !CudaGraph.Available)
+                throw new MeteoraException("bench phases: needs --device cuda (CUDA events and graphs)");
+            var prefillShapes = p.GetValue(prefill)!.Split(',', StringSplitOptions.TrimEntries | StringSplitOptions.RemoveEmptyEntries).Select(x =>
+            {
+                var bt = x.Split('x');
+                return bt.Length == 2 && int.TryParse(bt[0], out int b) && int.TryParse(bt[1], out int t) && b > 0 && t > 0 ? (b, t)
+                    : throw new MeteoraException($"--prefill: '{x}' is not B×T");
+            }).ToList();
+            var decodeBatches = string.IsNullOrWhiteSpace(p.GetValue(decode)) ? [] : Ints(p.GetValue(decode)!, "--decode");
+            string configName = p.GetValue(config)!;
+            var cfg = LlamaPresets.Resolve(configName);
+            string name = p.GetValue(variant)!;
+            ctx.Err.WriteLine($"bench phases: {configName} ({cfg.NumHiddenLayers} layers, hidden {cfg.HiddenSize}), {name}, {TorchRuntime.Name(dtype)} on {device}; " +
+                $"norms, rotary, SiLU·up: {FusedKernels.Describe(device)}" + (name == "base" ? "" : $"; dense routing: {RoutingKernel.Describe(device)}"));
+            var results = new List<PhaseBreakdown>();
+            void Run(LlamaForCausalLM lm)
+            {
+                foreach (var (b, t) in prefillShapes) results.Add(PhaseBenchmark.Prefill(lm, b, t, W, R));
+                foreach (int b in decodeBatches) results.Add(PhaseBenchmark.Decode(lm, b, P, W, R));
+            }
+            if (name == "base")
+            {
+                using var lm = new LlamaForCausalLM(cfg, dtype, device);
+                lm.InitializeRandom(seed: 0);
+                Run(lm);
+            }
+            else
+            {
+                using var m = SyntheticMeteora.Build(cfg, L, r, device, dtype);
+                m.Configure(topK: Math.Min(int.Parse(name[3..]), L), strategy: MixingStrategy.Auto);
+                Run(m.Model);
+            }
+            foreach (var x in results)
+            {
+                ctx.Out.WriteLine($"{name} {x.Pass} batch {x.Batch} × {(x.Pass == "prefill" ? x.Tokens : 1)}: {x.MarkedMs:F3} ms with marks, {x.UnmarkedMs:F3} ms without");
+                var table = new Table().AddColumns("phase", "per pass", "ms", "share");
+                foreach (var ph in x.Phases.OrderByDescending(ph => ph.Ms))
+                    table.AddRow(ph.Phase, ph.PerPass.ToString(), $"{ph.Ms:F3}", $"{100 * ph.Ms / x.MarkedMs:F1} %");
+                Render(ctx.Out, table);
+            }
+            if (p.GetValue(json) is { } jsonPath)
+                AtomicFile.WriteAllText(jsonPath, JsonSerializer.Serialize(new
+                {
+                    config = configName, variant = name, device = device.ToString(), dtype = TorchRuntime.Name(dtype), runs = R, warmup = W,
+                    fused_kernels = FusedKernels.Describe(device),
+                    results = results.Select(x => new
+                    {
+                        pass = x.Pass, batch = x.Batch, tokens = x.Tokens, marked_ms = x.MarkedMs, unmarked_ms = x.UnmarkedMs,
+                        phases = x.Phases.Select(ph => new { phase = ph.Phase, per_pass = ph.PerPass, ms = ph.Ms }),
                     }),
                 }, new JsonSerializerOptions { WriteIndented = true }));
             return 0;

@@ -87,13 +87,13 @@ public static class ModelBenchmark
         return new ModelBenchResult(variant, graph ? "decode-graph" : "decode", batch, promptLength, steps, seconds, CudaRuntime.PoolPeakBytes());
     }
 
-    private static Tensor RandomIds(LlamaForCausalLM lm, int batch, int length)
+    internal static Tensor RandomIds(LlamaForCausalLM lm, int batch, int length)
     {
         using var gen = new Generator(0);
         using var cpu = randint(0, lm.Config.VocabSize, [batch, length], generator: gen);
         return cpu.to(lm.Device).DetachFromDisposeScope();
     }
 
-    private static Tensor Positions(LlamaForCausalLM lm, int batch, int length) =>
+    internal static Tensor Positions(LlamaForCausalLM lm, int batch, int length) =>
         arange(length, ScalarType.Int64, lm.Device).unsqueeze(0).expand(batch, -1).contiguous().DetachFromDisposeScope();
 }

@@ -119,6 +119,7 @@ internal sealed class StaticDecoder : IDisposable
         var logits = _model.ForwardAtSlot(_ids, _positions, _cache, _slot).DetachFromDisposeScope();   // (B, V)
         _positions.add_(HeldScalars.One, HeldScalars.One);
         _slot.add_(HeldScalars.One, HeldScalars.One);
+        PhaseMarks.Mark("step bookkeeping");
         return logits;
     }
 

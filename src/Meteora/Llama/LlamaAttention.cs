@@ -1,3 +1,4 @@
+using Meteora.Runtime;
 using TorchSharp;
 using static TorchSharp.torch;
 
@@ -32,9 +33,11 @@ public sealed class LlamaAttention : nn.Module
         var q = q_proj.forward(x).view(B, T, _heads, _headDim);          // (B, T, H, d)
         var k = k_proj.forward(x).view(B, T, _kvHeads, _headDim);        // (B, T, Hkv, d)
         var v = v_proj.forward(x).view(B, T, _kvHeads, _headDim);
-        q = RotaryEmbedding.Apply(q, ctx.Cos, ctx.Sin);
-        k = RotaryEmbedding.Apply(k, ctx.Cos, ctx.Sin).transpose(1, 2);  // (B, Hkv, T, d)
+        PhaseMarks.Mark("q/k/v projections");
+        (q, k) = FusedKernels.Rotary(q, k, ctx.Cos, ctx.Sin) ?? (RotaryEmbedding.Apply(q, ctx.Cos, ctx.Sin), RotaryEmbedding.Apply(k, ctx.Cos, ctx.Sin));
+        k = k.transpose(1, 2);                                            // (B, Hkv, T, d)
         v = v.transpose(1, 2);
+        PhaseMarks.Mark("rotary");
 
         if (ctx is { Cache: { } rowCache, RowSlots: { } rowSlots })
         {
@@ -60,6 +63,7 @@ public sealed class LlamaAttention : nn.Module
             v = cache.Values[layer].narrow(2, 0, total);
         }
 
+        PhaseMarks.Mark("KV cache write");
         Tensor attn;   // (B, T, H·d)
         int rep = _heads / _kvHeads;
         if (ctx.Mask is null && T > 1)
@@ -80,6 +84,9 @@ public sealed class LlamaAttention : nn.Module
             var o = nn.functional.scaled_dot_product_attention(qg, k, v, mask);       // (B, Hkv, rep·T, d)
             attn = o.view(B, _kvHeads, rep, T, _headDim).permute(0, 3, 1, 2, 4).reshape(B, T, _heads * _headDim);
         }
-        return o_proj.forward(attn).MoveToOuterDisposeScope();
+        PhaseMarks.Mark("attention");
+        var y = o_proj.forward(attn);
+        PhaseMarks.Mark("o projection");
+        return y.MoveToOuterDisposeScope();
     }
 }

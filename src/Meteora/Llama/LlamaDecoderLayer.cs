@@ -1,3 +1,4 @@
+using Meteora.Runtime;
 using TorchSharp;
 using static TorchSharp.torch;
 
@@ -26,7 +27,12 @@ public sealed class LlamaDecoderLayer : nn.Module
     internal Tensor forward(Tensor x, AttentionContext ctx)
     {
         using var scope = NewDisposeScope();
-        var h = x + self_attn.forward(input_layernorm.forward(x), ctx, _index);
-        return (h + mlp.forward(post_attention_layernorm.forward(h))).MoveToOuterDisposeScope();
+        var n = input_layernorm.forward(x);
+        PhaseMarks.Mark("norm");
+        var (h, normed) = post_attention_layernorm.AddAndNormalize(x, self_attn.forward(n, ctx, _index));
+        PhaseMarks.Mark("residual + norm");
+        var y = h + mlp.forward(normed);
+        PhaseMarks.Mark("residual");
+        return y.MoveToOuterDisposeScope();
     }
 }

@@ -97,16 +97,19 @@ public sealed class LlamaForCausalLM : nn.Module
         int start = cache?.Length ?? 0;
         if (cache is not null && start + T > cache.MaxLength)
             throw new MeteoraException($"sequence of {start + T} tokens exceeds the KV cache of {cache.MaxLength}");
+        PhaseMarks.Mark("start");
         var (cos, sin) = _rope.Compute(positions, DType);
         var ctx = new AttentionContext
         {
             Cos = cos, Sin = sin, Cache = cache, CacheStart = start,
             Mask = AttentionContext.BuildMask(B, start, T, cache?.KeyValid, ids.device),
         };
+        PhaseMarks.Mark("rotary tables, mask");
         var h = model.forward(ids, ctx);                                  // (B, T, hidden)
         if (cache is not null) cache.Length = start + T;
         if (lastOnly) h = h.select(1, T - 1);                             // (B, hidden)
         var logits = nn.functional.linear(h, lm_head ?? model.embed_tokens.weight);  // (B, [T,] V)
+        PhaseMarks.Mark("LM head");
         return logits.MoveToOuterDisposeScope();
     }
 
@@ -121,6 +124,7 @@ public sealed class LlamaForCausalLM : nn.Module
     {
         using var scope = NewDisposeScope();
         int B = (int)ids.shape[0];
+        PhaseMarks.Mark("start");
         var (cos, sin) = _rope.Compute(positions, DType);
         var keySlots = arange(cache.MaxLength, ScalarType.Int64, ids.device);            // (S,)
         var allowed = keySlots.le(slot).view(1, 1, 1, cache.MaxLength);                   // (1, 1, 1, S)
@@ -130,8 +134,11 @@ public sealed class LlamaForCausalLM : nn.Module
             Cos = cos, Sin = sin, Cache = cache, CacheSlots = slot,
             Mask = allowed.expand(B, 1, 1, cache.MaxLength),                               // (B, 1, 1, S)
         };
+        PhaseMarks.Mark("rotary tables, mask");
         var h = model.forward(ids, ctx).select(1, 0);                                     // (B, hidden)
-        return nn.functional.linear(h, lm_head ?? model.embed_tokens.weight).MoveToOuterDisposeScope();   // (B, V)
+        var logits = nn.functional.linear(h, lm_head ?? model.embed_tokens.weight);     // (B, V)
+        PhaseMarks.Mark("LM head");
+        return logits.MoveToOuterDisposeScope();
     }
 
     /// <summary>
@@ -147,6 +154,7 @@ public sealed class LlamaForCausalLM : nn.Module
         int B = (int)ids.shape[0];
         if (keyLength < 1 || keyLength > cache.MaxLength)
             throw new MeteoraException($"decode step reads {keyLength} key slots but the KV cache holds {cache.MaxLength}");
+        PhaseMarks.Mark("start");
         var (cos, sin) = _rope.Compute(positions, DType);
         var keySlots = arange(keyLength, ScalarType.Int64, ids.device).view(1, 1, 1, keyLength);   // (1, 1, 1, S)
         var ctx = new AttentionContext
@@ -154,8 +162,11 @@ public sealed class LlamaForCausalLM : nn.Module
             Cos = cos, Sin = sin, Cache = cache, RowSlots = positions.view(B), KeyLength = keyLength,
             Mask = keySlots.le(positions.view(B, 1, 1, 1)),                                  // (B, 1, 1, S)
         };
+        PhaseMarks.Mark("rotary tables, mask");
         var h = model.forward(ids, ctx).select(1, 0);                                     // (B, hidden)
-        return nn.functional.linear(h, lm_head ?? model.embed_tokens.weight).MoveToOuterDisposeScope();   // (B, V)
+        var logits = nn.functional.linear(h, lm_head ?? model.embed_tokens.weight);     // (B, V)
+        PhaseMarks.Mark("LM head");
+        return logits.MoveToOuterDisposeScope();
     }
 
     /// <summary>Forward without a cache over unpadded rows; positions 0…T-1. Returns logits (B, T, V).</summary>

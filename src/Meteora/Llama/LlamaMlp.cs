@@ -1,3 +1,4 @@
+using Meteora.Runtime;
 using TorchSharp;
 using static TorchSharp.torch;
 
@@ -20,7 +21,13 @@ public sealed class LlamaMlp : nn.Module<Tensor, Tensor>
     public override Tensor forward(Tensor x)
     {
         using var scope = NewDisposeScope();
-        var h = nn.functional.silu(gate_proj.forward(x)) * up_proj.forward(x);
-        return down_proj.forward(h).MoveToOuterDisposeScope();
+        var g = gate_proj.forward(x);                                       // (B, T, intermediate)
+        var u = up_proj.forward(x);
+        PhaseMarks.Mark("gate/up projections");
+        var h = FusedKernels.SiluMul(g, u) ?? nn.functional.silu(g) * u;
+        PhaseMarks.Mark("SiLU·up");
+        var y = down_proj.forward(h);
+        PhaseMarks.Mark("down projection");
+        return y.MoveToOuterDisposeScope();
     }
 }

@@ -1,3 +1,4 @@
+using Meteora.Runtime;
 using TorchSharp;
 using TorchSharp.Modules;
 using static TorchSharp.torch;
@@ -26,7 +27,10 @@ public sealed class LlamaModel : nn.Module
     {
         using var scope = NewDisposeScope();
         var h = embed_tokens.forward(ids);
+        PhaseMarks.Mark("embedding");
         foreach (var layer in layers) h = layer.forward(h, ctx);
-        return norm.forward(h).MoveToOuterDisposeScope();
+        h = norm.forward(h);
+        PhaseMarks.Mark("norm");
+        return h.MoveToOuterDisposeScope();
     }
 }

@@ -16,21 +16,35 @@ public sealed class RmsNorm : nn.Module<Tensor, Tensor>
 {
     public readonly Parameter weight;
     private readonly Scalar _eps;
+    private readonly float _epsValue;
 
     public RmsNorm(string name, int size, double eps, ScalarType dtype, Device device) : base(name)
     {
         weight = ModelParameter.Create(empty(size, dtype, device));
         _eps = eps.ToScalar();
+        _epsValue = (float)eps;
         RegisterComponents();
     }
 
     public override Tensor forward(Tensor x)
     {
+        if (FusedKernels.RmsNorm(x, null, weight, _epsValue) is { } fused) return fused.Normalized;   // bfloat16 inference on CUDA
         using var scope = NewDisposeScope();
         var h = x.to(ScalarType.Float32);
         var variance = h.square().mean([-1], keepdim: true);  // (…, 1)
         h = h * rsqrt(variance.add(_eps, HeldScalars.One));
         return (weight * h.to(x.dtype)).MoveToOuterDisposeScope();
+    }
+
+    /// <summary>
+    /// The residual add before a norm: returns (x + residual, RMSNorm of it), in one kernel where
+    /// <see cref="FusedKernels"/> applies.
+    /// </summary>
+    internal (Tensor Sum, Tensor Normalized) AddAndNormalize(Tensor x, Tensor residual)
+    {
+        if (FusedKernels.RmsNorm(x, residual, weight, _epsValue) is { } fused) return fused;
+        var sum = x + residual;
+        return (sum, forward(sum));
     }
 
     protected override void Dispose(bool disposing)

@@ -26,15 +26,7 @@ internal static unsafe class RoutingKernel
     public const int MaxAdapters = 256, MaxTopK = 8;
     private const int WarpsPerBlock = 4;
 
-    internal const string Source = """
-        typedef unsigned short bf16;
-        __device__ __forceinline__ float bf2f(bf16 v) { return __uint_as_float(((unsigned int)v) << 16); }
-        __device__ __forceinline__ bf16 f2bf(float f) {
-            unsigned int u = __float_as_uint(f);
-            if ((u & 0x7f800000u) == 0x7f800000u && (u & 0x007fffffu)) return (bf16)((u >> 16) | 0x40u);   // NaN stays NaN
-            u += 0x7fffu + ((u >> 16) & 1u);                                                                 // round to nearest even
-            return (bf16)(u >> 16);
-        }
+    internal const string Source = Bf16Device.Prelude + """
         #define NEG_INF __int_as_float(0xff800000)   /* no math.h under NVRTC */
         #define PER 8    /* logits per lane: L <= 256 */
         #define MAXK 8

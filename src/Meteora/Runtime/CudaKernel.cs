@@ -41,6 +41,8 @@ internal sealed unsafe class CudaKernel
         };
     });
 
+    private static readonly Dictionary<(string Source, int Major, int Minor), byte[]> Compiled = [];
+
     private readonly Api _api;
     private readonly IntPtr _function;
     private readonly int _device;
@@ -84,7 +86,12 @@ internal sealed unsafe class CudaKernel
         int major, minor;
         Check(api.DeviceGetAttribute(&major, AttrComputeMajor, device), "cuDeviceGetAttribute");
         Check(api.DeviceGetAttribute(&minor, AttrComputeMinor, device), "cuDeviceGetAttribute");
-        var cubin = Nvrtc.CompileToCubin(source, name + ".cu", major, minor);
+        byte[] cubin;
+        lock (Compiled)   // one compilation per source and architecture, however many entry points are loaded from it
+        {
+            if (!Compiled.TryGetValue((source, major, minor), out cubin!))
+                Compiled[(source, major, minor)] = cubin = Nvrtc.CompileToCubin(source, name + ".cu", major, minor);
+        }
         IntPtr module, function;
         fixed (byte* image = cubin) Check(api.ModuleLoadData(&module, image), "cuModuleLoadData");
         var nameBytes = System.Text.Encoding.ASCII.GetBytes(name + "\0");

@@ -1,0 +1,99 @@
+using Meteora.Llama;
+using Meteora.Runtime;
+using Meteora.Tests.Moe;
+using static TorchSharp.torch;
+
+namespace Meteora.Tests.Llama;
+
+/// <summary>
+/// The fused elementwise kernels (<see cref="FusedKernels"/>): their source compiles for the GPUs we run on, the CPU
+/// never takes them, and on CUDA they give the ATen chain's bfloat16 results (bench/device-fused.sh checks the
+/// whole model on a GPU: logits and tokens with the kernels on and off).
+/// </summary>
+public class FusedKernelsTests
+{
+    [NvrtcFact]
+    public void EveryEntryPointCompilesForHopperAndAmpere()
+    {
+        foreach (var (major, minor) in new[] { (9, 0), (8, 0) })
+        {
+            var cubin = Nvrtc.CompileToCubin(FusedKernels.Source, "meteora_fused.cu", major, minor);
+            Assert.Equal(new byte[] { 0x7f, (byte)'E', (byte)'L', (byte)'F' }, cubin[..4]);   // a CUBIN is an ELF image
+            var text = System.Text.Encoding.ASCII.GetString(cubin);
+            foreach (var name in new[] { "meteora_rmsnorm_bf16", "meteora_rotary_bf16", "meteora_silu_mul_bf16" })
+                Assert.Contains(name, text);
+        }
+    }
+
+    [Fact]
+    public void OnTheCpuEveryOpTakesTheAtenPath()
+    {
+        Assert.Equal("ATen elementwise ops (CPU)", FusedKernels.Describe(CPU));
+        using var x = randn(2, 3, 8, dtype: ScalarType.BFloat16);
+        using var w = ones(8, dtype: ScalarType.BFloat16);
+        Assert.Null(FusedKernels.RmsNorm(x, null, w, 1e-5f));
+        Assert.Null(FusedKernels.RmsNorm(x, x, w, 1e-5f));
+        Assert.Null(FusedKernels.SiluMul(x, x));
+        using var q = randn(1, 3, 2, 8, dtype: ScalarType.BFloat16);
+        using var cs = randn(1, 3, 1, 8, dtype: ScalarType.BFloat16);
+        Assert.Null(FusedKernels.Rotary(q, q, cs, cs));
+    }
+
+    [CudaFact]
+    public void OnCudaTheKernelsGiveTheAtenChainsResults()
+    {
+        using var scope = NewDisposeScope();
+        using var noGrad = no_grad();
+        var dev = CUDA;
+        manual_seed(3);
+        var bf = ScalarType.BFloat16;
+        var x = randn(5, 7, 4096, dtype: bf, device: dev);
+        var r = randn(5, 7, 4096, dtype: bf, device: dev);
+        var w = (randn(4096, device: dev) * 0.1 + 1).to(bf);
+        var norm = new RmsNorm("n", 4096, 1e-5, bf, dev);
+        norm.weight.copy_(w);
+
+        var fused = FusedKernels.RmsNorm(x, r, w, 1e-5f) ?? throw new Xunit.Sdk.XunitException("the fused norm did not run on CUDA");
+        var sum = x + r;
+        Assert.True(fused.Sum.equal(sum).all().item<bool>(), "residual sum differs from ATen's bfloat16 add");
+        FusedKernels.Enabled = false;
+        Tensor reference;
+        try { reference = norm.forward(sum); } finally { FusedKernels.Enabled = true; }
+        // The RMS is reduced in another order: at most one bfloat16 step (2⁻⁷ relative) apart.
+        var diff = (fused.Normalized.to(ScalarType.Float32) - reference.to(ScalarType.Float32)).abs();
+        var bound = reference.to(ScalarType.Float32).abs() * (1.0 / 128) + 1e-6;
+        Assert.True(diff.le(bound).all().item<bool>(), $"norm: max |diff| {diff.max().item<float>()}");
+
+        var g = randn(3, 2, 14336, dtype: bf, device: dev) * 3;
+        var u = randn(3, 2, 14336, dtype: bf, device: dev);
+        var silu = FusedKernels.SiluMul(g, u)!;
+        var siluRef = nn.functional.silu(g) * u;
+        Assert.True((silu.to(ScalarType.Float32) - siluRef.to(ScalarType.Float32)).abs().le(siluRef.to(ScalarType.Float32).abs() / 128 + 1e-6).all().item<bool>());
+
+        var q = randn(2, 5, 32, 128, dtype: bf, device: dev);
+        var k = randn(2, 5, 8, 128, dtype: bf, device: dev);
+        var angles = randn(2, 5, 1, 128, device: dev) * 3;
+        var cos = angles.cos().to(bf); var sin = angles.sin().to(bf);
+        var (qo, ko) = FusedKernels.Rotary(q, k, cos, sin)!.Value;
+        Assert.True(qo.equal(RotaryEmbedding.Apply(q, cos, sin)).all().item<bool>(), "rotary q differs from ATen's");
+        Assert.True(ko.equal(RotaryEmbedding.Apply(k, cos, sin)).all().item<bool>(), "rotary k differs from ATen's");
+    }
+}
+
+/// <summary><c>bench phases</c> (the per-phase breakdown) needs CUDA events and graphs: on the CPU it is a one-line error.</summary>
+public class BenchPhasesCliTests
+{
+    [NoCudaFact]
+    public void OnTheCpuBenchPhasesSaysItNeedsCuda()
+    {
+        var r = CliRunner.Run("bench", "phases", "--config", "small");
+        CliRunner.AssertUserError(r, "bench phases", "--device cuda");
+    }
+
+    [Fact]
+    public void AnAbsurdRunCountIsRefusedBeforeAnyWork()
+    {
+        var r = CliRunner.Run("bench", "phases", "--device", "cpu", "--runs", "0");
+        CliRunner.AssertUserError(r, "--runs", "≥ 1");
+    }
+}
