@@ -37,12 +37,6 @@ for f in off on; do
 done
 cmp -s "$OUT/gen-off.json" "$OUT/gen-on.json" && echo "MeteoRA greedy tokens: the same with the kernels off and on" | tee -a "$OUT/parity.txt" \
   || { echo "MeteoRA greedy tokens DIFFER:"; cat "$OUT/gen-off.json" "$OUT/gen-on.json"; } | tee -a "$OUT/parity.txt"
-for f in off on; do
-  METEORA_FUSED_KERNELS=$f timeout 200 $M bench model --device cuda --dtype bfloat16 --config llama3-8b --variants base,top2 --strategies auto \
-    --prefill 1x512,8x512 --decode 1,8 --prompt-len 512 --new-tokens 128 --runs 5 --warmup 4 \
-    --json "$OUT/model-$f.json" > "$OUT/model-$f.txt" 2> "$OUT/model-$f.log"
-  echo "== kernels $f"; head -3 "$OUT/model-$f.log"; cat "$OUT/model-$f.txt"
-done
 # 3. where the time goes (issue #17 item 1): per-phase GPU time of a prefill 1×512 and a decode step at batch 1 and 8
 #    (CUDA events at the model's phase boundaries; decode as a replayed CUDA graph), base with the kernels off and on,
 #    MeteoRA top-2 with them on.
@@ -51,4 +45,10 @@ for v in "base off" "base on" "top2 on"; do
   METEORA_FUSED_KERNELS=$2 timeout 150 $M bench phases --device cuda --dtype bfloat16 --config llama3-8b --variant $1 \
     --prefill 1x512 --decode 1,8 --prompt-len 512 --runs 20 --warmup 3 --json "$OUT/phases-$1-$2.json" > "$OUT/phases-$1-$2.txt" 2> "$OUT/phases-$1-$2.log"
   echo "== phases $1, kernels $2"; head -2 "$OUT/phases-$1-$2.log"; cat "$OUT/phases-$1-$2.txt"
+done
+for f in off on; do
+  METEORA_FUSED_KERNELS=$f timeout 140 $M bench model --device cuda --dtype bfloat16 --config llama3-8b --variants base,top2 --strategies auto \
+    --prefill 1x512,8x512 --decode 1,8 --prompt-len 512 --new-tokens 128 --runs 5 --warmup 4 \
+    --json "$OUT/model-$f.json" > "$OUT/model-$f.txt" 2> "$OUT/model-$f.log"
+  echo "== kernels $f"; head -3 "$OUT/model-$f.log"; cat "$OUT/model-$f.txt"
 done
