@@ -7,12 +7,16 @@
 # 2. speed: `bench model` (LLaMA-3-8B shapes, random bfloat16 weights; base and MeteoRA top-2) with
 #    METEORA_FUSED_KERNELS=off, then on, in this one call, so their ratio is taken on one machine.
 # 3. the per-phase breakdown (`bench phases`) of the base with the kernels off and on, and of MeteoRA top-2.
-# Results come back as fused.tar.gz (and the text files beside it).
+# Results come back as fused.tar.gz (and the text files beside it). PARTS="phases" (any of parity, phases, model) runs
+# only those parts.
 set -uo pipefail
+PARTS=${PARTS:-parity phases model}
+has() { [[ " $PARTS " == *" $1 "* ]]; }
 source bench/device-unpack.sh
 FINAL="$OUT"; OUT=$(mktemp -d)
 trap 'tar czf "$FINAL/fused.tar.gz" -C "$OUT" .; cp "$OUT"/*.txt "$FINAL"/ 2>/dev/null' EXIT
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$OUT/gpu.txt"
+if has parity; then
 for p in 0 1 2; do
   ids=$(python3 -c "import json;print(','.join(map(str,json.load(open('$F/reference.json'))['prompts'][$p]['ids'])))")
   for f in off on; do
@@ -37,16 +41,17 @@ for f in off on; do
 done
 cmp -s "$OUT/gen-off.json" "$OUT/gen-on.json" && echo "MeteoRA greedy tokens: the same with the kernels off and on" | tee -a "$OUT/parity.txt" \
   || { echo "MeteoRA greedy tokens DIFFER:"; cat "$OUT/gen-off.json" "$OUT/gen-on.json"; } | tee -a "$OUT/parity.txt"
+fi
 # 3. where the time goes (issue #17 item 1): per-phase GPU time of a prefill 1×512 and a decode step at batch 1 and 8
 #    (CUDA events at the model's phase boundaries; decode as a replayed CUDA graph), base with the kernels off and on,
 #    MeteoRA top-2 with them on.
-for v in "base off" "base on" "top2 on"; do
+has phases && for v in "base off" "base on" "top2 on"; do
   set -- $v
   METEORA_FUSED_KERNELS=$2 timeout 150 $M bench phases --device cuda --dtype bfloat16 --config llama3-8b --variant $1 \
     --prefill 1x512 --decode 1,8 --prompt-len 512 --runs 20 --warmup 3 --json "$OUT/phases-$1-$2.json" > "$OUT/phases-$1-$2.txt" 2> "$OUT/phases-$1-$2.log"
   echo "== phases $1, kernels $2"; head -2 "$OUT/phases-$1-$2.log"; cat "$OUT/phases-$1-$2.txt"
 done
-for f in off on; do
+has model && for f in off on; do
   METEORA_FUSED_KERNELS=$f timeout 140 $M bench model --device cuda --dtype bfloat16 --config llama3-8b --variants base,top2 --strategies auto \
     --prefill 1x512,8x512 --decode 1,8 --prompt-len 512 --new-tokens 128 --runs 5 --warmup 4 \
     --json "$OUT/model-$f.json" > "$OUT/model-$f.txt" 2> "$OUT/model-$f.log"

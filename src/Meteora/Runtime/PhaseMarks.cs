@@ -4,8 +4,8 @@ namespace Meteora.Runtime;
 /// Where the GPU time of a forward pass goes, phase by phase (issue #17: `bench phases`). The model calls
 /// <see cref="Mark"/> at the end of each phase (after the norm, after the q/k/v GEMMs, …); while armed, each call
 /// records a CUDA event on the current stream, and the time between consecutive events is the phase named by the
-/// later one. Recorded with <c>cudaEventRecordExternal</c>, the events also become nodes of a CUDA graph captured
-/// while armed, so a replayed decode step — where launch overhead is gone and the GPU runs back to back — is timed
+/// later one. Recorded with <c>cudaEventRecordExternal</c> while the stream is capturing (the flag is invalid outside
+/// a capture, so eager passes record plainly), the events also become nodes of a CUDA graph captured while armed, so a replayed decode step — where launch overhead is gone and the GPU runs back to back — is timed
 /// phase by phase as it really runs. Disarmed (always, outside the benchmark) a mark is one static-field test.
 /// Events are created before arming (<paramref name="capacity"/>): no event is created inside a capture.
 /// </summary>
@@ -20,11 +20,12 @@ internal static unsafe class PhaseMarks
         public delegate* unmanaged[Cdecl]<IntPtr, int> Synchronize;
         public delegate* unmanaged[Cdecl]<float*, IntPtr, IntPtr, int> Elapsed;
         public delegate* unmanaged[Cdecl]<IntPtr, int> Destroy;
+        public delegate* unmanaged[Cdecl]<IntPtr, int*, int> IsCapturing;
     }
 
     private static readonly Lazy<Api?> Bound = new(() =>
     {
-        var p = new[] { "cudaEventCreate", "cudaEventRecordWithFlags", "cudaEventSynchronize", "cudaEventElapsedTime", "cudaEventDestroy" }
+        var p = new[] { "cudaEventCreate", "cudaEventRecordWithFlags", "cudaEventSynchronize", "cudaEventElapsedTime", "cudaEventDestroy", "cudaStreamIsCapturing" }
             .Select(CudaRuntime.Export).ToArray();
         if (p.Any(a => a == IntPtr.Zero)) return null;
         return new Api
@@ -34,6 +35,7 @@ internal static unsafe class PhaseMarks
             Synchronize = (delegate* unmanaged[Cdecl]<IntPtr, int>)p[2],
             Elapsed = (delegate* unmanaged[Cdecl]<float*, IntPtr, IntPtr, int>)p[3],
             Destroy = (delegate* unmanaged[Cdecl]<IntPtr, int>)p[4],
+            IsCapturing = (delegate* unmanaged[Cdecl]<IntPtr, int*, int>)p[5],
         };
     });
 
@@ -52,7 +54,12 @@ internal static unsafe class PhaseMarks
         if (Recorded.Count >= _pool.Length)
             throw new MeteoraException($"phase marks: more than {_pool.Length} marks in one armed pass (raise the capacity)");
         var ev = _pool[Recorded.Count];
-        int r = Bound.Value!.RecordWithFlags(ev, CudaStreams.CurrentHandle(_device), RecordExternal);
+        var api = Bound.Value!;
+        var stream = CudaStreams.CurrentHandle(_device);
+        int capture;                                            // cudaStreamCaptureStatus: 0 none, 1 active, 2 invalidated
+        int r = api.IsCapturing(stream, &capture);
+        if (r != 0) throw new MeteoraException($"cudaStreamIsCapturing failed with CUDA error {r}");
+        r = api.RecordWithFlags(ev, stream, capture == 1 ? RecordExternal : 0u);
         if (r != 0) throw new MeteoraException($"cudaEventRecordWithFlags failed with CUDA error {r}");
         Recorded.Add((phase, ev));
     }
