@@ -190,7 +190,7 @@ public sealed class DemoRunner
             var gate = new GateTrainingOptions { TopK = _s.GateTopK };
             var options = new TrainingOptions
             {
-                LearningRate = _s.GateLr, WeightDecay = 0.01, ClipNorm = 0.3, Steps = _s.GateSteps, BatchSize = _s.GateBatch,
+                LearningRate = _s.GateLr, WeightDecay = 0.01, ClipNorm = 0.3, Steps = _s.GateSteps, BatchSize = _s.GateBatch, Seed = _s.GateSeed,
                 MaxSeqLen = _s.GateMaxSeqLen, LengthBuckets = _s.LengthBuckets, Balance = true, EvalLimit = 128,
                 // Response-only LM loss, stated here rather than left to the options' default: train-gate's CLI default is
                 // prompt + response, and with restated lists that gave caesar 0.62 / reverse 0.70 at top-1 against 1.00 /

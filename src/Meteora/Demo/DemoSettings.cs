@@ -143,6 +143,8 @@ public sealed record DemoSettings
     /// batch costs ~5× a plain one), which keeps the whole CPU demo under ten minutes.
     /// </summary>
     public int GateSteps { get; init; } = 220;
+    /// <summary>Seed of the gates' initialisation and batch order (<c>train-gate --seed</c>): varied to measure gate-seed noise.</summary>
+    public int GateSeed { get; init; } = 42;
     public int GateBatch { get; init; } = 16;
     /// <summary>
     /// Longest gate-training sequence: the suite's examples fit 128 tokens; restated lists and in-context examples
