@@ -215,7 +215,7 @@ public static class BenchCommand
             ctx.Err.WriteLine($"bench model: {configName} ({cfg.NumHiddenLayers} layers, hidden {cfg.HiddenSize}), {TorchRuntime.Name(dtype)} on {device}, random weights; " +
                 (CudaRuntime.PoolAllocatorRequested ? "memory from the cudaMallocAsync pool" : "no memory figures"));
             if (variantNames.Any(v => v.StartsWith("top"))) ctx.Err.WriteLine($"  dense routing: {RoutingKernel.Describe(device)}");
-            if (dtype == ScalarType.BFloat16) ctx.Err.WriteLine($"  norms, rotary, SiLU·up: {Meteora.Llama.FusedKernels.Describe(device)}");
+            if (dtype == ScalarType.BFloat16) ctx.Err.WriteLine($"  norms, rotary, SiLU·up: {Meteora.Llama.FusedKernels.Describe(device)}; decode attention: {Meteora.Llama.DecodeAttention.Describe(device)}");
             var results = new List<ModelBenchResult>();
             void Report(ModelBenchResult x)
             {
@@ -320,7 +320,7 @@ public static class BenchCommand
             var cfg = LlamaPresets.Resolve(configName);
             string name = p.GetValue(variant)!;
             ctx.Err.WriteLine($"bench phases: {configName} ({cfg.NumHiddenLayers} layers, hidden {cfg.HiddenSize}), {name}, {TorchRuntime.Name(dtype)} on {device}; " +
-                $"norms, rotary, SiLU·up: {FusedKernels.Describe(device)}" + (name == "base" ? "" : $"; dense routing: {RoutingKernel.Describe(device)}"));
+                $"norms, rotary, SiLU·up: {FusedKernels.Describe(device)}; decode attention: {DecodeAttention.Describe(device)}" + (name == "base" ? "" : $"; dense routing: {RoutingKernel.Describe(device)}"));
             var results = new List<PhaseBreakdown>();
             void Run(LlamaForCausalLM lm)
             {
@@ -351,7 +351,7 @@ public static class BenchCommand
                 AtomicFile.WriteAllText(jsonPath, JsonSerializer.Serialize(new
                 {
                     config = configName, variant = name, device = device.ToString(), dtype = TorchRuntime.Name(dtype), runs = R, warmup = W,
-                    fused_kernels = FusedKernels.Describe(device),
+                    fused_kernels = FusedKernels.Describe(device), decode_attention = DecodeAttention.Describe(device),
                     results = results.Select(x => new
                     {
                         pass = x.Pass, batch = x.Batch, tokens = x.Tokens, marked_ms = x.MarkedMs, unmarked_ms = x.UnmarkedMs,

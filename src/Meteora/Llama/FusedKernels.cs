@@ -14,8 +14,9 @@ namespace Meteora.Llama;
 /// Numerics follow the ATen chain they replace, rounding to bfloat16 where it rounds: the residual sum, the
 /// normalised activations before the weight multiply, each rotary product before the add, SiLU before the multiply;
 /// reductions (the RMS) run in float32 in another order, so results can differ from ATen's in the last bfloat16 bit.
-/// Used only where no autograd graph is needed (no input requires grad, or grad mode is off), on contiguous bfloat16
-/// CUDA tensors; everything else — CPU, float32/float16, training — takes the ATen path unchanged.
+/// Used only where no autograd graph is needed (no input requires grad, or grad mode is off), on bfloat16 CUDA tensors
+/// whose rows are contiguous (the rows themselves may be strided: a MeteoRA projection's output is a column slice of
+/// its fused GEMM's output, see <see cref="RowStride"/>); everything else — CPU, float32/float16, training — takes the ATen path unchanged.
 /// <c>METEORA_FUSED_KERNELS=off</c> (or <see cref="Enabled"/> = false) keeps ATen everywhere, e.g. to compare.
 /// </para>
 /// </summary>
@@ -24,16 +25,17 @@ internal static unsafe class FusedKernels
     private const int NormThreads = 256, ElementThreads = 256;
 
     internal const string Source = Bf16Device.Prelude + """
-        // One block per row. x (rows, cols); with res: s = bf16(x + res) is written to sum and normalised, else s = x.
-        // out = bf16(w · bf16(s · rsqrt(mean(s²) + eps))), as transformers' LlamaRMSNorm in bfloat16.
-        extern "C" __global__ void meteora_rmsnorm_bf16(const bf16* x, const bf16* res, bf16* sum, bf16* out, const bf16* w,
-                                                        int rows, int cols, float eps)
+        // One block per row. x (rows, cols) with row stride xs, res likewise with rs (a column slice of a wider GEMM
+        // output is fine); sum and out are contiguous. With res: s = bf16(x + res) is written to sum and normalised,
+        // else s = x. out = bf16(w · bf16(s · rsqrt(mean(s²) + eps))), as transformers' LlamaRMSNorm in bfloat16.
+        extern "C" __global__ void meteora_rmsnorm_bf16(const bf16* x, long long xs, const bf16* res, long long rs, bf16* sum,
+                                                        bf16* out, const bf16* w, int rows, int cols, float eps)
         {
             __shared__ float partial[32];
             int row = blockIdx.x;
             if (row >= rows) return;
-            const bf16* xr = x + (long long)row * cols;
-            const bf16* rr = res != 0 ? res + (long long)row * cols : 0;
+            const bf16* xr = x + (long long)row * xs;
+            const bf16* rr = res != 0 ? res + (long long)row * rs : 0;
             bf16* sr = sum != 0 ? sum + (long long)row * cols : 0;
             float acc = 0.f;
             for (int c = threadIdx.x; c < cols; c += blockDim.x) {
@@ -62,29 +64,34 @@ internal static unsafe class FusedKernels
 
         // Rotary embedding of q (tokens, qHeads, d) and k (tokens, kHeads, d) in one launch, one thread per output element:
         // out[j] = bf16(bf16(x[j]·cos[j]) + bf16(rot[j]·sin[j])), rot = (−x[d/2:], x[:d/2]); cos, sin (tokens, d).
-        extern "C" __global__ void meteora_rotary_bf16(const bf16* q, bf16* qo, int qHeads, const bf16* k, bf16* ko, int kHeads,
-                                                       const bf16* cosines, const bf16* sines, int tokens, int d)
+        // Inputs: (heads, d) contiguous per token, tokens qs / ks elements apart; outputs contiguous.
+        extern "C" __global__ void meteora_rotary_bf16(const bf16* q, long long qs, bf16* qo, int qHeads, const bf16* k, long long ks,
+                                                       bf16* ko, int kHeads, const bf16* cosines, const bf16* sines, int tokens, int d)
         {
             long long e = (long long)blockIdx.x * blockDim.x + threadIdx.x;
             long long qn = (long long)tokens * qHeads * d, kn = (long long)tokens * kHeads * d;
             if (e >= qn + kn) return;
-            const bf16* x; bf16* o; int heads;
-            if (e < qn) { x = q; o = qo; heads = qHeads; } else { e -= qn; x = k; o = ko; heads = kHeads; }
+            const bf16* x; bf16* o; int heads; long long xs;
+            if (e < qn) { x = q; o = qo; heads = qHeads; xs = qs; } else { e -= qn; x = k; o = ko; heads = kHeads; xs = ks; }
             int j = (int)(e % d), half = d >> 1;
-            long long token = e / ((long long)heads * d);
-            long long rowStart = e - j;
+            long long perToken = (long long)heads * d;
+            long long token = e / perToken;
+            long long rowStart = token * xs + (e - token * perToken - j);   // this head's first element in x
             float rot = j < half ? -bf2f(x[rowStart + j + half]) : bf2f(x[rowStart + j - half]);
             float c = bf2f(cosines[token * d + j]), s = bf2f(sines[token * d + j]);
-            o[e] = f2bf(bf2f(f2bf(bf2f(x[e]) * c)) + bf2f(f2bf(rot * s)));
+            o[e] = f2bf(bf2f(f2bf(bf2f(x[rowStart + j]) * c)) + bf2f(f2bf(rot * s)));
         }
 
-        // SwiGLU's elementwise part: out = bf16(bf16(silu(g)) · u), silu(g) = g / (1 + e^−g) in float32.
-        extern "C" __global__ void meteora_silu_mul_bf16(const bf16* g, const bf16* u, bf16* out, long long n)
+        // SwiGLU's elementwise part: out = bf16(bf16(silu(g)) · u), silu(g) = g / (1 + e^−g) in float32. g and u are
+        // (rows, cols) with row strides gs and us; out is contiguous.
+        extern "C" __global__ void meteora_silu_mul_bf16(const bf16* g, long long gs, const bf16* u, long long us, bf16* out,
+                                                         long long n, int cols)
         {
             long long e = (long long)blockIdx.x * blockDim.x + threadIdx.x;
             if (e >= n) return;
-            float v = bf2f(g[e]);
-            out[e] = f2bf(bf2f(f2bf(v / (1.f + expf(-v)))) * bf2f(u[e]));
+            long long row = e / cols, c = e - row * cols;
+            float v = bf2f(g[row * gs + c]);
+            out[e] = f2bf(bf2f(f2bf(v / (1.f + expf(-v)))) * bf2f(u[row * us + c]));
         }
         """;
 
@@ -128,10 +135,41 @@ internal static unsafe class FusedKernels
         foreach (var t in tensors)
         {
             if (t is null) continue;
-            if (t.dtype != ScalarType.BFloat16 || t.device_type != DeviceType.CUDA || t.device_index != first.device_index || !t.is_contiguous()) return null;
+            if (t.dtype != ScalarType.BFloat16 || t.device_type != DeviceType.CUDA || t.device_index != first.device_index || t.stride(-1) != 1) return null;
             if (grad && t.requires_grad) return null;
         }
         return Get(first.device_index < 0 ? 0 : first.device_index, name, out _);
+    }
+
+    /// <summary>
+    /// The distance in elements between consecutive rows of <paramref name="t"/> seen as (rows, inner), where the last
+    /// <paramref name="inner"/> dimensions are contiguous among themselves and the leading ones fold into one row
+    /// index with a single stride (a contiguous tensor, or a column slice of a wider matrix viewed as (B, T, …)); null
+    /// when it is not of that form. Size-1 dimensions may have any stride.
+    /// </summary>
+    internal static long? RowStride(Tensor t, int inner)
+    {
+        var shape = t.shape;
+        var stride = t.stride();
+        int n = shape.Length;
+        if (inner > n) return null;
+        long size = 1;
+        for (int i = n - 1; i >= n - inner; i--)
+        {
+            if (shape[i] != 1 && stride[i] != size) return null;
+            size *= shape[i];
+        }
+        long? rowStride = null;
+        long span = 1;
+        for (int i = n - inner - 1; i >= 0; i--)
+        {
+            if (shape[i] == 1) continue;
+            if (rowStride is null) { rowStride = stride[i]; span = shape[i]; }
+            else if (stride[i] != rowStride * span) return null;
+            else span *= shape[i];
+        }
+        long rs = rowStride ?? size;
+        return rs >= size ? rs : null;   // rows must not overlap
     }
 
     /// <summary>
@@ -142,14 +180,17 @@ internal static unsafe class FusedKernels
     {
         if (For("meteora_rmsnorm_bf16", x, residual, weight) is not { } kernel) return null;
         long cols = weight.shape[0];
-        if (x.shape[^1] != cols || residual is not null && !residual.shape.SequenceEqual(x.shape) || x.numel() == 0) return null;
-        var outN = empty_like(x);
-        var sum = residual is null ? x : empty_like(x);
+        if (x.shape[^1] != cols || residual is not null && !residual.shape.SequenceEqual(x.shape) || x.numel() == 0 || !weight.is_contiguous()) return null;
+        if (RowStride(x, 1) is not { } xs) return null;
+        long rs = 0;
+        if (residual is not null) { if (RowStride(residual, 1) is { } r) rs = r; else return null; }
+        var outN = empty(x.shape, x.dtype, x.device);                                   // contiguous, whatever x's rows
+        var sum = residual is null ? x : empty(x.shape, x.dtype, x.device);
         IntPtr px = DeviceMemory.Address(x), pr = residual is null ? IntPtr.Zero : DeviceMemory.Address(residual);
         IntPtr ps = residual is null ? IntPtr.Zero : DeviceMemory.Address(sum), po = DeviceMemory.Address(outN), pw = DeviceMemory.Address(weight);
         int rows = (int)(x.numel() / cols), c = (int)cols;
-        void** args = stackalloc void*[8];
-        args[0] = &px; args[1] = &pr; args[2] = &ps; args[3] = &po; args[4] = &pw; args[5] = &rows; args[6] = &c; args[7] = &eps;
+        void** args = stackalloc void*[10];
+        args[0] = &px; args[1] = &xs; args[2] = &pr; args[3] = &rs; args[4] = &ps; args[5] = &po; args[6] = &pw; args[7] = &rows; args[8] = &c; args[9] = &eps;
         kernel.Launch((uint)rows, NormThreads, args);
         return (sum, outN);
     }
@@ -164,15 +205,16 @@ internal static unsafe class FusedKernels
         if (q.dim() != 4 || k.dim() != 4) return null;
         long B = q.shape[0], T = q.shape[1], d = q.shape[3];
         if (k.shape[0] != B || k.shape[1] != T || k.shape[3] != d || d % 2 != 0 || cos.numel() != B * T * d || sin.numel() != B * T * d) return null;
+        if (!cos.is_contiguous() || !sin.is_contiguous() || RowStride(q, 2) is not { } qs || RowStride(k, 2) is not { } ks) return null;
         long total = q.numel() + k.numel();
         if (total == 0 || total > int.MaxValue * (long)ElementThreads) return null;
-        var qo = empty_like(q); var ko = empty_like(k);
+        var qo = empty(q.shape, q.dtype, q.device); var ko = empty(k.shape, k.dtype, k.device);   // contiguous
         IntPtr pq = DeviceMemory.Address(q), pqo = DeviceMemory.Address(qo), pk = DeviceMemory.Address(k), pko = DeviceMemory.Address(ko);
         IntPtr pc = DeviceMemory.Address(cos), ps = DeviceMemory.Address(sin);
         int qh = (int)q.shape[2], kh = (int)k.shape[2], tokens = (int)(B * T), dim = (int)d;
-        void** args = stackalloc void*[10];
-        args[0] = &pq; args[1] = &pqo; args[2] = &qh; args[3] = &pk; args[4] = &pko; args[5] = &kh; args[6] = &pc; args[7] = &ps;
-        args[8] = &tokens; args[9] = &dim;
+        void** args = stackalloc void*[12];
+        args[0] = &pq; args[1] = &qs; args[2] = &pqo; args[3] = &qh; args[4] = &pk; args[5] = &ks; args[6] = &pko; args[7] = &kh;
+        args[8] = &pc; args[9] = &ps; args[10] = &tokens; args[11] = &dim;
         kernel.Launch((uint)((total + ElementThreads - 1) / ElementThreads), ElementThreads, args);
         return (qo, ko);
     }
@@ -181,13 +223,14 @@ internal static unsafe class FusedKernels
     public static Tensor? SiluMul(Tensor g, Tensor u)
     {
         if (For("meteora_silu_mul_bf16", g, u) is not { } kernel) return null;
-        if (!g.shape.SequenceEqual(u.shape)) return null;
+        if (!g.shape.SequenceEqual(u.shape) || RowStride(g, 1) is not { } gs || RowStride(u, 1) is not { } us) return null;
         long n = g.numel();
         if (n == 0 || n > int.MaxValue * (long)ElementThreads) return null;
-        var o = empty_like(g);
+        int cols = (int)g.shape[^1];
+        var o = empty(g.shape, g.dtype, g.device);                                        // contiguous
         IntPtr pg = DeviceMemory.Address(g), pu = DeviceMemory.Address(u), po = DeviceMemory.Address(o);
-        void** args = stackalloc void*[4];
-        args[0] = &pg; args[1] = &pu; args[2] = &po; args[3] = &n;
+        void** args = stackalloc void*[7];
+        args[0] = &pg; args[1] = &gs; args[2] = &pu; args[3] = &us; args[4] = &po; args[5] = &n; args[6] = &cols;
         kernel.Launch((uint)((n + ElementThreads - 1) / ElementThreads), ElementThreads, args);
         return o;
     }

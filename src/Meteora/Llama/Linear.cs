@@ -34,6 +34,9 @@ public class Linear : nn.Module<Tensor, Tensor>
         RegisterComponents();
     }
 
+    /// <summary>A plain projection whose weight is <paramref name="weightView"/> (out, in), a row block of a larger buffer (consumed).</summary>
+    internal static Linear OnView(ProjectionSite site, Tensor weightView) => new(site, weightView);
+
     /// <summary>(…, in) → (…, out).</summary>
     public override Tensor forward(Tensor x) => nn.functional.linear(x, weight);
 }

@@ -77,6 +77,38 @@ public class FusedKernelsTests
         var (qo, ko) = FusedKernels.Rotary(q, k, cos, sin)!.Value;
         Assert.True(qo.equal(RotaryEmbedding.Apply(q, cos, sin)).all().item<bool>(), "rotary q differs from ATen's");
         Assert.True(ko.equal(RotaryEmbedding.Apply(k, cos, sin)).all().item<bool>(), "rotary k differs from ATen's");
+
+        // Column slices of a wider GEMM output (a MeteoRA projection's output): strided rows, the same results.
+        var wide = randn(10, 32 * 128 + 8 * 128 + 40, dtype: bf, device: dev);                      // (B·T, q | k | extra)
+        var qs = wide.narrow(1, 0, 32 * 128).view(2, 5, 32, 128);
+        var ks = wide.narrow(1, 32 * 128, 8 * 128).view(2, 5, 8, 128);
+        Assert.False(qs.is_contiguous());
+        var (qso, kso) = FusedKernels.Rotary(qs, ks, cos, sin) ?? throw new Xunit.Sdk.XunitException("rotary refused strided rows");
+        Assert.True(qso.equal(RotaryEmbedding.Apply(qs, cos, sin)).all().item<bool>(), "rotary of strided q differs from ATen's");
+        Assert.True(kso.equal(RotaryEmbedding.Apply(ks, cos, sin)).all().item<bool>(), "rotary of strided k differs from ATen's");
+        var gu = randn(6, 2 * 14336 + 64, dtype: bf, device: dev);
+        var gs = (gu.narrow(1, 0, 14336) * 3).contiguous().view(3, 2, 14336);
+        var us = gu.narrow(1, 14336, 14336).view(3, 2, 14336);
+        Assert.True(FusedKernels.SiluMul(gs, us)!.equal(FusedKernels.SiluMul(gs.contiguous(), us.contiguous())!).all().item<bool>(), "SiLU·up of strided rows");
+        var xr = randn(35, 4096 + 72, dtype: bf, device: dev).narrow(1, 0, 4096).view(5, 7, 4096);
+        var strided = FusedKernels.RmsNorm(xr, r, w, 1e-5f) ?? throw new Xunit.Sdk.XunitException("the norm refused strided rows");
+        var dense = FusedKernels.RmsNorm(xr.contiguous(), r, w, 1e-5f)!.Value;
+        Assert.True(strided.Sum.equal(dense.Sum).all().item<bool>() && strided.Normalized.equal(dense.Normalized).all().item<bool>(), "norm of strided rows");
+    }
+
+    [Fact]
+    public void RowStrideFoldsLeadingDimensionsOrRefuses()
+    {
+        using var m = zeros(6, 50);
+        Assert.Equal(50, FusedKernels.RowStride(m.narrow(1, 0, 32).view(2, 3, 32), 1));          // column slice as (B, T, C)
+        Assert.Equal(50, FusedKernels.RowStride(m.narrow(1, 10, 32).view(2, 3, 4, 8), 2));       // (B, T, H, d), heads contiguous
+        Assert.Equal(50, FusedKernels.RowStride(m, 1));
+        Assert.Equal(300, FusedKernels.RowStride(m.view(1, 300), 1));
+        Assert.Null(FusedKernels.RowStride(m.t(), 1));                                            // columns are not contiguous
+        Assert.Null(FusedKernels.RowStride(m.narrow(1, 0, 32).view(2, 3, 4, 8).transpose(1, 2), 2));   // rows in two strides
+        using var cube = zeros(4, 5, 6);
+        Assert.Null(FusedKernels.RowStride(cube.narrow(1, 0, 3), 1));                             // (4, 3, 6) of a (4, 5, 6): two strides
+        Assert.Equal(6, FusedKernels.RowStride(cube.narrow(0, 1, 2), 1));
     }
 }
 
