@@ -126,18 +126,15 @@ internal static unsafe class FusedKernels
     }
 
     /// <summary>The kernel <paramref name="name"/> when every tensor qualifies (see the class remarks), else null.</summary>
-    private static CudaKernel? For(string name, params Tensor?[] tensors)
+    private static CudaKernel? For(string name, Tensor first, Tensor? second = null, Tensor? third = null, Tensor? fourth = null)
     {
-        if (!Enabled) return null;
-        var first = tensors[0]!;
-        if (first.device_type != DeviceType.CUDA) return null;
+        // Fixed arity rather than params: no array per call on the eager hot path.
+        if (!Enabled || first.device_type != DeviceType.CUDA) return null;
         bool grad = is_grad_enabled();
-        foreach (var t in tensors)
-        {
-            if (t is null) continue;
-            if (t.dtype != ScalarType.BFloat16 || t.device_type != DeviceType.CUDA || t.device_index != first.device_index || t.stride(-1) != 1) return null;
-            if (grad && t.requires_grad) return null;
-        }
+        bool Qualifies(Tensor? t) => t is null
+            || t.dtype == ScalarType.BFloat16 && t.device_type == DeviceType.CUDA && t.device_index == first.device_index && t.stride(-1) == 1
+               && !(grad && t.requires_grad);
+        if (!Qualifies(first) || !Qualifies(second) || !Qualifies(third) || !Qualifies(fourth)) return null;
         return Get(first.device_index < 0 ? 0 : first.device_index, name, out _);
     }
 
