@@ -43,6 +43,9 @@ public sealed class LlamaAttention : nn.Module
         RegisterComponents();
     }
 
+    /// <summary>Whether this layer's q, k and v weights share one buffer (plain projections), so CUDA inference can fuse them.</summary>
+    internal bool SharesQkvBuffer => _qkvT is not null;
+
     /// <summary>Whether CUDA inference runs q, k and v as one GEMM where it can (default true; <c>METEORA_FUSED_QKV=off</c> to compare).</summary>
     internal static bool FusedQkv { get; set; } = Environment.GetEnvironmentVariable("METEORA_FUSED_QKV") is not ("off" or "0" or "false");
 
