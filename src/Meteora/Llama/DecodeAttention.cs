@@ -126,32 +126,15 @@ internal static unsafe class DecodeAttention
     /// <summary>Whether decode attention uses these kernels where they apply (default true).</summary>
     public static bool Enabled { get; set; } = Environment.GetEnvironmentVariable("METEORA_DECODE_ATTENTION") is not ("off" or "0" or "false");
 
-    private static readonly object Gate = new();
-    private static readonly Dictionary<(int Device, string Name), CudaKernel?> Loaded = [];
-    private static readonly Dictionary<int, string> Status = [];
-
-    private static CudaKernel? Get(int device, string name)
-    {
-        lock (Gate)
-        {
-            if (!Loaded.TryGetValue((device, name), out var kernel))
-            {
-                try { kernel = CudaKernel.Load(Source, name, device); Status[device] = $"decode-attention kernels ({kernel.Architecture}, NVRTC from {Nvrtc.Location})"; }
-                catch (MeteoraException e) { kernel = null; Status[device] = $"SDPA (decode-attention kernels unavailable: {e.Message})"; }
-                Loaded[(device, name)] = kernel;
-            }
-            return kernel;
-        }
-    }
+    private static readonly CudaKernelCache Kernels = new(Source, "decode-attention kernels", "SDPA", "decode-attention kernels");
 
     /// <summary>What a bfloat16 model on <paramref name="device"/> uses for one-token attention, and why.</summary>
     public static string Describe(Device device)
     {
         if (device.type != DeviceType.CUDA) return "SDPA (CPU)";
         if (!Enabled) return "SDPA (decode-attention kernels switched off)";
-        int index = device.index < 0 ? 0 : device.index;
-        Get(index, "meteora_decode_attn_partial_bf16");
-        lock (Gate) return Status[index];
+        Kernels.Get(device.index < 0 ? 0 : device.index, "meteora_decode_attn_partial_bf16", out var status);
+        return status;
     }
 
     /// <summary>
@@ -180,7 +163,8 @@ internal static unsafe class DecodeAttention
         if (k.device_index != q.device_index || v.device_index != q.device_index) return null;
         if (DeviceMemory.Address(k) % 16 != 0 || DeviceMemory.Address(v) % 16 != 0) return null;      // the kernel's 16-byte loads
         int device = q.device_index < 0 ? 0 : q.device_index;
-        if (Get(device, "meteora_decode_attn_partial_bf16") is not { } partial || Get(device, "meteora_decode_attn_combine_bf16") is not { } combine)
+        if (Kernels.Get(device, "meteora_decode_attn_partial_bf16", out _) is not { } partial
+            || Kernels.Get(device, "meteora_decode_attn_combine_bf16", out _) is not { } combine)
             return null;
 
         int chunks = (int)((S + Chunk - 1) / Chunk);

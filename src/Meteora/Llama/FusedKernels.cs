@@ -98,30 +98,14 @@ internal static unsafe class FusedKernels
     /// <summary>Whether the fused kernels may be used (default true; <c>METEORA_FUSED_KERNELS=off</c> keeps ATen).</summary>
     public static bool Enabled { get; set; } = Environment.GetEnvironmentVariable("METEORA_FUSED_KERNELS") is not ("off" or "0" or "false");
 
-    private static readonly object Gate = new();
-    private static readonly Dictionary<(int Device, string Name), (CudaKernel? Kernel, string Status)> Loaded = [];
-
-    private static CudaKernel? Get(int device, string name, out string status)
-    {
-        lock (Gate)
-        {
-            if (!Loaded.TryGetValue((device, name), out var entry))
-            {
-                try { var k = CudaKernel.Load(Source, name, device); entry = (k, $"fused elementwise kernels ({k.Architecture}, NVRTC from {Nvrtc.Location})"); }
-                catch (MeteoraException e) { entry = (null, $"ATen elementwise ops (fused kernels unavailable: {e.Message})"); }
-                Loaded[(device, name)] = entry;
-            }
-            status = entry.Status;
-            return entry.Kernel;
-        }
-    }
+    private static readonly CudaKernelCache Kernels = new(Source, "fused elementwise kernels", "ATen elementwise ops", "fused kernels");
 
     /// <summary>What a bfloat16 model on <paramref name="device"/> uses for norms, rotary and SiLU·up, and why.</summary>
     public static string Describe(Device device)
     {
         if (device.type != DeviceType.CUDA) return "ATen elementwise ops (CPU)";
         if (!Enabled) return "ATen elementwise ops (fused kernels switched off)";
-        Get(device.index < 0 ? 0 : device.index, "meteora_rmsnorm_bf16", out var status);
+        Kernels.Get(device.index < 0 ? 0 : device.index, "meteora_rmsnorm_bf16", out var status);
         return status;
     }
 
@@ -135,7 +119,7 @@ internal static unsafe class FusedKernels
             || t.dtype == ScalarType.BFloat16 && t.device_type == DeviceType.CUDA && t.device_index == first.device_index && t.stride(-1) == 1
                && !(grad && t.requires_grad);
         if (!Qualifies(first) || !Qualifies(second) || !Qualifies(third) || !Qualifies(fourth)) return null;
-        return Get(first.device_index < 0 ? 0 : first.device_index, name, out _);
+        return Kernels.Get(first.device_index < 0 ? 0 : first.device_index, name, out _);
     }
 
     /// <summary>

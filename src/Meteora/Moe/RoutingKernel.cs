@@ -149,8 +149,7 @@ internal static unsafe class RoutingKernel
         }
         """;
 
-    private static readonly object Gate = new();
-    private static readonly Dictionary<(int Device, string Name), (CudaKernel? Kernel, string Status)> PerDevice = [];
+    private static readonly CudaKernelCache Kernels = new(Source, "fused routing kernel", "ATen routing ops", "fused kernel");
 
     /// <summary>
     /// Whether per-row routing (<see cref="RowRouting"/>, serving) may use its kernel (default true since it was
@@ -169,32 +168,10 @@ internal static unsafe class RoutingKernel
     /// The kernel for CUDA device <paramref name="device"/>, compiled and loaded on first call, or null (with
     /// the reason in <paramref name="status"/>) when it cannot be built here.
     /// </summary>
-    public static CudaKernel? TryGet(int device, out string status) => TryGet(device, "meteora_route_bf16", out status);
+    public static CudaKernel? TryGet(int device, out string status) => Kernels.Get(device, "meteora_route_bf16", out status);
 
     /// <summary>The per-row kernel (serving) for CUDA device <paramref name="device"/>, or null with the reason.</summary>
-    public static CudaKernel? TryGetRows(int device, out string status) => TryGet(device, "meteora_route_rows_bf16", out status);
-
-    private static CudaKernel? TryGet(int device, string name, out string status)
-    {
-        lock (Gate)
-        {
-            if (!PerDevice.TryGetValue((device, name), out var entry))
-            {
-                try
-                {
-                    var kernel = CudaKernel.Load(Source, name, device);
-                    entry = (kernel, $"fused routing kernel ({kernel.Architecture}, NVRTC from {Nvrtc.Location})");
-                }
-                catch (MeteoraException e)
-                {
-                    entry = (null, $"ATen routing ops (fused kernel unavailable: {e.Message})");
-                }
-                PerDevice[(device, name)] = entry;
-            }
-            status = entry.Status;
-            return entry.Kernel;
-        }
-    }
+    public static CudaKernel? TryGetRows(int device, out string status) => Kernels.Get(device, "meteora_route_rows_bf16", out status);
 
     /// <summary>What the fused dense path uses on <paramref name="device"/>: the kernel or the ATen ops, and why.</summary>
     public static string Describe(Device device)
