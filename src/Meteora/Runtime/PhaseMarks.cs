@@ -5,8 +5,9 @@ namespace Meteora.Runtime;
 /// <see cref="Mark"/> at the end of each phase (after the norm, after the q/k/v GEMMs, …); while armed, each call
 /// records a CUDA event on the current stream, and the time between consecutive events is the phase named by the
 /// later one. Recorded with <c>cudaEventRecordExternal</c> while the stream is capturing (the flag is invalid outside
-/// a capture, so eager passes record plainly), the events also become nodes of a CUDA graph captured while armed, so a replayed decode step — where launch overhead is gone and the GPU runs back to back — is timed
-/// phase by phase as it really runs. Disarmed (always, outside the benchmark) a mark is one static-field test.
+/// a capture, so eager passes record plainly), the events also become nodes of a CUDA graph captured while armed, so
+/// a replayed decode step — where launch overhead is gone and the GPU runs back to back — is timed phase by phase as
+/// it really runs. Disarmed (always, outside the benchmark) a mark is one static-field test.
 /// Events are created before arming (<paramref name="capacity"/>): no event is created inside a capture.
 /// </summary>
 internal static unsafe class PhaseMarks

@@ -1,5 +1,4 @@
 using Meteora.Llama;
-using Meteora.Runtime;
 using Meteora.Tests.Moe;
 using static TorchSharp.torch;
 
@@ -15,13 +14,8 @@ public class DecodeAttentionTests
     [NvrtcFact]
     public void BothKernelsCompileForHopperAndAmpere()
     {
-        foreach (var (major, minor) in new[] { (9, 0), (8, 0) })
-        {
-            var cubin = Nvrtc.CompileToCubin(DecodeAttention.Source, "meteora_decode_attention.cu", major, minor);
-            var text = System.Text.Encoding.ASCII.GetString(cubin);
-            Assert.Contains("meteora_decode_attn_partial_bf16", text);
-            Assert.Contains("meteora_decode_attn_combine_bf16", text);
-        }
+        CubinAssert.CompilesForHopperAndAmpere(DecodeAttention.Source, "meteora_decode_attention.cu",
+            "meteora_decode_attn_partial_bf16", "meteora_decode_attn_combine_bf16");
     }
 
     [Fact]
