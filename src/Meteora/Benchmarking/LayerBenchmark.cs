@@ -20,13 +20,15 @@ public sealed record LayerBenchRow(int In, int Out, int Adapters, int Rank, int 
 public static class LayerBenchmark
 {
     /// <summary>
-    /// base = the bare projection; dense-aten = dense with the routing done by ATen ops instead of
-    /// <see cref="RoutingKernel"/> (the same as dense where the kernel does not apply, e.g. on CPU); rows = dense
+    /// base = the bare projection; dense = the default dense path (at up to <see cref="SelectiveMixKernel.MaxTokens"/>
+    /// tokens on CUDA the selective mix kernels); dense-gemm = dense on the fused [W; A; G] GEMM with the routing kernel
+    /// (the selective kernels off: where the two meet is the split point); dense-aten = that GEMM with the routing done
+    /// by ATen ops instead of <see cref="RoutingKernel"/> (the same as dense where the kernels do not apply, e.g. on CPU); rows = dense
     /// with per-row routing (<see cref="RowRouting"/>, as the server runs it: every token its own row, routed by the
     /// gates with the same k and T, usage recorded) by ATen ops; rows-kernel = the same with the per-row routing
     /// kernel (as rows where it does not apply). Both must equal loop, since every row asks for the same routing.
     /// </summary>
-    public static readonly string[] Variants = ["base", "loop", "gather", "segment", "dense", "dense-aten", "auto", "rows", "rows-kernel"];
+    public static readonly string[] Variants = ["base", "loop", "gather", "segment", "dense", "dense-gemm", "dense-aten", "auto", "rows", "rows-kernel"];
 
     public static IEnumerable<LayerBenchRow> Run(IReadOnlyList<(int In, int Out)> shapes, IReadOnlyList<int> adapterCounts,
         IReadOnlyList<int> ranks, IReadOnlyList<int> topKs, IReadOnlyList<int> tokenCounts, Device device, ScalarType dtype,
@@ -56,7 +58,8 @@ public static class LayerBenchmark
                     Func<Tensor> call = variant switch
                     {
                         "base" => () => nn.functional.linear(x, layer.weight),
-                        "dense-aten" => () => WithoutKernel(() => { routing.Strategy = MixingStrategy.Dense; return layer.forward(x); }),
+                        "dense-aten" => () => WithoutKernel(() => { routing.Strategy = MixingStrategy.Dense; return layer.forward(x); }, routingKernel: false),
+                        "dense-gemm" => () => WithoutKernel(() => { routing.Strategy = MixingStrategy.Dense; return layer.forward(x); }, routingKernel: true),
                         "rows" or "rows-kernel" => () => WithRows(layer, routing, perRow, x, kernel: variant == "rows-kernel"),
                         _ => () => { routing.Strategy = MixingStrategies.Parse(variant); return layer.forward(x); },
                     };
@@ -94,12 +97,13 @@ public static class LayerBenchmark
         return layer;
     }
 
-    private static Tensor WithoutKernel(Func<Tensor> call)
+    private static Tensor WithoutKernel(Func<Tensor> call, bool routingKernel)
     {
-        bool was = RoutingKernel.Enabled;
-        RoutingKernel.Enabled = false;
+        bool was = RoutingKernel.Enabled, selective = SelectiveMixKernel.Enabled;
+        RoutingKernel.Enabled = routingKernel;
+        SelectiveMixKernel.Enabled = false;
         try { return call(); }
-        finally { RoutingKernel.Enabled = was; }
+        finally { RoutingKernel.Enabled = was; SelectiveMixKernel.Enabled = selective; }
     }
 
     /// <summary>x (N, in) as N rows of one token each, routed per row; returns (N, out).</summary>

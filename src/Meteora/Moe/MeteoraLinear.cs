@@ -42,6 +42,7 @@ public sealed class MeteoraLinear : Linear
     private (double X, double Abs)? _nearTieBound;  // ExactRanking's near-tie bound for this gate (a diagnostic; low-precision models), null: not computed
     private Runtime.CudaKernel? _routingKernel;  // resolved on first CUDA bfloat16 call
     private Runtime.CudaKernel? _rowKernel;      // the per-row variant (serving), likewise
+    private (Runtime.CudaKernel, Runtime.CudaKernel)? _selectiveKernels;   // shrink and expand (decode sizes), likewise
     // Held for the process (an implicit Scalar can be finalized while the op runs; see RmsNorm).
 
     internal AdapterStack Adapters { get; }
@@ -136,6 +137,14 @@ public sealed class MeteoraLinear : Linear
         if (training || _fused is null || x2.dtype != _fused.dtype)
             y = Unfused(x2, shape, strategy);
         else if (strategy == MixingStrategy.Dense && _routing.Forced is null && _routing.Rows is null && !_routing.Arrow
+                 && SelectiveKernelsFor(x2) is { } selective)
+        {
+            // Decode sizes: base GEMM, then the shrink and expand kernels read the gate, A_all and only the chosen B columns.
+            y = nn.functional.linear(x2, weight);                                         // (N, out)
+            SelectiveMixKernel.Apply(selective, SelectiveMixKernel.Aligned(x2) ? x2 : x2.contiguous(), moe_gate, Adapters.A, Adapters.B, y,
+                _n, Adapters.UniformRank!.Value, Math.Min(_routing.TopK, _n), _routing.Temperature);
+        }
+        else if (strategy == MixingStrategy.Dense && _routing.Forced is null && _routing.Rows is null && !_routing.Arrow
                  && RoutingKernelFor(x2, Math.Min(_routing.TopK, _n), rows: false) is { } kernel)
             y = KernelDense(x2, (h, z, g, r) => RoutingKernel.Apply(kernel, h, z, g, _n, r, Math.Min(_routing.TopK, _n), _routing.Temperature, KernelLogits(x2)));
         else if (strategy == MixingStrategy.Dense && _routing.Forced is null && _routing.Rows is { } rows && !_routing.Arrow && RoutingKernel.RowsEnabled
@@ -222,6 +231,22 @@ public sealed class MeteoraLinear : Linear
         if (rows) return _rowKernel ??= RoutingKernel.TryGetRows(device, out _);
         _routingKernel ??= RoutingKernel.TryGet(device, out _) is { } k ? k : null;
         return _routingKernel;
+    }
+
+    /// <summary>
+    /// The selective mix kernels (<see cref="SelectiveMixKernel"/>) when they apply: at most
+    /// <see cref="SelectiveMixKernel.MaxTokens"/> tokens, the routing kernel's conditions (bfloat16 on CUDA, equal
+    /// ranks, at most 256 adapters and top-8, no recorder), exact ranking on (they rank with the float32 gate), rank at
+    /// most <see cref="SelectiveMixKernel.MaxRank"/> and inputs a multiple of 8 wide (16-byte loads).
+    /// </summary>
+    private (Runtime.CudaKernel, Runtime.CudaKernel)? SelectiveKernelsFor(Tensor x2)
+    {
+        if (!SelectiveMixKernel.Enabled || x2.shape[0] > SelectiveMixKernel.MaxTokens || !ExactRanking.Enabled
+            || Adapters.UniformRank is not { } r || r > SelectiveMixKernel.MaxRank || Site.InFeatures % 8 != 0
+            || RoutingKernelFor(x2, Math.Min(_routing.TopK, _n), rows: false) is null)
+            return null;
+        int device = x2.device.index < 0 ? 0 : x2.device.index;
+        return _selectiveKernels ??= SelectiveMixKernel.TryGet(device, out _);
     }
 
     /// <summary>

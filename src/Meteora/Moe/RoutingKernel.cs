@@ -26,7 +26,11 @@ internal static unsafe class RoutingKernel
     public const int MaxAdapters = 256, MaxTopK = 8;
     private const int WarpsPerBlock = 4;
 
-    internal const string Source = Bf16Device.Prelude + """
+    /// <summary>
+    /// The device functions that rank and weigh (logits loading, warp-wide top-k, softmax weights, scaling), shared
+    /// with <see cref="SelectiveMixKernel"/> so that both paths pick and weigh adapters identically.
+    /// </summary>
+    internal const string Ranking = Bf16Device.Prelude + """
         #define NEG_INF __int_as_float(0xff800000)   /* no math.h under NVRTC */
         #define PER 8    /* logits per lane: L <= 256 */
         #define MAXK 8
@@ -98,6 +102,9 @@ internal static unsafe class RoutingKernel
             }
         }
 
+        """;
+
+    internal const string Source = Ranking + """
         // h: (rows, ld) bfloat16; z = h[:, zCol : zCol + L*r], low-precision logits = h[:, gateCol : gateCol + L].
         // exact: (rows, L) float32, the float32 gate's logits to rank from, or null (rank from h's).
         extern "C" __global__ void meteora_route_bf16(bf16* h, long long ld, int rows, int zCol, int gateCol,

@@ -1,0 +1,200 @@
+using Meteora.Runtime;
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace Meteora.Moe;
+
+/// <summary>
+/// MeteoRA's mixing at decode sizes in two CUDA kernels that read only what a token uses (issue #17 item 3; the
+/// idea of Punica's BGMV, written here for a gate that picks the adapters on the GPU):
+/// <list type="number">
+/// <item><b>shrink</b>: one block per row of <c>[G; A_all]</c> (and group of 8 tokens) computes
+///   <c>h = x [G; A_all]ᵀ</c> (N, L + ΣR) in float32: the float32 gate's logits (the exact ranking of
+///   <see cref="ExactRanking"/>, with no cast of x and no separate GEMM) and the rank values z = x A_allᵀ.</item>
+/// <item><b>expand</b>: per token, warp 0 ranks the L logits and weighs the top-k with <see cref="RoutingKernel"/>'s own
+///   device functions (same ties, same softmax, same bfloat16 rounding of the weights), stages the k chosen
+///   adapters' scaled values bf16(bf16(z)·w) in shared memory, and every thread adds
+///   <c>Σ_t Σ_ρ zs[t, ρ] · B[o, e_t·r + ρ]</c> to its output column in float32, rounding once, as the dense path's
+///   addmm with beta = 1 does. Only the k chosen adapters' columns of B are read.</item>
+/// </list>
+/// The base GEMM <c>x Wᵀ</c> runs before them (cuBLAS) and the expand adds into its output, so a projection is three
+/// launches, against five on the fused-GEMM path (cast, float32 gate GEMM, [W; A; G] GEMM, routing kernel, addmm),
+/// whose small GEMMs at one or a few tokens cost far more than the bytes they read. The dense path adds the zero
+/// products of the adapters not picked, so the two differ only in float32 summation order (and a NaN in an
+/// unpicked adapter's rank values, which the dense path spreads as 0·NaN, does not reach the output here).
+/// Used for at most <see cref="MaxTokens"/> tokens; beyond that the fused GEMM's dense path is faster (its GEMM
+/// reads every weight once for all tokens). <c>METEORA_SELECTIVE_MIX=off</c> keeps the fused-GEMM path everywhere.
+/// </summary>
+internal static unsafe class SelectiveMixKernel
+{
+    /// <summary>Largest per-adapter rank the expand kernel stages (k ≤ <see cref="RoutingKernel.MaxTopK"/>).</summary>
+    public const int MaxRank = 64;
+    private const int ShrinkThreads = 128, ExpandThreads = 256, TokensPerShrinkBlock = 8;
+
+    internal const string Source = RoutingKernel.Ranking + """
+        #define TOK 8
+        #define MAXR 64
+
+        // Eight bfloat16 values packed in 16 bytes (little endian: the low half of each word comes first).
+        __device__ __forceinline__ void unpack8(uint4 u, float* f)
+        {
+            f[0] = __uint_as_float(u.x << 16); f[1] = __uint_as_float(u.x & 0xffff0000u);
+            f[2] = __uint_as_float(u.y << 16); f[3] = __uint_as_float(u.y & 0xffff0000u);
+            f[4] = __uint_as_float(u.z << 16); f[5] = __uint_as_float(u.z & 0xffff0000u);
+            f[6] = __uint_as_float(u.w << 16); f[7] = __uint_as_float(u.w & 0xffff0000u);
+        }
+
+        // One block per (row j of [G; A_all], group of TOK tokens). x (N, in) bfloat16 with row stride xs; G (L, in)
+        // float32 and A (R, in) bfloat16, contiguous; in a multiple of 8 and every row 16-byte aligned.
+        // h (N, L + R) float32: h[n, j] = x_n · G_j for j < L, x_n · A_{j−L} from L on.
+        extern "C" __global__ void meteora_shrink_bf16(const bf16* x, long long xs, int N, int in, const float* G, int L,
+                                                       const bf16* A, int R, float* h)
+        {
+            __shared__ float part[TOK * 32];
+            int rows = L + R, row = blockIdx.x % rows, n0 = (blockIdx.x / rows) * TOK;
+            int tokens = min(TOK, N - n0), lane = threadIdx.x & 31, warp = threadIdx.x >> 5, warps = blockDim.x >> 5;
+            float acc[TOK];
+            #pragma unroll
+            for (int t = 0; t < TOK; t++) acc[t] = 0.f;
+            for (int c = threadIdx.x * 8; c < in; c += blockDim.x * 8) {
+                float w[8], xv[8];
+                if (row < L) {
+                    const float4* g = (const float4*)(G + (long long)row * in + c);
+                    float4 a = g[0], b = g[1];
+                    w[0] = a.x; w[1] = a.y; w[2] = a.z; w[3] = a.w; w[4] = b.x; w[5] = b.y; w[6] = b.z; w[7] = b.w;
+                } else {
+                    unpack8(*(const uint4*)(A + (long long)(row - L) * in + c), w);
+                }
+                #pragma unroll
+                for (int t = 0; t < TOK; t++) {
+                    if (t < tokens) {
+                        unpack8(*(const uint4*)(x + (long long)(n0 + t) * xs + c), xv);
+                        #pragma unroll
+                        for (int i = 0; i < 8; i++) acc[t] = fmaf(w[i], xv[i], acc[t]);
+                    }
+                }
+            }
+            #pragma unroll
+            for (int t = 0; t < TOK; t++) {
+                float v = acc[t];
+                #pragma unroll
+                for (int off = 16; off > 0; off >>= 1) v += __shfl_xor_sync(0xffffffffu, v, off);
+                if (lane == 0) part[t * 32 + warp] = v;
+            }
+            __syncthreads();
+            if (threadIdx.x < tokens) {
+                float s = 0.f;
+                for (int i = 0; i < warps; i++) s += part[threadIdx.x * 32 + i];
+                h[(long long)(n0 + threadIdx.x) * rows + row] = s;
+            }
+        }
+
+        // One block per (token n, chunk of blockDim.x output columns). h (N, L + L·r) float32 from the shrink; B (out, L·r)
+        // bfloat16 contiguous (each adapter's r columns together); y (N, out) bfloat16 with row stride ys, the base
+        // output, to which the routed adapters' contribution is added.
+        extern "C" __global__ void meteora_expand_bf16(bf16* y, long long ys, int out, const float* h, int L, int r,
+                                                       const bf16* B, int k, float invT)
+        {
+            __shared__ int chosen[MAXK];
+            __shared__ float zs[MAXK * MAXR];
+            int chunks = (out + blockDim.x - 1) / blockDim.x;
+            int n = blockIdx.x / chunks, o = (blockIdx.x % chunks) * blockDim.x + threadIdx.x, lane = threadIdx.x & 31;
+            const float* hn = h + (long long)n * (L + L * r);
+            if (threadIdx.x < 32) {
+                int sel[MAXK]; float top[MAXK], w[MAXK], v[PER];
+                load_logits(0, 0, hn, L, lane, v);
+                top_k(v, L, k, lane, sel, top);
+                weights(top, k, invT, w);
+                if (lane < MAXK) chosen[lane] = lane < k ? sel[lane] : -1;
+                #pragma unroll
+                for (int t = 0; t < MAXK; t++)
+                    if (t < k)
+                        for (int i = lane; i < r; i += 32)   // as the routing kernel's scale: bf16(bf16(z) · w)
+                            zs[t * MAXR + i] = bf2f(f2bf(bf2f(f2bf(hn[L + sel[t] * r + i])) * w[t]));
+            }
+            __syncthreads();
+            if (o >= out) return;
+            const bf16* b = B + (long long)o * L * r;
+            float acc = 0.f;
+            for (int t = 0; t < k; t++) {
+                int e = chosen[t];
+                const bf16* be = b + e * r;
+                const float* z = zs + t * MAXR;
+                int i = 0;
+                if ((r & 7) == 0)
+                    for (; i < r; i += 8) {
+                        float f[8];
+                        unpack8(*(const uint4*)(be + i), f);
+                        #pragma unroll
+                        for (int j = 0; j < 8; j++) acc = fmaf(z[i + j], f[j], acc);
+                    }
+                for (; i < r; i++) acc = fmaf(z[i], bf2f(be[i]), acc);
+            }
+            bf16* p = y + (long long)n * ys + o;
+            *p = f2bf(bf2f(*p) + acc);
+        }
+        """;
+
+    private static readonly CudaKernelCache Kernels = new(Source, "selective mix kernels", "the fused GEMM's dense mix", "selective mix kernels");
+
+    /// <summary>
+    /// Whether small token counts may use the kernels (default true; <c>METEORA_SELECTIVE_MIX=off</c> or setting this
+    /// false keeps the fused-GEMM path, e.g. to compare the two).
+    /// </summary>
+    public static bool Enabled { get; set; } = Environment.GetEnvironmentVariable("METEORA_SELECTIVE_MIX") is not ("off" or "0" or "false");
+
+    /// <summary>
+    /// The most tokens (rows of a projection's input) the kernels take; from one more on, the fused GEMM's dense
+    /// path runs. Measured with <c>bench layer</c> (docs/BENCHMARKS.md); <c>METEORA_SELECTIVE_MAX_TOKENS</c> overrides it.
+    /// </summary>
+    public static long MaxTokens { get; set; } =
+        long.TryParse(Environment.GetEnvironmentVariable("METEORA_SELECTIVE_MAX_TOKENS"), out long n) && n >= 0 ? n : 16;
+
+    /// <summary>The two kernels on CUDA device <paramref name="device"/>, or null with the reason in <paramref name="status"/>.</summary>
+    public static (CudaKernel Shrink, CudaKernel Expand)? TryGet(int device, out string status)
+    {
+        var shrink = Kernels.Get(device, "meteora_shrink_bf16", out status);
+        var expand = Kernels.Get(device, "meteora_expand_bf16", out var expandStatus);
+        if (shrink is null || expand is null) { status = shrink is null ? status : expandStatus; return null; }
+        return (shrink, expand);
+    }
+
+    /// <summary>What MeteoRA's mixing uses at decode sizes on <paramref name="device"/>, and why.</summary>
+    public static string Describe(Device device)
+    {
+        if (device.type != DeviceType.CUDA) return "the fused GEMM's dense mix (CPU)";
+        if (!Enabled) return "the fused GEMM's dense mix (selective mix kernels switched off)";
+        if (!ExactRanking.Enabled) return "the fused GEMM's dense mix (exact ranking off: the kernels rank with the float32 gate)";
+        TryGet(device.index < 0 ? 0 : device.index, out var status);
+        return $"{status}, up to {MaxTokens} tokens";
+    }
+
+    /// <summary>
+    /// <c>y += Σ_{top-k} w_j B_j A_j x</c> in place. x (N, in) bfloat16 with unit column stride, rows and data 16-byte
+    /// aligned; gate (L, in) float32, a (L·r, in) and b (out, L·r) bfloat16, contiguous, all on y's device;
+    /// y (N, out) bfloat16, the base output.
+    /// </summary>
+    public static void Apply((CudaKernel Shrink, CudaKernel Expand) kernels, Tensor x, Tensor gate, Tensor a, Tensor b, Tensor y,
+        int adapters, int rank, int topK, double temperature)
+    {
+        using var scope = NewDisposeScope();
+        int N = (int)x.shape[0], inF = (int)x.shape[1], L = adapters, R = adapters * rank, r = rank, k = topK, outF = (int)y.shape[1];
+        var h = empty(N, L + R, ScalarType.Float32, x.device);                             // (N, L + ΣR)
+        IntPtr xp = DeviceMemory.Address(x), gp = DeviceMemory.Address(gate), ap = DeviceMemory.Address(a), hp = DeviceMemory.Address(h);
+        IntPtr yp = DeviceMemory.Address(y), bp = DeviceMemory.Address(b);
+        long xs = x.stride(0), ys = y.stride(0);
+        float invT = (float)(1.0 / temperature);
+        void** shrink = stackalloc void*[9];
+        shrink[0] = &xp; shrink[1] = &xs; shrink[2] = &N; shrink[3] = &inF; shrink[4] = &gp; shrink[5] = &L;
+        shrink[6] = &ap; shrink[7] = &R; shrink[8] = &hp;
+        kernels.Shrink.Launch((uint)((L + R) * ((N + TokensPerShrinkBlock - 1) / TokensPerShrinkBlock)), ShrinkThreads, shrink);
+        void** expand = stackalloc void*[9];
+        expand[0] = &yp; expand[1] = &ys; expand[2] = &outF; expand[3] = &hp; expand[4] = &L; expand[5] = &r;
+        expand[6] = &bp; expand[7] = &k; expand[8] = &invT;
+        kernels.Expand.Launch((uint)(N * ((outF + ExpandThreads - 1) / ExpandThreads)), ExpandThreads, expand);
+    }
+
+    /// <summary>Whether <paramref name="t"/>'s data and rows are 16-byte aligned, as the kernels' vector loads need.</summary>
+    public static bool Aligned(Tensor t) =>
+        DeviceMemory.Address(t) % 16 == 0 && (t.dim() < 2 || t.stride(0) * t.ElementSize % 16 == 0) && t.stride(-1) == 1;
+}
