@@ -139,10 +139,20 @@ public sealed class MeteoraLinear : Linear
         else if (strategy == MixingStrategy.Dense && _routing.Forced is null && _routing.Rows is null && !_routing.Arrow
                  && SelectiveKernelsFor(x2) is { } selective)
         {
-            // Decode sizes: base GEMM, then the shrink and expand kernels read the gate, A_all and only the chosen B columns.
-            y = nn.functional.linear(x2, weight);                                         // (N, out)
-            SelectiveMixKernel.Apply(selective, SelectiveMixKernel.Aligned(x2) ? x2 : x2.contiguous(), moe_gate, Adapters.A, Adapters.B, y,
-                _n, Adapters.UniformRank!.Value, Math.Min(_routing.TopK, _n), _routing.Temperature);
+            // Decode sizes: the base output, float32 gate logits and rank values (one decode GEMV launch, or cuBLAS and the
+            // shrink kernel), then the expand kernel adds only the chosen adapters' B columns.
+            var xa = SelectiveMixKernel.Aligned(x2) ? x2 : x2.contiguous();
+            int r = Adapters.UniformRank!.Value, k = Math.Min(_routing.TopK, _n);
+            if (DecodeGemv.Applies(xa, weight))
+            {
+                (y, var h) = DecodeGemv.ApplyWithAdapters(xa, weight, moe_gate, Adapters.A);   // (N, out), (N, L + ΣR)
+                SelectiveMixKernel.Expand(selective.Item2, h, Adapters.B, y, _n, r, k, _routing.Temperature);
+            }
+            else
+            {
+                y = nn.functional.linear(x2, weight);                                     // (N, out)
+                SelectiveMixKernel.Apply(selective, xa, moe_gate, Adapters.A, Adapters.B, y, _n, r, k, _routing.Temperature);
+            }
         }
         else if (strategy == MixingStrategy.Dense && _routing.Forced is null && _routing.Rows is null && !_routing.Arrow
                  && RoutingKernelFor(x2, Math.Min(_routing.TopK, _n), rows: false) is { } kernel)

@@ -11,11 +11,10 @@ namespace Meteora.Moe;
 /// <item><b>shrink</b>: one block per row of <c>[G; A_all]</c> (and group of 8 tokens) computes
 ///   <c>h = x [G; A_all]ᵀ</c> (N, L + ΣR) in float32: the float32 gate's logits (the exact ranking of
 ///   <see cref="ExactRanking"/>, with no cast of x and no separate GEMM) and the rank values z = x A_allᵀ.</item>
-/// <item><b>expand</b>: per token, warp 0 ranks the L logits and weighs the top-k with <see cref="RoutingKernel"/>'s own
-///   device functions (same ties, same softmax, same bfloat16 rounding of the weights), stages the k chosen
-///   adapters' scaled values bf16(bf16(z)·w) in shared memory, and every thread adds
-///   <c>Σ_t Σ_ρ zs[t, ρ] · B[o, e_t·r + ρ]</c> to its output column in float32, rounding once, as the dense path's
-///   addmm with beta = 1 does. Only the k chosen adapters' columns of B are read.</item>
+/// <item><b>expand</b>: per token, each warp ranks the L logits and weighs the top-k with <see cref="RoutingKernel"/>'s own
+///   device functions (same ties, same softmax, same bfloat16 rounding of the weights), and every thread adds
+///   <c>Σ_t Σ_ρ bf16(bf16(z[e_t·r + ρ])·w_t) · B[o, e_t·r + ρ]</c> to its output column in float32, rounding once, as
+///   the dense path's scaling and addmm with beta = 1 do. Only the k chosen adapters' columns of B are read.</item>
 /// </list>
 /// The base GEMM <c>x Wᵀ</c> runs before them (cuBLAS) and the expand adds into its output, so a projection is three
 /// launches, against five on the fused-GEMM path (cast, float32 gate GEMM, [W; A; G] GEMM, routing kernel, addmm),
@@ -27,13 +26,20 @@ namespace Meteora.Moe;
 /// </summary>
 internal static unsafe class SelectiveMixKernel
 {
-    /// <summary>Largest per-adapter rank the expand kernel stages (k ≤ <see cref="RoutingKernel.MaxTopK"/>).</summary>
+    /// <summary>Largest per-adapter rank the kernels take.</summary>
     public const int MaxRank = 64;
-    private const int ShrinkThreads = 128, ExpandThreads = 256, TokensPerShrinkBlock = 8;
+    private const int ExpandThreads = 256, TokensPerShrinkBlock = 8, ChunksPerThread = 4;
+
+    /// <summary>
+    /// Threads per shrink block: enough for one pass over a row of <paramref name="inFeatures"/> (each thread four
+    /// 8-wide chunks, all loads issued at once), a whole number of warps, 64 to 1 024.
+    /// </summary>
+    internal static uint ShrinkThreadsFor(int inFeatures) =>
+        (uint)Math.Clamp((inFeatures / (8 * ChunksPerThread) + 31) / 32 * 32, 64, 1024);
 
     internal const string Source = RoutingKernel.Ranking + """
         #define TOK 8
-        #define MAXR 64
+        #define MAXC 4
 
         // Eight bfloat16 values packed in 16 bytes (little endian: the low half of each word comes first).
         __device__ __forceinline__ void unpack8(uint4 u, float* f)
@@ -47,6 +53,8 @@ internal static unsafe class SelectiveMixKernel
         // One block per (row j of [G; A_all], group of TOK tokens). x (N, in) bfloat16 with row stride xs; G (L, in)
         // float32 and A (R, in) bfloat16, contiguous; in a multiple of 8 and every row 16-byte aligned.
         // h (N, L + R) float32: h[n, j] = x_n · G_j for j < L, x_n · A_{j−L} from L on.
+        // Each thread takes MAXC 8-wide chunks of the row per pass and issues all their loads before it multiplies (the
+        // host sizes the block so that one pass covers the row): the block waits for memory once, not once per chunk.
         extern "C" __global__ void meteora_shrink_bf16(const bf16* x, long long xs, int N, int in, const float* G, int L,
                                                        const bf16* A, int R, float* h)
         {
@@ -56,21 +64,38 @@ internal static unsafe class SelectiveMixKernel
             float acc[TOK];
             #pragma unroll
             for (int t = 0; t < TOK; t++) acc[t] = 0.f;
-            for (int c = threadIdx.x * 8; c < in; c += blockDim.x * 8) {
-                float w[8], xv[8];
-                if (row < L) {
-                    const float4* g = (const float4*)(G + (long long)row * in + c);
-                    float4 a = g[0], b = g[1];
-                    w[0] = a.x; w[1] = a.y; w[2] = a.z; w[3] = a.w; w[4] = b.x; w[5] = b.y; w[6] = b.z; w[7] = b.w;
-                } else {
-                    unpack8(*(const uint4*)(A + (long long)(row - L) * in + c), w);
+            for (int pass = 0; pass < in; pass += blockDim.x * 8 * MAXC) {
+                float w[MAXC][8];
+                #pragma unroll
+                for (int i = 0; i < MAXC; i++) {
+                    int c = pass + (threadIdx.x + i * blockDim.x) * 8;
+                    if (c >= in) {
+                        #pragma unroll
+                        for (int j = 0; j < 8; j++) w[i][j] = 0.f;
+                    } else if (row < L) {
+                        const float4* g = (const float4*)(G + (long long)row * in + c);
+                        float4 a = g[0], b = g[1];
+                        w[i][0] = a.x; w[i][1] = a.y; w[i][2] = a.z; w[i][3] = a.w; w[i][4] = b.x; w[i][5] = b.y; w[i][6] = b.z; w[i][7] = b.w;
+                    } else {
+                        unpack8(*(const uint4*)(A + (long long)(row - L) * in + c), w[i]);
+                    }
                 }
                 #pragma unroll
                 for (int t = 0; t < TOK; t++) {
                     if (t < tokens) {
-                        unpack8(*(const uint4*)(x + (long long)(n0 + t) * xs + c), xv);
+                        uint4 xr[MAXC];
                         #pragma unroll
-                        for (int i = 0; i < 8; i++) acc[t] = fmaf(w[i], xv[i], acc[t]);
+                        for (int i = 0; i < MAXC; i++) {
+                            int c = pass + (threadIdx.x + i * blockDim.x) * 8;
+                            xr[i] = c < in ? *(const uint4*)(x + (long long)(n0 + t) * xs + c) : make_uint4(0u, 0u, 0u, 0u);
+                        }
+                        #pragma unroll
+                        for (int i = 0; i < MAXC; i++) {
+                            float xv[8];
+                            unpack8(xr[i], xv);
+                            #pragma unroll
+                            for (int j = 0; j < 8; j++) acc[t] = fmaf(w[i][j], xv[j], acc[t]);
+                        }
                     }
                 }
             }
@@ -91,47 +116,40 @@ internal static unsafe class SelectiveMixKernel
 
         // One block per (token n, chunk of blockDim.x output columns). h (N, L + L·r) float32 from the shrink; B (out, L·r)
         // bfloat16 contiguous (each adapter's r columns together); y (N, out) bfloat16 with row stride ys, the base
-        // output, to which the routed adapters' contribution is added.
+        // output, to which the routed adapters' contribution is added. Every warp ranks the token's logits itself (the
+        // warp-wide top-k leaves the same choice in every lane), so warps never wait for each other.
         extern "C" __global__ void meteora_expand_bf16(bf16* y, long long ys, int out, const float* h, int L, int r,
                                                        const bf16* B, int k, float invT)
         {
-            __shared__ int chosen[MAXK];
-            __shared__ float zs[MAXK * MAXR];
             int chunks = (out + blockDim.x - 1) / blockDim.x;
             int n = blockIdx.x / chunks, o = (blockIdx.x % chunks) * blockDim.x + threadIdx.x, lane = threadIdx.x & 31;
+            bf16* p = y + (long long)n * ys + o;
+            float base = o < out ? bf2f(*p) : 0.f;               // independent of the ranking: in flight meanwhile
             const float* hn = h + (long long)n * (L + L * r);
-            if (threadIdx.x < 32) {
-                int sel[MAXK]; float top[MAXK], w[MAXK], v[PER];
-                load_logits(0, 0, hn, L, lane, v);
-                top_k(v, L, k, lane, sel, top);
-                weights(top, k, invT, w);
-                if (lane < MAXK) chosen[lane] = lane < k ? sel[lane] : -1;
-                #pragma unroll
-                for (int t = 0; t < MAXK; t++)
-                    if (t < k)
-                        for (int i = lane; i < r; i += 32)   // as the routing kernel's scale: bf16(bf16(z) · w)
-                            zs[t * MAXR + i] = bf2f(f2bf(bf2f(f2bf(hn[L + sel[t] * r + i])) * w[t]));
-            }
-            __syncthreads();
+            int sel[MAXK]; float top[MAXK], w[MAXK], v[PER];
+            load_logits(0, 0, hn, L, lane, v);
+            top_k(v, L, k, lane, sel, top);
+            weights(top, k, invT, w);
             if (o >= out) return;
             const bf16* b = B + (long long)o * L * r;
             float acc = 0.f;
-            for (int t = 0; t < k; t++) {
-                int e = chosen[t];
-                const bf16* be = b + e * r;
-                const float* z = zs + t * MAXR;
+            #pragma unroll
+            for (int t = 0; t < MAXK; t++) {
+                if (t >= k) break;
+                const float* z = hn + L + sel[t] * r;
+                const bf16* be = b + sel[t] * r;
                 int i = 0;
                 if ((r & 7) == 0)
                     for (; i < r; i += 8) {
                         float f[8];
                         unpack8(*(const uint4*)(be + i), f);
                         #pragma unroll
-                        for (int j = 0; j < 8; j++) acc = fmaf(z[i + j], f[j], acc);
+                        for (int j = 0; j < 8; j++)   // as the routing kernel's scale: bf16(bf16(z) · w), then the addmm
+                            acc = fmaf(bf2f(f2bf(bf2f(f2bf(z[i + j])) * w[t])), f[j], acc);
                     }
-                for (; i < r; i++) acc = fmaf(z[i], bf2f(be[i]), acc);
+                for (; i < r; i++) acc = fmaf(bf2f(f2bf(bf2f(f2bf(z[i])) * w[t])), bf2f(be[i]), acc);
             }
-            bf16* p = y + (long long)n * ys + o;
-            *p = f2bf(bf2f(*p) + acc);
+            *p = f2bf(base + acc);
         }
         """;
 
@@ -170,28 +188,42 @@ internal static unsafe class SelectiveMixKernel
     }
 
     /// <summary>
-    /// <c>y += Σ_{top-k} w_j B_j A_j x</c> in place. x (N, in) bfloat16 with unit column stride, rows and data 16-byte
-    /// aligned; gate (L, in) float32, a (L·r, in) and b (out, L·r) bfloat16, contiguous, all on y's device;
-    /// y (N, out) bfloat16, the base output.
+    /// <c>y += Σ_{top-k} w_j B_j A_j x</c> in place: the shrink, then the expand. x (N, in) bfloat16 with unit column
+    /// stride, rows and data 16-byte aligned; gate (L, in) float32, a (L·r, in) and b (out, L·r) bfloat16, contiguous,
+    /// all on y's device; y (N, out) bfloat16, the base output.
     /// </summary>
     public static void Apply((CudaKernel Shrink, CudaKernel Expand) kernels, Tensor x, Tensor gate, Tensor a, Tensor b, Tensor y,
         int adapters, int rank, int topK, double temperature)
     {
         using var scope = NewDisposeScope();
-        int N = (int)x.shape[0], inF = (int)x.shape[1], L = adapters, R = adapters * rank, r = rank, k = topK, outF = (int)y.shape[1];
+        int N = (int)x.shape[0], inF = (int)x.shape[1], L = adapters, R = adapters * rank;
         var h = empty(N, L + R, ScalarType.Float32, x.device);                             // (N, L + ΣR)
         IntPtr xp = DeviceMemory.Address(x), gp = DeviceMemory.Address(gate), ap = DeviceMemory.Address(a), hp = DeviceMemory.Address(h);
-        IntPtr yp = DeviceMemory.Address(y), bp = DeviceMemory.Address(b);
-        long xs = x.stride(0), ys = y.stride(0);
-        float invT = (float)(1.0 / temperature);
+        long xs = x.stride(0);
         void** shrink = stackalloc void*[9];
         shrink[0] = &xp; shrink[1] = &xs; shrink[2] = &N; shrink[3] = &inF; shrink[4] = &gp; shrink[5] = &L;
         shrink[6] = &ap; shrink[7] = &R; shrink[8] = &hp;
-        kernels.Shrink.Launch((uint)((L + R) * ((N + TokensPerShrinkBlock - 1) / TokensPerShrinkBlock)), ShrinkThreads, shrink);
-        void** expand = stackalloc void*[9];
-        expand[0] = &yp; expand[1] = &ys; expand[2] = &outF; expand[3] = &hp; expand[4] = &L; expand[5] = &r;
-        expand[6] = &bp; expand[7] = &k; expand[8] = &invT;
-        kernels.Expand.Launch((uint)(N * ((outF + ExpandThreads - 1) / ExpandThreads)), ExpandThreads, expand);
+        kernels.Shrink.Launch((uint)((L + R) * ((N + TokensPerShrinkBlock - 1) / TokensPerShrinkBlock)), ShrinkThreadsFor(inF), shrink);
+        Expand(kernels.Expand, h, b, y, adapters, rank, topK, temperature);
+    }
+
+    /// <summary>
+    /// The expand alone: ranks each token's gate logits in <paramref name="h"/> (N, L + L·r) float32 contiguous (logits,
+    /// then rank values: the shrink's or <c>Llama.DecodeGemv</c>'s output) and adds the chosen adapters' contribution
+    /// into y (N, out) bfloat16; b (out, L·r) bfloat16 contiguous.
+    /// </summary>
+    public static void Expand(CudaKernel expand, Tensor h, Tensor b, Tensor y, int adapters, int rank, int topK, double temperature)
+    {
+        int L = adapters, r = rank, k = topK, outF = (int)y.shape[1], N = (int)y.shape[0];
+        if (h.dtype != ScalarType.Float32 || !h.is_contiguous() || h.shape[0] != N || h.shape[1] != L + L * r)
+            throw new ArgumentException($"selective mix: h {string.Join('×', h.shape)} {h.dtype} does not fit {N} tokens of {L} adapters of rank {r}");
+        IntPtr yp = DeviceMemory.Address(y), bp = DeviceMemory.Address(b), hp = DeviceMemory.Address(h);
+        long ys = y.stride(0);
+        float invT = (float)(1.0 / temperature);
+        void** args = stackalloc void*[9];
+        args[0] = &yp; args[1] = &ys; args[2] = &outF; args[3] = &hp; args[4] = &L; args[5] = &r;
+        args[6] = &bp; args[7] = &k; args[8] = &invT;
+        expand.Launch((uint)(N * ((outF + ExpandThreads - 1) / ExpandThreads)), ExpandThreads, args);
     }
 
     /// <summary>Whether <paramref name="t"/>'s data and rows are 16-byte aligned, as the kernels' vector loads need.</summary>

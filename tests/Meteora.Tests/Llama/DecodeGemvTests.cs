@@ -1,0 +1,50 @@
+using Meteora.Llama;
+using Meteora.Tests.Moe;
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace Meteora.Tests.Llama;
+
+/// <summary>The decode GEMV kernel: it compiles for our GPUs, stays off the CPU path, and on CUDA matches the GEMM.</summary>
+public class DecodeGemvTests
+{
+    [NvrtcFact]
+    public void TheKernelCompilesForHopperAndAmpere()
+    {
+        foreach (var cubin in CubinAssert.CompilesForHopperAndAmpere(DecodeGemv.Source, "meteora_gemv_bf16.cu", "meteora_gemv_bf16"))
+            Assert.True(cubin.Length > 1000, $"{cubin.Length}-byte CUBIN");
+    }
+
+    [Fact]
+    public void OnTheCpuItDoesNotApply()
+    {
+        using var x = randn(1, 64, ScalarType.BFloat16);
+        using var w = randn(32, 64, ScalarType.BFloat16);
+        Assert.False(DecodeGemv.Applies(x, w));
+        Assert.Equal("ATen GEMM (CPU)", DecodeGemv.Describe(CPU));
+    }
+
+    [CudaFact]
+    public void OnCudaItMatchesTheGemmAndTheFloat32AdapterRows()
+    {
+        using var scope = NewDisposeScope();
+        using var noGrad = no_grad();
+        manual_seed(2);
+        foreach (int n in new[] { 1, 3, 8 })
+        foreach (int inF in new[] { 4096, 14336, 200 })
+        {
+            var x = randn(n, inF, ScalarType.BFloat16, CUDA);
+            var w = randn(1000, inF, ScalarType.BFloat16, CUDA) * 0.02;
+            var gate = randn(28, inF, ScalarType.Float32, CUDA);
+            var a = (randn(224, inF, ScalarType.BFloat16, CUDA) * 0.02).contiguous();
+            Assert.True(DecodeGemv.Applies(x, w), $"N {n}, in {inF}");
+            var (y, h) = DecodeGemv.ApplyWithAdapters(x, w, gate, a);
+            var reference = x.to(ScalarType.Float32).matmul(w.to(ScalarType.Float32).t());            // (N, 1000)
+            var diff = (y.to(ScalarType.Float32) - reference).abs();
+            Assert.True(diff.le(reference.abs() * (1.0 / 128) + 1e-3).all().item<bool>(), $"N {n}, in {inF}: max |y − x Wᵀ| {diff.max().item<float>()}");
+            var hRef = cat([x.to(ScalarType.Float32).matmul(gate.t()), x.to(ScalarType.Float32).matmul(a.to(ScalarType.Float32).t())], 1);
+            Assert.True((h - hRef).abs().le(hRef.abs() * 1e-4 + 1e-3).all().item<bool>(), $"N {n}, in {inF}: h");
+            Assert.True(DecodeGemv.Apply(x, w).equal(y).all().item<bool>(), "the plain launch gives the same base rows");
+        }
+    }
+}
