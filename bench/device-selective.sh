@@ -9,10 +9,9 @@
 # 2. parity: greedy tokens of the fixture's MeteoRA with the kernels on and off (32 tokens from each prompt);
 # 3. model: `bench model` base and MeteoRA top-2 with the kernels off and on (decode b1, b8; prefill unaffected), and
 #    `bench phases` of top-2 with them on.
-# The decode GEMV kernel (src/Meteora/Llama/DecodeGemv.cs; METEORA_DECODE_GEMV) streams the weights of projections of
-# up to 8 tokens for the base (plain projections and fused q/k/v) and, in the same launch, computes MeteoRA's float32
-# gate logits and rank values (the shrink is then not launched). Three sets: off (both off: cuBLAS and the fused-GEMM
-# mix), selective (the mix kernels, cuBLAS for the base rows), on (both).
+# The decode GEMV kernel (src/Meteora/Llama/DecodeGemv.cs; METEORA_DECODE_GEMV) computes a one-token MeteoRA
+# projection's base rows, float32 gate logits and rank values in one launch (the shrink is then not launched). Three
+# sets: off (both off: cuBLAS and the fused-GEMM mix), selective (the mix kernels, cuBLAS and the shrink), on (both).
 # Results come back as selective.tar.gz (and the text files beside it). PARTS (any of layer, parity, model) runs only those.
 set -uo pipefail
 kernels() {

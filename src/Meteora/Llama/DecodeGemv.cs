@@ -5,25 +5,30 @@ using static TorchSharp.torch;
 namespace Meteora.Llama;
 
 /// <summary>
-/// Projections of a few tokens (decode) as one NVRTC matrix-vector kernel that streams the weight at the memory's
-/// pace (issue #17): at one to <see cref="MaxTokens"/> tokens a projection reads its whole weight to do 2·N FLOPs
-/// per element, so it is a memory copy, and cuBLAS's GEMM kernels reach 57–77 % of the H200's bandwidth on the
-/// 8B shapes (docs/BENCHMARKS.md "Where the time goes"). Here each warp owns one output row: its lanes issue
-/// <c>UNROLL</c> 16-byte loads of the row at once, multiply them with the tokens' inputs (small, cached) in
-/// float32, reduce across the warp and round once to bfloat16, as cuBLAS does (the float32 summation order differs,
-/// so a result can differ from the GEMM's in the last bfloat16 bit).
+/// MeteoRA's base rows, float32 gate logits and rank values of one token in one NVRTC matrix-vector launch (issue #17
+/// item 3; used by <c>Moe.MeteoraLinear</c> at decode batch 1): <c>y = x Wᵀ</c> (1, out) in bfloat16 and
+/// <c>h = x [G; A_all]ᵀ</c> (1, L + ΣR) in float32, reading x once, so a MeteoRA projection is this launch and the
+/// expand kernel (<c>Moe.SelectiveMixKernel</c>) instead of cuBLAS, the shrink and the expand.
 /// <para>
-/// The same launch also serves MeteoRA (<c>Moe.SelectiveMixKernel</c>): besides the base rows W it takes the
-/// float32 gate G (L, in) and the stacked adapter rows A_all (ΣR, in) and writes <c>h = x [G; A_all]ᵀ</c> (N, L + ΣR)
-/// in float32, so a MeteoRA projection reads x once for its base output, exact gate logits and rank values.
-/// Gate rows go first (their float32 rows take twice the reads).
+/// Rows are split over one to eight warps of a block (<see cref="GroupFor"/>); each lane issues up to eight 16-byte
+/// loads of its row (and of x) at once, multiplies in float32, the warps' sums meet in shared memory and are rounded
+/// once to bfloat16 as cuBLAS rounds (the summation order differs, so a result can differ from the GEMM's in the last
+/// bfloat16 bit). Gate rows go first (their float32 rows take twice the reads).
 /// </para>
-/// <c>METEORA_DECODE_GEMV=off</c> (or <see cref="Enabled"/> = false) keeps cuBLAS.
+/// <para>
+/// Why only there: on an H200 (docs/BENCHMARKS.md "MeteoRA at decode reads only what it uses") this kernel streams a
+/// plain 8B-shaped projection at 46–60 % of the memory bandwidth under Nsight Compute against cuBLAS's 55–77 %
+/// (a first version with one warp per row reached 25–48 %), so the base decode step was slower with it (6.62 against
+/// 6.21 ms at batch 1), and from two tokens on its per-token loads of x made it far slower (19.1 against 6.8 ms at
+/// batch 8). For a MeteoRA projection the launch and the shrink it saves outweigh that: top-2 decode at batch 1
+/// 8.73 against 9.14 ms. So it takes one token and MeteoRA only; the kernel itself accepts up to eight tokens.
+/// </para>
+/// <c>METEORA_DECODE_GEMV=off</c> (or <see cref="Enabled"/> = false) keeps cuBLAS and the shrink kernel.
 /// </summary>
 internal static unsafe class DecodeGemv
 {
-    /// <summary>The most tokens (rows of the input) the kernel takes; from one more on, cuBLAS's GEMM.</summary>
-    public const int MaxTokens = 8;
+    /// <summary>The most tokens (rows of the input) the paths hand the kernel (it takes up to eight; see the class remarks).</summary>
+    public const int MaxTokens = 1;
     private const int WarpsPerBlock = 8;
 
     internal const string Source = Bf16Device.Prelude + """
@@ -52,80 +57,99 @@ internal static unsafe class DecodeGemv
             }
         }
 
-        // One warp per row of [G (L, float32); W (Rw, bfloat16, rows ldw apart); A (R, bfloat16)], all rows `in` wide
-        // (a multiple of 8, rows 16-byte aligned). x (N ≤ TOK, in) bfloat16, rows xs apart.
+        // Rows of [G (L, float32); W (Rw, bfloat16, rows ldw apart); A (R, bfloat16)], all `in` wide, rows 16-byte
+        // aligned; each row split over `group` warps of one block (group divides 8, in a multiple of 8·group), each warp
+        // taking in/group contiguous inputs with up to UNROLL 16-byte loads per lane in flight at once (for one token
+        // also x's, so nothing waits between them). x (N ≤ TOK, in) bfloat16, rows xs apart.
         // y (N, Rw) bfloat16, rows ys apart: x Wᵀ. h (N, L + R) float32: x Gᵀ then x Aᵀ (unused when L + R = 0).
         extern "C" __global__ void meteora_gemv_bf16(const bf16* x, long long xs, int N, int in,
                                                      const float* G, int L, const bf16* W, long long ldw, int Rw,
-                                                     const bf16* A, int R, bf16* y, long long ys, float* h)
+                                                     const bf16* A, int R, bf16* y, long long ys, float* h, int group)
         {
-            int row = (int)((blockIdx.x * blockDim.x + threadIdx.x) >> 5), lane = threadIdx.x & 31;
-            if (row >= L + Rw + R) return;
+            __shared__ float part[8][TOK];
+            int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+            int row = blockIdx.x * (8 / group) + warp / group, g = warp % group;
+            bool live = row < L + Rw + R;
             float acc[TOK];
             #pragma unroll
             for (int t = 0; t < TOK; t++) acc[t] = 0.f;
-            if (row < L) {
-                // A float32 gate row: UNROLL/2 chunks of 8 per pass (two 16-byte loads each), all issued at once.
-                const float* g = G + (long long)row * in;
-                for (int pass = 0; pass < in; pass += 256 * (UNROLL / 2)) {
+            int span = in / group, k0 = g * span, k1 = k0 + span;
+            if (live && row < L) {
+                // A float32 gate row: UNROLL/2 chunks of 8 per pass (two 16-byte loads each).
+                const float* gr = G + (long long)row * in;
+                for (int base = k0; base < k1; base += 256 * (UNROLL / 2)) {
                     float4 lo[UNROLL / 2], hi[UNROLL / 2];
                     #pragma unroll
                     for (int i = 0; i < UNROLL / 2; i++) {
-                        int c = pass + (i * 32 + lane) * 8;
-                        if (c < in) { lo[i] = *(const float4*)(g + c); hi[i] = *(const float4*)(g + c + 4); }
+                        int c = base + (i * 32 + lane) * 8;
+                        if (c < k1) { lo[i] = *(const float4*)(gr + c); hi[i] = *(const float4*)(gr + c + 4); }
                     }
                     #pragma unroll
                     for (int i = 0; i < UNROLL / 2; i++) {
-                        int c = pass + (i * 32 + lane) * 8;
-                        if (c < in) {
+                        int c = base + (i * 32 + lane) * 8;
+                        if (c < k1) {
                             float f[8] = { lo[i].x, lo[i].y, lo[i].z, lo[i].w, hi[i].x, hi[i].y, hi[i].z, hi[i].w };
                             dot8(x, xs, N, c, f, acc);
                         }
                     }
                 }
-            } else {
+            } else if (live) {
                 const bf16* wr = row < L + Rw ? W + (long long)(row - L) * ldw : A + (long long)(row - L - Rw) * in;
-                for (int pass = 0; pass < in; pass += 256 * UNROLL) {
-                    uint4 wv[UNROLL];
+                for (int base = k0; base < k1; base += 256 * UNROLL) {
+                    uint4 wv[UNROLL], xv[UNROLL];
                     #pragma unroll
                     for (int i = 0; i < UNROLL; i++) {
-                        int c = pass + (i * 32 + lane) * 8;
-                        if (c < in) wv[i] = *(const uint4*)(wr + c);
+                        int c = base + (i * 32 + lane) * 8;
+                        if (c < k1) {
+                            wv[i] = *(const uint4*)(wr + c);
+                            if (N == 1) xv[i] = *(const uint4*)(x + c);
+                        }
                     }
                     #pragma unroll
                     for (int i = 0; i < UNROLL; i++) {
-                        int c = pass + (i * 32 + lane) * 8;
-                        if (c < in) { float f[8]; unpack8(wv[i], f); dot8(x, xs, N, c, f, acc); }
+                        int c = base + (i * 32 + lane) * 8;
+                        if (c < k1) {
+                            float f[8];
+                            unpack8(wv[i], f);
+                            if (N == 1) {
+                                float xf[8];
+                                unpack8(xv[i], xf);
+                                #pragma unroll
+                                for (int j = 0; j < 8; j++) acc[0] = fmaf(f[j], xf[j], acc[0]);
+                            } else dot8(x, xs, N, c, f, acc);
+                        }
                     }
                 }
             }
             #pragma unroll
             for (int t = 0; t < TOK; t++) {
-                if (t < N) {
-                    float v = acc[t];
-                    #pragma unroll
-                    for (int off = 16; off > 0; off >>= 1) v += __shfl_xor_sync(0xffffffffu, v, off);
-                    if (lane == 0) {
-                        if (row >= L && row < L + Rw) y[(long long)t * ys + row - L] = f2bf(v);
-                        else h[(long long)t * (L + R) + (row < L ? row : row - Rw)] = v;
-                    }
-                }
+                float v = acc[t];
+                #pragma unroll
+                for (int off = 16; off > 0; off >>= 1) v += __shfl_xor_sync(0xffffffffu, v, off);
+                if (lane == 0) part[warp][t] = v;
+            }
+            __syncthreads();
+            if (live && g == 0 && lane < N) {
+                float v = 0.f;
+                for (int j = 0; j < group; j++) v += part[warp + j][lane];
+                if (row >= L && row < L + Rw) y[(long long)lane * ys + row - L] = f2bf(v);
+                else h[(long long)lane * (L + R) + (row < L ? row : row - Rw)] = v;
             }
         }
         """;
 
-    private static readonly CudaKernelCache Kernels = new(Source, "decode GEMV kernel", "cuBLAS GEMM", "decode GEMV kernel");
+    private static readonly CudaKernelCache Kernels = new(Source, "decode GEMV kernel", "cuBLAS GEMM and the shrink kernel", "decode GEMV kernel");
 
-    /// <summary>Whether decode-sized projections may use the kernel (default true; <c>METEORA_DECODE_GEMV=off</c> keeps cuBLAS).</summary>
+    /// <summary>Whether MeteoRA's one-token projections may use the kernel (default true; <c>METEORA_DECODE_GEMV=off</c> keeps cuBLAS and the shrink).</summary>
     public static bool Enabled { get; set; } = Environment.GetEnvironmentVariable("METEORA_DECODE_GEMV") is not ("off" or "0" or "false");
 
-    /// <summary>What decode-sized projections use on <paramref name="device"/>, and why.</summary>
+    /// <summary>What MeteoRA's one-token projections use on <paramref name="device"/> for their base rows and gate, and why.</summary>
     public static string Describe(Device device)
     {
         if (device.type != DeviceType.CUDA) return "ATen GEMM (CPU)";
-        if (!Enabled) return "cuBLAS GEMM (decode GEMV kernel switched off)";
+        if (!Enabled) return "cuBLAS GEMM and the shrink kernel (decode GEMV kernel switched off)";
         Kernel(device, out var status);
-        return $"{status}, up to {MaxTokens} tokens";
+        return $"{status}, {MaxTokens} token";
     }
 
     private static CudaKernel? Kernel(Device device, out string status) =>
@@ -178,11 +202,24 @@ internal static unsafe class DecodeGemv
         long xs = x2.stride(0), ldw = w.stride(0), ys = y.stride(0);
         int N = (int)x2.shape[0], inF = (int)x2.shape[1], L = gate is null ? 0 : (int)gate.shape[0], Rw = (int)w.shape[0];
         int R = a is null ? 0 : (int)a.shape[0];
-        void** args = stackalloc void*[14];
+        int group = GroupFor(inF);
+        void** args = stackalloc void*[15];
         args[0] = &xp; args[1] = &xs; args[2] = &N; args[3] = &inF; args[4] = &gp; args[5] = &L; args[6] = &wp; args[7] = &ldw;
-        args[8] = &Rw; args[9] = &ap; args[10] = &R; args[11] = &yp; args[12] = &ys; args[13] = &hp;
-        int rows = L + Rw + R;
-        kernel.Launch((uint)((rows + WarpsPerBlock - 1) / WarpsPerBlock), 32 * WarpsPerBlock, args);
+        args[8] = &Rw; args[9] = &ap; args[10] = &R; args[11] = &yp; args[12] = &ys; args[13] = &hp; args[14] = &group;
+        int rows = L + Rw + R, rowsPerBlock = WarpsPerBlock / group;
+        kernel.Launch((uint)((rows + rowsPerBlock - 1) / rowsPerBlock), 32 * WarpsPerBlock, args);
+    }
+
+    /// <summary>
+    /// Warps per row: about 2 048 inputs each (a pass of eight 16-byte loads per lane), 1, 2, 4 or 8, and
+    /// <paramref name="inFeatures"/> a multiple of 8 per warp (1 otherwise). Short passes spread a long row (the down
+    /// projection's 14 336 inputs) over several warps instead of one warp waiting for memory seven times in a row.
+    /// </summary>
+    internal static int GroupFor(int inFeatures)
+    {
+        int group = 1;
+        while (group < WarpsPerBlock && inFeatures / group > 2048 && inFeatures % (16 * group) == 0) group *= 2;
+        return group;
     }
 
     /// <summary>Unit column stride and 16-byte aligned data and rows, as the kernel's vector loads need.</summary>

@@ -38,19 +38,5 @@ public class Linear : nn.Module<Tensor, Tensor>
     internal static Linear OnView(ProjectionSite site, Tensor weightView) => new(site, weightView);
 
     /// <summary>(…, in) → (…, out).</summary>
-    public override Tensor forward(Tensor x)
-    {
-        if (x.device_type == DeviceType.CUDA && DecodeGemv.Enabled && x.dim() >= 1 && x.numel() <= DecodeGemv.MaxTokens * x.shape[^1])
-        {
-            // A few tokens (decode): the weight streamed by the decode GEMV kernel, where it applies.
-            using var scope = NewDisposeScope();
-            var x2 = x.reshape(-1, x.shape[^1]);                                             // (N, in)
-            if (DecodeGemv.Applies(x2, weight))
-            {
-                var y = DecodeGemv.Apply(x2, weight);                                         // (N, out)
-                return y.view([.. x.shape[..^1], y.shape[1]]).MoveToOuterDisposeScope();
-            }
-        }
-        return nn.functional.linear(x, weight);
-    }
+    public override Tensor forward(Tensor x) => nn.functional.linear(x, weight);
 }

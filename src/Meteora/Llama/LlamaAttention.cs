@@ -60,10 +60,7 @@ public sealed class LlamaAttention : nn.Module
             && !(is_grad_enabled() && (q_proj.weight.requires_grad || k_proj.weight.requires_grad || v_proj.weight.requires_grad || x.requires_grad)))
         {
             int qOut = _heads * _headDim, kvOut = _kvHeads * _headDim;
-            var x2 = x.reshape(-1, x.shape[^1]);                                              // (B·T, hidden)
-            var all = DecodeGemv.Applies(x2, _qkv!)                                           // a few tokens: the decode GEMV kernel
-                ? DecodeGemv.Apply(x2, _qkv!).view([.. x.shape[..^1], -1])
-                : x.matmul(_qkvT);                                                            // (B, T, H·d + 2·Hkv·d)
+            var all = x.matmul(_qkvT);                                                        // (B, T, H·d + 2·Hkv·d)
             return (all.narrow(-1, 0, qOut), all.narrow(-1, qOut, kvOut), all.narrow(-1, qOut + kvOut, kvOut));
         }
         return (q_proj.forward(x), k_proj.forward(x), v_proj.forward(x));

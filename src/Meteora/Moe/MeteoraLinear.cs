@@ -16,7 +16,8 @@ namespace Meteora.Moe;
 /// <see cref="SplitGemmMinTokens"/> tokens on, the base rows and the [A_all; G] rows as two GEMMs), takes the
 /// top-k of the gate columns, scales the rank columns by the routing weights in place and accumulates
 /// <c>z B_allᵀ</c> into the output: on CUDA in bfloat16 the routing is one kernel (<see cref="RoutingKernel"/>), so
-/// a projection is one GEMM, one kernel and one addmm. Every strategy reads its logits from the same GEMM, so all
+/// a projection is one GEMM, one kernel and one addmm. At decode sizes (up to <see cref="SelectiveMixKernel.MaxTokens"/>
+/// tokens) the selective mix kernels replace that and read only the chosen adapters' B columns. Every strategy reads its logits from the same GEMM, so all
 /// strategies route identically. Float32 models compute the
 /// logits with the float32 gate itself (a separate small GEMM), exactly as specified. The float32
 /// <c>moe_gate</c> is the trained and saved weight; <see cref="SyncFusedGate"/> refreshes the copy.

@@ -17,7 +17,7 @@ namespace Meteora.Moe;
 ///   the dense path's scaling and addmm with beta = 1 do. Only the k chosen adapters' columns of B are read.</item>
 /// </list>
 /// The base GEMM <c>x Wᵀ</c> runs before them (cuBLAS) and the expand adds into its output, so a projection is three
-/// launches, against five on the fused-GEMM path (cast, float32 gate GEMM, [W; A; G] GEMM, routing kernel, addmm),
+/// launches (at one token two: <c>Llama.DecodeGemv</c> computes the base rows, gate logits and rank values at once), against five on the fused-GEMM path (cast, float32 gate GEMM, [W; A; G] GEMM, routing kernel, addmm),
 /// whose small GEMMs at one or a few tokens cost far more than the bytes they read. The dense path adds the zero
 /// products of the adapters not picked, so the two differ only in float32 summation order (and a NaN in an
 /// unpicked adapter's rank values, which the dense path spreads as 0·NaN, does not reach the output here).

@@ -5,7 +5,7 @@ using static TorchSharp.torch;
 
 namespace Meteora.Tests.Llama;
 
-/// <summary>The decode GEMV kernel: it compiles for our GPUs, stays off the CPU path, and on CUDA matches the GEMM.</summary>
+/// <summary>The decode GEMV kernel (MeteoRA's one-token projections): it compiles for our GPUs, stays off the CPU path, and on CUDA matches the GEMM.</summary>
 public class DecodeGemvTests
 {
     [NvrtcFact]
@@ -24,6 +24,18 @@ public class DecodeGemvTests
         Assert.Equal("ATen GEMM (CPU)", DecodeGemv.Describe(CPU));
     }
 
+    [Theory]
+    [InlineData(4096, 2)]     // one pass of 2 048 inputs per warp
+    [InlineData(14336, 8)]    // the down projection: 1 792 per warp
+    [InlineData(2048, 1)]
+    [InlineData(200, 1)]
+    [InlineData(4104, 1)]     // 4104 = 8·513: two warps would get 2 052, not whole 8-wide chunks
+    public void LongRowsAreSplitOverWarpsInWholeChunks(int inFeatures, int group)
+    {
+        Assert.Equal(group, DecodeGemv.GroupFor(inFeatures));
+        Assert.Equal(0, inFeatures % (8 * group));
+    }
+
     [CudaFact]
     public void OnCudaItMatchesTheGemmAndTheFloat32AdapterRows()
     {
@@ -37,14 +49,15 @@ public class DecodeGemvTests
             var w = randn(1000, inF, ScalarType.BFloat16, CUDA) * 0.02;
             var gate = randn(28, inF, ScalarType.Float32, CUDA);
             var a = (randn(224, inF, ScalarType.BFloat16, CUDA) * 0.02).contiguous();
-            Assert.True(DecodeGemv.Applies(x, w), $"N {n}, in {inF}");
+            // The paths hand it one token (DecodeGemv.MaxTokens); the kernel itself takes up to eight.
+            Assert.Equal(n <= DecodeGemv.MaxTokens, DecodeGemv.Applies(x, w));
             var (y, h) = DecodeGemv.ApplyWithAdapters(x, w, gate, a);
             var reference = x.to(ScalarType.Float32).matmul(w.to(ScalarType.Float32).t());            // (N, 1000)
             var diff = (y.to(ScalarType.Float32) - reference).abs();
             Assert.True(diff.le(reference.abs() * (1.0 / 128) + 1e-3).all().item<bool>(), $"N {n}, in {inF}: max |y − x Wᵀ| {diff.max().item<float>()}");
             var hRef = cat([x.to(ScalarType.Float32).matmul(gate.t()), x.to(ScalarType.Float32).matmul(a.to(ScalarType.Float32).t())], 1);
             Assert.True((h - hRef).abs().le(hRef.abs() * 1e-4 + 1e-3).all().item<bool>(), $"N {n}, in {inF}: h");
-            Assert.True(DecodeGemv.Apply(x, w).equal(y).all().item<bool>(), "the plain launch gives the same base rows");
+            Assert.True(DecodeGemv.Apply(x, w).eq(y).all().item<bool>(), "the plain launch gives the same base rows");
         }
     }
 }
