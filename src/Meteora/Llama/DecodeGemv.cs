@@ -35,13 +35,6 @@ internal static unsafe class DecodeGemv
         #define TOK 8
         #define UNROLL 8
 
-        __device__ __forceinline__ void unpack8(uint4 u, float* f)
-        {
-            f[0] = __uint_as_float(u.x << 16); f[1] = __uint_as_float(u.x & 0xffff0000u);
-            f[2] = __uint_as_float(u.y << 16); f[3] = __uint_as_float(u.y & 0xffff0000u);
-            f[4] = __uint_as_float(u.z << 16); f[5] = __uint_as_float(u.z & 0xffff0000u);
-            f[6] = __uint_as_float(u.w << 16); f[7] = __uint_as_float(u.w & 0xffff0000u);
-        }
 
         // acc[t] += x_t[c : c+8] · f[0:8] for the N tokens (x rows xs apart, cached: every warp reads them).
         __device__ __forceinline__ void dot8(const bf16* x, long long xs, int N, int c, const float* f, float* acc)

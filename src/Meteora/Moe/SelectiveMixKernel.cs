@@ -41,14 +41,6 @@ internal static unsafe class SelectiveMixKernel
         #define TOK 8
         #define MAXC 4
 
-        // Eight bfloat16 values packed in 16 bytes (little endian: the low half of each word comes first).
-        __device__ __forceinline__ void unpack8(uint4 u, float* f)
-        {
-            f[0] = __uint_as_float(u.x << 16); f[1] = __uint_as_float(u.x & 0xffff0000u);
-            f[2] = __uint_as_float(u.y << 16); f[3] = __uint_as_float(u.y & 0xffff0000u);
-            f[4] = __uint_as_float(u.z << 16); f[5] = __uint_as_float(u.z & 0xffff0000u);
-            f[6] = __uint_as_float(u.w << 16); f[7] = __uint_as_float(u.w & 0xffff0000u);
-        }
 
         // One block per (row j of [G; A_all], group of TOK tokens). x (N, in) bfloat16 with row stride xs; G (L, in)
         // float32 and A (R, in) bfloat16, contiguous; in a multiple of 8 and every row 16-byte aligned.
