@@ -214,7 +214,7 @@ public static class BenchCommand
 
             ctx.Err.WriteLine($"bench model: {configName} ({cfg.NumHiddenLayers} layers, hidden {cfg.HiddenSize}), {TorchRuntime.Name(dtype)} on {device}, random weights; " +
                 (CudaRuntime.PoolAllocatorRequested ? "memory from the cudaMallocAsync pool" : "no memory figures"));
-            if (variantNames.Any(v => v.StartsWith("top"))) ctx.Err.WriteLine($"  dense routing: {RoutingKernel.Describe(device)}; decode sizes: {SelectiveMixKernel.Describe(device)}; one token: {Meteora.Llama.DecodeGemv.Describe(device)}");
+            if (variantNames.Any(v => v.StartsWith("top"))) ctx.Err.WriteLine($"  dense routing: {RoutingKernel.Describe(device)}; decode sizes: {SelectiveMixKernel.Describe(device)}");
             if (dtype == ScalarType.BFloat16) ctx.Err.WriteLine($"  norms, rotary, SiLU·up: {Meteora.Llama.FusedKernels.Describe(device)}; decode attention: {Meteora.Llama.DecodeAttention.Describe(device)}");
             var results = new List<ModelBenchResult>();
             void Report(ModelBenchResult x)
@@ -320,7 +320,7 @@ public static class BenchCommand
             var cfg = LlamaPresets.Resolve(configName);
             string name = p.GetValue(variant)!;
             ctx.Err.WriteLine($"bench phases: {configName} ({cfg.NumHiddenLayers} layers, hidden {cfg.HiddenSize}), {name}, {TorchRuntime.Name(dtype)} on {device}; " +
-                $"norms, rotary, SiLU·up: {FusedKernels.Describe(device)}; decode attention: {DecodeAttention.Describe(device)}" + (name == "base" ? "" : $"; dense routing: {RoutingKernel.Describe(device)}; decode sizes: {SelectiveMixKernel.Describe(device)}; one token: {DecodeGemv.Describe(device)}"));
+                $"norms, rotary, SiLU·up: {FusedKernels.Describe(device)}; decode attention: {DecodeAttention.Describe(device)}" + (name == "base" ? "" : $"; dense routing: {RoutingKernel.Describe(device)}; decode sizes: {SelectiveMixKernel.Describe(device)}"));
             var results = new List<PhaseBreakdown>();
             void Run(LlamaForCausalLM lm)
             {

@@ -142,7 +142,8 @@ public sealed class MeteoraLinear : Linear
         {
             // Decode sizes: the base output, float32 gate logits and rank values (one decode GEMV launch, or cuBLAS and the
             // shrink kernel), then the expand kernel adds only the chosen adapters' B columns.
-            var xa = SelectiveMixKernel.Aligned(x2) ? x2 : x2.contiguous();
+            // A contiguous view can still start off a 16-byte boundary (a narrow of a wider row): then a fresh copy.
+            var xa = SelectiveMixKernel.Aligned(x2) ? x2 : x2.contiguous() is var c && SelectiveMixKernel.Aligned(c) ? c : x2.clone();
             int r = Adapters.UniformRank!.Value, k = Math.Min(_routing.TopK, _n);
             if (DecodeGemv.Applies(xa, weight))
             {
@@ -252,7 +253,7 @@ public sealed class MeteoraLinear : Linear
     /// </summary>
     private (Runtime.CudaKernel, Runtime.CudaKernel)? SelectiveKernelsFor(Tensor x2)
     {
-        if (!SelectiveMixKernel.Enabled || x2.shape[0] > SelectiveMixKernel.MaxTokens || !ExactRanking.Enabled
+        if (!SelectiveMixKernel.Enabled || x2.shape[0] < 1 || x2.shape[0] > SelectiveMixKernel.MaxTokens || !ExactRanking.Enabled
             || Adapters.UniformRank is not { } r || r > SelectiveMixKernel.MaxRank || Site.InFeatures % 8 != 0
             || RoutingKernelFor(x2, Math.Min(_routing.TopK, _n), rows: false) is null)
             return null;

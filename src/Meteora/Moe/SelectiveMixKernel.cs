@@ -28,14 +28,15 @@ internal static unsafe class SelectiveMixKernel
 {
     /// <summary>Largest per-adapter rank the kernels take.</summary>
     public const int MaxRank = 64;
-    private const int ExpandThreads = 256, TokensPerShrinkBlock = 8, ChunksPerThread = 4;
+    private const int ExpandThreads = 256, TokensPerShrinkBlock = 8, ChunksPerThread = 4, MaxShrinkThreads = 512;
 
     /// <summary>
     /// Threads per shrink block: enough for one pass over a row of <paramref name="inFeatures"/> (each thread four
-    /// 8-wide chunks, all loads issued at once), a whole number of warps, 64 to 1 024.
+    /// 8-wide chunks, all loads issued at once), a whole number of warps, 64 to 512 (the kernel's launch bound: wider
+    /// rows take more passes; 1 024 threads would need at most 64 registers each, which NVRTC does not promise).
     /// </summary>
     internal static uint ShrinkThreadsFor(int inFeatures) =>
-        (uint)Math.Clamp((inFeatures / (8 * ChunksPerThread) + 31) / 32 * 32, 64, 1024);
+        (uint)Math.Clamp((inFeatures / (8 * ChunksPerThread) + 31) / 32 * 32, 64, MaxShrinkThreads);
 
     internal const string Source = RoutingKernel.Ranking + """
         #define TOK 8
@@ -47,7 +48,7 @@ internal static unsafe class SelectiveMixKernel
         // h (N, L + R) float32: h[n, j] = x_n · G_j for j < L, x_n · A_{j−L} from L on.
         // Each thread takes MAXC 8-wide chunks of the row per pass and issues all their loads before it multiplies (the
         // host sizes the block so that one pass covers the row): the block waits for memory once, not once per chunk.
-        extern "C" __global__ void meteora_shrink_bf16(const bf16* x, long long xs, int N, int in, const float* G, int L,
+        extern "C" __global__ void __launch_bounds__(512) meteora_shrink_bf16(const bf16* x, long long xs, int N, int in, const float* G, int L,
                                                        const bf16* A, int R, float* h)
         {
             __shared__ float part[TOK * 32];
@@ -174,9 +175,10 @@ internal static unsafe class SelectiveMixKernel
     {
         if (device.type != DeviceType.CUDA) return "the fused GEMM's dense mix (CPU)";
         if (!Enabled) return "the fused GEMM's dense mix (selective mix kernels switched off)";
+        if (!RoutingKernel.Enabled) return "the fused GEMM's dense mix with ATen routing (the routing kernel, which they need, is switched off)";
         if (!ExactRanking.Enabled) return "the fused GEMM's dense mix (exact ranking off: the kernels rank with the float32 gate)";
-        TryGet(device.index < 0 ? 0 : device.index, out var status);
-        return $"{status}, up to {MaxTokens} tokens";
+        return TryGet(device.index < 0 ? 0 : device.index, out var status) is null ? status
+            : $"{status}, up to {MaxTokens} tokens; at one token the base rows: {Llama.DecodeGemv.Describe(device)}";
     }
 
     /// <summary>
@@ -189,6 +191,11 @@ internal static unsafe class SelectiveMixKernel
     {
         using var scope = NewDisposeScope();
         int N = (int)x.shape[0], inF = (int)x.shape[1], L = adapters, R = adapters * rank;
+        if (x.dtype != ScalarType.BFloat16 || x.dim() != 2 || inF % 8 != 0 || !Aligned(x) || gate.dtype != ScalarType.Float32
+            || !gate.is_contiguous() || !Aligned(gate) || gate.shape[0] != L || gate.shape[1] != inF || a.dtype != ScalarType.BFloat16
+            || !a.is_contiguous() || !Aligned(a) || a.shape[0] != R || a.shape[1] != inF)
+            throw new ArgumentException($"selective mix: x {string.Join('×', x.shape)} {x.dtype}, gate {string.Join('×', gate.shape)} {gate.dtype} and " +
+                $"A {string.Join('×', a.shape)} {a.dtype} do not fit {L} adapters of rank {rank} on 16-byte aligned rows of a multiple of 8 inputs");
         var h = empty(N, L + R, ScalarType.Float32, x.device);                             // (N, L + ΣR)
         IntPtr xp = DeviceMemory.Address(x), gp = DeviceMemory.Address(gate), ap = DeviceMemory.Address(a), hp = DeviceMemory.Address(h);
         long xs = x.stride(0);
@@ -209,6 +216,10 @@ internal static unsafe class SelectiveMixKernel
         int L = adapters, r = rank, k = topK, outF = (int)y.shape[1], N = (int)y.shape[0];
         if (h.dtype != ScalarType.Float32 || !h.is_contiguous() || h.shape[0] != N || h.shape[1] != L + L * r)
             throw new ArgumentException($"selective mix: h {string.Join('×', h.shape)} {h.dtype} does not fit {N} tokens of {L} adapters of rank {r}");
+        if (L < 1 || L > RoutingKernel.MaxAdapters || k < 1 || k > Math.Min(L, RoutingKernel.MaxTopK) || r < 1 || r > MaxRank)
+            throw new ArgumentException($"selective mix: top-{k} of {L} adapters of rank {r} (1 ≤ k ≤ min(L, {RoutingKernel.MaxTopK}), L ≤ {RoutingKernel.MaxAdapters}, r ≤ {MaxRank})");
+        if (b.dtype != ScalarType.BFloat16 || !b.is_contiguous() || b.shape[0] != outF || b.shape[1] != L * r || y.dtype != ScalarType.BFloat16 || y.stride(1) != 1)
+            throw new ArgumentException($"selective mix: B {string.Join('×', b.shape)} {b.dtype} and y {string.Join('×', y.shape)} {y.dtype} do not fit {L} adapters of rank {r}");
         IntPtr yp = DeviceMemory.Address(y), bp = DeviceMemory.Address(b), hp = DeviceMemory.Address(h);
         long ys = y.stride(0);
         float invT = (float)(1.0 / temperature);
