@@ -35,7 +35,7 @@ public static class EvalCommand
         var seed = new Option<int>("--seed") { Description = "seed for building composite prompts", DefaultValueFactory = _ => 0 };
         var guided = new Option<bool>("--composite-guided") { Description = "composite: the evaluator writes each answer line's number and problem, the model completes only the answers (default: the model writes the whole answer block)" };
         var paper = new Option<bool>("--paper-metrics") { Description = "accuracy as the original MeteoRA code's \"fuzzy\" mode computes it (the lower-cased reference contained in the stripped, lower-cased answer)" };
-        var routeByTask = new Option<string?>("--route-by-task") { Description = "mode meteora, diagnostic: route all, prompt or answer tokens to the adapter named like the task instead of asking the gates (all = PEFT-oracle computed through the MeteoRA model)" };
+        var routeByTask = new Option<string?>("--route-by-task") { Description = "mode meteora, diagnostic: route all, prompt or answer tokens to the adapter named like the task instead of asking the gates (all = PEFT-oracle computed through the MeteoRA model); with --composite-guided, to each line's task while the model completes that line" };
         var cmd = new Command("eval", "Per-task accuracy of base, PEFT-oracle, LoRA-B, average merge, Arrow or MeteoRA on task data")
             { model, mode, meteora, adaptersDir, adapter, data, tasks, limit, batch, maxNew, topK, temperature, output, paper, composite, compositeExamples, seed, guided, routeByTask };
         cmd.SetAction(p =>
@@ -57,12 +57,13 @@ public static class EvalCommand
             if (names.Count == 0) throw new MeteoraException($"{dataFolder}: no task folders with test.jsonl");
 
             ForcedRoutingScope? forcedScope = p.GetValue(routeByTask) is { } scopeText ? ForcedRouting.ParseScope(scopeText) : null;
-            if (forcedScope is not null && (m != "meteora" || p.GetValue(composite) is not null))
-                throw new MeteoraException("--route-by-task works with --mode meteora on single tasks (not --composite)");
+            if (forcedScope is not null && (m != "meteora" || p.GetValue(composite) is not null && !p.GetValue(guided)))
+                throw new MeteoraException("--route-by-task works with --mode meteora, on single tasks or guided composite prompts (--composite N --composite-guided)");
             using var tokenizer = HfTokenizer.Load(baseFolder);
             if (p.GetValue(composite) is { } cn)
                 return RunComposite(ctx, m, baseFolder, dataFolder, names, cn, p.GetValue(compositeExamples), p.GetValue(seed), b, maxTokens,
-                    p.GetValue(adapter), p.GetValue(adaptersDir), p.GetValue(meteora), p.GetValue(topK), p.GetValue(temperature), p.GetValue(output)!, tokenizer, p.GetValue(guided));
+                    p.GetValue(adapter), p.GetValue(adaptersDir), p.GetValue(meteora), p.GetValue(topK), p.GetValue(temperature), p.GetValue(output)!, tokenizer, p.GetValue(guided),
+                    forcedScope);
             var scores = new List<TaskScore>();
             void Run(string task, LlamaForCausalLM lm)
             {
@@ -160,16 +161,25 @@ public static class EvalCommand
     /// <summary>Composite-n: one model (base, lora-b with --adapter, merge-avg, meteora or arrow) answers n sub-problems per prompt.</summary>
     private static int RunComposite(CliContext ctx, string mode, string baseFolder, string dataFolder, List<string> names,
         int n, int examples, int seed, int batch, int maxTokens, string? adapter, string? adaptersDir, string? meteora, int? topK, double? temperature,
-        string outDir, HfTokenizer tokenizer, bool guided)
+        string outDir, HfTokenizer tokenizer, bool guided, ForcedRoutingScope? forcedScope)
     {
         if (examples < 1) throw new MeteoraException("--composite-examples must be ≥ 1");
         using var loaded = LoadOneModel(ctx, mode, baseFolder, adapter, adaptersDir, meteora, topK, temperature)
             ?? throw new MeteoraException($"--composite works with --mode base, lora-b, merge-avg, meteora or arrow (one model for every sub-problem), not '{mode}'");
-        var score = CompositeEvaluator.Evaluate(loaded.Lm, tokenizer, dataFolder, names, n, examples, seed, batch, maxTokens, guided);
+        // --route-by-task on guided composite prompts: while the model completes line i, the scope's tokens go to line i's
+        // task adapter (every task's adapter looked up first, so a missing one fails at once).
+        Action<string?>? routeLineTo = null;
+        if (forcedScope is { } scope && loaded.Meteora is { } forcedModel)
+        {
+            var forced = names.ToDictionary(t => t, t => new ForcedRouting(AdapterFor(forcedModel, t), scope));
+            routeLineTo = task => forcedModel.Routing.Forced = task is null ? null : forced[task];
+        }
+        var score = CompositeEvaluator.Evaluate(loaded.Lm, tokenizer, dataFolder, names, n, examples, seed, batch, maxTokens, guided, routeLineTo);
         if (loaded.Meteora is { } mm && score.First is { } first) Meteora.Reporting.RoutingHeatmap.WriteForAnswer(mm, tokenizer, first.Prompt, first.Output, outDir, n,
             mode == "arrow" ? "Arrow" : "MeteoRA");
         Directory.CreateDirectory(outDir);
-        var md = new System.Text.StringBuilder($"# Composite-{n}{(guided ? " (guided)" : "")}: {mode}\n\n| task | accuracy |\n| --- | ---: |\n");
+        string routed = forcedScope is { } fsc ? $", {fsc.ToString().ToLowerInvariant()} tokens routed to each line's task" : "";
+        var md = new System.Text.StringBuilder($"# Composite-{n}{(guided ? " (guided)" : "")}: {mode}{routed}\n\n| task | accuracy |\n| --- | ---: |\n");
         foreach (var (task, acc) in score.PerTask.OrderBy(kv => kv.Key, StringComparer.Ordinal)) md.AppendLine($"| {task} | {acc:F3} |");
         Meteora.Reporting.AccuracyChart.Write(Path.Combine(outDir, $"composite-{n}.png"), $"composite-{n} ({mode}): accuracy per sub-task",
             score.PerTask.OrderBy(kv => kv.Key, StringComparer.Ordinal).Select(kv => (kv.Key, kv.Value)).ToList());
@@ -177,7 +187,8 @@ public static class EvalCommand
         Meteora.IO.AtomicFile.WriteAllText(Path.Combine(outDir, $"composite-{n}.md"), md.ToString());
         Meteora.IO.AtomicFile.WriteAllText(Path.Combine(outDir, $"composite-{n}.json"), CliJson.Serialize(new
         {
-            mode, n, guided, examples = score.Examples, seed, per_task = score.PerTask, average_correct = score.AverageCorrect,
+            mode, n, guided, route_by_task = forcedScope?.ToString().ToLowerInvariant() ?? "no", examples = score.Examples, seed,
+            per_task = score.PerTask, average_correct = score.AverageCorrect,
         }, indented: true));
         ctx.Out.Write(md.ToString());
         ctx.Err.WriteLine($"report written to {outDir} (composite-{n}.json, composite-{n}.md)");

@@ -27,9 +27,16 @@ public static class CompositeEvaluator
     /// answers, and routing still has to switch at each line, but a model that cannot copy a line is not failed
     /// for that
     /// </param>
+    /// <param name="routeLineTo">
+    /// Guided only, a diagnostic: called with each line's task before the model completes that line's answer (and with
+    /// null at the end), so the caller can route the model by hand for it (<c>eval --route-by-task</c> on composite
+    /// prompts: is what a composite answer loses the gates' or the adapters'?). Rows whose line i belongs to different
+    /// tasks are generated in separate calls.
+    /// </param>
     public static CompositeScore Evaluate(LlamaForCausalLM lm, HfTokenizer tokenizer, string dataFolder, IReadOnlyList<string> tasks,
-        int n, int examples, int seed, int batchSize, int maxNewTokensPerPart, bool guided = false)
+        int n, int examples, int seed, int batchSize, int maxNewTokensPerPart, bool guided = false, Action<string?>? routeLineTo = null)
     {
+        if (routeLineTo is not null && !guided) throw new ArgumentException("routing each line by hand needs guided composite prompts (the evaluator knows where each line starts)");
         var train = tasks.ToDictionary(t => t, t => TaskData.ReadTrain(Path.Combine(dataFolder, t)));
         var test = tasks.ToDictionary(t => t, t => TaskData.ReadJsonl(Path.Combine(dataFolder, t, "test.jsonl")));
         var metrics = tasks.ToDictionary(t => t, t => TaskEvaluator.MetricOf(Path.Combine(dataFolder, t)));
@@ -56,7 +63,7 @@ public static class CompositeEvaluator
         {
             var batch = built.Skip(i).Take(batchSize).ToList();
             var prompts = batch.Select(b => tokenizer.Encode(b.Prompt)).ToList();
-            var outputs = guided ? GuidedAnswerBlocks(generator, tokenizer, batch, newline, maxNewTokensPerPart, options.SuppressIds.ToHashSet())
+            var outputs = guided ? GuidedAnswerBlocks(generator, tokenizer, batch, newline, maxNewTokensPerPart, options.SuppressIds.ToHashSet(), routeLineTo)
                 : generator.Generate(prompts, options).Select(ids => tokenizer.Decode(ids)).ToList();
             first ??= (prompts[0], tokenizer.Encode(outputs[0], addSpecialTokens: false));
             foreach (var (example, text) in batch.Zip(outputs))
@@ -79,10 +86,11 @@ public static class CompositeEvaluator
     /// <summary>
     /// Guided answer blocks: for i = 1…n the evaluator appends "i. problem" and the model continues greedily until it
     /// ends the line or the answer (a newline or EOS: an adapter ends its answer with EOS, as it was trained); the line
-    /// joins the sequence before the next. Returns each example's answer block.
+    /// joins the sequence before the next. Returns each example's answer block. With <paramref name="routeLineTo"/>, the rows
+    /// of each line are generated task by task, the callback told the task first (null when done).
     /// </summary>
     internal static List<string> GuidedAnswerBlocks(TextGenerator generator, HfTokenizer tokenizer, IReadOnlyList<CompositeExample> batch,
-        int newline, int maxNewTokensPerPart, HashSet<int> eos)
+        int newline, int maxNewTokensPerPart, HashSet<int> eos, Action<string?>? routeLineTo = null)
     {
         var blocks = batch.Select(_ => new System.Text.StringBuilder()).ToList();
         var options = new GenerationOptions
@@ -94,14 +102,22 @@ public static class CompositeEvaluator
         for (int i = 0; i < n; i++)
         {
             var heads = batch.Select((b, r) => $"{i + 1}. {b.Parts[i].Prompt}").ToList();
-            var prompts = batch.Select((b, r) => tokenizer.Encode(b.Prompt + blocks[r] + heads[r])).ToList();
-            var outputs = generator.Generate(prompts, options);
-            for (int r = 0; r < batch.Count; r++)
+            // Without hand routing one call for the whole batch; with it, one per task of this line.
+            var groups = routeLineTo is null ? [Enumerable.Range(0, batch.Count).ToList()]
+                : Enumerable.Range(0, batch.Count).GroupBy(r => batch[r].Parts[i].Task).Select(g => g.ToList()).ToList();
+            foreach (var rows in groups)
             {
-                string line = tokenizer.Decode(outputs[r]).Split('\n')[0];
-                blocks[r].Append(heads[r]).Append(line).Append('\n');
+                routeLineTo?.Invoke(batch[rows[0]].Parts[i].Task);
+                var prompts = rows.Select(r => tokenizer.Encode(batch[r].Prompt + blocks[r] + heads[r])).ToList();
+                var outputs = generator.Generate(prompts, options);
+                foreach (var (r, output) in rows.Zip(outputs))
+                {
+                    string line = tokenizer.Decode(output).Split('\n')[0];
+                    blocks[r].Append(heads[r]).Append(line).Append('\n');
+                }
             }
         }
+        routeLineTo?.Invoke(null);
         return blocks.Select(b => b.ToString()).ToList();
     }
 }

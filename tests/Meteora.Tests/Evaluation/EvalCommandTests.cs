@@ -79,6 +79,71 @@ public class RouteByTaskTests
     }
 }
 
+public class CompositeRouteByTaskTests
+{
+    [Fact]
+    public void GuidedCompositeLinesRoutedToTheirTaskGiveThatAdaptersOwnContinuation()
+    {
+        using var dir = Fixture.TempDir();
+        Meteora.Evaluation.TaskSuite.Write(dir["data"], trainPerTask: 10, testPerTask: 10, seed: 2, only: ["add", "reverse", "upper"]);
+        string[] tasks = ["add", "reverse", "upper"];
+        var train = tasks.ToDictionary(t => t, t => TaskData.ReadTrain(Path.Combine(dir["data"], t)));
+        var test = tasks.ToDictionary(t => t, t => TaskData.ReadJsonl(Path.Combine(dir["data"], t, "test.jsonl")));
+        var rng = new Random(5);
+        var batch = Enumerable.Range(0, 3).Select(_ => Meteora.Evaluation.CompositePrompt.Build(train, test, 3, rng)).ToList();
+        using var tok = Meteora.Tokenization.HfTokenizer.Load(Fixture.Base);
+        int newline = tok.Encode("\n", addSpecialTokens: false).Single();
+        var eos = new HashSet<int> { 2 };
+        using var mm = Meteora.Moe.MeteoraModel.Load(Fixture.Base, Fixture.Meteora, CPU, ScalarType.Float32);
+        var calls = new List<string?>();
+        var blocks = Meteora.Evaluation.CompositeEvaluator.GuidedAnswerBlocks(new Meteora.Generation.TextGenerator(mm.Model), tok, batch, newline, 4, eos,
+            task =>
+            {
+                calls.Add(task);
+                mm.Routing.Forced = task is null ? null : new Meteora.Moe.ForcedRouting(mm.AdapterNames.ToList().IndexOf(task), Meteora.Moe.ForcedRoutingScope.All);
+            });
+        Assert.Null(calls[^1]);                                                // routing handed back to the gates at the end
+        Assert.Null(mm.Routing.Forced);
+        // One call per task of each line, in line order.
+        var expected = Enumerable.Range(0, 3).SelectMany(i => batch.Select(b => b.Parts[i].Task).Distinct()).ToList();
+        Assert.Equal(expected, calls.Take(calls.Count - 1).ToList());
+        // Each line, every token routed to its task's adapter, is what PEFT with that adapter writes after the same text.
+        var peft = tasks.ToDictionary(t => t, t => LoraModel.Load(Fixture.Base, Fixture.Adapter(t), CPU, ScalarType.Float32));
+        try
+        {
+            var options = new Meteora.Generation.GenerationOptions
+            {
+                MaxNewTokens = 5,
+                StopWhen = row => row.Count > 0 && (row[^1] == newline || eos.Contains(row[^1])),
+            };
+            for (int r = 0; r < batch.Count; r++)
+            {
+                var lines = blocks[r].Split('\n', StringSplitOptions.RemoveEmptyEntries);
+                Assert.Equal(3, lines.Length);
+                string before = "";
+                for (int i = 0; i < 3; i++)
+                {
+                    var part = batch[r].Parts[i];
+                    string head = $"{i + 1}. {part.Prompt}";
+                    var ids = tok.Encode(batch[r].Prompt + before + head);
+                    var output = new Meteora.Generation.TextGenerator(peft[part.Task]).Generate([ids], options)[0];
+                    Assert.Equal(head + tok.Decode(output).Split('\n')[0], lines[i]);
+                    before += lines[i] + "\n";
+                }
+            }
+        }
+        finally { foreach (var m in peft.Values) m.Dispose(); }
+
+        using var cli = Fixture.TempDir();
+        var run = CliRunner.Run("eval", "--model", Fixture.Base, "--mode", "meteora", "--meteora", Fixture.Meteora, "--data", dir["data"],
+            "--composite", "3", "--composite-guided", "--route-by-task", "all", "--composite-examples", "2", "--max-new-tokens", "4", "--out", cli["report"]);
+        Assert.Equal(0, run.ExitCode);
+        Assert.Contains("\"route_by_task\": \"all\"", File.ReadAllText(Path.Combine(cli["report"], "composite-3.json")));
+        CliRunner.AssertUserError(CliRunner.Run("eval", "--model", Fixture.Base, "--mode", "meteora", "--meteora", Fixture.Meteora, "--data", dir["data"],
+            "--composite", "3", "--route-by-task", "all", "--out", cli["e"]), "guided composite prompts (--composite N --composite-guided)");
+    }
+}
+
 public class MultiTaskLoraTests
 {
     [Fact]
