@@ -35,7 +35,7 @@ public static class EvalCommand
         var seed = new Option<int>("--seed") { Description = "seed for building composite prompts", DefaultValueFactory = _ => 0 };
         var guided = new Option<bool>("--composite-guided") { Description = "composite: the evaluator writes each answer line's number and problem, the model completes only the answers (default: the model writes the whole answer block)" };
         var paper = new Option<bool>("--paper-metrics") { Description = "accuracy as the original MeteoRA code's \"fuzzy\" mode computes it (the lower-cased reference contained in the stripped, lower-cased answer)" };
-        var routeByTask = new Option<string?>("--route-by-task") { Description = "mode meteora, diagnostic: route all, prompt or answer tokens to the adapter named like the task instead of asking the gates (all = PEFT-oracle computed through the MeteoRA model); with --composite-guided, to each line's task while the model completes that line" };
+        var routeByTask = new Option<string?>("--route-by-task") { Description = "mode meteora, diagnostic: route all, prompt or answer tokens to the adapter named like the task instead of asking the gates (all = PEFT-oracle computed through the MeteoRA model); with --composite-guided, to each line's task while the model completes that line, or tokens: every token to its own line's task" };
         var cmd = new Command("eval", "Per-task accuracy of base, PEFT-oracle, LoRA-B, average merge, Arrow or MeteoRA on task data")
             { model, mode, meteora, adaptersDir, adapter, data, tasks, limit, batch, maxNew, topK, temperature, output, paper, composite, compositeExamples, seed, guided, routeByTask };
         cmd.SetAction(p =>
@@ -56,14 +56,18 @@ public static class EvalCommand
             }
             if (names.Count == 0) throw new MeteoraException($"{dataFolder}: no task folders with test.jsonl");
 
-            ForcedRoutingScope? forcedScope = p.GetValue(routeByTask) is { } scopeText ? ForcedRouting.ParseScope(scopeText) : null;
+            // "tokens" (guided composite only): every token of a line to its own task, generated tokens to the line's task.
+            bool perToken = p.GetValue(routeByTask) == "tokens";
+            if (perToken && (p.GetValue(composite) is null || !p.GetValue(guided)))
+                throw new MeteoraException("--route-by-task tokens works on guided composite prompts (--composite N --composite-guided)");
+            ForcedRoutingScope? forcedScope = p.GetValue(routeByTask) is { } scopeText ? perToken ? ForcedRoutingScope.All : ForcedRouting.ParseScope(scopeText) : null;
             if (forcedScope is not null && (m != "meteora" || p.GetValue(composite) is not null && !p.GetValue(guided)))
                 throw new MeteoraException("--route-by-task works with --mode meteora, on single tasks or guided composite prompts (--composite N --composite-guided)");
             using var tokenizer = HfTokenizer.Load(baseFolder);
             if (p.GetValue(composite) is { } cn)
                 return RunComposite(ctx, m, baseFolder, dataFolder, names, cn, p.GetValue(compositeExamples), p.GetValue(seed), b, maxTokens,
                     p.GetValue(adapter), p.GetValue(adaptersDir), p.GetValue(meteora), p.GetValue(topK), p.GetValue(temperature), p.GetValue(output)!, tokenizer, p.GetValue(guided),
-                    forcedScope);
+                    forcedScope, perToken);
             var scores = new List<TaskScore>();
             void Run(string task, LlamaForCausalLM lm)
             {
@@ -161,24 +165,27 @@ public static class EvalCommand
     /// <summary>Composite-n: one model (base, lora-b with --adapter, merge-avg, meteora or arrow) answers n sub-problems per prompt.</summary>
     private static int RunComposite(CliContext ctx, string mode, string baseFolder, string dataFolder, List<string> names,
         int n, int examples, int seed, int batch, int maxTokens, string? adapter, string? adaptersDir, string? meteora, int? topK, double? temperature,
-        string outDir, HfTokenizer tokenizer, bool guided, ForcedRoutingScope? forcedScope)
+        string outDir, HfTokenizer tokenizer, bool guided, ForcedRoutingScope? forcedScope, bool perToken)
     {
         if (examples < 1) throw new MeteoraException("--composite-examples must be ≥ 1");
         using var loaded = LoadOneModel(ctx, mode, baseFolder, adapter, adaptersDir, meteora, topK, temperature)
             ?? throw new MeteoraException($"--composite works with --mode base, lora-b, merge-avg, meteora or arrow (one model for every sub-problem), not '{mode}'");
         // --route-by-task on guided composite prompts: while the model completes line i, the scope's tokens go to line i's
         // task adapter (every task's adapter looked up first, so a missing one fails at once).
-        Action<string?>? routeLineTo = null;
+        // With "tokens", every token of the text the model reads goes to its own line's task (the gates route the rest).
+        GuidedRouting? routing = null;
         if (forcedScope is { } scope && loaded.Meteora is { } forcedModel)
         {
-            var forced = names.ToDictionary(t => t, t => new ForcedRouting(AdapterFor(forcedModel, t), scope));
-            routeLineTo = task => forcedModel.Routing.Forced = task is null ? null : forced[task];
+            var index = names.ToDictionary(t => t, t => AdapterFor(forcedModel, t));
+            routing = new GuidedRouting((task, tokenTasks) => forcedModel.Routing.Forced = task is null ? null
+                : new ForcedRouting(index[task], scope, tokenTasks?.Select(x => x is null ? -1 : index.TryGetValue(x, out int a) ? a : AdapterFor(forcedModel, x)).ToArray()),
+                perToken);
         }
-        var score = CompositeEvaluator.Evaluate(loaded.Lm, tokenizer, dataFolder, names, n, examples, seed, batch, maxTokens, guided, routeLineTo);
+        var score = CompositeEvaluator.Evaluate(loaded.Lm, tokenizer, dataFolder, names, n, examples, seed, batch, maxTokens, guided, routing);
         if (loaded.Meteora is { } mm && score.First is { } first) Meteora.Reporting.RoutingHeatmap.WriteForAnswer(mm, tokenizer, first.Prompt, first.Output, outDir, n,
             mode == "arrow" ? "Arrow" : "MeteoRA");
         Directory.CreateDirectory(outDir);
-        string routed = forcedScope is { } fsc ? $", {fsc.ToString().ToLowerInvariant()} tokens routed to each line's task" : "";
+        string routed = perToken ? ", every token routed to its own line's task" : forcedScope is { } fsc ? $", {fsc.ToString().ToLowerInvariant()} tokens routed to each line's task" : "";
         var md = new System.Text.StringBuilder($"# Composite-{n}{(guided ? " (guided)" : "")}: {mode}{routed}\n\n| task | accuracy |\n| --- | ---: |\n");
         foreach (var (task, acc) in score.PerTask.OrderBy(kv => kv.Key, StringComparer.Ordinal)) md.AppendLine($"| {task} | {acc:F3} |");
         Meteora.Reporting.AccuracyChart.Write(Path.Combine(outDir, $"composite-{n}.png"), $"composite-{n} ({mode}): accuracy per sub-task",
@@ -187,7 +194,7 @@ public static class EvalCommand
         Meteora.IO.AtomicFile.WriteAllText(Path.Combine(outDir, $"composite-{n}.md"), md.ToString());
         Meteora.IO.AtomicFile.WriteAllText(Path.Combine(outDir, $"composite-{n}.json"), CliJson.Serialize(new
         {
-            mode, n, guided, route_by_task = forcedScope?.ToString().ToLowerInvariant() ?? "no", examples = score.Examples, seed,
+            mode, n, guided, route_by_task = perToken ? "tokens" : forcedScope?.ToString().ToLowerInvariant() ?? "no", examples = score.Examples, seed,
             per_task = score.PerTask, average_correct = score.AverageCorrect,
         }, indented: true));
         ctx.Out.Write(md.ToString());

@@ -13,6 +13,14 @@ public sealed record CompositeScore(int N, int Examples, IReadOnlyDictionary<str
 }
 
 /// <summary>
+/// Hand routing of guided composite lines, a diagnostic (<c>eval --route-by-task</c> on composite prompts: is what a
+/// composite answer loses the gates' or the adapters'?). <see cref="Route"/> is called with each line's task before the
+/// model completes that line's answer — with <see cref="PerToken"/>, also with the task of every token of the text the
+/// model reads (null where a token belongs to no task: the instruction, headers, BOS) — and with (null, null) at the end.
+/// </summary>
+public sealed record GuidedRouting(Action<string?, IReadOnlyList<string?>?> Route, bool PerToken);
+
+/// <summary>
 /// Runs composite-n prompts (<see cref="CompositePrompt"/>) through one model with greedy decoding and scores each
 /// sub-problem with its task's metric, as the paper reports: per-task scores (the task's metric over its sub-answers)
 /// and "average correct" (the mean per-prompt share of sub-problems right; a graded metric's sub-answer counts
@@ -27,16 +35,14 @@ public static class CompositeEvaluator
     /// answers, and routing still has to switch at each line, but a model that cannot copy a line is not failed
     /// for that
     /// </param>
-    /// <param name="routeLineTo">
-    /// Guided only, a diagnostic: called with each line's task before the model completes that line's answer (and with
-    /// null at the end), so the caller can route the model by hand for it (<c>eval --route-by-task</c> on composite
-    /// prompts: is what a composite answer loses the gates' or the adapters'?). Rows whose line i belongs to different
-    /// tasks are generated in separate calls.
+    /// <param name="routing">
+    /// Guided only: hand routing of each line (<see cref="GuidedRouting"/>). Rows whose line i belongs to different tasks
+    /// are generated in separate calls; with per-token routing each row alone.
     /// </param>
     public static CompositeScore Evaluate(LlamaForCausalLM lm, HfTokenizer tokenizer, string dataFolder, IReadOnlyList<string> tasks,
-        int n, int examples, int seed, int batchSize, int maxNewTokensPerPart, bool guided = false, Action<string?>? routeLineTo = null)
+        int n, int examples, int seed, int batchSize, int maxNewTokensPerPart, bool guided = false, GuidedRouting? routing = null)
     {
-        if (routeLineTo is not null && !guided) throw new ArgumentException("routing each line by hand needs guided composite prompts (the evaluator knows where each line starts)");
+        if (routing is not null && !guided) throw new ArgumentException("routing each line by hand needs guided composite prompts (the evaluator knows where each line starts)");
         var train = tasks.ToDictionary(t => t, t => TaskData.ReadTrain(Path.Combine(dataFolder, t)));
         var test = tasks.ToDictionary(t => t, t => TaskData.ReadJsonl(Path.Combine(dataFolder, t, "test.jsonl")));
         var metrics = tasks.ToDictionary(t => t, t => TaskEvaluator.MetricOf(Path.Combine(dataFolder, t)));
@@ -63,7 +69,7 @@ public static class CompositeEvaluator
         {
             var batch = built.Skip(i).Take(batchSize).ToList();
             var prompts = batch.Select(b => tokenizer.Encode(b.Prompt)).ToList();
-            var outputs = guided ? GuidedAnswerBlocks(generator, tokenizer, batch, newline, maxNewTokensPerPart, options.SuppressIds.ToHashSet(), routeLineTo)
+            var outputs = guided ? GuidedAnswerBlocks(generator, tokenizer, batch, newline, maxNewTokensPerPart, options.SuppressIds.ToHashSet(), routing)
                 : generator.Generate(prompts, options).Select(ids => tokenizer.Decode(ids)).ToList();
             first ??= (prompts[0], tokenizer.Encode(outputs[0], addSpecialTokens: false));
             foreach (var (example, text) in batch.Zip(outputs))
@@ -86,11 +92,11 @@ public static class CompositeEvaluator
     /// <summary>
     /// Guided answer blocks: for i = 1…n the evaluator appends "i. problem" and the model continues greedily until it
     /// ends the line or the answer (a newline or EOS: an adapter ends its answer with EOS, as it was trained); the line
-    /// joins the sequence before the next. Returns each example's answer block. With <paramref name="routeLineTo"/>, the rows
-    /// of each line are generated task by task, the callback told the task first (null when done).
+    /// joins the sequence before the next. Returns each example's answer block. With <paramref name="routing"/>, the rows
+    /// of each line are generated task by task (per token: row by row), the callback told the task first.
     /// </summary>
     internal static List<string> GuidedAnswerBlocks(TextGenerator generator, HfTokenizer tokenizer, IReadOnlyList<CompositeExample> batch,
-        int newline, int maxNewTokensPerPart, HashSet<int> eos, Action<string?>? routeLineTo = null)
+        int newline, int maxNewTokensPerPart, HashSet<int> eos, GuidedRouting? routing = null)
     {
         var blocks = batch.Select(_ => new System.Text.StringBuilder()).ToList();
         var options = new GenerationOptions
@@ -102,12 +108,14 @@ public static class CompositeEvaluator
         for (int i = 0; i < n; i++)
         {
             var heads = batch.Select((b, r) => $"{i + 1}. {b.Parts[i].Prompt}").ToList();
-            // Without hand routing one call for the whole batch; with it, one per task of this line.
-            var groups = routeLineTo is null ? [Enumerable.Range(0, batch.Count).ToList()]
+            // Without hand routing one call for the whole batch; with it, one per task of this line (per token: per row).
+            var groups = routing is null ? [Enumerable.Range(0, batch.Count).ToList()]
+                : routing.PerToken ? Enumerable.Range(0, batch.Count).Select(r => new List<int> { r }).ToList()
                 : Enumerable.Range(0, batch.Count).GroupBy(r => batch[r].Parts[i].Task).Select(g => g.ToList()).ToList();
             foreach (var rows in groups)
             {
-                routeLineTo?.Invoke(batch[rows[0]].Parts[i].Task);
+                routing?.Route(batch[rows[0]].Parts[i].Task,
+                    routing.PerToken ? TokenTasks(tokenizer, batch[rows[0]], blocks[rows[0]].ToString(), heads[rows[0]], i) : null);
                 var prompts = rows.Select(r => tokenizer.Encode(batch[r].Prompt + blocks[r] + heads[r])).ToList();
                 var outputs = generator.Generate(prompts, options);
                 foreach (var (r, output) in rows.Zip(outputs))
@@ -117,7 +125,38 @@ public static class CompositeEvaluator
                 }
             }
         }
-        routeLineTo?.Invoke(null);
+        routing?.Route(null, null);
         return blocks.Select(b => b.ToString()).ToList();
+    }
+
+    /// <summary>
+    /// The task of every token of <c>example.Prompt + answered + head</c> as the model reads it (BOS first): each line's
+    /// own (the prompt's from <see cref="CompositeExample.LineTasks"/>, answer line j's part j's, the head part i's), null
+    /// for the instruction and headers. Lines are encoded one by one; where that would not give the text's own tokens
+    /// (a token across a line break), it refuses.
+    /// </summary>
+    internal static IReadOnlyList<string?> TokenTasks(HfTokenizer tokenizer, CompositeExample example, string answered, string head, int line)
+    {
+        var promptLines = example.Prompt.Split('\n')[..^1];                                       // the prompt ends with "\n"
+        var lineTasks = example.LineTasks ?? throw new MeteoraException("per-token routing needs composite examples built with their line tasks");
+        if (lineTasks.Count != promptLines.Length)
+            throw new MeteoraException($"composite example: {lineTasks.Count} line tasks for {promptLines.Length} prompt lines");
+        var answerLines = answered.Split('\n')[..^1];
+        var pieces = promptLines.Select((l, j) => (Text: l + "\n", Task: lineTasks[j]))
+            .Concat(answerLines.Select((l, j) => (Text: l + "\n", Task: (string?)example.Parts[j].Task)))
+            .Append((Text: head, Task: example.Parts[line].Task)).ToList();
+        var tasks = new List<string?>();
+        var ids = new List<int>();
+        for (int j = 0; j < pieces.Count; j++)
+        {
+            var piece = tokenizer.Encode(pieces[j].Text, addSpecialTokens: j == 0);
+            ids.AddRange(piece);
+            tasks.AddRange(Enumerable.Repeat(pieces[j].Task, piece.Length));
+            if (j == 0 && piece.Length > 0) tasks[0] = null;                                       // BOS (or the first token of the instruction)
+        }
+        var whole = tokenizer.Encode(example.Prompt + answered + head);
+        if (!whole.SequenceEqual(ids))
+            throw new MeteoraException("per-token routing: this tokenizer merges tokens across line breaks, so lines cannot be labelled one by one");
+        return tasks;
     }
 }

@@ -8,7 +8,11 @@ namespace Meteora.Evaluation;
 public sealed record CompositePart(string Task, string Prompt, string Reference);
 
 /// <summary>A composite-n prompt: n sub-problems from different tasks, with two solved examples first.</summary>
-public sealed record CompositeExample(string Prompt, IReadOnlyList<CompositePart> Parts);
+/// <param name="Prompt">The prompt text, ending after the answers header.</param>
+/// <param name="Parts">The sub-problems, in order.</param>
+/// <param name="LineTasks">The task of each line of <paramref name="Prompt"/> (a problem or answer line's own task; null for
+/// the instruction and the headers), for diagnostics that route by task (<c>eval --route-by-task tokens</c>).</param>
+public sealed record CompositeExample(string Prompt, IReadOnlyList<CompositePart> Parts, IReadOnlyList<string?>? LineTasks = null);
 
 /// <summary>
 /// Composite-n evaluation as the paper describes it: a 2-shot prompt whose shots are solved composite examples
@@ -36,19 +40,32 @@ public static partial class CompositePrompt
         var tasks = test.Keys.Order(StringComparer.Ordinal).ToList();
         if (n < 1 || n > tasks.Count) throw new MeteoraException($"--composite: n = {n} needs between 1 and {tasks.Count} tasks");
         var sb = new StringBuilder().AppendLine(Instruction);
+        var lineTasks = new List<string?> { null };
+        void Problems(IReadOnlyList<(string Task, string Prompt)> list)
+        {
+            AppendProblems(sb, list.Select(x => x.Prompt));
+            lineTasks.Add(null);                                             // the header
+            lineTasks.AddRange(list.Select(x => (string?)x.Task));
+        }
         for (int s = 0; s < shots; s++)
         {
             var shotTasks = tasks.OrderBy(_ => rng.Next()).Take(n).ToList();
-            var shot = shotTasks.Select(t => train[t][rng.Next(train[t].Count)]).ToList();
-            AppendProblems(sb, shot.Select(e => OneLine(e.Prompt)));
+            var shot = shotTasks.Select(t => (Task: t, Example: train[t][rng.Next(train[t].Count)])).ToList();
+            Problems(shot.Select(x => (x.Task, OneLine(x.Example.Prompt))).ToList());
             sb.AppendLine(AnswersHeader);
-            for (int i = 0; i < shot.Count; i++) sb.AppendLine(AnswerLine(i + 1, OneLine(shot[i].Prompt), OneLine(shot[i].Response)));
+            lineTasks.Add(null);
+            for (int i = 0; i < shot.Count; i++)
+            {
+                sb.AppendLine(AnswerLine(i + 1, OneLine(shot[i].Example.Prompt), OneLine(shot[i].Example.Response)));
+                lineTasks.Add(shot[i].Task);
+            }
         }
         var chosen = tasks.OrderBy(_ => rng.Next()).Take(n).ToList();
         var parts = chosen.Select(t => { var e = test[t][rng.Next(test[t].Count)]; return new CompositePart(t, OneLine(e.Prompt), OneLine(e.Response)); }).ToList();
-        AppendProblems(sb, parts.Select(p => p.Prompt));
+        Problems(parts.Select(p => (p.Task, p.Prompt)).ToList());
         sb.Append(AnswersHeader).Append('\n');
-        return new CompositeExample(sb.ToString(), parts);
+        lineTasks.Add(null);
+        return new CompositeExample(sb.ToString(), parts, lineTasks);
     }
 
     /// <summary>Answer line <paramref name="number"/> of a solved block: the problem restated, then its answer.</summary>

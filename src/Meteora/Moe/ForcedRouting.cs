@@ -19,7 +19,12 @@ public enum ForcedRoutingScope
 /// </summary>
 /// <param name="Adapter">Adapter index (gate order).</param>
 /// <param name="Scope">Which tokens it applies to.</param>
-public sealed record ForcedRouting(int Adapter, ForcedRoutingScope Scope)
+/// <param name="Positions">
+/// Optional, for a one-row call over exactly this many positions (a prefill of one sequence): the adapter of each
+/// position, or −1 where the gates route as usual; every other call routes to <paramref name="Adapter"/>. Lets a
+/// diagnostic route each line of a composite prompt to its own task (<c>eval --route-by-task tokens</c>).
+/// </param>
+public sealed record ForcedRouting(int Adapter, ForcedRoutingScope Scope, IReadOnlyList<int>? Positions = null)
 {
     /// <summary>
     /// Whether a projection call with input shape <paramref name="shape"/> (…, T, in) is forced: Prompt applies to
@@ -38,6 +43,6 @@ public sealed record ForcedRouting(int Adapter, ForcedRoutingScope Scope)
         "all" => ForcedRoutingScope.All,
         "prompt" => ForcedRoutingScope.Prompt,
         "answer" => ForcedRoutingScope.Answer,
-        _ => throw new MeteoraException($"--route-by-task: unknown scope '{text}' (all, prompt or answer)"),
+        _ => throw new MeteoraException($"--route-by-task: unknown scope '{text}' (all, prompt or answer; tokens with --composite-guided)"),
     };
 }

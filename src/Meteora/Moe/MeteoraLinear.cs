@@ -331,7 +331,10 @@ public sealed class MeteoraLinear : Linear
         int k = Math.Min(_routing.TopK, _n);
         if (_routing.Arrow) logits = ArrowLogits(logits);
         if (_routing.Rows is { } rows) return RowRoute(rows, logits, shape);
-        var (indices, weights) = _routing.Forced is { } forced && forced.AppliesTo(shape) ? ForcedRoute(forced.Adapter, logits.shape[0], k, logits.device)
+        var (indices, weights) = _routing.Forced is { } forced && forced.AppliesTo(shape)
+            ? forced.Positions is { } positions && shape.Length == 3 && shape[0] == 1 && shape[1] == positions.Count
+                ? PositionRoute(positions, logits, k)
+                : ForcedRoute(forced.Adapter, logits.shape[0], k, logits.device)
             : Router.Route(logits, k, _routing.Temperature, _routing.TrainingForm);
         if (Recorder is not null)
             Recorder.Add(Site.Key, logits.to(ScalarType.Float32).view([.. shape[..^1], _n]), indices.view([.. shape[..^1], k]),
@@ -369,6 +372,35 @@ public sealed class MeteoraLinear : Linear
     {
         var scores = logits.abs();                                                        // (N, L)
         return _absent is null ? scores : scores.masked_fill_(_absent, HeldScalars.NegativeInfinity);
+    }
+
+    /// <summary>
+    /// Routing of one sequence's T positions by <paramref name="positions"/> (<see cref="ForcedRouting.Positions"/>): a
+    /// position with an adapter gets it with weight 1 (the next k − 1 adapters with weight 0, as <see cref="ForcedRoute"/>),
+    /// one with −1 the gates' top-k. A diagnostic: builds its index tensor on the host.
+    /// </summary>
+    private (Tensor Indices, Tensor Weights) PositionRoute(IReadOnlyList<int> positions, Tensor logits, int k)
+    {
+        using var scope = NewDisposeScope();
+        var (gated, gatedWeights) = Router.Route(logits, k, _routing.Temperature, _routing.TrainingForm);   // (T, k)
+        int t = positions.Count;
+        var ids = new long[t * k];
+        var w = new float[t * k];
+        var fromGates = new bool[t];
+        for (int j = 0; j < t; j++)
+        {
+            int a = positions[j];
+            if (a < -1 || a >= _n) throw new MeteoraException($"forced routing: adapter {a} at position {j} outside −1…{_n - 1}");
+            fromGates[j] = a < 0;
+            for (int s = 0; s < k; s++) ids[j * k + s] = a < 0 ? 0 : (a + s) % _n;
+            w[j * k] = 1f;
+        }
+        using var mask = tensor(fromGates).to(logits.device).unsqueeze(1);                 // (T, 1)
+        using var forcedIds = tensor(ids).view(t, k).to(logits.device);
+        using var forcedW = tensor(w).view(t, k).to(logits.device);
+        var indices = where(mask, gated, forcedIds);
+        var weights = where(mask, gatedWeights.to(ScalarType.Float32), forcedW);
+        return (indices.MoveToOuterDisposeScope(), weights.MoveToOuterDisposeScope());
     }
 
     /// <summary>

@@ -71,8 +71,10 @@ public class RouteByTaskTests
 
         CliRunner.AssertUserError(CliRunner.Run(["eval", .. common, "--mode", "peft", "--adapters-dir", "x", "--route-by-task", "all", "--out", dir["e1"]]),
             "--route-by-task works with --mode meteora");
-        CliRunner.AssertUserError(CliRunner.Run(["eval", .. common, "--mode", "meteora", "--meteora", Fixture.Meteora, "--route-by-task", "tokens", "--out", dir["e2"]]),
-            "unknown scope 'tokens'");
+        CliRunner.AssertUserError(CliRunner.Run(["eval", .. common, "--mode", "meteora", "--meteora", Fixture.Meteora, "--route-by-task", "words", "--out", dir["e2"]]),
+            "unknown scope 'words'");
+        CliRunner.AssertUserError(CliRunner.Run(["eval", .. common, "--mode", "meteora", "--meteora", Fixture.Meteora, "--route-by-task", "tokens", "--out", dir["e4"]]),
+            "--route-by-task tokens works on guided composite prompts");
         Meteora.Evaluation.TaskSuite.Write(dir["data2"], trainPerTask: 5, testPerTask: 2, seed: 3, only: ["sort"]);
         CliRunner.AssertUserError(CliRunner.Run(["eval", "--model", Fixture.Base, "--data", dir["data2"], "--mode", "meteora", "--meteora", Fixture.Meteora,
             "--route-by-task", "prompt", "--out", dir["e3"]]), "no adapter named 'sort'");
@@ -97,11 +99,11 @@ public class CompositeRouteByTaskTests
         using var mm = Meteora.Moe.MeteoraModel.Load(Fixture.Base, Fixture.Meteora, CPU, ScalarType.Float32);
         var calls = new List<string?>();
         var blocks = Meteora.Evaluation.CompositeEvaluator.GuidedAnswerBlocks(new Meteora.Generation.TextGenerator(mm.Model), tok, batch, newline, 4, eos,
-            task =>
+            new Meteora.Evaluation.GuidedRouting((task, _) =>
             {
                 calls.Add(task);
                 mm.Routing.Forced = task is null ? null : new Meteora.Moe.ForcedRouting(mm.AdapterNames.ToList().IndexOf(task), Meteora.Moe.ForcedRoutingScope.All);
-            });
+            }, PerToken: false));
         Assert.Null(calls[^1]);                                                // routing handed back to the gates at the end
         Assert.Null(mm.Routing.Forced);
         // One call per task of each line, in line order.
@@ -134,11 +136,26 @@ public class CompositeRouteByTaskTests
         }
         finally { foreach (var m in peft.Values) m.Dispose(); }
 
+        // Per token: each row alone, with the task of every token it reads; the head's tokens are its part's task.
+        var labelled = new List<(string? Task, IReadOnlyList<string?>? Tokens)>();
+        Meteora.Evaluation.CompositeEvaluator.GuidedAnswerBlocks(new Meteora.Generation.TextGenerator(mm.Model), tok, batch, newline, 4, eos,
+            new Meteora.Evaluation.GuidedRouting((task, tokens) => labelled.Add((task, tokens)), PerToken: true));
+        Assert.Equal(3 * batch.Count + 1, labelled.Count);
+        var (firstTask, firstTokens) = labelled[0];
+        Assert.Equal(batch[0].Parts[0].Task, firstTask);
+        Assert.Equal(tok.Encode(batch[0].Prompt + $"1. {batch[0].Parts[0].Prompt}").Length, firstTokens!.Count);
+        Assert.Null(firstTokens[0]);                                                              // BOS
+        Assert.Equal(firstTask, firstTokens[^1]);                                                 // the head's last token
+        Assert.Equal(tasks.Length, firstTokens.Where(x => x is not null).Distinct().Count());    // shots and problems of every task
+
         using var cli = Fixture.TempDir();
         var run = CliRunner.Run("eval", "--model", Fixture.Base, "--mode", "meteora", "--meteora", Fixture.Meteora, "--data", dir["data"],
             "--composite", "3", "--composite-guided", "--route-by-task", "all", "--composite-examples", "2", "--max-new-tokens", "4", "--out", cli["report"]);
         Assert.Equal(0, run.ExitCode);
         Assert.Contains("\"route_by_task\": \"all\"", File.ReadAllText(Path.Combine(cli["report"], "composite-3.json")));
+        Assert.Equal(0, CliRunner.Run("eval", "--model", Fixture.Base, "--mode", "meteora", "--meteora", Fixture.Meteora, "--data", dir["data"],
+            "--composite", "3", "--composite-guided", "--route-by-task", "tokens", "--composite-examples", "2", "--max-new-tokens", "4", "--out", cli["tokens"]).ExitCode);
+        Assert.Contains("\"route_by_task\": \"tokens\"", File.ReadAllText(Path.Combine(cli["tokens"], "composite-3.json")));
         CliRunner.AssertUserError(CliRunner.Run("eval", "--model", Fixture.Base, "--mode", "meteora", "--meteora", Fixture.Meteora, "--data", dir["data"],
             "--composite", "3", "--route-by-task", "all", "--out", cli["e"]), "guided composite prompts (--composite N --composite-guided)");
     }
