@@ -35,9 +35,10 @@ public static class EvalCommand
         var seed = new Option<int>("--seed") { Description = "seed for building composite prompts", DefaultValueFactory = _ => 0 };
         var guided = new Option<bool>("--composite-guided") { Description = "composite: the evaluator writes each answer line's number and problem, the model completes only the answers (default: the model writes the whole answer block)" };
         var paper = new Option<bool>("--paper-metrics") { Description = "accuracy as the original MeteoRA code's \"fuzzy\" mode computes it (the lower-cased reference contained in the stripped, lower-cased answer)" };
+        var routingProbe = new Option<bool>("--routing-probe") { Description = "mode meteora with --composite N, diagnostic: no generation; how often the gates' first choice is each token's own task on the answer lines of teacher-forced composite prompts and on the same problems alone (routing-probe-N.json)" };
         var routeByTask = new Option<string?>("--route-by-task") { Description = "mode meteora, diagnostic: route all, prompt or answer tokens to the adapter named like the task instead of asking the gates (all = PEFT-oracle computed through the MeteoRA model); with --composite-guided, to each line's task while the model completes that line, or tokens: every token to its own line's task" };
         var cmd = new Command("eval", "Per-task accuracy of base, PEFT-oracle, LoRA-B, average merge, Arrow or MeteoRA on task data")
-            { model, mode, meteora, adaptersDir, adapter, data, tasks, limit, batch, maxNew, topK, temperature, output, paper, composite, compositeExamples, seed, guided, routeByTask };
+            { model, mode, meteora, adaptersDir, adapter, data, tasks, limit, batch, maxNew, topK, temperature, output, paper, composite, compositeExamples, seed, guided, routeByTask, routingProbe };
         cmd.SetAction(p =>
         {
             var ctx = context(p);
@@ -64,6 +65,13 @@ public static class EvalCommand
             if (forcedScope is not null && (m != "meteora" || p.GetValue(composite) is not null && !p.GetValue(guided)))
                 throw new MeteoraException("--route-by-task works with --mode meteora, on single tasks or guided composite prompts (--composite N --composite-guided)");
             using var tokenizer = HfTokenizer.Load(baseFolder);
+            if (p.GetValue(routingProbe))
+            {
+                if (m != "meteora" || p.GetValue(composite) is not { } pn)
+                    throw new MeteoraException("--routing-probe works with --mode meteora and --composite N");
+                return RunRoutingProbe(ctx, baseFolder, dataFolder, names, pn, p.GetValue(compositeExamples), p.GetValue(seed),
+                    p.GetValue(meteora) ?? throw new MeteoraException("eval --mode meteora needs --meteora"), p.GetValue(topK), p.GetValue(temperature), p.GetValue(output)!, tokenizer);
+            }
             if (p.GetValue(composite) is { } cn)
                 return RunComposite(ctx, m, baseFolder, dataFolder, names, cn, p.GetValue(compositeExamples), p.GetValue(seed), b, maxTokens,
                     p.GetValue(adapter), p.GetValue(adaptersDir), p.GetValue(meteora), p.GetValue(topK), p.GetValue(temperature), p.GetValue(output)!, tokenizer, p.GetValue(guided),
@@ -109,6 +117,34 @@ public static class EvalCommand
             return 0;
         });
         return cmd;
+    }
+
+    /// <summary>--routing-probe: the gates' top-1 against each token's task, in composite prompts and alone (a diagnostic).</summary>
+    private static int RunRoutingProbe(CliContext ctx, string baseFolder, string dataFolder, List<string> names, int n, int examples, int seed,
+        string meteora, int? topK, double? temperature, string outDir, HfTokenizer tokenizer)
+    {
+        if (examples < 1) throw new MeteoraException("--composite-examples must be ≥ 1");
+        using var mm = MeteoraModel.Load(baseFolder, meteora, ctx.Device, ctx.DType);
+        mm.Configure(topK: topK, temperature: temperature);
+        var (inComposite, alone) = CompositeRoutingProbe.Measure(mm, tokenizer, dataFolder, names, n, examples, seed);
+        Directory.CreateDirectory(outDir);
+        Meteora.IO.AtomicFile.WriteAllText(Path.Combine(outDir, $"routing-probe-{n}.json"), CliJson.Serialize(new
+        {
+            n, examples, seed, in_composite = inComposite, alone,
+        }, indented: true));
+        var md = new System.Text.StringBuilder($"# Routing probe, composite-{n}: gates' top-1 = the token's task\n\n| | decisions | agreement |\n| --- | ---: | ---: |\n");
+        md.AppendLine($"| answer lines in composite prompts | {inComposite.Tokens} | {inComposite.Agreement:P1} |");
+        md.AppendLine($"| the same problems alone | {alone.Tokens} | {alone.Agreement:P1} |");
+        md.AppendLine("\n| layer | in composite | alone |\n| ---: | ---: | ---: |");
+        foreach (var layer in inComposite.ByLayer.Keys.Union(alone.ByLayer.Keys).Order())
+            md.AppendLine($"| {layer} | {inComposite.ByLayer.GetValueOrDefault(layer, double.NaN):P1} | {alone.ByLayer.GetValueOrDefault(layer, double.NaN):P1} |");
+        md.AppendLine("\n| task | in composite | alone |\n| --- | ---: | ---: |");
+        foreach (var task in inComposite.ByTask.Keys.Union(alone.ByTask.Keys).Order(StringComparer.Ordinal))
+            md.AppendLine($"| {task} | {inComposite.ByTask.GetValueOrDefault(task, double.NaN):P1} | {alone.ByTask.GetValueOrDefault(task, double.NaN):P1} |");
+        Meteora.IO.AtomicFile.WriteAllText(Path.Combine(outDir, $"routing-probe-{n}.md"), md.ToString());
+        ctx.Out.Write(md.ToString());
+        ctx.Err.WriteLine($"report written to {outDir} (routing-probe-{n}.json, routing-probe-{n}.md)");
+        return 0;
     }
 
     /// <summary>The gate index of the adapter named like <paramref name="task"/> (for --route-by-task).</summary>

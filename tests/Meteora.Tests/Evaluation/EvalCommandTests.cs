@@ -161,6 +161,55 @@ public class CompositeRouteByTaskTests
     }
 }
 
+public class CompositeRoutingProbeTests
+{
+    [Fact]
+    public void TheProbeCountsTheGatesFirstChoiceAgainstEachTokensTask()
+    {
+        using var dir = Fixture.TempDir();
+        Meteora.Evaluation.TaskSuite.Write(dir["data"], trainPerTask: 10, testPerTask: 10, seed: 4, only: ["add", "reverse", "upper"]);
+        string[] tasks = ["add", "reverse", "upper"];
+        using var tok = Meteora.Tokenization.HfTokenizer.Load(Fixture.Base);
+        using var mm = Meteora.Moe.MeteoraModel.Load(Fixture.Base, Fixture.Meteora, CPU, ScalarType.Float32);
+        var forced = new Meteora.Moe.ForcedRouting(0, Meteora.Moe.ForcedRoutingScope.All);
+        mm.Routing.Forced = forced;                                         // the probe asks the gates, then puts this back
+        var (inComposite, alone) = Meteora.Evaluation.CompositeRoutingProbe.Measure(mm, tok, dir["data"], tasks, 3, examples: 1, seed: 9);
+        Assert.Same(forced, mm.Routing.Forced);
+        Assert.True(inComposite.Tokens > 0 && alone.Tokens > 0);
+        Assert.Equal(tasks, alone.ByTask.Keys.ToArray());
+        // The "alone" half recomputed by hand: the same example's problems, each after BOS with its reference, gates' top-1.
+        var train = tasks.ToDictionary(t => t, t => TaskData.ReadTrain(Path.Combine(dir["data"], t)));
+        var test = tasks.ToDictionary(t => t, t => TaskData.ReadJsonl(Path.Combine(dir["data"], t, "test.jsonl")));
+        var example = Meteora.Evaluation.CompositePrompt.Build(train, test, 3, new Random(9));
+        mm.Routing.Forced = null;
+        long n = 0, right = 0;
+        foreach (var part in example.Parts)
+        {
+            var ids = tok.Encode(part.Prompt + " " + part.Reference);
+            using var recorder = new Meteora.Moe.RoutingRecorder { RecordIndices = true };
+            mm.Attach(recorder);
+            using (no_grad()) mm.Forward(tensor(ids.Select(i => (long)i).ToArray(), [1, ids.Length]));
+            mm.Attach(null);
+            int adapter = mm.AdapterNames.ToList().IndexOf(part.Task);
+            foreach (var (key, rows) in recorder.Trace())
+            {
+                if (mm.Projections.Single(p => p.Site.Key == key).Adapters.Ranks[adapter] == 0) continue;
+                for (int j = 1; j < rows.Length; j++) { n++; if (rows[j][0] == adapter) right++; }
+            }
+        }
+        Assert.Equal(n, alone.Tokens);
+        Assert.Equal((double)right / n, alone.Agreement, 12);
+
+        var cli = CliRunner.Run("eval", "--model", Fixture.Base, "--mode", "meteora", "--meteora", Fixture.Meteora, "--data", dir["data"],
+            "--composite", "3", "--composite-examples", "2", "--routing-probe", "--out", dir["probe"]);
+        Assert.Equal(0, cli.ExitCode);
+        var json = JsonDocument.Parse(File.ReadAllText(Path.Combine(dir["probe"], "routing-probe-3.json"))).RootElement;
+        Assert.InRange(json.GetProperty("in_composite").GetProperty("Agreement").GetDouble(), 0, 1);
+        CliRunner.AssertUserError(CliRunner.Run("eval", "--model", Fixture.Base, "--mode", "meteora", "--meteora", Fixture.Meteora, "--data", dir["data"],
+            "--routing-probe", "--out", dir["e"]), "--routing-probe works with --mode meteora and --composite N");
+    }
+}
+
 public class MultiTaskLoraTests
 {
     [Fact]
