@@ -268,6 +268,9 @@ public static class BenchCommand
                     $"{x.TokensPerSecond:F1}", $"{x.Seconds * 1e3:F2}", x.Phase != "prefill" ? $"{x.Seconds * 1e3 / x.NewTokens:F2}" : "",
                     x.PeakBytes is { } pk ? $"{pk / (double)(1L << 30):F2}" : "n/a");
             Render(ctx.Out, table);
+            if (variantNames.Any(v => v.StartsWith("top")) && device.type == TorchSharp.DeviceType.CUDA)
+                ctx.Err.WriteLine($"  grouped one-token decode (q/k/v, gate/up): {(MeteoraLinear.GroupedDecode ? "on" : "off")}, " +
+                    $"{MeteoraLinear.GroupedCalls} grouped calls (a CUDA graph counts once, at capture)");
 
             if (p.GetValue(json) is { } jsonPath)
                 AtomicFile.WriteAllText(jsonPath, JsonSerializer.Serialize(new

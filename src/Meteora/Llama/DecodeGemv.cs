@@ -1,3 +1,4 @@
+using System.Runtime.InteropServices;
 using Meteora.Runtime;
 using TorchSharp;
 using static TorchSharp.torch;
@@ -50,18 +51,28 @@ internal static unsafe class DecodeGemv
             }
         }
 
-        // Rows of [G (L, float32); W (Rw, bfloat16, rows ldw apart); A (R, bfloat16)], all `in` wide, rows 16-byte
-        // aligned; each row split over `group` warps of one block (group divides 8, in a multiple of 8·group), each warp
-        // taking in/group contiguous inputs with up to UNROLL 16-byte loads per lane in flight at once (for one token
-        // also x's, so nothing waits between them). x (N ≤ TOK, in) bfloat16, rows xs apart.
-        // y (N, Rw) bfloat16, rows ys apart: x Wᵀ. h (N, L + R) float32: x Gᵀ then x Aᵀ (unused when L + R = 0).
-        extern "C" __global__ void meteora_gemv_bf16(const bf16* x, long long xs, int N, int in,
-                                                     const float* G, int L, const bf16* W, long long ldw, int Rw,
-                                                     const bf16* A, int R, bf16* y, long long ys, float* h, int group)
+        // Rows of [G (L, float32); W (Rw, bfloat16, rows ldw apart); A (R, bfloat16)] of up to MAXSEG segments (projections
+        // of the same input, e.g. q, k and v), all `in` wide, rows 16-byte aligned; a block belongs to one segment (from
+        // its blockStart on). Each row is split over `group` warps of one block (group divides 8, in a multiple of
+        // 8·group), each warp taking in/group contiguous inputs with up to UNROLL 16-byte loads per lane in flight at
+        // once (for one token also x's, so nothing waits between them). x (N ≤ TOK, in) bfloat16, rows xs apart.
+        // Per segment: y (N, Rw) bfloat16, rows ys apart: x Wᵀ; h (N, L + R) float32: x Gᵀ then x Aᵀ (unused when L + R = 0).
+        #define MAXSEG 3
+        struct GemvSegment { const float* G; const bf16* W; const bf16* A; bf16* y; float* h; long long ldw; long long ys;
+                             int L; int Rw; int R; int blockStart; };
+        struct GemvSegments { GemvSegment s[MAXSEG]; int count; };
+
+        extern "C" __global__ void meteora_gemv_bf16(const bf16* x, long long xs, int N, int in, int group, GemvSegments segs)
         {
+            int si = 0;
+            #pragma unroll
+            for (int i = 1; i < MAXSEG; i++) if (i < segs.count && (int)blockIdx.x >= segs.s[i].blockStart) si = i;
+            const float* G = segs.s[si].G; const bf16* W = segs.s[si].W; const bf16* A = segs.s[si].A;
+            bf16* y = segs.s[si].y; float* h = segs.s[si].h; long long ldw = segs.s[si].ldw, ys = segs.s[si].ys;
+            int L = segs.s[si].L, Rw = segs.s[si].Rw, R = segs.s[si].R, block = blockIdx.x - segs.s[si].blockStart;
             __shared__ float part[8][TOK];
             int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
-            int row = blockIdx.x * (8 / group) + warp / group, g = warp % group;
+            int row = block * (8 / group) + warp / group, g = warp % group;
             bool live = row < L + Rw + R;
             float acc[TOK];
             #pragma unroll
@@ -164,12 +175,7 @@ internal static unsafe class DecodeGemv
     }
 
     /// <summary>y = x wᵀ (N, rows) bfloat16, for inputs <see cref="Applies"/> accepted.</summary>
-    public static Tensor Apply(Tensor x2, Tensor w)
-    {
-        var y = empty(x2.shape[0], w.shape[0], ScalarType.BFloat16, x2.device);                // (N, rows)
-        Launch(x2, null, w, null, y, null);
-        return y;
-    }
+    public static Tensor Apply(Tensor x2, Tensor w) => ApplyGroup(x2, [new Segment(w, null, null)])[0].Y;
 
     /// <summary>
     /// MeteoRA's decode pass in one launch: y = x wᵀ (N, rows) bfloat16 and h = x [gate; a]ᵀ (N, L + ΣR) float32, for
@@ -177,30 +183,71 @@ internal static unsafe class DecodeGemv
     /// </summary>
     public static (Tensor Y, Tensor H) ApplyWithAdapters(Tensor x2, Tensor w, Tensor gate, Tensor a)
     {
-        if (gate.dtype != ScalarType.Float32 || a.dtype != ScalarType.BFloat16 || !gate.is_contiguous() || !a.is_contiguous()
-            || !Aligned(gate) || !Aligned(a) || gate.shape[1] != x2.shape[1] || a.shape[1] != x2.shape[1])
-            throw new ArgumentException($"decode GEMV: gate {string.Join('×', gate.shape)} {gate.dtype} and adapters {string.Join('×', a.shape)} {a.dtype} do not fit inputs {x2.shape[1]} wide");
-        var y = empty(x2.shape[0], w.shape[0], ScalarType.BFloat16, x2.device);                // (N, out)
-        var h = empty(x2.shape[0], gate.shape[0] + a.shape[0], ScalarType.Float32, x2.device); // (N, L + ΣR)
-        Launch(x2, gate, w, a, y, h);
-        return (y, h);
+        var (y, h) = ApplyGroup(x2, [new Segment(w, gate, a)])[0];
+        return (y, h!);
     }
 
-    private static void Launch(Tensor x2, Tensor? gate, Tensor w, Tensor? a, Tensor y, Tensor? h)
+    /// <summary>One projection of a group: weight rows (rows, in) bfloat16 and, for MeteoRA, its float32 gate and stacked A.</summary>
+    internal readonly record struct Segment(Tensor W, Tensor? Gate, Tensor? A);
+
+    /// <summary>The most projections one launch takes (q, k and v).</summary>
+    public const int MaxSegments = 3;
+
+    /// <summary>
+    /// Up to <see cref="MaxSegments"/> projections of the same input x (N, in) in one launch (q, k and v; gate and up):
+    /// per segment y = x wᵀ (N, rows) bfloat16 and, when it has a gate, h = x [gate; a]ᵀ (N, L + ΣR) float32.
+    /// Every weight must pass <see cref="Applies"/>; gates float32 and A bfloat16, contiguous and aligned.
+    /// </summary>
+    public static (Tensor Y, Tensor? H)[] ApplyGroup(Tensor x2, IReadOnlyList<Segment> segments)
     {
+        if (segments.Count is < 1 or > MaxSegments) throw new ArgumentException($"decode GEMV: {segments.Count} projections in one launch (1…{MaxSegments})");
         var kernel = Kernel(x2.device, out var status) ?? throw new MeteoraException($"decode GEMV: {status}");
-        IntPtr xp = DeviceMemory.Address(x2), wp = DeviceMemory.Address(w), yp = DeviceMemory.Address(y);
-        IntPtr gp = gate is null ? IntPtr.Zero : DeviceMemory.Address(gate), ap = a is null ? IntPtr.Zero : DeviceMemory.Address(a);
-        IntPtr hp = h is null ? IntPtr.Zero : DeviceMemory.Address(h);
-        long xs = x2.stride(0), ldw = w.stride(0), ys = y.stride(0);
-        int N = (int)x2.shape[0], inF = (int)x2.shape[1], L = gate is null ? 0 : (int)gate.shape[0], Rw = (int)w.shape[0];
-        int R = a is null ? 0 : (int)a.shape[0];
-        int group = GroupFor(inF);
-        void** args = stackalloc void*[15];
-        args[0] = &xp; args[1] = &xs; args[2] = &N; args[3] = &inF; args[4] = &gp; args[5] = &L; args[6] = &wp; args[7] = &ldw;
-        args[8] = &Rw; args[9] = &ap; args[10] = &R; args[11] = &yp; args[12] = &ys; args[13] = &hp; args[14] = &group;
-        int rows = L + Rw + R, rowsPerBlock = WarpsPerBlock / group;
-        kernel.Launch((uint)((rows + rowsPerBlock - 1) / rowsPerBlock), 32 * WarpsPerBlock, args);
+        int N = (int)x2.shape[0], inF = (int)x2.shape[1], group = GroupFor(inF), rowsPerBlock = WarpsPerBlock / group;
+        var results = new (Tensor Y, Tensor? H)[segments.Count];
+        GemvSegments args = default;
+        int blocks = 0;
+        for (int i = 0; i < segments.Count; i++)
+        {
+            var (w, gate, a) = segments[i];
+            if (gate is not null && (a is null || gate.dtype != ScalarType.Float32 || a.dtype != ScalarType.BFloat16 || !gate.is_contiguous()
+                || !a.is_contiguous() || !Aligned(gate) || !Aligned(a) || gate.shape[1] != inF || a.shape[1] != inF))
+                throw new ArgumentException($"decode GEMV: gate {string.Join('×', gate.shape)} {gate.dtype} and adapters {(a is null ? "none" : $"{string.Join('×', a.shape)} {a.dtype}")} do not fit inputs {inF} wide");
+            var y = empty(N, w.shape[0], ScalarType.BFloat16, x2.device);                         // (N, rows)
+            var h = gate is null ? null : empty(N, gate.shape[0] + a!.shape[0], ScalarType.Float32, x2.device);   // (N, L + ΣR)
+            results[i] = (y, h);
+            int L = gate is null ? 0 : (int)gate.shape[0], R = a is null || gate is null ? 0 : (int)a.shape[0], Rw = (int)w.shape[0];
+            var seg = new GemvSegment
+            {
+                G = gate is null ? IntPtr.Zero : DeviceMemory.Address(gate), W = DeviceMemory.Address(w),
+                A = R == 0 ? IntPtr.Zero : DeviceMemory.Address(a!), Y = DeviceMemory.Address(y), H = h is null ? IntPtr.Zero : DeviceMemory.Address(h),
+                Ldw = w.stride(0), Ys = y.stride(0), L = L, Rw = Rw, R = R, BlockStart = blocks,
+            };
+            if (i == 0) args.S0 = seg; else if (i == 1) args.S1 = seg; else args.S2 = seg;
+            blocks += (L + Rw + R + rowsPerBlock - 1) / rowsPerBlock;
+        }
+        args.Count = segments.Count;
+        IntPtr xp = DeviceMemory.Address(x2);
+        long xs = x2.stride(0);
+        void** p = stackalloc void*[6];
+        p[0] = &xp; p[1] = &xs; p[2] = &N; p[3] = &inF; p[4] = &group; p[5] = &args;
+        kernel.Launch((uint)blocks, 32 * WarpsPerBlock, p);
+        return results;
+    }
+
+    // The kernel's GemvSegment and GemvSegments, field for field (C layout: pointers and 64-bit integers 8-aligned).
+    [StructLayout(LayoutKind.Sequential)]
+    internal struct GemvSegment
+    {
+        public IntPtr G, W, A, Y, H;
+        public long Ldw, Ys;
+        public int L, Rw, R, BlockStart;
+    }
+
+    [StructLayout(LayoutKind.Sequential)]
+    internal struct GemvSegments
+    {
+        public GemvSegment S0, S1, S2;
+        public int Count;
     }
 
     /// <summary>

@@ -21,8 +21,11 @@ public sealed class LlamaMlp : nn.Module<Tensor, Tensor>
     public override Tensor forward(Tensor x)
     {
         using var scope = NewDisposeScope();
-        var g = gate_proj.forward(x);                                       // (B, T, intermediate)
-        var u = up_proj.forward(x);
+        Tensor g, u;                                                        // (B, T, intermediate)
+        if (gate_proj is IGroupedProjection grouped && grouped.TryForwardGroup([gate_proj, up_proj], x) is [var gg, var uu])
+            (g, u) = (gg, uu);                                              // both in one launch (MeteoRA at decode)
+        else
+            (g, u) = (gate_proj.forward(x), up_proj.forward(x));
         PhaseMarks.Mark("gate/up projections");
         var h = FusedKernels.SiluMul(g, u) ?? nn.functional.silu(g) * u;
         PhaseMarks.Mark("SiLU·up");

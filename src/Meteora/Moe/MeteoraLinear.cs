@@ -27,7 +27,7 @@ namespace Meteora.Moe;
 /// |P x|, with adapters absent here masked out (−∞); everything else (GEMMs, router, strategies) is unchanged.
 /// </para>
 /// </summary>
-public sealed class MeteoraLinear : Linear
+public sealed class MeteoraLinear : Linear, IGroupedProjection
 {
     public readonly Parameter moe_gate;
     private readonly RoutingOptions _routing;
@@ -133,9 +133,8 @@ public sealed class MeteoraLinear : Linear
         var x2 = x.reshape(-1, shape[^1]);                                               // (N, in)
         if (x2.stride(1) != 1) x2 = x2.contiguous();
         var strategy = Resolve(x2.shape[0]);
-        bool training = _routing.TrainingForm || moe_gate.requires_grad;
         Tensor y;
-        if (training || _fused is null || x2.dtype != _fused.dtype)
+        if (TakesUnfusedPath(x2))
             y = Unfused(x2, shape, strategy);
         else if (strategy == MixingStrategy.Dense && _routing.Forced is null && _routing.Rows is null && !_routing.Arrow
                  && SelectiveKernelsFor(x2) is { } selective)
@@ -177,6 +176,44 @@ public sealed class MeteoraLinear : Linear
         }
         return y.view([.. shape[..^1], y.shape[^1]]).MoveToOuterDisposeScope();
     }
+
+    /// <summary>
+    /// Whether projections of one input (q, k and v; gate and up) decode one token together: one decode GEMV launch for
+    /// all their base rows, gates and rank values and one expand launch (default true; <c>METEORA_GROUPED_DECODE=off</c>
+    /// runs each projection's own two launches).
+    /// </summary>
+    public static bool GroupedDecode { get; set; } = Environment.GetEnvironmentVariable("METEORA_GROUPED_DECODE") is not ("off" or "0" or "false");
+
+    /// <summary>How many groups have run together in this process (a diagnostic for `bench model`).</summary>
+    internal static long GroupedCalls;
+
+    /// <inheritdoc/>
+    Tensor[]? IGroupedProjection.TryForwardGroup(IReadOnlyList<Linear> projections, Tensor x)
+    {
+        if (!GroupedDecode || projections.Count is < 2 or > DecodeGemv.MaxSegments || x.device_type != DeviceType.CUDA
+            || x.numel() != x.shape[^1])                                                   // one token
+            return null;
+        using var scope = NewDisposeScope();
+        var x2 = x.reshape(1, x.shape[^1]);                                               // (1, in)
+        if (!SelectiveMixKernel.Aligned(x2)) x2 = x2.contiguous();
+        var members = new List<MeteoraLinear>();
+        foreach (var p in projections)
+        {
+            // Each must take the one-token path on its own: plain dense routing, the selective kernels and the GEMV.
+            if (p is not MeteoraLinear m || m.TakesUnfusedPath(x2) || m.Resolve(1) != MixingStrategy.Dense || m._routing.Forced is not null || m._routing.Rows is not null || m._routing.Arrow
+                || m.SelectiveKernelsFor(x2) is null || !DecodeGemv.Applies(x2, m.weight))
+                return null;
+            members.Add(m);
+        }
+        var outputs = DecodeGemv.ApplyGroup(x2, members.Select(m => new DecodeGemv.Segment(m.weight, m.moe_gate, m.Adapters.A)).ToList());
+        SelectiveMixKernel.ExpandGroup(members[0].SelectiveKernelsFor(x2)!.Value.Item2, members.Select((m, i) => new SelectiveMixKernel.ExpandPart(
+            outputs[i].H!, m.Adapters.B, outputs[i].Y, m._n, m.Adapters.UniformRank!.Value, Math.Min(m._routing.TopK, m._n), m._routing.Temperature)).ToList());
+        Interlocked.Increment(ref GroupedCalls);
+        return outputs.Select(o => o.Y.view([.. x.shape[..^1], o.Y.shape[1]]).MoveToOuterDisposeScope()).ToArray();
+    }
+
+    /// <summary>Whether <see cref="forward"/> takes the unfused path for x2: training, adapters kept wider, or another dtype.</summary>
+    private bool TakesUnfusedPath(Tensor x2) => _routing.TrainingForm || moe_gate.requires_grad || _fused is null || x2.dtype != _fused.dtype;
 
     /// <summary>
     /// Token count from which the base GEMM and the [A_all; G] GEMM run separately instead of as one GEMM over

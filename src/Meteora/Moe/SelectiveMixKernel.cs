@@ -1,3 +1,4 @@
+using System.Runtime.InteropServices;
 using Meteora.Runtime;
 using TorchSharp;
 using static TorchSharp.torch;
@@ -107,15 +108,25 @@ internal static unsafe class SelectiveMixKernel
             }
         }
 
-        // One block per (token n, chunk of blockDim.x output columns). h (N, L + L·r) float32 from the shrink; B (out, L·r)
-        // bfloat16 contiguous (each adapter's r columns together); y (N, out) bfloat16 with row stride ys, the base
-        // output, to which the routed adapters' contribution is added. Every warp ranks the token's logits itself (the
-        // warp-wide top-k leaves the same choice in every lane), so warps never wait for each other.
-        extern "C" __global__ void meteora_expand_bf16(bf16* y, long long ys, int out, const float* h, int L, int r,
-                                                       const bf16* B, int k, float invT)
+        // One block per (token n, chunk of blockDim.x output columns) of one of up to MAXSEG projections (segments from
+        // their blockStart on: q, k and v decoded together). Per segment: h (N, L + L·r) float32 from the shrink or the
+        // decode GEMV; B (out, L·r) bfloat16 contiguous (each adapter's r columns together); y (N, out) bfloat16 with row
+        // stride ys, the base output, to which the routed adapters' contribution is added. Every warp ranks the token's
+        // logits itself (the warp-wide top-k leaves the same choice in every lane), so warps never wait for each other.
+        #define MAXSEG 3
+        struct ExpandSegment { bf16* y; const float* h; const bf16* B; long long ys; int out; int L; int r; int k; float invT; int blockStart; };
+        struct ExpandSegments { ExpandSegment s[MAXSEG]; int count; };
+
+        extern "C" __global__ void meteora_expand_bf16(ExpandSegments segs)
         {
+            int si = 0;
+            #pragma unroll
+            for (int i = 1; i < MAXSEG; i++) if (i < segs.count && (int)blockIdx.x >= segs.s[i].blockStart) si = i;
+            bf16* y = segs.s[si].y; const float* h = segs.s[si].h; const bf16* B = segs.s[si].B; long long ys = segs.s[si].ys;
+            int out = segs.s[si].out, L = segs.s[si].L, r = segs.s[si].r, k = segs.s[si].k, block = blockIdx.x - segs.s[si].blockStart;
+            float invT = segs.s[si].invT;
             int chunks = (out + blockDim.x - 1) / blockDim.x;
-            int n = blockIdx.x / chunks, o = (blockIdx.x % chunks) * blockDim.x + threadIdx.x, lane = threadIdx.x & 31;
+            int n = block / chunks, o = (block % chunks) * blockDim.x + threadIdx.x, lane = threadIdx.x & 31;
             bf16* p = y + (long long)n * ys + o;
             float base = o < out ? bf2f(*p) : 0.f;               // independent of the ranking: in flight meanwhile
             const float* hn = h + (long long)n * (L + L * r);
@@ -211,22 +222,58 @@ internal static unsafe class SelectiveMixKernel
     /// then rank values: the shrink's or <c>Llama.DecodeGemv</c>'s output) and adds the chosen adapters' contribution
     /// into y (N, out) bfloat16; b (out, L·r) bfloat16 contiguous.
     /// </summary>
-    public static void Expand(CudaKernel expand, Tensor h, Tensor b, Tensor y, int adapters, int rank, int topK, double temperature)
+    public static void Expand(CudaKernel expand, Tensor h, Tensor b, Tensor y, int adapters, int rank, int topK, double temperature) =>
+        ExpandGroup(expand, [new ExpandPart(h, b, y, adapters, rank, topK, temperature)]);
+
+    /// <summary>One projection's part of a grouped expand: as the arguments of <see cref="Expand"/>.</summary>
+    internal readonly record struct ExpandPart(Tensor H, Tensor B, Tensor Y, int Adapters, int Rank, int TopK, double Temperature);
+
+    /// <summary>The expand of up to three projections (q, k and v decoded together) in one launch.</summary>
+    public static void ExpandGroup(CudaKernel expand, IReadOnlyList<ExpandPart> parts)
     {
-        int L = adapters, r = rank, k = topK, outF = (int)y.shape[1], N = (int)y.shape[0];
-        if (h.dtype != ScalarType.Float32 || !h.is_contiguous() || h.shape[0] != N || h.shape[1] != L + L * r)
-            throw new ArgumentException($"selective mix: h {string.Join('×', h.shape)} {h.dtype} does not fit {N} tokens of {L} adapters of rank {r}");
-        if (L < 1 || L > RoutingKernel.MaxAdapters || k < 1 || k > Math.Min(L, RoutingKernel.MaxTopK) || r < 1 || r > MaxRank)
-            throw new ArgumentException($"selective mix: top-{k} of {L} adapters of rank {r} (1 ≤ k ≤ min(L, {RoutingKernel.MaxTopK}), L ≤ {RoutingKernel.MaxAdapters}, r ≤ {MaxRank})");
-        if (b.dtype != ScalarType.BFloat16 || !b.is_contiguous() || b.shape[0] != outF || b.shape[1] != L * r || y.dtype != ScalarType.BFloat16 || y.stride(1) != 1)
-            throw new ArgumentException($"selective mix: B {string.Join('×', b.shape)} {b.dtype} and y {string.Join('×', y.shape)} {y.dtype} do not fit {L} adapters of rank {r}");
-        IntPtr yp = DeviceMemory.Address(y), bp = DeviceMemory.Address(b), hp = DeviceMemory.Address(h);
-        long ys = y.stride(0);
-        float invT = (float)(1.0 / temperature);
-        void** args = stackalloc void*[9];
-        args[0] = &yp; args[1] = &ys; args[2] = &outF; args[3] = &hp; args[4] = &L; args[5] = &r;
-        args[6] = &bp; args[7] = &k; args[8] = &invT;
-        expand.Launch((uint)(N * ((outF + ExpandThreads - 1) / ExpandThreads)), ExpandThreads, args);
+        if (parts.Count is < 1 or > 3) throw new ArgumentException($"selective mix: {parts.Count} projections in one expand (1…3)");
+        ExpandSegments args = default;
+        int blocks = 0;
+        for (int i = 0; i < parts.Count; i++)
+        {
+            var (h, b, y, L, r, k, temperature) = parts[i];
+            int outF = (int)y.shape[1], N = (int)y.shape[0];
+            if (h.dtype != ScalarType.Float32 || !h.is_contiguous() || h.shape[0] != N || h.shape[1] != L + L * r)
+                throw new ArgumentException($"selective mix: h {string.Join('×', h.shape)} {h.dtype} does not fit {N} tokens of {L} adapters of rank {r}");
+            if (L < 1 || L > RoutingKernel.MaxAdapters || k < 1 || k > Math.Min(L, RoutingKernel.MaxTopK) || r < 1 || r > MaxRank)
+                throw new ArgumentException($"selective mix: top-{k} of {L} adapters of rank {r} (1 ≤ k ≤ min(L, {RoutingKernel.MaxTopK}), L ≤ {RoutingKernel.MaxAdapters}, r ≤ {MaxRank})");
+            if (b.dtype != ScalarType.BFloat16 || !b.is_contiguous() || b.shape[0] != outF || b.shape[1] != L * r || y.dtype != ScalarType.BFloat16 || y.stride(1) != 1)
+                throw new ArgumentException($"selective mix: B {string.Join('×', b.shape)} {b.dtype} and y {string.Join('×', y.shape)} {y.dtype} do not fit {L} adapters of rank {r}");
+            var seg = new ExpandSegment
+            {
+                Y = DeviceMemory.Address(y), H = DeviceMemory.Address(h), B = DeviceMemory.Address(b), Ys = y.stride(0),
+                Out = outF, L = L, R = r, K = k, InvT = (float)(1.0 / temperature), BlockStart = blocks,
+            };
+            if (i == 0) args.S0 = seg; else if (i == 1) args.S1 = seg; else args.S2 = seg;
+            blocks += N * ((outF + ExpandThreads - 1) / ExpandThreads);
+        }
+        args.Count = parts.Count;
+        void** p = stackalloc void*[1];
+        p[0] = &args;
+        expand.Launch((uint)blocks, ExpandThreads, p);
+    }
+
+    // The kernel's ExpandSegment and ExpandSegments, field for field (C layout).
+    [StructLayout(LayoutKind.Sequential)]
+    internal struct ExpandSegment
+    {
+        public IntPtr Y, H, B;
+        public long Ys;
+        public int Out, L, R, K;
+        public float InvT;
+        public int BlockStart;
+    }
+
+    [StructLayout(LayoutKind.Sequential)]
+    internal struct ExpandSegments
+    {
+        public ExpandSegment S0, S1, S2;
+        public int Count;
     }
 
     /// <summary>Whether <paramref name="t"/>'s data and rows are 16-byte aligned, as the kernels' vector loads need.</summary>

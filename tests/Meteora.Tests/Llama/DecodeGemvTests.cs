@@ -36,6 +36,19 @@ public class DecodeGemvTests
         Assert.Equal(0, inFeatures % (8 * group));
     }
 
+    [Fact]
+    public void TheSegmentStructsHaveTheKernelsCLayout()
+    {
+        // The kernel reads its GemvSegments parameter with C's layout: 5 pointers, 2 long longs, 4 ints (72 bytes, 8-aligned),
+        // three of them and a count (padded to 224). A field out of place would hand the kernel wrong pointers.
+        Assert.Equal(72, System.Runtime.InteropServices.Marshal.SizeOf<DecodeGemv.GemvSegment>());
+        Assert.Equal(224, System.Runtime.InteropServices.Marshal.SizeOf<DecodeGemv.GemvSegments>());
+        Assert.Equal(40, (int)System.Runtime.InteropServices.Marshal.OffsetOf<DecodeGemv.GemvSegment>(nameof(DecodeGemv.GemvSegment.Ldw)));
+        Assert.Equal(56, (int)System.Runtime.InteropServices.Marshal.OffsetOf<DecodeGemv.GemvSegment>(nameof(DecodeGemv.GemvSegment.L)));
+        Assert.Equal(216, (int)System.Runtime.InteropServices.Marshal.OffsetOf<DecodeGemv.GemvSegments>(nameof(DecodeGemv.GemvSegments.Count)));
+        Assert.Contains("struct GemvSegment { const float* G; const bf16* W; const bf16* A; bf16* y; float* h; long long ldw; long long ys;", DecodeGemv.Source);
+    }
+
     [CudaFact]
     public void OnCudaItMatchesTheGemmAndTheFloat32AdapterRows()
     {

@@ -46,6 +46,30 @@ public class SelectiveMixKernelTests
         Assert.Contains("16-byte aligned", e.Message);
     }
 
+    [Fact]
+    public void TheExpandSegmentStructsHaveTheKernelsCLayout()
+    {
+        // ExpandSegment: 3 pointers, a long long, 4 ints, a float, an int (56 bytes); three and a count (176).
+        Assert.Equal(56, System.Runtime.InteropServices.Marshal.SizeOf<SelectiveMixKernel.ExpandSegment>());
+        Assert.Equal(176, System.Runtime.InteropServices.Marshal.SizeOf<SelectiveMixKernel.ExpandSegments>());
+        Assert.Equal(32, (int)System.Runtime.InteropServices.Marshal.OffsetOf<SelectiveMixKernel.ExpandSegment>(nameof(SelectiveMixKernel.ExpandSegment.Out)));
+        Assert.Equal(48, (int)System.Runtime.InteropServices.Marshal.OffsetOf<SelectiveMixKernel.ExpandSegment>(nameof(SelectiveMixKernel.ExpandSegment.InvT)));
+        Assert.Equal(168, (int)System.Runtime.InteropServices.Marshal.OffsetOf<SelectiveMixKernel.ExpandSegments>(nameof(SelectiveMixKernel.ExpandSegments.Count)));
+        Assert.Contains("struct ExpandSegment { bf16* y; const float* h; const bf16* B; long long ys; int out; int L; int r; int k; float invT; int blockStart; };", SelectiveMixKernel.Source);
+    }
+
+    [Fact]
+    public void OnTheCpuProjectionsAreNotGrouped()
+    {
+        using var scope = NewDisposeScope();
+        using var noGrad = no_grad();
+        var routing = new RoutingOptions { TopK = 2 };
+        // bfloat16, as on CUDA: only the device keeps them apart (float32 would be refused for its dtype already).
+        using var a = LayerBenchmark.Build(64, 48, 6, 8, routing, CPU, ScalarType.BFloat16);
+        using var b = LayerBenchmark.Build(64, 32, 6, 8, routing, CPU, ScalarType.BFloat16);
+        Assert.Null(((Meteora.Llama.IGroupedProjection)a).TryForwardGroup([a, b], randn(1, 1, 64, ScalarType.BFloat16)));
+    }
+
     [CudaFact]
     public void OnCudaItGivesTheFusedGemmPathsOutputAtDecodeSizes()
     {
@@ -79,4 +103,31 @@ public class SelectiveMixKernelTests
         }
         finally { SelectiveMixKernel.Enabled = was; }
     }
+
+    [CudaFact]
+    public void OnCudaGroupedDecodeGivesEachProjectionsOwnOutput()
+    {
+        using var scope = NewDisposeScope();
+        using var noGrad = no_grad();
+        manual_seed(12);
+        var routing = new RoutingOptions { TopK = 2 };
+        // q, k, v: k and v differ (Build seeds every layer alike, so v gets 27 adapters: 1 024 + 27 + 216 rows, a last
+        // block half full), so a segment swapped or leaking into the next shows.
+        using var q = LayerBenchmark.Build(4096, 4096, 28, 8, routing, CUDA, ScalarType.BFloat16);
+        using var k = LayerBenchmark.Build(4096, 1024, 28, 8, routing, CUDA, ScalarType.BFloat16);
+        using var v = LayerBenchmark.Build(4096, 1024, 27, 8, new RoutingOptions { TopK = 1 }, CUDA, ScalarType.BFloat16);
+        // gate and up: two segments of 14 336 rows, the second with other weights.
+        using var gate = LayerBenchmark.Build(4096, 14336, 28, 8, routing, CUDA, ScalarType.BFloat16);
+        using var up = LayerBenchmark.Build(4096, 14336, 28, 8, routing, CUDA, ScalarType.BFloat16);
+        using Scalar minusOne = -1.0;                                                     // held for the op
+        up.weight.mul_(minusOne);
+        var x = randn(1, 1, 4096, ScalarType.BFloat16, CUDA);
+        foreach (var group in new[] { new[] { q, k, v }, new[] { gate, up } })
+        {
+            var grouped = ((Meteora.Llama.IGroupedProjection)group[0]).TryForwardGroup(group, x) ?? throw new Xunit.Sdk.XunitException("not grouped on CUDA");
+            for (int i = 0; i < group.Length; i++)
+                Assert.True(grouped[i].eq(group[i].forward(x)).all().item<bool>(), $"projection {i} of {group.Length}: the same kernels, so the same bits");
+        }
+    }
 }
+
