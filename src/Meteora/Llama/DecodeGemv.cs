@@ -6,138 +6,123 @@ using static TorchSharp.torch;
 namespace Meteora.Llama;
 
 /// <summary>
-/// MeteoRA's base rows, float32 gate logits and rank values of one token in one NVRTC matrix-vector launch (issue #17
-/// item 3; used by <c>Moe.MeteoraLinear</c> at decode batch 1): <c>y = x Wᵀ</c> (1, out) in bfloat16 and
-/// <c>h = x [G; A_all]ᵀ</c> (1, L + ΣR) in float32, reading x once, so a MeteoRA projection is this launch and the
-/// expand kernel (<c>Moe.SelectiveMixKernel</c>) instead of cuBLAS, the shrink and the expand.
+/// One token's projections as NVRTC matrix-vector launches (issue #17): at decode batch 1 every projection of the
+/// step streams its weight once, which cuBLAS's GEMM kernels do at 43–87 % of an H200's bandwidth and this kernel at
+/// 75–97 % (bench/probe/gemv_variants.py). Used for plain projections, the fused q/k/v buffer, gate and up together and
+/// the LM head (<see cref="Linear"/>), and by <c>Moe.MeteoraLinear</c>, where the same launch also computes the
+/// float32 gate logits and rank values <c>h = x [G; A_all]ᵀ</c> (1, L + ΣR) that the expand kernel
+/// (<c>Moe.SelectiveMixKernel</c>) routes on.
 /// <para>
-/// Rows are split over one to eight warps of a block (<see cref="GroupFor"/>); each lane issues up to eight 16-byte
-/// loads of its row (and of x) at once, multiplies in float32, the warps' sums meet in shared memory and are rounded
-/// once to bfloat16 as cuBLAS rounds (the summation order differs, so a result can differ from the GEMM's in the last
-/// bfloat16 bit). Gate rows go first (their float32 rows take twice the reads).
+/// A warp owns four rows and shares them with a second warp (each takes half of every row); each lane keeps two
+/// 16-byte loads of each of its four rows in flight, with the streaming cache hint (each weight byte is read once a
+/// step), multiplies in float32, and the two warps' sums meet in shared memory and are rounded once to bfloat16 as cuBLAS
+/// rounds (the summation order differs, so a result can differ from the GEMM's in the last bfloat16 bit). The layout
+/// was chosen on an H200 among 192 variants (rows per warp 1–4, loads in flight 2–8, streaming or not, x through L1
+/// or shared memory, 1–4 warps per row, 4 or 8 warps per block): over one decode step's projections at LLaMA-3-8B
+/// shapes this one took 3.57 ms against cuBLAS's 3.93 (docs/BENCHMARKS.md). An earlier kernel that kept eight tokens'
+/// sums and eight loads per lane used 128 registers and reached 44–60 % of the bandwidth: slower than cuBLAS.
 /// </para>
-/// <para>
-/// Why only there: on an H200 (docs/BENCHMARKS.md "MeteoRA at decode reads only what it uses") this kernel streams a
-/// plain 8B-shaped projection at 46–60 % of the memory bandwidth under Nsight Compute against cuBLAS's 55–77 %
-/// (a first version with one warp per row reached 25–48 %), so the base decode step was slower with it (6.62 against
-/// 6.21 ms at batch 1), and from two tokens on its per-token loads of x made it far slower (19.1 against 6.8 ms at
-/// batch 8). For a MeteoRA projection the launch and the shrink it saves outweigh that: top-2 decode at batch 1
-/// 8.73 against 9.14 ms. So it takes one token and MeteoRA only; the kernel itself accepts up to eight tokens.
-/// </para>
-/// <c>METEORA_DECODE_GEMV=off</c> (or <see cref="Enabled"/> = false) keeps cuBLAS and the shrink kernel.
+/// From two tokens on a GEMM reads the weight once for all of them; this kernel takes one.
+/// <c>METEORA_DECODE_GEMV=off</c> (or <see cref="Enabled"/> = false) keeps cuBLAS (and MeteoRA's shrink kernel).
 /// </summary>
 internal static unsafe class DecodeGemv
 {
-    /// <summary>The most tokens (rows of the input) the paths hand the kernel (it takes up to eight; see the class remarks).</summary>
+    /// <summary>The tokens (rows of the input) the kernel takes.</summary>
     public const int MaxTokens = 1;
-    private const int WarpsPerBlock = 8;
+    private const int Warps = 4, RowsPerBlock = 8, MaxKernelSegments = 9;
 
     internal const string Source = Bf16Device.Prelude + """
-        #define TOK 8
-        #define UNROLL 8
+        #define RPW 4       // rows per warp
+        #define UNR 2       // 16-byte loads per row and lane in flight at once
+        #define SPLIT 2     // warps sharing a row, each a contiguous half of it
+        #define WARPS 4     // per block: (WARPS / SPLIT) · RPW = 8 rows
+        #define MAXSEG 9
 
-
-        // acc[t] += x_t[c : c+8] · f[0:8] for the N tokens (x rows xs apart, cached: every warp reads them).
-        __device__ __forceinline__ void dot8(const bf16* x, long long xs, int N, int c, const float* f, float* acc)
+        // RPW rows of M (16-byte loads, streamed: each weight byte is read once a step) against x, over the inputs
+        // [8·k0, 8·k1), into acc. F32: float32 rows (a MeteoRA gate), two loads per 8 inputs; else bfloat16 rows.
+        template <bool F32>
+        __device__ __forceinline__ void dotRows(const char* M, long long ldBytes, int row0, int rows, const uint4* x8,
+                                                int k0, int k1, int lane, float* acc)
         {
-            #pragma unroll
-            for (int t = 0; t < TOK; t++) {
-                if (t < N) {
-                    float xf[8];
-                    unpack8(*(const uint4*)(x + (long long)t * xs + c), xf);
+            enum { V = F32 ? 2 : 1 };
+            for (int base = k0; base < k1; base += 32 * UNR) {
+                uint4 wv[RPW][UNR][V];
+                #pragma unroll
+                for (int u = 0; u < UNR; u++) {
+                    int c = base + u * 32 + lane;
                     #pragma unroll
-                    for (int j = 0; j < 8; j++) acc[t] = fmaf(f[j], xf[j], acc[t]);
+                    for (int r = 0; r < RPW; r++) {
+                        #pragma unroll
+                        for (int v = 0; v < V; v++)
+                            wv[r][u][v] = c < k1 && row0 + r < rows
+                                ? __ldcs((const uint4*)(M + (long long)(row0 + r) * ldBytes) + (long long)c * V + v) : make_uint4(0, 0, 0, 0);
+                    }
+                }
+                #pragma unroll
+                for (int u = 0; u < UNR; u++) {
+                    int c = base + u * 32 + lane;
+                    if (c < k1) {
+                        float xf[8];
+                        unpack8(__ldg(x8 + c), xf);
+                        #pragma unroll
+                        for (int r = 0; r < RPW; r++) {
+                            float f[8];
+                            if (F32) {
+                                f[0] = __uint_as_float(wv[r][u][0].x); f[1] = __uint_as_float(wv[r][u][0].y);
+                                f[2] = __uint_as_float(wv[r][u][0].z); f[3] = __uint_as_float(wv[r][u][0].w);
+                                f[4] = __uint_as_float(wv[r][u][V - 1].x); f[5] = __uint_as_float(wv[r][u][V - 1].y);
+                                f[6] = __uint_as_float(wv[r][u][V - 1].z); f[7] = __uint_as_float(wv[r][u][V - 1].w);
+                            } else unpack8(wv[r][u][0], f);
+                            #pragma unroll
+                            for (int j = 0; j < 8; j++) acc[r] = fmaf(f[j], xf[j], acc[r]);
+                        }
+                    }
                 }
             }
         }
 
-        // Rows of [G (L, float32); W (Rw, bfloat16, rows ldw apart); A (R, bfloat16)] of up to MAXSEG segments (projections
-        // of the same input, e.g. q, k and v), all `in` wide, rows 16-byte aligned; a block belongs to one segment (from
-        // its blockStart on). Each row is split over `group` warps of one block (group divides 8, in a multiple of
-        // 8·group), each warp taking in/group contiguous inputs with up to UNROLL 16-byte loads per lane in flight at
-        // once (for one token also x's, so nothing waits between them). x (N ≤ TOK, in) bfloat16, rows xs apart.
-        // Per segment: y (N, Rw) bfloat16, rows ys apart: x Wᵀ; h (N, L + R) float32: x Gᵀ then x Aᵀ (unused when L + R = 0).
-        #define MAXSEG 3
-        struct GemvSegment { const float* G; const bf16* W; const bf16* A; bf16* y; float* h; long long ldw; long long ys;
-                             int L; int Rw; int R; int blockStart; };
+        // One token x (in) bfloat16 against the rows of up to MAXSEG segments (matrices `in` wide: a projection's
+        // base rows, a MeteoRA gate, its stacked A), rows ld elements apart and 16-byte aligned. A block belongs to
+        // one segment (from its blockStart on) and computes 8 rows. kind bit 0: float32 rows (else bfloat16); bit 1:
+        // float32 out (else bfloat16, rounded once as cuBLAS rounds).
+        struct GemvSegment { const void* M; void* out; long long ld; int rows; int kind; int blockStart; };
         struct GemvSegments { GemvSegment s[MAXSEG]; int count; };
 
-        extern "C" __global__ void meteora_gemv_bf16(const bf16* x, long long xs, int N, int in, int group, GemvSegments segs)
+        extern "C" __global__ void __launch_bounds__(32 * WARPS) meteora_gemv_bf16(const bf16* x, int in, GemvSegments segs)
         {
-            int si = 0;
+            // The block's segment, read with constant indices (a dynamic index would copy the parameter to local memory).
+            const void* M = segs.s[0].M; void* out = segs.s[0].out; long long ld = segs.s[0].ld;
+            int rows = segs.s[0].rows, kind = segs.s[0].kind, start = 0;
             #pragma unroll
-            for (int i = 1; i < MAXSEG; i++) if (i < segs.count && (int)blockIdx.x >= segs.s[i].blockStart) si = i;
-            const float* G = segs.s[si].G; const bf16* W = segs.s[si].W; const bf16* A = segs.s[si].A;
-            bf16* y = segs.s[si].y; float* h = segs.s[si].h; long long ldw = segs.s[si].ldw, ys = segs.s[si].ys;
-            int L = segs.s[si].L, Rw = segs.s[si].Rw, R = segs.s[si].R, block = blockIdx.x - segs.s[si].blockStart;
-            __shared__ float part[8][TOK];
+            for (int i = 1; i < MAXSEG; i++)
+                if (i < segs.count && (int)blockIdx.x >= segs.s[i].blockStart) {
+                    M = segs.s[i].M; out = segs.s[i].out; ld = segs.s[i].ld; rows = segs.s[i].rows; kind = segs.s[i].kind; start = segs.s[i].blockStart;
+                }
+            __shared__ float part[WARPS][RPW];
             int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
-            int row = block * (8 / group) + warp / group, g = warp % group;
-            bool live = row < L + Rw + R;
-            float acc[TOK];
+            int row0 = (((int)blockIdx.x - start) * (WARPS / SPLIT) + warp / SPLIT) * RPW, s = warp % SPLIT;
+            int n8 = in >> 3, span = n8 / SPLIT, k0 = s * span, k1 = s == SPLIT - 1 ? n8 : k0 + span;
+            float acc[RPW];
             #pragma unroll
-            for (int t = 0; t < TOK; t++) acc[t] = 0.f;
-            int span = in / group, k0 = g * span, k1 = k0 + span;
-            if (live && row < L) {
-                // A float32 gate row: UNROLL/2 chunks of 8 per pass (two 16-byte loads each).
-                const float* gr = G + (long long)row * in;
-                for (int base = k0; base < k1; base += 256 * (UNROLL / 2)) {
-                    float4 lo[UNROLL / 2], hi[UNROLL / 2];
-                    #pragma unroll
-                    for (int i = 0; i < UNROLL / 2; i++) {
-                        int c = base + (i * 32 + lane) * 8;
-                        if (c < k1) { lo[i] = *(const float4*)(gr + c); hi[i] = *(const float4*)(gr + c + 4); }
-                    }
-                    #pragma unroll
-                    for (int i = 0; i < UNROLL / 2; i++) {
-                        int c = base + (i * 32 + lane) * 8;
-                        if (c < k1) {
-                            float f[8] = { lo[i].x, lo[i].y, lo[i].z, lo[i].w, hi[i].x, hi[i].y, hi[i].z, hi[i].w };
-                            dot8(x, xs, N, c, f, acc);
-                        }
-                    }
-                }
-            } else if (live) {
-                const bf16* wr = row < L + Rw ? W + (long long)(row - L) * ldw : A + (long long)(row - L - Rw) * in;
-                for (int base = k0; base < k1; base += 256 * UNROLL) {
-                    uint4 wv[UNROLL], xv[UNROLL];
-                    #pragma unroll
-                    for (int i = 0; i < UNROLL; i++) {
-                        int c = base + (i * 32 + lane) * 8;
-                        if (c < k1) {
-                            wv[i] = *(const uint4*)(wr + c);
-                            if (N == 1) xv[i] = *(const uint4*)(x + c);
-                        }
-                    }
-                    #pragma unroll
-                    for (int i = 0; i < UNROLL; i++) {
-                        int c = base + (i * 32 + lane) * 8;
-                        if (c < k1) {
-                            float f[8];
-                            unpack8(wv[i], f);
-                            if (N == 1) {
-                                float xf[8];
-                                unpack8(xv[i], xf);
-                                #pragma unroll
-                                for (int j = 0; j < 8; j++) acc[0] = fmaf(f[j], xf[j], acc[0]);
-                            } else dot8(x, xs, N, c, f, acc);
-                        }
-                    }
-                }
+            for (int r = 0; r < RPW; r++) acc[r] = 0.f;
+            if (row0 < rows) {
+                if (kind & 1) dotRows<true>((const char*)M, ld * 4, row0, rows, (const uint4*)x, k0, k1, lane, acc);
+                else dotRows<false>((const char*)M, ld * 2, row0, rows, (const uint4*)x, k0, k1, lane, acc);
             }
             #pragma unroll
-            for (int t = 0; t < TOK; t++) {
-                float v = acc[t];
+            for (int r = 0; r < RPW; r++) {
+                float v = acc[r];
                 #pragma unroll
                 for (int off = 16; off > 0; off >>= 1) v += __shfl_xor_sync(0xffffffffu, v, off);
-                if (lane == 0) part[warp][t] = v;
+                if (lane == 0) part[warp][r] = v;
             }
             __syncthreads();
-            if (live && g == 0 && lane < N) {
+            if (s == 0 && lane < RPW && row0 + lane < rows) {
                 float v = 0.f;
-                for (int j = 0; j < group; j++) v += part[warp + j][lane];
-                if (row >= L && row < L + Rw) y[(long long)lane * ys + row - L] = f2bf(v);
-                else h[(long long)lane * (L + R) + (row < L ? row : row - Rw)] = v;
+                #pragma unroll
+                for (int j = 0; j < SPLIT; j++) v += part[warp + j][lane];
+                if (kind & 2) ((float*)out)[row0 + lane] = v;
+                else ((bf16*)out)[row0 + lane] = f2bf(v);
             }
         }
         """;
@@ -151,7 +136,7 @@ internal static unsafe class DecodeGemv
     public static string Describe(Device device)
     {
         if (device.type != DeviceType.CUDA) return "ATen GEMM (CPU)";
-        if (!Enabled) return "cuBLAS GEMM and the shrink kernel (decode GEMV kernel switched off)";
+        if (!Enabled) return "cuBLAS GEMM (decode GEMV kernel switched off)";
         Kernel(device, out var status);
         return $"{status}, {MaxTokens} token";
     }
@@ -174,11 +159,42 @@ internal static unsafe class DecodeGemv
         return Kernel(x2.device, out _) is not null;
     }
 
-    /// <summary>y = x wᵀ (N, rows) bfloat16, for inputs <see cref="Applies"/> accepted.</summary>
+    /// <summary>
+    /// y = x wᵀ for x (…, in) and w (out, in): through the kernel when x is one token it <see cref="Applies"/> to, else
+    /// ATen's linear (cuBLAS, or the CPU's GEMM). Returns (…, out).
+    /// </summary>
+    public static Tensor Project(Tensor x, Tensor w)
+    {
+        if (x.device_type == DeviceType.CUDA && x.numel() == x.shape[^1] && x.numel() > 0)
+        {
+            using var scope = NewDisposeScope();
+            var x2 = x.reshape(1, x.shape[^1]);                                              // (1, in)
+            if (Applies(x2, w))
+                return Apply(x2, w).view([.. x.shape[..^1], w.shape[0]]).MoveToOuterDisposeScope();
+        }
+        return nn.functional.linear(x, w);
+    }
+
+    /// <summary>
+    /// Several projections of one input x (…, in) (gate and up): each y = x wᵀ (…, out) in one launch when x is one
+    /// token the kernel <see cref="Applies"/> to for every weight, else null (the caller runs them as it would).
+    /// </summary>
+    public static Tensor[]? TryProjectGroup(Tensor x, IReadOnlyList<Tensor> weights)
+    {
+        if (x.device_type != DeviceType.CUDA || x.numel() != x.shape[^1] || x.numel() == 0 || weights.Count is < 1 or > MaxSegments)
+            return null;
+        using var scope = NewDisposeScope();
+        var x2 = x.reshape(1, x.shape[^1]);                                                  // (1, in)
+        if (!weights.All(w => Applies(x2, w))) return null;
+        var outputs = ApplyGroup(x2, weights.Select(w => new Segment(w, null, null)).ToList());
+        return outputs.Select(o => o.Y.view([.. x.shape[..^1], o.Y.shape[1]]).MoveToOuterDisposeScope()).ToArray();
+    }
+
+    /// <summary>y = x wᵀ (1, rows) bfloat16, for inputs <see cref="Applies"/> accepted.</summary>
     public static Tensor Apply(Tensor x2, Tensor w) => ApplyGroup(x2, [new Segment(w, null, null)])[0].Y;
 
     /// <summary>
-    /// MeteoRA's decode pass in one launch: y = x wᵀ (N, rows) bfloat16 and h = x [gate; a]ᵀ (N, L + ΣR) float32, for
+    /// MeteoRA's decode pass in one launch: y = x wᵀ (1, rows) bfloat16 and h = x [gate; a]ᵀ (1, L + ΣR) float32, for
     /// <paramref name="gate"/> (L, in) float32 and <paramref name="a"/> (ΣR, in) bfloat16, contiguous and aligned.
     /// </summary>
     public static (Tensor Y, Tensor H) ApplyWithAdapters(Tensor x2, Tensor w, Tensor gate, Tensor a)
@@ -194,43 +210,52 @@ internal static unsafe class DecodeGemv
     public const int MaxSegments = 3;
 
     /// <summary>
-    /// Up to <see cref="MaxSegments"/> projections of the same input x (N, in) in one launch (q, k and v; gate and up):
-    /// per segment y = x wᵀ (N, rows) bfloat16 and, when it has a gate, h = x [gate; a]ᵀ (N, L + ΣR) float32.
+    /// Up to <see cref="MaxSegments"/> projections of the same one-token input x (1, in) in one launch (q, k and v; gate
+    /// and up): per segment y = x wᵀ (1, rows) bfloat16 and, when it has a gate, h = x [gate; a]ᵀ (1, L + ΣR) float32.
     /// Every weight must pass <see cref="Applies"/>; gates float32 and A bfloat16, contiguous and aligned.
     /// </summary>
     public static (Tensor Y, Tensor? H)[] ApplyGroup(Tensor x2, IReadOnlyList<Segment> segments)
     {
         if (segments.Count is < 1 or > MaxSegments) throw new ArgumentException($"decode GEMV: {segments.Count} projections in one launch (1…{MaxSegments})");
+        if (x2.dim() != 2 || x2.shape[0] != 1 || x2.dtype != ScalarType.BFloat16 || x2.shape[1] % 8 != 0 || !Aligned(x2))
+            throw new ArgumentException($"decode GEMV: input {string.Join('×', x2.shape)} {x2.dtype} is not one aligned bfloat16 token, a multiple of 8 wide");
         var kernel = Kernel(x2.device, out var status) ?? throw new MeteoraException($"decode GEMV: {status}");
-        int N = (int)x2.shape[0], inF = (int)x2.shape[1], group = GroupFor(inF), rowsPerBlock = WarpsPerBlock / group;
+        int inF = (int)x2.shape[1];
         var results = new (Tensor Y, Tensor? H)[segments.Count];
-        GemvSegments args = default;
+        var kernelSegments = new List<GemvSegment>(MaxKernelSegments);
         int blocks = 0;
+        void Add(Tensor m, IntPtr output, int kind)
+        {
+            kernelSegments.Add(new GemvSegment { M = DeviceMemory.Address(m), Out = output, Ld = m.stride(0), Rows = (int)m.shape[0], Kind = kind, BlockStart = blocks });
+            blocks += ((int)m.shape[0] + RowsPerBlock - 1) / RowsPerBlock;
+        }
         for (int i = 0; i < segments.Count; i++)
         {
             var (w, gate, a) = segments[i];
+            if (w.dtype != ScalarType.BFloat16 || w.dim() != 2 || w.shape[1] != inF || !Aligned(w) || w.device_index != x2.device_index)
+                throw new ArgumentException($"decode GEMV: weight {string.Join('×', w.shape)} {w.dtype} does not fit inputs {inF} wide");
             if (gate is not null && (a is null || gate.dtype != ScalarType.Float32 || a.dtype != ScalarType.BFloat16 || !gate.is_contiguous()
                 || !a.is_contiguous() || !Aligned(gate) || !Aligned(a) || gate.shape[1] != inF || a.shape[1] != inF))
                 throw new ArgumentException($"decode GEMV: gate {string.Join('×', gate.shape)} {gate.dtype} and adapters {(a is null ? "none" : $"{string.Join('×', a.shape)} {a.dtype}")} do not fit inputs {inF} wide");
-            var y = empty(N, w.shape[0], ScalarType.BFloat16, x2.device);                         // (N, rows)
-            var h = gate is null ? null : empty(N, gate.shape[0] + a!.shape[0], ScalarType.Float32, x2.device);   // (N, L + ΣR)
-            results[i] = (y, h);
-            int L = gate is null ? 0 : (int)gate.shape[0], R = a is null || gate is null ? 0 : (int)a.shape[0], Rw = (int)w.shape[0];
-            var seg = new GemvSegment
+            var y = empty(1, w.shape[0], ScalarType.BFloat16, x2.device);                          // (1, rows)
+            Tensor? h = null;
+            if (gate is not null)
             {
-                G = gate is null ? IntPtr.Zero : DeviceMemory.Address(gate), W = DeviceMemory.Address(w),
-                A = R == 0 ? IntPtr.Zero : DeviceMemory.Address(a!), Y = DeviceMemory.Address(y), H = h is null ? IntPtr.Zero : DeviceMemory.Address(h),
-                Ldw = w.stride(0), Ys = y.stride(0), L = L, Rw = Rw, R = R, BlockStart = blocks,
-            };
-            if (i == 0) args.S0 = seg; else if (i == 1) args.S1 = seg; else args.S2 = seg;
-            blocks += (L + Rw + R + rowsPerBlock - 1) / rowsPerBlock;
+                h = empty(1, gate.shape[0] + a!.shape[0], ScalarType.Float32, x2.device);            // (1, L + ΣR)
+                // Gate and A rows first: small, they finish under the base rows' stream.
+                Add(gate, DeviceMemory.Address(h), kind: 1 | 2);
+                if (a.shape[0] > 0) Add(a, DeviceMemory.Address(h) + (nint)(gate.shape[0] * sizeof(float)), kind: 2);
+            }
+            Add(w, DeviceMemory.Address(y), kind: 0);
+            results[i] = (y, h);
         }
-        args.Count = segments.Count;
+        GemvSegments args = default;
+        for (int i = 0; i < kernelSegments.Count; i++) args.S[i] = kernelSegments[i];
+        args.Count = kernelSegments.Count;
         IntPtr xp = DeviceMemory.Address(x2);
-        long xs = x2.stride(0);
-        void** p = stackalloc void*[6];
-        p[0] = &xp; p[1] = &xs; p[2] = &N; p[3] = &inF; p[4] = &group; p[5] = &args;
-        kernel.Launch((uint)blocks, 32 * WarpsPerBlock, p);
+        void** p = stackalloc void*[3];
+        p[0] = &xp; p[1] = &inF; p[2] = &args;
+        kernel.Launch((uint)blocks, 32 * Warps, p);
         return results;
     }
 
@@ -238,28 +263,22 @@ internal static unsafe class DecodeGemv
     [StructLayout(LayoutKind.Sequential)]
     internal struct GemvSegment
     {
-        public IntPtr G, W, A, Y, H;
-        public long Ldw, Ys;
-        public int L, Rw, R, BlockStart;
+        public IntPtr M, Out;
+        public long Ld;
+        public int Rows, Kind, BlockStart;
+    }
+
+    [System.Runtime.CompilerServices.InlineArray(MaxKernelSegments)]
+    internal struct GemvSegmentArray
+    {
+        private GemvSegment _first;
     }
 
     [StructLayout(LayoutKind.Sequential)]
     internal struct GemvSegments
     {
-        public GemvSegment S0, S1, S2;
+        public GemvSegmentArray S;
         public int Count;
-    }
-
-    /// <summary>
-    /// Warps per row: about 2 048 inputs each (a pass of eight 16-byte loads per lane), 1, 2, 4 or 8, and
-    /// <paramref name="inFeatures"/> a multiple of 8 per warp (1 otherwise). Short passes spread a long row (the down
-    /// projection's 14 336 inputs) over several warps instead of one warp waiting for memory seven times in a row.
-    /// </summary>
-    internal static int GroupFor(int inFeatures)
-    {
-        int group = 1;
-        while (group < WarpsPerBlock && inFeatures / group > 2048 && inFeatures % (16 * group) == 0) group *= 2;
-        return group;
     }
 
     /// <summary>Unit column stride and 16-byte aligned data and rows, as the kernel's vector loads need.</summary>

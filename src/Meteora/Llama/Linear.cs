@@ -37,6 +37,6 @@ public class Linear : nn.Module<Tensor, Tensor>
     /// <summary>A plain projection whose weight is <paramref name="weightView"/> (out, in), a row block of a larger buffer (consumed).</summary>
     internal static Linear OnView(ProjectionSite site, Tensor weightView) => new(site, weightView);
 
-    /// <summary>(…, in) → (…, out).</summary>
-    public override Tensor forward(Tensor x) => nn.functional.linear(x, weight);
+    /// <summary>(…, in) → (…, out); one bfloat16 token on CUDA through the decode GEMV kernel (<see cref="DecodeGemv"/>).</summary>
+    public override Tensor forward(Tensor x) => DecodeGemv.Project(x, weight);
 }

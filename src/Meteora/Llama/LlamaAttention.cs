@@ -60,7 +60,7 @@ public sealed class LlamaAttention : nn.Module
             && !(is_grad_enabled() && (q_proj.weight.requires_grad || k_proj.weight.requires_grad || v_proj.weight.requires_grad || x.requires_grad)))
         {
             int qOut = _heads * _headDim, kvOut = _kvHeads * _headDim;
-            var all = x.matmul(_qkvT);                                                        // (B, T, H·d + 2·Hkv·d)
+            var all = DecodeGemv.Project(x, _qkvT.t());                                       // (B, T, H·d + 2·Hkv·d)
             return (all.narrow(-1, 0, qOut), all.narrow(-1, qOut, kvOut), all.narrow(-1, qOut + kvOut, kvOut));
         }
         if (q_proj is IGroupedProjection grouped && grouped.TryForwardGroup([q_proj, k_proj, v_proj], x) is [var q, var k, var v])

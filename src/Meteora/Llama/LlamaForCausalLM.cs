@@ -108,7 +108,7 @@ public sealed class LlamaForCausalLM : nn.Module
         var h = model.forward(ids, ctx);                                  // (B, T, hidden)
         if (cache is not null) cache.Length = start + T;
         if (lastOnly) h = h.select(1, T - 1);                             // (B, hidden)
-        var logits = nn.functional.linear(h, lm_head ?? model.embed_tokens.weight);  // (B, [T,] V)
+        var logits = DecodeGemv.Project(h, lm_head ?? model.embed_tokens.weight);  // (B, [T,] V)
         PhaseMarks.Mark("LM head");
         return logits.MoveToOuterDisposeScope();
     }
@@ -136,7 +136,7 @@ public sealed class LlamaForCausalLM : nn.Module
         };
         PhaseMarks.Mark("rotary tables, mask");
         var h = model.forward(ids, ctx).select(1, 0);                                     // (B, hidden)
-        var logits = nn.functional.linear(h, lm_head ?? model.embed_tokens.weight);     // (B, V)
+        var logits = DecodeGemv.Project(h, lm_head ?? model.embed_tokens.weight);     // (B, V)
         PhaseMarks.Mark("LM head");
         return logits.MoveToOuterDisposeScope();
     }
@@ -164,7 +164,7 @@ public sealed class LlamaForCausalLM : nn.Module
         };
         PhaseMarks.Mark("rotary tables, mask");
         var h = model.forward(ids, ctx).select(1, 0);                                     // (B, hidden)
-        var logits = nn.functional.linear(h, lm_head ?? model.embed_tokens.weight);     // (B, V)
+        var logits = DecodeGemv.Project(h, lm_head ?? model.embed_tokens.weight);     // (B, V)
         PhaseMarks.Mark("LM head");
         return logits.MoveToOuterDisposeScope();
     }

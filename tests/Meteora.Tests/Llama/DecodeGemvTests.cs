@@ -24,29 +24,39 @@ public class DecodeGemvTests
         Assert.Equal("ATen GEMM (CPU)", DecodeGemv.Describe(CPU));
     }
 
-    [Theory]
-    [InlineData(4096, 2)]     // one pass of 2 048 inputs per warp
-    [InlineData(14336, 8)]    // the down projection: 1 792 per warp
-    [InlineData(2048, 1)]
-    [InlineData(200, 1)]
-    [InlineData(4104, 1)]     // 4104 = 8·513: two warps would get 2 052, not whole 8-wide chunks
-    public void LongRowsAreSplitOverWarpsInWholeChunks(int inFeatures, int group)
-    {
-        Assert.Equal(group, DecodeGemv.GroupFor(inFeatures));
-        Assert.Equal(0, inFeatures % (8 * group));
-    }
-
     [Fact]
     public void TheSegmentStructsHaveTheKernelsCLayout()
     {
-        // The kernel reads its GemvSegments parameter with C's layout: 5 pointers, 2 long longs, 4 ints (72 bytes, 8-aligned),
-        // three of them and a count (padded to 224). A field out of place would hand the kernel wrong pointers.
-        Assert.Equal(72, System.Runtime.InteropServices.Marshal.SizeOf<DecodeGemv.GemvSegment>());
-        Assert.Equal(224, System.Runtime.InteropServices.Marshal.SizeOf<DecodeGemv.GemvSegments>());
-        Assert.Equal(40, (int)System.Runtime.InteropServices.Marshal.OffsetOf<DecodeGemv.GemvSegment>(nameof(DecodeGemv.GemvSegment.Ldw)));
-        Assert.Equal(56, (int)System.Runtime.InteropServices.Marshal.OffsetOf<DecodeGemv.GemvSegment>(nameof(DecodeGemv.GemvSegment.L)));
-        Assert.Equal(216, (int)System.Runtime.InteropServices.Marshal.OffsetOf<DecodeGemv.GemvSegments>(nameof(DecodeGemv.GemvSegments.Count)));
-        Assert.Contains("struct GemvSegment { const float* G; const bf16* W; const bf16* A; bf16* y; float* h; long long ldw; long long ys;", DecodeGemv.Source);
+        // The kernel reads its GemvSegments parameter with C's layout: 2 pointers, a long long, 3 ints (36 bytes, padded to
+        // 40), nine of them and a count (padded to 368). A field out of place would hand the kernel wrong pointers. The
+        // launch passes the managed struct's bytes, so the managed layout (InlineArray included) is what must match.
+        var v = default(DecodeGemv.GemvSegments);
+        ref byte start = ref System.Runtime.CompilerServices.Unsafe.As<DecodeGemv.GemvSegments, byte>(ref v);
+        Assert.Equal(40, System.Runtime.CompilerServices.Unsafe.SizeOf<DecodeGemv.GemvSegment>());
+        Assert.Equal(368, System.Runtime.CompilerServices.Unsafe.SizeOf<DecodeGemv.GemvSegments>());
+        Assert.Equal(360, (int)System.Runtime.CompilerServices.Unsafe.ByteOffset(ref start,
+            ref System.Runtime.CompilerServices.Unsafe.As<int, byte>(ref v.Count)));
+        Assert.Equal(80, (int)System.Runtime.CompilerServices.Unsafe.ByteOffset(ref start,
+            ref System.Runtime.CompilerServices.Unsafe.As<DecodeGemv.GemvSegment, byte>(ref v.S[2])));
+        Assert.Equal(16, (int)System.Runtime.InteropServices.Marshal.OffsetOf<DecodeGemv.GemvSegment>(nameof(DecodeGemv.GemvSegment.Ld)));
+        Assert.Equal(32, (int)System.Runtime.InteropServices.Marshal.OffsetOf<DecodeGemv.GemvSegment>(nameof(DecodeGemv.GemvSegment.BlockStart)));
+        Assert.Contains("struct GemvSegment { const void* M; void* out; long long ld; int rows; int kind; int blockStart; };", DecodeGemv.Source);
+        Assert.Contains("struct GemvSegments { GemvSegment s[MAXSEG]; int count; };", DecodeGemv.Source);
+        Assert.Contains("#define MAXSEG 9", DecodeGemv.Source);
+    }
+
+    [Fact]
+    public void ProjectOnTheCpuIsAtensLinear()
+    {
+        // The CPU path stays bit for bit what it was: Linear.forward and the LM head go through Project.
+        manual_seed(4);
+        using var x = randn(1, 1, 64);
+        using var w = randn(32, 64);
+        using var y = DecodeGemv.Project(x, w);
+        using var reference = nn.functional.linear(x, w);
+        Assert.Equal(new long[] { 1, 1, 32 }, y.shape);
+        Assert.True(y.eq(reference).all().item<bool>());
+        Assert.Null(DecodeGemv.TryProjectGroup(x, [w, w]));
     }
 
     [CudaFact]
@@ -55,22 +65,28 @@ public class DecodeGemvTests
         using var scope = NewDisposeScope();
         using var noGrad = no_grad();
         manual_seed(2);
-        foreach (int n in new[] { 1, 3, 8 })
-        foreach (int inF in new[] { 4096, 14336, 200 })
+        foreach (int inF in new[] { 4096, 14336, 200, 24 })
+        foreach (int rows in new[] { 1000, 7, 28672 })
         {
-            var x = randn(n, inF, ScalarType.BFloat16, CUDA);
-            var w = randn(1000, inF, ScalarType.BFloat16, CUDA) * 0.02;
+            var x = randn(1, inF, ScalarType.BFloat16, CUDA);
+            var w = randn(rows, inF, ScalarType.BFloat16, CUDA) * 0.02;
             var gate = randn(28, inF, ScalarType.Float32, CUDA);
             var a = (randn(224, inF, ScalarType.BFloat16, CUDA) * 0.02).contiguous();
-            // The paths hand it one token (DecodeGemv.MaxTokens); the kernel itself takes up to eight.
-            Assert.Equal(n <= DecodeGemv.MaxTokens, DecodeGemv.Applies(x, w));
+            Assert.True(DecodeGemv.Applies(x, w));
+            Assert.False(DecodeGemv.Applies(randn(2, inF, ScalarType.BFloat16, CUDA), w));   // one token only
             var (y, h) = DecodeGemv.ApplyWithAdapters(x, w, gate, a);
-            var reference = x.to(ScalarType.Float32).matmul(w.to(ScalarType.Float32).t());            // (N, 1000)
+            var reference = x.to(ScalarType.Float32).matmul(w.to(ScalarType.Float32).t());            // (1, rows)
             var diff = (y.to(ScalarType.Float32) - reference).abs();
-            Assert.True(diff.le(reference.abs() * (1.0 / 128) + 1e-3).all().item<bool>(), $"N {n}, in {inF}: max |y − x Wᵀ| {diff.max().item<float>()}");
+            Assert.True(diff.le(reference.abs() * (1.0 / 128) + 1e-3).all().item<bool>(), $"in {inF}, rows {rows}: max |y − x Wᵀ| {diff.max().item<float>()}");
             var hRef = cat([x.to(ScalarType.Float32).matmul(gate.t()), x.to(ScalarType.Float32).matmul(a.to(ScalarType.Float32).t())], 1);
-            Assert.True((h - hRef).abs().le(hRef.abs() * 1e-4 + 1e-3).all().item<bool>(), $"N {n}, in {inF}: h");
+            Assert.True((h - hRef).abs().le(hRef.abs() * 1e-4 + 1e-3).all().item<bool>(), $"in {inF}, rows {rows}: h");
             Assert.True(DecodeGemv.Apply(x, w).eq(y).all().item<bool>(), "the plain launch gives the same base rows");
+            // A row block of a larger buffer (the fused q/k/v) and a group of three: the same rows as alone.
+            var buffer = randn(rows + 16, inF, ScalarType.BFloat16, CUDA);
+            var view = buffer.narrow(0, 8, rows);
+            Assert.True(DecodeGemv.Project(x.view(1, 1, inF), view).view(1, rows).eq(DecodeGemv.Apply(x, view.contiguous())).all().item<bool>(), "a row-block view");
+            var group = DecodeGemv.TryProjectGroup(x, [w, view, w])!;
+            Assert.True(group[0].eq(y).all().item<bool>() && group[2].eq(y).all().item<bool>(), "grouped rows equal the lone launch's");
         }
     }
 }
