@@ -36,9 +36,10 @@ public static class EvalCommand
         var guided = new Option<bool>("--composite-guided") { Description = "composite: the evaluator writes each answer line's number and problem, the model completes only the answers (default: the model writes the whole answer block)" };
         var paper = new Option<bool>("--paper-metrics") { Description = "accuracy as the original MeteoRA code's \"fuzzy\" mode computes it (the lower-cased reference contained in the stripped, lower-cased answer)" };
         var routingProbe = new Option<bool>("--routing-probe") { Description = "mode meteora with --composite N, diagnostic: no generation; how often the gates' first choice is each token's own task on the answer lines of teacher-forced composite prompts and on the same problems alone (routing-probe-N.json)" };
+        var linearProbe = new Option<int?>("--linear-probe") { Description = "with --routing-probe: also fit a linear gate per projection on N teacher-forced composite prompts from the training split (and one on their problems alone) and score both beside the gates on the probe's prompts: can any linear gate on this base route these tokens?" };
         var routeByTask = new Option<string?>("--route-by-task") { Description = "mode meteora, diagnostic: route all, prompt or answer tokens to the adapter named like the task instead of asking the gates (all = PEFT-oracle computed through the MeteoRA model); with --composite-guided, to each line's task while the model completes that line, or tokens: every token to its own line's task" };
         var cmd = new Command("eval", "Per-task accuracy of base, PEFT-oracle, LoRA-B, average merge, Arrow or MeteoRA on task data")
-            { model, mode, meteora, adaptersDir, adapter, data, tasks, limit, batch, maxNew, topK, temperature, output, paper, composite, compositeExamples, seed, guided, routeByTask, routingProbe };
+            { model, mode, meteora, adaptersDir, adapter, data, tasks, limit, batch, maxNew, topK, temperature, output, paper, composite, compositeExamples, seed, guided, routeByTask, routingProbe, linearProbe };
         cmd.SetAction(p =>
         {
             var ctx = context(p);
@@ -70,8 +71,10 @@ public static class EvalCommand
                 if (m != "meteora" || p.GetValue(composite) is not { } pn)
                     throw new MeteoraException("--routing-probe works with --mode meteora and --composite N");
                 return RunRoutingProbe(ctx, baseFolder, dataFolder, names, pn, p.GetValue(compositeExamples), p.GetValue(seed),
-                    p.GetValue(meteora) ?? throw new MeteoraException("eval --mode meteora needs --meteora"), p.GetValue(topK), p.GetValue(temperature), p.GetValue(output)!, tokenizer);
+                    p.GetValue(meteora) ?? throw new MeteoraException("eval --mode meteora needs --meteora"), p.GetValue(topK), p.GetValue(temperature), p.GetValue(output)!, tokenizer,
+                    p.GetValue(linearProbe));
             }
+            if (p.GetValue(linearProbe) is not null) throw new MeteoraException("--linear-probe works with --routing-probe");
             if (p.GetValue(composite) is { } cn)
                 return RunComposite(ctx, m, baseFolder, dataFolder, names, cn, p.GetValue(compositeExamples), p.GetValue(seed), b, maxTokens,
                     p.GetValue(adapter), p.GetValue(adaptersDir), p.GetValue(meteora), p.GetValue(topK), p.GetValue(temperature), p.GetValue(output)!, tokenizer, p.GetValue(guided),
@@ -121,16 +124,19 @@ public static class EvalCommand
 
     /// <summary>--routing-probe: the gates' top-1 against each token's task, in composite prompts and alone (a diagnostic).</summary>
     private static int RunRoutingProbe(CliContext ctx, string baseFolder, string dataFolder, List<string> names, int n, int examples, int seed,
-        string meteora, int? topK, double? temperature, string outDir, HfTokenizer tokenizer)
+        string meteora, int? topK, double? temperature, string outDir, HfTokenizer tokenizer, int? linearProbe)
     {
         if (examples < 1) throw new MeteoraException("--composite-examples must be ≥ 1");
+        if (linearProbe is < 1 or > 10_000) throw new MeteoraException($"--linear-probe: {linearProbe} training prompts (1…10000)");
         using var mm = MeteoraModel.Load(baseFolder, meteora, ctx.Device, ctx.DType);
         mm.Configure(topK: topK, temperature: temperature);
         var (inComposite, alone) = CompositeRoutingProbe.Measure(mm, tokenizer, dataFolder, names, n, examples, seed);
+        LinearProbeResult? linear = linearProbe is { } trainPrompts
+            ? CompositeRoutingProbe.FitLinearGates(mm, tokenizer, dataFolder, names, n, trainPrompts, examples, seed, ctx.Err.WriteLine) : null;
         Directory.CreateDirectory(outDir);
         Meteora.IO.AtomicFile.WriteAllText(Path.Combine(outDir, $"routing-probe-{n}.json"), CliJson.Serialize(new
         {
-            n, examples, seed, in_composite = inComposite, alone,
+            n, examples, seed, in_composite = inComposite, alone, linear_probe = linear,
         }, indented: true));
         var md = new System.Text.StringBuilder($"# Routing probe, composite-{n}: gates' top-1 = the token's task\n\n| | decisions | agreement |\n| --- | ---: | ---: |\n");
         md.AppendLine($"| answer lines in composite prompts | {inComposite.Tokens} | {inComposite.Agreement:P1} |");
@@ -141,6 +147,15 @@ public static class EvalCommand
         md.AppendLine("\n| task | in composite | alone |\n| --- | ---: | ---: |");
         foreach (var task in inComposite.ByTask.Keys.Union(alone.ByTask.Keys).Order(StringComparer.Ordinal))
             md.AppendLine($"| {task} | {inComposite.ByTask.GetValueOrDefault(task, double.NaN):P1} | {alone.ByTask.GetValueOrDefault(task, double.NaN):P1} |");
+        if (linear is not null)
+        {
+            md.AppendLine($"\n## Linear gates fitted on this base ({linear.TrainPrompts} composite prompts from the training split, {linear.TrainDecisions} decisions)\n");
+            md.AppendLine("Share of the answer lines' decisions above whose task each router picks first.\n");
+            md.AppendLine("| layer | decisions | fitted on composite prompts | fitted on the problems alone | the gates |\n| ---: | ---: | ---: | ---: | ---: |");
+            foreach (var row in linear.ByLayer)
+                md.AppendLine($"| {row.Layer} | {row.Decisions} | {row.CompositeFitted:P1} | {row.AloneFitted:P1} | {row.Gates:P1} |");
+            md.AppendLine($"| all | {linear.TestDecisions} | {linear.CompositeFitted:P1} | {linear.AloneFitted:P1} | {linear.Gates:P1} |");
+        }
         Meteora.IO.AtomicFile.WriteAllText(Path.Combine(outDir, $"routing-probe-{n}.md"), md.ToString());
         ctx.Out.Write(md.ToString());
         ctx.Err.WriteLine($"report written to {outDir} (routing-probe-{n}.json, routing-probe-{n}.md)");

@@ -132,6 +132,7 @@ public sealed class MeteoraLinear : Linear, IGroupedProjection
         var shape = x.shape;
         var x2 = x.reshape(-1, shape[^1]);                                               // (N, in)
         if (x2.stride(1) != 1) x2 = x2.contiguous();
+        if (Recorder is { RecordInputs: true }) Recorder.AddInput(Site.Key, x2);
         var strategy = Resolve(x2.shape[0]);
         Tensor y;
         if (TakesUnfusedPath(x2))

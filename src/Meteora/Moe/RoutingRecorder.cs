@@ -24,6 +24,18 @@ public sealed class RoutingRecorder : IDisposable
 
     private readonly Dictionary<string, long> _nearTies = new();
 
+    /// <summary>Also keep each projection's input x (tokens, in) as float32 on the CPU: what its gate reads (diagnostics).</summary>
+    public bool RecordInputs { get; init; }
+
+    private readonly List<(string Key, Tensor Input)> _inputs = new();
+
+    internal void AddInput(string key, Tensor x2) =>
+        _inputs.Add((key, x2.detach().to(ScalarType.Float32).cpu().DetachFromDisposeScope()));
+
+    /// <summary>Per projection key, its inputs (tokens, in) float32 over every recorded forward, in call order (needs <see cref="RecordInputs"/>).</summary>
+    public IReadOnlyDictionary<string, Tensor> Inputs() =>
+        _inputs.GroupBy(p => p.Key).ToDictionary(g => g.Key, g => g.Count() == 1 ? g.First().Input : cat(g.Select(p => p.Input).ToList(), 0));
+
     /// <summary>
     /// Also compare, per projection, a low-precision model's top-k sets with the float32 gate's top-k of the same input
     /// (call-wide top-k routing through the gates; the check behind <see cref="ExactRanking"/>'s guarantee).
@@ -95,6 +107,8 @@ public sealed class RoutingRecorder : IDisposable
         foreach (var (_, t) in _indices) t.Dispose();
         foreach (var (_, t) in _weights) t.Dispose();
         foreach (var (_, t) in _logits) t.Dispose();
+        foreach (var (_, t) in _inputs) t.Dispose();
+        _inputs.Clear();
         _indices.Clear();
         _weights.Clear();
         _logits.Clear();

@@ -210,6 +210,67 @@ public class CompositeRoutingProbeTests
     }
 }
 
+public class LinearProbeTests
+{
+    [Fact]
+    public void ItLearnsALinearRuleAndCannotLearnNoise()
+    {
+        manual_seed(3);
+        var x = randn(2000, 16);
+        var direction = randn(16, 3);
+        var y = x.mm(direction).argmax(1);                                             // classes a linear map decides
+        using (var probe = Meteora.Evaluation.LinearProbe.Fit(x.narrow(0, 0, 1500), y.narrow(0, 0, 1500), 3))
+            Assert.InRange(probe.Right(x.narrow(0, 1500, 500), y.narrow(0, 1500, 500)) / 500.0, 0.9, 1.0);
+        var noise = randint(0, 3, [2000], dtype: ScalarType.Int64);                  // labels x says nothing about
+        using (var probe = Meteora.Evaluation.LinearProbe.Fit(x.narrow(0, 0, 1500), noise.narrow(0, 0, 1500), 3))
+            Assert.InRange(probe.Right(x.narrow(0, 1500, 500), noise.narrow(0, 1500, 500)) / 500.0, 0.0, 0.45);
+        Assert.Throws<ArgumentException>(() => Meteora.Evaluation.LinearProbe.Fit(x, y.narrow(0, 0, 10), 3));
+    }
+
+    [Fact]
+    public void RecordedInputsAreWhatTheGatesRead()
+    {
+        // The float32 fixture's gates recomputed from the recorded inputs pick the recorded top-1 at every token.
+        using var mm = Meteora.Moe.MeteoraModel.Load(Fixture.Base, Fixture.Meteora, CPU, ScalarType.Float32);
+        using var recorder = new Meteora.Moe.RoutingRecorder { RecordIndices = true, RecordInputs = true };
+        mm.Attach(recorder);
+        using (no_grad()) mm.Forward(tensor(new long[] { 1, 17, 40, 99, 5, 23, 61 }, [1, 7]));
+        mm.Attach(null);
+        var inputs = recorder.Inputs();
+        foreach (var (key, rows) in recorder.Trace())
+        {
+            var gate = mm.Projections.Single(p => p.Site.Key == key).moe_gate;
+            var top1 = inputs[key].mm(gate.detach().t()).argmax(1).data<long>().ToArray();   // (7,)
+            Assert.Equal(rows.Select(r => r[0]).ToArray(), top1);
+        }
+    }
+
+    [Fact]
+    public void TheFittedGatesAreScoredOnTheProbesOwnDecisions()
+    {
+        using var dir = Fixture.TempDir();
+        Meteora.Evaluation.TaskSuite.Write(dir["data"], trainPerTask: 10, testPerTask: 10, seed: 4, only: ["add", "reverse", "upper"]);
+        string[] tasks = ["add", "reverse", "upper"];
+        using var tok = Meteora.Tokenization.HfTokenizer.Load(Fixture.Base);
+        using var mm = Meteora.Moe.MeteoraModel.Load(Fixture.Base, Fixture.Meteora, CPU, ScalarType.Float32);
+        var (inComposite, _) = Meteora.Evaluation.CompositeRoutingProbe.Measure(mm, tok, dir["data"], tasks, 3, examples: 2, seed: 9);
+        var linear = Meteora.Evaluation.CompositeRoutingProbe.FitLinearGates(mm, tok, dir["data"], tasks, 3, trainExamples: 3, testExamples: 2, seed: 9);
+        // The same prompts and decisions as the probe: the gates' column is its in-composite agreement.
+        Assert.Equal(inComposite.Tokens, linear.TestDecisions);
+        Assert.Equal(inComposite.Agreement, linear.Gates, 12);
+        foreach (var row in linear.ByLayer) Assert.Equal(inComposite.ByLayer[row.Layer], row.Gates, 12);
+        Assert.True(linear.TrainDecisions > 0);
+        Assert.InRange(linear.CompositeFitted, 0, 1);
+
+        var cli = CliRunner.Run("eval", "--model", Fixture.Base, "--mode", "meteora", "--meteora", Fixture.Meteora, "--data", dir["data"],
+            "--composite", "3", "--composite-examples", "2", "--routing-probe", "--linear-probe", "2", "--out", dir["probe"]);
+        Assert.Equal(0, cli.ExitCode);
+        Assert.Contains("fitted on composite prompts", File.ReadAllText(Path.Combine(dir["probe"], "routing-probe-3.md")));
+        CliRunner.AssertUserError(CliRunner.Run("eval", "--model", Fixture.Base, "--mode", "meteora", "--meteora", Fixture.Meteora, "--data", dir["data"],
+            "--composite", "3", "--linear-probe", "2", "--out", dir["e"]), "--linear-probe works with --routing-probe");
+    }
+}
+
 public class MultiTaskLoraTests
 {
     [Fact]
