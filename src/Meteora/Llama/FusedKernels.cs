@@ -24,6 +24,9 @@ internal static unsafe class FusedKernels
 {
     private const int NormThreads = 256, ElementThreads = 256;
 
+    /// <summary>Whether aligned rows of whole 16-byte chunks use the vector RMSNorm kernel (default true; <c>METEORA_VECTOR_NORM=off</c> keeps the column loop).</summary>
+    internal static bool VectorNorm { get; set; } = Environment.GetEnvironmentVariable("METEORA_VECTOR_NORM") is not ("off" or "0" or "false");
+
     internal const string Source = Bf16Device.Prelude + """
         // One block per row. x (rows, cols) with row stride xs, res likewise with rs (a column slice of a wider GEMM
         // output is fine); sum and out are contiguous. With res: s = bf16(x + res) is written to sum and normalised,
@@ -60,6 +63,73 @@ internal static unsafe class FusedKernels
             bf16* o = out + (long long)row * cols;
             for (int c = threadIdx.x; c < cols; c += blockDim.x)
                 o[c] = f2bf(bf2f(w[c]) * bf2f(f2bf(bf2f(src[c]) * scale)));
+        }
+
+        // meteora_rmsnorm_bf16 for rows of a multiple of 8 columns, at most 8·NORM_V·blockDim, with 16-byte aligned rows
+        // (every LLaMA hidden size): each thread issues all its 16-byte loads of x, res and w at once and keeps the sum in
+        // registers, so a row costs one trip to memory, where the loop above waits for one 2-byte load per column stride
+        // (≈ 10 µs for one 4096-wide row at decode). Same roundings; the float32 sum of squares runs in another order.
+        #define NORM_V 2
+        __device__ __forceinline__ unsigned int pack2(float a, float b) { return (unsigned int)f2bf(a) | ((unsigned int)f2bf(b) << 16); }
+        extern "C" __global__ void __launch_bounds__(1024) meteora_rmsnorm8_bf16(const bf16* x, long long xs, const bf16* res, long long rs,
+                                                        bf16* sum, bf16* out, const bf16* w, int rows, int cols, float eps)
+        {
+            __shared__ float partial[32];
+            int row = blockIdx.x;
+            if (row >= rows) return;
+            const uint4* xr = (const uint4*)(x + (long long)row * xs);
+            const uint4* rr = res != 0 ? (const uint4*)(res + (long long)row * rs) : 0;
+            uint4* sr = sum != 0 ? (uint4*)(sum + (long long)row * cols) : 0;
+            uint4* o = (uint4*)(out + (long long)row * cols);
+            int n8 = cols >> 3;
+            uint4 xv[NORM_V], rv[NORM_V], wv[NORM_V];
+            #pragma unroll
+            for (int i = 0; i < NORM_V; i++) {
+                int c = threadIdx.x + i * blockDim.x;
+                if (c < n8) { xv[i] = xr[c]; if (rr != 0) rv[i] = rr[c]; wv[i] = ((const uint4*)w)[c]; }
+            }
+            float v[NORM_V][8];
+            float acc = 0.f;
+            #pragma unroll
+            for (int i = 0; i < NORM_V; i++) {
+                int c = threadIdx.x + i * blockDim.x;
+                if (c < n8) {
+                    unpack8(xv[i], v[i]);
+                    if (rr != 0) {
+                        float b[8];
+                        unpack8(rv[i], b);
+                        #pragma unroll
+                        for (int j = 0; j < 8; j++) v[i][j] = bf2f(f2bf(v[i][j] + b[j]));   // s = bf16(x + res)
+                        sr[c] = make_uint4(pack2(v[i][0], v[i][1]), pack2(v[i][2], v[i][3]), pack2(v[i][4], v[i][5]), pack2(v[i][6], v[i][7]));
+                    }
+                    #pragma unroll
+                    for (int j = 0; j < 8; j++) acc += v[i][j] * v[i][j];
+                }
+            }
+            #pragma unroll
+            for (int off = 16; off > 0; off >>= 1) acc += __shfl_xor_sync(0xffffffffu, acc, off);
+            int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, warps = (blockDim.x + 31) >> 5;
+            if (lane == 0) partial[warp] = acc;
+            __syncthreads();
+            if (warp == 0) {
+                acc = lane < warps ? partial[lane] : 0.f;
+                #pragma unroll
+                for (int off = 16; off > 0; off >>= 1) acc += __shfl_xor_sync(0xffffffffu, acc, off);
+                if (lane == 0) partial[0] = acc;
+            }
+            __syncthreads();
+            float scale = rsqrtf(partial[0] / (float)cols + eps);
+            #pragma unroll
+            for (int i = 0; i < NORM_V; i++) {
+                int c = threadIdx.x + i * blockDim.x;
+                if (c < n8) {
+                    float wf[8], r[8];
+                    unpack8(wv[i], wf);
+                    #pragma unroll
+                    for (int j = 0; j < 8; j++) r[j] = wf[j] * bf2f(f2bf(v[i][j] * scale));
+                    o[c] = make_uint4(pack2(r[0], r[1]), pack2(r[2], r[3]), pack2(r[4], r[5]), pack2(r[6], r[7]));
+                }
+            }
         }
 
         // Rotary embedding of q (tokens, qHeads, d) and k (tokens, kHeads, d) in one launch, one thread per output element:
@@ -172,7 +242,13 @@ internal static unsafe class FusedKernels
         int rows = (int)(x.numel() / cols), c = (int)cols;
         void** args = stackalloc void*[10];
         args[0] = &px; args[1] = &xs; args[2] = &pr; args[3] = &rs; args[4] = &ps; args[5] = &po; args[6] = &pw; args[7] = &rows; args[8] = &c; args[9] = &eps;
-        kernel.Launch((uint)rows, NormThreads, args);
+        // Rows of whole 16-byte chunks, aligned: the vector kernel, one chunk or two per thread.
+        int chunks = c / 8, threads = Math.Min(1024, (Math.Min(chunks, 1024) + 31) / 32 * 32);
+        if (c % 8 == 0 && chunks <= 2 * 1024 && px % 16 == 0 && xs % 8 == 0 && (residual is null || pr % 16 == 0 && rs % 8 == 0)
+            && ps % 16 == 0 && po % 16 == 0 && pw % 16 == 0 && VectorNorm && Kernels.Get(x.device_index < 0 ? 0 : x.device_index, "meteora_rmsnorm8_bf16", out _) is { } vector)
+            vector.Launch((uint)rows, (uint)threads, args);
+        else
+            kernel.Launch((uint)rows, NormThreads, args);
         return (sum, outN);
     }
 

@@ -1,0 +1,71 @@
+# Where MeteoRA's expand kernel (src/Meteora/Moe/SelectiveMixKernel.cs, one token, 28 adapters r 8, top-2, out 4096)
+# spends its time: the kernel as shipped against copies without the ranking, without the B loads, with smaller
+# blocks, and a kernel that only reads and writes y (the floor), each timed in a CUDA graph over B copies that L2
+# cannot hold. Source read from the C# files, so it is the shipped kernel. On a GPU machine with torch and CuPy,
+# from the repository root:   python3 bench/probe/expand_variants.py
+import re, textwrap, sys
+import cupy as cp, torch
+
+def raw(path, name):
+    text = open(path).read()
+    m = re.search(name + r' = (?:[\w.]+ \+ )?"""\n(.*?)\n(\s*)"""', text, re.S)
+    body, indent = m.group(1), m.group(2)
+    return "\n".join(l[len(indent):] if l.startswith(indent) else l.lstrip() for l in body.split("\n")) + "\n"
+
+src = raw("src/Meteora/Runtime/Bf16Device.cs", "Prelude") + raw("src/Meteora/Moe/RoutingKernel.cs", "Ranking") + raw("src/Meteora/Moe/SelectiveMixKernel.cs", "Source")
+head, expand = src.split('extern "C" __global__ void meteora_expand_bf16(ExpandSegments segs)')
+expand = '__device__ __forceinline__ void expand_body(const ExpandSegments& segs)' + expand
+wrap = '''
+extern "C" __global__ void expand_wrap(bf16* y, const float* h, const bf16* B, int out, int L, int r, int k) {
+    ExpandSegments s; s.count = 1;
+    s.s[0].y = y; s.s[0].h = h; s.s[0].B = B; s.s[0].ys = out; s.s[0].out = out; s.s[0].L = L; s.s[0].r = r; s.s[0].k = k;
+    s.s[0].invT = 1.f; s.s[0].blockStart = 0;
+    expand_body(s);
+}
+extern "C" __global__ void floor_wrap(bf16* y, const float* h, const bf16* B, int out, int L, int r, int k) {
+    int o = blockIdx.x * blockDim.x + threadIdx.x;
+    if (o < out) y[o] = f2bf(bf2f(y[o]) + h[L]);
+}
+'''
+variants = {
+    "shipped": expand,
+    "no ranking": expand.replace("top_k(v, L, k, lane, sel, top);", "for (int t = 0; t < MAXK; t++) { sel[t] = t < k ? 3 * t : -1; top[t] = t < k ? v[0] : NEG_INF; }"),
+    "no B loads": expand.replace("unpack8(*(const uint4*)(be + i), f);", "unpack8(make_uint4(0x3f803f80u, 0x3f803f80u, 0x3f803f80u, (unsigned)(size_t)be), f);"),
+    "no logits load": expand.replace("load_logits(0, 0, hn, L, lane, v);", "for (int i = 0; i < PER; i++) v[i] = lane + 32 * i < L ? (float)((lane * 7 + i) % 13) : NEG_INF;"),
+}
+for name, body in variants.items():
+    if name != "shipped": assert body != expand, name
+out, L, r, k = 4096, 28, 8, 2
+copies = 64
+Bs = [torch.randn(out, L * r, device="cuda", dtype=torch.bfloat16) * 0.02 for _ in range(copies)]
+hs = [torch.randn(1, L + L * r, device="cuda", dtype=torch.float32) for _ in range(copies)]
+ys = [torch.randn(1, out, device="cuda", dtype=torch.bfloat16) for _ in range(copies)]
+
+def timed(fn, launches=64):
+    s = torch.cuda.Stream(); s.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(s):
+        for i in range(2): fn(i)
+    torch.cuda.current_stream().wait_stream(s)
+    g = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(g):
+        for i in range(launches): fn(i)
+    for _ in range(3): g.replay()
+    a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    a.record()
+    for _ in range(20): g.replay()
+    b.record(); torch.cuda.synchronize()
+    return a.elapsed_time(b) * 1000 / (20 * launches)
+
+print(torch.cuda.get_device_name(), f"out {out}, L {L}, r {r}, top-{k}; µs per launch in a CUDA graph")
+for name, body in variants.items():
+    mod = cp.RawModule(code=head + body + wrap, options=("-std=c++14",))
+    for threads in ([256, 128, 64, 32] if name == "shipped" else [256]):
+        for kern in (["expand_wrap", "floor_wrap"] if name == "shipped" and threads == 256 else ["expand_wrap"]):
+            f = mod.get_function(kern)
+            grid = (out + threads - 1) // threads
+            def launch(i, f=f, grid=grid, threads=threads):
+                with cp.cuda.ExternalStream(torch.cuda.current_stream().cuda_stream):
+                    f((grid,), (threads,), (cp.uint64(ys[i % copies].data_ptr()), cp.uint64(hs[i % copies].data_ptr()), cp.uint64(Bs[i % copies].data_ptr()),
+                                           cp.int32(out), cp.int32(L), cp.int32(r), cp.int32(k)))
+            t = timed(launch)
+            print(f"  {name if kern == 'expand_wrap' else 'floor (read y, write y)'}, {threads} threads/block ({grid} blocks): {t:.2f} µs", flush=True)
