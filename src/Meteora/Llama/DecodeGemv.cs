@@ -129,10 +129,10 @@ internal static unsafe class DecodeGemv
 
     private static readonly CudaKernelCache Kernels = new(Source, "decode GEMV kernel", "cuBLAS GEMM and the shrink kernel", "decode GEMV kernel");
 
-    /// <summary>Whether MeteoRA's one-token projections may use the kernel (default true; <c>METEORA_DECODE_GEMV=off</c> keeps cuBLAS and the shrink).</summary>
+    /// <summary>Whether one-token bfloat16 projections on CUDA (plain, MeteoRA, the LM head) may use the kernel (default true; <c>METEORA_DECODE_GEMV=off</c> keeps cuBLAS, and MeteoRA's shrink).</summary>
     public static bool Enabled { get; set; } = Environment.GetEnvironmentVariable("METEORA_DECODE_GEMV") is not ("off" or "0" or "false");
 
-    /// <summary>What MeteoRA's one-token projections use on <paramref name="device"/> for their base rows and gate, and why.</summary>
+    /// <summary>What one-token projections (and MeteoRA's base rows and gate) use on <paramref name="device"/>, and why.</summary>
     public static string Describe(Device device)
     {
         if (device.type != DeviceType.CUDA) return "ATen GEMM (CPU)";
@@ -146,13 +146,13 @@ internal static unsafe class DecodeGemv
 
     /// <summary>
     /// Whether the kernel takes x (N, in) against weight rows <paramref name="w"/> (rows, in): bfloat16 on one CUDA
-    /// device, 1 ≤ N ≤ <see cref="MaxTokens"/>, in a multiple of 8, unit column strides and 16-byte aligned rows, no
+    /// device, 1 ≤ N ≤ <see cref="MaxTokens"/>, in a multiple of 8, at least one weight row, unit column strides and 16-byte aligned rows, no
     /// gradient wanted, the kernel built here.
     /// </summary>
     public static bool Applies(Tensor x2, Tensor w)
     {
         if (!Enabled || x2.device_type != DeviceType.CUDA || x2.dtype != ScalarType.BFloat16 || w.dtype != ScalarType.BFloat16
-            || x2.dim() != 2 || x2.shape[0] < 1 || x2.shape[0] > MaxTokens || x2.shape[1] % 8 != 0 || w.shape[1] != x2.shape[1]
+            || x2.dim() != 2 || x2.shape[0] < 1 || x2.shape[0] > MaxTokens || x2.shape[1] % 8 != 0 || w.dim() != 2 || w.shape[0] < 1 || w.shape[1] != x2.shape[1]
             || x2.device_index != w.device_index || !Aligned(x2) || !Aligned(w)
             || is_grad_enabled() && (w.requires_grad || x2.requires_grad))
             return false;

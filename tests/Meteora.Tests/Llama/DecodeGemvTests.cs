@@ -73,6 +73,8 @@ public class DecodeGemvTests
             var gate = randn(28, inF, ScalarType.Float32, CUDA);
             var a = (randn(224, inF, ScalarType.BFloat16, CUDA) * 0.02).contiguous();
             Assert.True(DecodeGemv.Applies(x, w));
+            Assert.False(DecodeGemv.Applies(x, w.narrow(0, 0, 0)));                                // no rows: ATen's linear
+            Assert.Equal(new long[] { 1, 0 }, DecodeGemv.Project(x, w.narrow(0, 0, 0)).shape);
             Assert.False(DecodeGemv.Applies(randn(2, inF, ScalarType.BFloat16, CUDA), w));   // one token only
             var (y, h) = DecodeGemv.ApplyWithAdapters(x, w, gate, a);
             var reference = x.to(ScalarType.Float32).matmul(w.to(ScalarType.Float32).t());            // (1, rows)
