@@ -4,6 +4,7 @@
 # cannot hold. Source read from the C# files, so it is the shipped kernel. On a GPU machine with torch and CuPy,
 # from the repository root:   python3 bench/probe/expand_variants.py
 import re, textwrap, sys
+from graph_timing import timed
 import cupy as cp, torch
 
 def raw(path, name):
@@ -41,21 +42,6 @@ Bs = [torch.randn(out, L * r, device="cuda", dtype=torch.bfloat16) * 0.02 for _ 
 hs = [torch.randn(1, L + L * r, device="cuda", dtype=torch.float32) for _ in range(copies)]
 ys = [torch.randn(1, out, device="cuda", dtype=torch.bfloat16) for _ in range(copies)]
 
-def timed(fn, launches=64):
-    s = torch.cuda.Stream(); s.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(s):
-        for i in range(2): fn(i)
-    torch.cuda.current_stream().wait_stream(s)
-    g = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(g):
-        for i in range(launches): fn(i)
-    for _ in range(3): g.replay()
-    a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-    a.record()
-    for _ in range(20): g.replay()
-    b.record(); torch.cuda.synchronize()
-    return a.elapsed_time(b) * 1000 / (20 * launches)
-
 print(torch.cuda.get_device_name(), f"out {out}, L {L}, r {r}, top-{k}; µs per launch in a CUDA graph")
 for name, body in variants.items():
     mod = cp.RawModule(code=head + body + wrap, options=("-std=c++14",))
@@ -67,5 +53,5 @@ for name, body in variants.items():
                 with cp.cuda.ExternalStream(torch.cuda.current_stream().cuda_stream):
                     f((grid,), (threads,), (cp.uint64(ys[i % copies].data_ptr()), cp.uint64(hs[i % copies].data_ptr()), cp.uint64(Bs[i % copies].data_ptr()),
                                            cp.int32(out), cp.int32(L), cp.int32(r), cp.int32(k)))
-            t = timed(launch)
+            t = timed(launch, 64, replays=20)
             print(f"  {name if kern == 'expand_wrap' else 'floor (read y, write y)'}, {threads} threads/block ({grid} blocks): {t:.2f} µs", flush=True)

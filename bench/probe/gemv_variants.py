@@ -3,6 +3,7 @@
 # them. A prototype for src/Meteora/Llama/DecodeGemv.cs (issue #17): which layout streams a projection closest to the
 # memory bandwidth. Run on a GPU machine with torch and CuPy:   python3 bench/probe/gemv_variants.py > gemv.txt
 import itertools, sys
+from graph_timing import timed
 import cupy as cp
 import torch
 
@@ -101,23 +102,6 @@ dev = torch.device("cuda")
 torch.manual_seed(0)
 print(torch.cuda.get_device_name(), file=sys.stderr)
 
-
-def timed(fn, launches):
-    """µs per launch: `launches` calls captured in one CUDA graph, replayed 10 times after 3."""
-    s = torch.cuda.Stream()
-    s.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(s):
-        for _ in range(2): fn(0)
-    torch.cuda.current_stream().wait_stream(s)
-    g = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(g):
-        for i in range(launches): fn(i)
-    for _ in range(3): g.replay()
-    a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-    a.record()
-    for _ in range(10): g.replay()
-    b.record(); torch.cuda.synchronize()
-    return a.elapsed_time(b) * 1000 / (10 * launches)
 
 
 results = []

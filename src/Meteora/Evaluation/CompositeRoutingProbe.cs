@@ -39,8 +39,7 @@ public static partial class CompositeRoutingProbe
     public static (RoutingAgreement InComposite, RoutingAgreement Alone) Measure(MeteoraModel model, HfTokenizer tokenizer, string dataFolder,
         IReadOnlyList<string> tasks, int n, int examples, int seed)
     {
-        var train = tasks.ToDictionary(t => t, t => TaskData.ReadTrain(Path.Combine(dataFolder, t)));
-        var test = tasks.ToDictionary(t => t, t => TaskData.ReadJsonl(Path.Combine(dataFolder, t, "test.jsonl")));
+        var (train, test) = ReadSplits(dataFolder, tasks);
         var adapterOf = AdapterIndices(model, tasks);
         var rng = new Random(seed);
         var composite = new Tally();
@@ -89,8 +88,7 @@ public static partial class CompositeRoutingProbe
     public static LinearProbeResult FitLinearGates(MeteoraModel model, HfTokenizer tokenizer, string dataFolder, IReadOnlyList<string> tasks,
         int n, int trainExamples, int testExamples, int seed, Action<string>? progress = null)
     {
-        var train = tasks.ToDictionary(t => t, t => TaskData.ReadTrain(Path.Combine(dataFolder, t)));
-        var test = tasks.ToDictionary(t => t, t => TaskData.ReadJsonl(Path.Combine(dataFolder, t, "test.jsonl")));
+        var (train, test) = ReadSplits(dataFolder, tasks);
         var adapterOf = AdapterIndices(model, tasks);
         var trainRng = new Random(unchecked(seed * 7919 + 1));
         var compositeTrain = new Samples();
@@ -140,6 +138,20 @@ public static partial class CompositeRoutingProbe
         return probe.Right(x, y);
     }
 
+    private static (Dictionary<string, List<TaskExample>> Train, Dictionary<string, List<TaskExample>> Test) ReadSplits(string dataFolder, IReadOnlyList<string> tasks) =>
+        (tasks.ToDictionary(t => t, t => TaskData.ReadTrain(Path.Combine(dataFolder, t))),
+         tasks.ToDictionary(t => t, t => TaskData.ReadJsonl(Path.Combine(dataFolder, t, "test.jsonl"))));
+
+    /// <summary>One forward of ids (a batch of one) with the gates routing (any forced routing put back after), into <paramref name="recorder"/>.</summary>
+    private static void ForwardWithGates(MeteoraModel model, IReadOnlyList<int> ids, RoutingRecorder recorder)
+    {
+        var forced = model.Routing.Forced;
+        model.Routing.Forced = null;
+        model.Attach(recorder);
+        try { model.Forward(tensor(ids.Select(i => (long)i).ToArray(), [1, ids.Count])); }
+        finally { model.Attach(null); model.Routing.Forced = forced; }
+    }
+
     private static int LayerIndex(string key) => int.Parse(LayerOf().Match(key).Groups[1].Value);
 
     private static Dictionary<string, int> AdapterIndices(MeteoraModel model, IReadOnlyList<string> tasks) =>
@@ -152,11 +164,7 @@ public static partial class CompositeRoutingProbe
         using var scope = NewDisposeScope();
         using var noGrad = no_grad();
         using var recorder = new RoutingRecorder { RecordIndices = true, RecordInputs = true };
-        var forced = model.Routing.Forced;
-        model.Routing.Forced = null;
-        model.Attach(recorder);
-        try { model.Forward(tensor(ids.Select(i => (long)i).ToArray(), [1, ids.Count])); }
-        finally { model.Attach(null); model.Routing.Forced = forced; }
+        ForwardWithGates(model, ids, recorder);
         var ranks = model.Projections.ToDictionary(p => p.Site.Key, p => p.Adapters.Ranks);
         var inputs = recorder.Inputs();
         foreach (var (key, rows) in recorder.Trace())
@@ -201,11 +209,7 @@ public static partial class CompositeRoutingProbe
         using var scope = NewDisposeScope();
         using var noGrad = no_grad();
         using var recorder = new RoutingRecorder { RecordIndices = true };
-        var forced = model.Routing.Forced;
-        model.Routing.Forced = null;
-        model.Attach(recorder);
-        try { model.Forward(tensor(ids.Select(i => (long)i).ToArray(), [1, ids.Count])); }
-        finally { model.Attach(null); model.Routing.Forced = forced; }
+        ForwardWithGates(model, ids, recorder);
         // A projection that the token's own adapter does not adapt cannot route it right: not counted.
         var ranks = model.Projections.ToDictionary(p => p.Site.Key, p => p.Adapters.Ranks);
         foreach (var (key, rows) in recorder.Trace())

@@ -28,6 +28,24 @@ internal static unsafe class FusedKernels
     internal static bool VectorNorm { get; set; } = Environment.GetEnvironmentVariable("METEORA_VECTOR_NORM") is not ("off" or "0" or "false");
 
     internal const string Source = Bf16Device.Prelude + """
+        // The block's sum of each thread's v (every thread gets it); partial: 32 floats of shared memory.
+        __device__ __forceinline__ float block_sum(float v, float* partial)
+        {
+            #pragma unroll
+            for (int off = 16; off > 0; off >>= 1) v += __shfl_xor_sync(0xffffffffu, v, off);
+            int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, warps = (blockDim.x + 31) >> 5;
+            if (lane == 0) partial[warp] = v;
+            __syncthreads();
+            if (warp == 0) {
+                v = lane < warps ? partial[lane] : 0.f;
+                #pragma unroll
+                for (int off = 16; off > 0; off >>= 1) v += __shfl_xor_sync(0xffffffffu, v, off);
+                if (lane == 0) partial[0] = v;
+            }
+            __syncthreads();
+            return partial[0];
+        }
+
         // One block per row. x (rows, cols) with row stride xs, res likewise with rs (a column slice of a wider GEMM
         // output is fine); sum and out are contiguous. With res: s = bf16(x + res) is written to sum and normalised,
         // else s = x. out = bf16(w · bf16(s · rsqrt(mean(s²) + eps))), as transformers' LlamaRMSNorm in bfloat16.
@@ -46,19 +64,7 @@ internal static unsafe class FusedKernels
                 if (rr != 0) { bf16 s = f2bf(v + bf2f(rr[c])); sr[c] = s; v = bf2f(s); }
                 acc += v * v;
             }
-            #pragma unroll
-            for (int off = 16; off > 0; off >>= 1) acc += __shfl_xor_sync(0xffffffffu, acc, off);
-            int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, warps = (blockDim.x + 31) >> 5;
-            if (lane == 0) partial[warp] = acc;
-            __syncthreads();
-            if (warp == 0) {
-                acc = lane < warps ? partial[lane] : 0.f;
-                #pragma unroll
-                for (int off = 16; off > 0; off >>= 1) acc += __shfl_xor_sync(0xffffffffu, acc, off);
-                if (lane == 0) partial[0] = acc;
-            }
-            __syncthreads();
-            float scale = rsqrtf(partial[0] / (float)cols + eps);
+            float scale = rsqrtf(block_sum(acc, partial) / (float)cols + eps);
             const bf16* src = sr != 0 ? sr : xr;   // the rounded sum, as ATen normalises the bfloat16 tensor
             bf16* o = out + (long long)row * cols;
             for (int c = threadIdx.x; c < cols; c += blockDim.x)
@@ -106,19 +112,7 @@ internal static unsafe class FusedKernels
                     for (int j = 0; j < 8; j++) acc += v[i][j] * v[i][j];
                 }
             }
-            #pragma unroll
-            for (int off = 16; off > 0; off >>= 1) acc += __shfl_xor_sync(0xffffffffu, acc, off);
-            int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, warps = (blockDim.x + 31) >> 5;
-            if (lane == 0) partial[warp] = acc;
-            __syncthreads();
-            if (warp == 0) {
-                acc = lane < warps ? partial[lane] : 0.f;
-                #pragma unroll
-                for (int off = 16; off > 0; off >>= 1) acc += __shfl_xor_sync(0xffffffffu, acc, off);
-                if (lane == 0) partial[0] = acc;
-            }
-            __syncthreads();
-            float scale = rsqrtf(partial[0] / (float)cols + eps);
+            float scale = rsqrtf(block_sum(acc, partial) / (float)cols + eps);
             #pragma unroll
             for (int i = 0; i < NORM_V; i++) {
                 int c = threadIdx.x + i * blockDim.x;
