@@ -33,6 +33,16 @@ variants = {
     "no ranking": expand.replace("top_k(v, L, k, lane, sel, top);", "for (int t = 0; t < MAXK; t++) { sel[t] = t < k ? 3 * t : -1; top[t] = t < k ? v[0] : NEG_INF; }"),
     "no B loads": expand.replace("unpack8(*(const uint4*)(be + i), f);", "unpack8(make_uint4(0x3f803f80u, 0x3f803f80u, 0x3f803f80u, (unsigned)(size_t)be), f);"),
     "no logits load": expand.replace("load_logits(0, 0, hn, L, lane, v);", "for (int i = 0; i < PER; i++) v[i] = lane + 32 * i < L ? (float)((lane * 7 + i) % 13) : NEG_INF;"),
+    # Candidates: the thread's whole B row (L·r bfloat16) prefetched to L2 before the logits load, so the chosen
+    # columns come from L2 after the ranking; and the rank values z read as float4 pairs rather than one float at a time.
+    "B row prefetched to L2": expand.replace("load_logits(0, 0, hn, L, lane, v);",
+        "if (o < out) { const char* row = (const char*)(B + (long long)o * L * r); for (int off = 0; off < L * r * 2; off += 128) "
+        "asm volatile(\"prefetch.global.L2 [%0];\" :: \"l\"(row + off)); }\n            load_logits(0, 0, hn, L, lane, v);"),
+    "z as float4": expand.replace("acc = fmaf(bf2f(f2bf(bf2f(f2bf(z[i + j])) * w[t])), f[j], acc);",
+        "acc = fmaf(bf2f(f2bf(bf2f(f2bf(zz[j])) * w[t])), f[j], acc);").replace(
+        "unpack8(*(const uint4*)(be + i), f);",
+        "unpack8(*(const uint4*)(be + i), f);\n                        float4 z0 = *(const float4*)(z + i), z1 = *(const float4*)(z + i + 4);\n"
+        "                        float zz[8] = { z0.x, z0.y, z0.z, z0.w, z1.x, z1.y, z1.z, z1.w };"),
 }
 for name, body in variants.items():
     if name != "shipped": assert body != expand, name
