@@ -40,15 +40,15 @@ internal static unsafe class DecodeGemv
 
         // RPW rows of M (16-byte loads, streamed: each weight byte is read once a step) against x, over the inputs
         // [8·k0, 8·k1), into acc. F32: float32 rows (a MeteoRA gate), two loads per 8 inputs; else bfloat16 rows.
-        template <bool F32>
+        template <bool F32, int F32UNR>
         __device__ __forceinline__ void dotRows(const char* M, long long ldBytes, int row0, int rows, const uint4* x8,
                                                 int k0, int k1, int lane, float* acc)
         {
-            enum { V = F32 ? 2 : 1 };
-            for (int base = k0; base < k1; base += 32 * UNR) {
-                uint4 wv[RPW][UNR][V];
+            enum { V = F32 ? 2 : 1, U = F32 ? F32UNR : UNR };
+            for (int base = k0; base < k1; base += 32 * U) {
+                uint4 wv[RPW][U][V];
                 #pragma unroll
-                for (int u = 0; u < UNR; u++) {
+                for (int u = 0; u < U; u++) {
                     int c = base + u * 32 + lane;
                     #pragma unroll
                     for (int r = 0; r < RPW; r++) {
@@ -59,7 +59,7 @@ internal static unsafe class DecodeGemv
                     }
                 }
                 #pragma unroll
-                for (int u = 0; u < UNR; u++) {
+                for (int u = 0; u < U; u++) {
                     int c = base + u * 32 + lane;
                     if (c < k1) {
                         float xf[8];
@@ -88,7 +88,10 @@ internal static unsafe class DecodeGemv
         struct GemvSegment { const void* M; void* out; long long ld; int rows; int kind; int blockStart; };
         struct GemvSegments { GemvSegment s[MAXSEG]; int count; };
 
-        extern "C" __global__ void __launch_bounds__(32 * WARPS) meteora_gemv_bf16(const bf16* x, int in, GemvSegments segs)
+        // F32UNR: chunks per pass of float32 rows (UNR for the default kernel; 1 in the 64-register one, where UNR would
+        // double the registers the whole kernel is given).
+        template <int F32UNR>
+        __device__ __forceinline__ void gemv(const bf16* x, int in, const GemvSegments& segs)
         {
             // The block's segment, read with constant indices (a dynamic index would copy the parameter to local memory).
             const void* M = segs.s[0].M; void* out = segs.s[0].out; long long ld = segs.s[0].ld;
@@ -106,8 +109,8 @@ internal static unsafe class DecodeGemv
             #pragma unroll
             for (int r = 0; r < RPW; r++) acc[r] = 0.f;
             if (row0 < rows) {
-                if (kind & 1) dotRows<true>((const char*)M, ld * 4, row0, rows, (const uint4*)x, k0, k1, lane, acc);
-                else dotRows<false>((const char*)M, ld * 2, row0, rows, (const uint4*)x, k0, k1, lane, acc);
+                if (kind & 1) dotRows<true, F32UNR>((const char*)M, ld * 4, row0, rows, (const uint4*)x, k0, k1, lane, acc);
+                else dotRows<false, F32UNR>((const char*)M, ld * 2, row0, rows, (const uint4*)x, k0, k1, lane, acc);
             }
             #pragma unroll
             for (int r = 0; r < RPW; r++) {
@@ -125,6 +128,19 @@ internal static unsafe class DecodeGemv
                 else ((bf16*)out)[row0 + lane] = f2bf(v);
             }
         }
+
+        extern "C" __global__ void __launch_bounds__(32 * WARPS) meteora_gemv_bf16(const bf16* x, int in, GemvSegments segs)
+        {
+            gemv<UNR>(x, in, segs);
+        }
+
+        // The same with at most 64 registers (8 blocks of 128 threads per SM; METEORA_GEMV_ONE_WAVE): at the default
+        // kernel's 96–108 registers 4–5 blocks fit per SM, 528–660 on an H200, so a MeteoRA o or down projection (512 base
+        // blocks + 32 of gate and A rows) or q/k/v (864) can run a second wave as long as the first. Not measured yet.
+        extern "C" __global__ void __launch_bounds__(32 * WARPS, 8) meteora_gemv_bf16_w8(const bf16* x, int in, GemvSegments segs)
+        {
+            gemv<1>(x, in, segs);
+        }
         """;
 
     private static readonly CudaKernelCache Kernels = new(Source, "decode GEMV kernel", "cuBLAS GEMM and the shrink kernel", "decode GEMV kernel");
@@ -138,11 +154,17 @@ internal static unsafe class DecodeGemv
         if (device.type != DeviceType.CUDA) return "ATen GEMM (CPU)";
         if (!Enabled) return "cuBLAS GEMM (decode GEMV kernel switched off)";
         Kernel(device, out var status);
-        return $"{status}, {MaxTokens} token";
+        return $"{status}, {MaxTokens} token{(OneWave ? ", 64-register build" : "")}";
     }
 
+    /// <summary>
+    /// Whether to launch the 64-register build of the kernel (<c>METEORA_GEMV_ONE_WAVE=on</c>; default off until measured:
+    /// see the kernel source's note on waves).
+    /// </summary>
+    public static bool OneWave { get; set; } = Environment.GetEnvironmentVariable("METEORA_GEMV_ONE_WAVE") is "on" or "1" or "true";
+
     private static CudaKernel? Kernel(Device device, out string status) =>
-        Kernels.Get(device.index < 0 ? 0 : device.index, "meteora_gemv_bf16", out status);
+        Kernels.Get(device.index < 0 ? 0 : device.index, OneWave ? "meteora_gemv_bf16_w8" : "meteora_gemv_bf16", out status);
 
     /// <summary>
     /// Whether the kernel takes x (N, in) against weight rows <paramref name="w"/> (rows, in): bfloat16 on one CUDA
