@@ -91,18 +91,23 @@ public static partial class CompositeRoutingProbe
         var (train, test) = ReadSplits(dataFolder, tasks);
         var adapterOf = AdapterIndices(model, tasks);
         var trainRng = new Random(unchecked(seed * 7919 + 1));
-        var compositeTrain = new Samples();
-        var aloneTrain = new Samples();
+        using var compositeTrain = new Samples();
+        using var aloneTrain = new Samples();
         for (int e = 0; e < trainExamples; e++)
         {
             var example = CompositePrompt.Build(train, train, n, trainRng);
             var (ids, labels) = TeacherForced(tokenizer, example, n);
             Record(model, ids, labels, adapterOf, compositeTrain);
             foreach (var (single, singleLabels) in Alone(tokenizer, example)) Record(model, single, singleLabels, adapterOf, aloneTrain);
+            if (e == 0 && (compositeTrain.Bytes + aloneTrain.Bytes) * (double)trainExamples is var estimate && estimate > MaxRecordedBytes)
+                // Every projection's float32 input of every labelled token stays in memory until the fits: refuse early.
+                throw new MeteoraException($"--linear-probe {trainExamples}: the recorded inputs would take about {estimate / (1L << 30):F0} GiB " +
+                    $"({(compositeTrain.Bytes + aloneTrain.Bytes) / (double)(1 << 20):F0} MiB per prompt on this model); use at most " +
+                    $"{Math.Max(1, (long)(MaxRecordedBytes / Math.Max(1, compositeTrain.Bytes + aloneTrain.Bytes)))} prompts");
             if ((e + 1) % 25 == 0) progress?.Invoke($"linear probe: {e + 1}/{trainExamples} training prompts recorded");
         }
         var rng = new Random(seed);
-        var compositeTest = new Samples();
+        using var compositeTest = new Samples();
         for (int e = 0; e < testExamples; e++)
         {
             var (ids, labels) = TeacherForced(tokenizer, CompositePrompt.Build(train, test, n, rng), n);
@@ -110,7 +115,7 @@ public static partial class CompositeRoutingProbe
         }
         var layers = new SortedDictionary<int, long[]>();                   // layer → decisions, probe right, alone-fitted right, gates right
         int L = model.AdapterNames.Count;
-        foreach (var key in compositeTest.Keys)
+        foreach (var key in compositeTest.Keys.ToList())
         {
             using var scope = NewDisposeScope();
             var (x, y, gates) = compositeTest.Take(key);
@@ -119,8 +124,9 @@ public static partial class CompositeRoutingProbe
             counts[1] += RightAfterFit(compositeTrain, key, x, y, L);
             counts[2] += RightAfterFit(aloneTrain, key, x, y, L);
             counts[3] += gates.eq(y).sum().item<long>();
+            compositeTrain.Drop(key); aloneTrain.Drop(key); compositeTest.Drop(key);   // fitted: free its inputs
         }
-        progress?.Invoke($"linear probe: {compositeTest.Keys.Count()} projections fitted");
+        progress?.Invoke($"linear probe: {layers.Count} layers fitted");
         static double Share(long right, long total) => total == 0 ? 0 : (double)right / total;
         long total = layers.Values.Sum(v => v[0]);
         return new LinearProbeResult(trainExamples, compositeTrain.Tokens, total,
@@ -134,6 +140,7 @@ public static partial class CompositeRoutingProbe
     {
         if (!samples.Has(key)) return 0;
         var (trainX, trainY, _) = samples.Take(key);
+        if (trainY.shape[0] < 2) return 0;                                                  // nothing to fit a probe on
         using var probe = LinearProbe.Fit(trainX, trainY, classes);
         return probe.Right(x, y);
     }
@@ -151,6 +158,9 @@ public static partial class CompositeRoutingProbe
         try { model.Forward(tensor(ids.Select(i => (long)i).ToArray(), [1, ids.Count])); }
         finally { model.Attach(null); model.Routing.Forced = forced; }
     }
+
+    /// <summary>Most bytes of recorded inputs <see cref="FitLinearGates"/> will hold (it refuses a prompt count that would need more).</summary>
+    internal static long MaxRecordedBytes { get; set; } = 16L << 30;
 
     private static int LayerIndex(string key) => int.Parse(LayerOf().Match(key).Groups[1].Value);
 
@@ -178,10 +188,12 @@ public static partial class CompositeRoutingProbe
     }
 
     /// <summary>Per projection: input rows (float32, CPU), their tasks' adapter indices and the gates' top-1.</summary>
-    private sealed class Samples
+    private sealed class Samples : IDisposable
     {
         private readonly Dictionary<string, (List<Tensor> X, List<long> Y, List<long> Gates)> _byKey = [];
         public long Tokens { get; private set; }
+        /// <summary>Bytes of the input rows held now.</summary>
+        public long Bytes { get; private set; }
         public IEnumerable<string> Keys => _byKey.Keys;
         public bool Has(string key) => _byKey.ContainsKey(key);
 
@@ -192,6 +204,19 @@ public static partial class CompositeRoutingProbe
             entry.Y.AddRange(y);
             entry.Gates.AddRange(gates);
             Tokens += y.Length;
+            Bytes += x.numel() * x.ElementSize;
+        }
+
+        /// <summary>Frees a projection's rows once its probes are fitted.</summary>
+        public void Drop(string key)
+        {
+            if (!_byKey.Remove(key, out var entry)) return;
+            foreach (var t in entry.X) { Bytes -= t.numel() * t.ElementSize; t.Dispose(); }
+        }
+
+        public void Dispose()
+        {
+            foreach (var key in _byKey.Keys.ToList()) Drop(key);
         }
 
         /// <summary>(rows, in) float32, (rows,) int64 tasks, (rows,) int64 gates' top-1.</summary>

@@ -20,11 +20,11 @@ public sealed class LinearProbe : IDisposable
     /// </summary>
     public static LinearProbe Fit(Tensor x, Tensor y, int classes, int steps = 300, double lr = 0.05, double l2 = 1e-4)
     {
-        if (x.dim() != 2 || y.dim() != 1 || x.shape[0] != y.shape[0] || x.shape[0] == 0)
-            throw new ArgumentException($"linear probe: inputs {string.Join('×', x.shape)} and labels {string.Join('×', y.shape)} do not pair up");
+        if (x.dim() != 2 || y.dim() != 1 || x.shape[0] != y.shape[0] || x.shape[0] < 2)
+            throw new ArgumentException($"linear probe: inputs {string.Join('×', x.shape)} and labels {string.Join('×', y.shape)} do not pair up (at least two rows)");
         using var scope = NewDisposeScope();
         var mean = x.mean([0]);                                                       // (in,)
-        var scale = x.std(0) + 1e-5;                                                  // (in,)
+        var scale = x.std(0, unbiased: false) + 1e-5;                                 // (in,)
         var xs = (x - mean) / scale;                                                  // (rows, in)
         var w = new TorchSharp.Modules.Parameter(zeros(x.shape[1], classes));        // (in, classes)
         var b = new TorchSharp.Modules.Parameter(zeros(classes));

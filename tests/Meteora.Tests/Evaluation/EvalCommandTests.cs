@@ -225,6 +225,7 @@ public class LinearProbeTests
         using (var probe = Meteora.Evaluation.LinearProbe.Fit(x.narrow(0, 0, 1500), noise.narrow(0, 0, 1500), 3))
             Assert.InRange(probe.Right(x.narrow(0, 1500, 500), noise.narrow(0, 1500, 500)) / 500.0, 0.0, 0.45);
         Assert.Throws<ArgumentException>(() => Meteora.Evaluation.LinearProbe.Fit(x, y.narrow(0, 0, 10), 3));
+        Assert.Throws<ArgumentException>(() => Meteora.Evaluation.LinearProbe.Fit(x.narrow(0, 0, 1), y.narrow(0, 0, 1), 3));   // one row: no spread
     }
 
     [Fact]
@@ -261,6 +262,18 @@ public class LinearProbeTests
         foreach (var row in linear.ByLayer) Assert.Equal(inComposite.ByLayer[row.Layer], row.Gates, 12);
         Assert.True(linear.TrainDecisions > 0);
         Assert.InRange(linear.CompositeFitted, 0, 1);
+
+        // A prompt count whose recorded inputs would not fit the memory bound is refused before it is all recorded.
+        long bound = Meteora.Evaluation.CompositeRoutingProbe.MaxRecordedBytes;
+        try
+        {
+            Meteora.Evaluation.CompositeRoutingProbe.MaxRecordedBytes = 1 << 20;
+            var refused = Assert.Throws<MeteoraException>(() => Meteora.Evaluation.CompositeRoutingProbe.FitLinearGates(mm, tok, dir["data"], tasks, 3,
+                trainExamples: 1000, testExamples: 2, seed: 9));
+            Assert.Contains("--linear-probe 1000", refused.Message);
+            Assert.Contains("use at most", refused.Message);
+        }
+        finally { Meteora.Evaluation.CompositeRoutingProbe.MaxRecordedBytes = bound; }
 
         var cli = CliRunner.Run("eval", "--model", Fixture.Base, "--mode", "meteora", "--meteora", Fixture.Meteora, "--data", dir["data"],
             "--composite", "3", "--composite-examples", "2", "--routing-probe", "--linear-probe", "2", "--out", dir["probe"]);

@@ -32,6 +32,44 @@ public class FusedKernelsTests
     }
 
     [CudaFact]
+    public void OnCudaTheVectorNormEqualsTheColumnLoopOnEveryShape()
+    {
+        // The vector kernel (aligned rows of whole 16-byte chunks) against the column-loop kernel it replaces: the same
+        // sum bit for bit, the normalised rows within one bfloat16 step (the sum of squares runs in another order);
+        // one and two chunks per thread, with and without a residual, and a row view off a 16-byte boundary (the loop).
+        using var scope = NewDisposeScope();
+        using var noGrad = no_grad();
+        manual_seed(5);
+        var bf = ScalarType.BFloat16;
+        bool was = FusedKernels.VectorNorm;
+        try
+        {
+            foreach (int cols in new[] { 8, 264, 4096, 8200, 16384 })
+            foreach (bool withResidual in new[] { true, false })
+            {
+                var x = randn(3, cols, dtype: bf, device: CUDA);
+                var r = withResidual ? randn(3, cols, dtype: bf, device: CUDA) : null;
+                var w = (randn(cols, device: CUDA) * 0.1 + 1).to(bf);
+                FusedKernels.VectorNorm = true;
+                var vector = FusedKernels.RmsNorm(x, r, w, 1e-5f)!.Value;
+                FusedKernels.VectorNorm = false;
+                var loop = FusedKernels.RmsNorm(x, r, w, 1e-5f)!.Value;
+                Assert.True(vector.Sum.equal(loop.Sum).all().item<bool>(), $"{cols} columns: residual sums differ");
+                var diff = (vector.Normalized.to(ScalarType.Float32) - loop.Normalized.to(ScalarType.Float32)).abs();
+                Assert.True(diff.le(loop.Normalized.to(ScalarType.Float32).abs() / 128 + 1e-6).all().item<bool>(), $"{cols} columns: max |diff| {diff.max().item<float>()}");
+            }
+            FusedKernels.VectorNorm = true;
+            var wide = randn(2, 4100, dtype: bf, device: CUDA);
+            var off = wide.narrow(1, 4, 4096);                                                    // 8 bytes off a 16-byte boundary
+            var w2 = ones(4096, dtype: bf, device: CUDA);
+            var viaLoop = FusedKernels.RmsNorm(off, null, w2, 1e-5f)!.Value.Normalized;
+            var viaCopy = FusedKernels.RmsNorm(off.contiguous(), null, w2, 1e-5f)!.Value.Normalized;
+            Assert.True((viaLoop.to(ScalarType.Float32) - viaCopy.to(ScalarType.Float32)).abs().le(viaCopy.to(ScalarType.Float32).abs() / 128 + 1e-6).all().item<bool>());
+        }
+        finally { FusedKernels.VectorNorm = was; }
+    }
+
+    [CudaFact]
     public void OnCudaTheKernelsGiveTheAtenChainsResults()
     {
         using var scope = NewDisposeScope();
