@@ -14,7 +14,7 @@ public class FusedKernelsTests
     [NvrtcFact]
     public void EveryEntryPointCompilesForHopperAndAmpere()
     {
-        CubinAssert.CompilesForHopperAndAmpere(FusedKernels.Source, "meteora_fused.cu", "meteora_rmsnorm_bf16", "meteora_rmsnorm8_bf16", "meteora_rotary_bf16", "meteora_silu_mul_bf16");
+        CubinAssert.CompilesForHopperAndAmpere(FusedKernels.Source, "meteora_fused.cu", "meteora_rmsnorm_bf16", "meteora_rmsnorm8_bf16", "meteora_rotary_bf16", "meteora_silu_mul8_bf16", "meteora_silu_mul_bf16");
     }
 
     [Fact]
@@ -32,7 +32,7 @@ public class FusedKernelsTests
     }
 
     [CudaFact]
-    public void OnCudaTheVectorNormEqualsTheColumnLoopOnEveryShape()
+    public void OnCudaTheVectorKernelsEqualTheElementLoopsOnEveryShape()
     {
         // The vector kernel (aligned rows of whole 16-byte chunks) against the column-loop kernel it replaces: the same
         // sum bit for bit, the normalised rows within one bfloat16 step (the sum of squares runs in another order);
@@ -41,7 +41,7 @@ public class FusedKernelsTests
         using var noGrad = no_grad();
         manual_seed(5);
         var bf = ScalarType.BFloat16;
-        bool was = FusedKernels.VectorNorm;
+        bool was = FusedKernels.VectorNorm, wasSilu = FusedKernels.VectorSilu;
         try
         {
             foreach (int cols in new[] { 8, 264, 4096, 8200, 16384 })
@@ -58,6 +58,17 @@ public class FusedKernelsTests
                 var diff = (vector.Normalized.to(ScalarType.Float32) - loop.Normalized.to(ScalarType.Float32)).abs();
                 Assert.True(diff.le(loop.Normalized.to(ScalarType.Float32).abs() / 128 + 1e-6).all().item<bool>(), $"{cols} columns: max |diff| {diff.max().item<float>()}");
             }
+            // SiLU·up eight columns at a time: the same bits as one element at a time (a column slice of a wider output too).
+            foreach (int cols in new[] { 8, 704, 14336 })
+            {
+                var gu = randn(4, 2 * cols + 8, dtype: bf, device: CUDA) * 3;
+                var (g, u) = (gu.narrow(1, 0, cols), gu.narrow(1, cols + 8, cols));
+                FusedKernels.VectorSilu = true;
+                var vector = FusedKernels.SiluMul(g, u)!;
+                FusedKernels.VectorSilu = false;
+                Assert.True(vector.equal(FusedKernels.SiluMul(g, u)!).all().item<bool>(), $"SiLU·up, {cols} columns");
+                FusedKernels.VectorSilu = true;
+            }
             FusedKernels.VectorNorm = true;
             var wide = randn(2, 4100, dtype: bf, device: CUDA);
             var off = wide.narrow(1, 4, 4096);                                                    // 8 bytes off a 16-byte boundary
@@ -66,7 +77,7 @@ public class FusedKernelsTests
             var viaCopy = FusedKernels.RmsNorm(off.contiguous(), null, w2, 1e-5f)!.Value.Normalized;
             Assert.True((viaLoop.to(ScalarType.Float32) - viaCopy.to(ScalarType.Float32)).abs().le(viaCopy.to(ScalarType.Float32).abs() / 128 + 1e-6).all().item<bool>());
         }
-        finally { FusedKernels.VectorNorm = was; }
+        finally { FusedKernels.VectorNorm = was; FusedKernels.VectorSilu = wasSilu; }
     }
 
     [CudaFact]
