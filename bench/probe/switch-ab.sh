@@ -2,7 +2,8 @@
 # A kernel switch, off against on, on one GPU with the published CLI carried:   bash bench/probe/switch-ab.sh VAR
 # (e.g. METEORA_GEMV_ONE_WAVE, METEORA_VECTOR_NORM, METEORA_GROUPED_DECODE; VAR=off / VAR=on).
 # 1. greedy tokens (32 per prompt, bfloat16) of the fixture's base and MeteoRA, VAR off and on;
-# 2. decode b1 and b8 of the base and MeteoRA top-2 at LLaMA-3-8B shapes (28 adapters r 8), off and on;
+# 2. decode b1 and b8 of the base and MeteoRA top-2 at LLaMA-3-8B shapes (28 adapters r 8), off and on (and prefill
+#    at the shapes in PREFILL, e.g. PREFILL=1x512,8x512 for a kernel that matters there; default none);
 # 3. `bench phases` of MeteoRA top-2 at b1 with VAR on.
 # Writes straight into $OUT: switch-parity.txt, switch-model.txt, phases-top2.txt.
 set -uo pipefail
@@ -21,7 +22,7 @@ for p in 0 1 2; do
 done | tee "$OUT/switch-parity.txt"
 for f in off on; do
   env $VAR=$f timeout 120 $M bench model --device cuda --dtype bfloat16 --config llama3-8b --variants base,top2 --strategies auto \
-    --prefill "" --decode 1,8 --prompt-len 512 --new-tokens 64 --runs 3 --warmup 2 2>&1 | grep -E "decode|GEMV" | sed "s/^/$VAR=$f: /" | tee -a "$OUT/switch-model.txt"
+    --prefill "${PREFILL:-}" --decode 1,8 --prompt-len 512 --new-tokens 64 --runs 3 --warmup 2 2>&1 | grep -E "decode|prefill|GEMV" | sed "s/^/$VAR=$f: /" | tee -a "$OUT/switch-model.txt"
 done
 env $VAR=on timeout 60 $M bench phases --device cuda --dtype bfloat16 --config llama3-8b --variant top2 --prefill "" --decode 1 --prompt-len 512 --runs 20 --warmup 3 > "$OUT/phases-top2.txt" 2>&1
 tail -20 "$OUT/phases-top2.txt"
