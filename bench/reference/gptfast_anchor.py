@@ -148,6 +148,8 @@ def main():
     ap.add_argument("--device", default="cuda")
     ap.add_argument("--no-host-read", action="store_true", help="keep decoded tokens on the device (gpt-fast's loop)")
     ap.add_argument("--check", action="store_true", help="only check the model against transformers (tiny, float32)")
+    ap.add_argument("--decode-only", action="store_true",
+                    help="time decode only: prefill runs eagerly to fill the cache and is not timed (skips max-autotune's minutes)")
     ap.add_argument("--json")
     a = ap.parse_args()
     if a.check:
@@ -171,12 +173,15 @@ def main():
             pre_fn, dec_fn = prefill, decode_one
             if mode == "compiled":
                 torch._dynamo.reset()
-                pre_fn = torch.compile(prefill, mode="max-autotune-no-cudagraphs", dynamic=False)
+                if not a.decode_only:
+                    pre_fn = torch.compile(prefill, mode="max-autotune-no-cudagraphs", dynamic=False)
                 dec_fn = torch.compile(decode_one, mode="reduce-overhead", fullgraph=True)
             with torch.inference_mode():
-                for _ in range(a.warmup):
-                    timed(lambda: pre_fn(model, ids, prompt_pos), a.device)
-                pre = statistics.median(timed(lambda: pre_fn(model, ids, prompt_pos), a.device) for _ in range(a.runs))
+                pre = None
+                if not a.decode_only:
+                    for _ in range(a.warmup):
+                        timed(lambda: pre_fn(model, ids, prompt_pos), a.device)
+                    pre = statistics.median(timed(lambda: pre_fn(model, ids, prompt_pos), a.device) for _ in range(a.runs))
                 steps = []
                 for r in range(a.warmup + a.runs):
                     tok = pre_fn(model, ids, prompt_pos)
@@ -195,7 +200,8 @@ def main():
                 dec = statistics.median(steps)
             results.append(result(f"gptfast-{mode}", b, a.prompt_len, a.new_tokens, pre, dec))
             r = results[-1]                                   # each row as soon as it is measured: a run cut short keeps it
-            print(f"{r['variant']} b{b}: prefill {r['prefill_tok_s']:.0f} tok/s, decode {r['decode_tok_s']:.1f} tok/s",
+            prefill_text = "not timed" if r['prefill_tok_s'] is None else f"{r['prefill_tok_s']:.0f} tok/s"
+            print(f"{r['variant']} b{b}: prefill {prefill_text}, decode {r['decode_tok_s']:.1f} tok/s",
                   file=sys.stderr, flush=True)
             write_json(a, results)
         del model
