@@ -39,4 +39,15 @@ public class Linear : nn.Module<Tensor, Tensor>
 
     /// <summary>(…, in) → (…, out); one bfloat16 token on CUDA through the decode GEMV kernel (<see cref="DecodeGemv"/>).</summary>
     public override Tensor forward(Tensor x) => DecodeGemv.Project(x, weight);
+
+    /// <summary>
+    /// The outputs of <paramref name="projections"/> (this one first) of one input x (…, in), each (…, out), computed
+    /// together in fewer launches (gate and up; q, k and v), or null when they cannot run together here — then the
+    /// caller runs each projection's forward. Plain projections: one decode-GEMV launch for one token
+    /// (<see cref="DecodeGemv.TryProjectGroup"/>); <c>Moe.MeteoraLinear</c> overrides it with its own one-token path,
+    /// so the decoder layers ask any projection without depending on the mixture-of-experts layer above them.
+    /// </summary>
+    internal virtual Tensor[]? TryForwardGroup(IReadOnlyList<Linear> projections, Tensor x) =>
+        x.device_type == DeviceType.CUDA && projections.All(p => p.GetType() == typeof(Linear))
+            ? DecodeGemv.TryProjectGroup(x, projections.Select(p => (Tensor)p.weight).ToList()) : null;
 }

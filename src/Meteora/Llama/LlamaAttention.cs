@@ -52,7 +52,7 @@ public sealed class LlamaAttention : nn.Module
     /// <summary>
     /// q, k, v (B, T, ·) of x: one GEMM over [Wq; Wk; Wv] (column slices of its output) for inference on CUDA with plain
     /// projections; otherwise the three projections (CPU, where results stay bit for bit as they were; training, where
-    /// gradients must reach each weight; LoRA and MeteoRA projections, which MeteoRA may run together: <see cref="IGroupedProjection"/>).
+    /// gradients must reach each weight; LoRA and MeteoRA projections, which MeteoRA may run together: <see cref="Linear.TryForwardGroup"/>).
     /// </summary>
     private (Tensor Q, Tensor K, Tensor V) Project(Tensor x)
     {
@@ -63,8 +63,8 @@ public sealed class LlamaAttention : nn.Module
             var all = DecodeGemv.Project(x, _qkvT.t());                                       // (B, T, H·d + 2·Hkv·d)
             return (all.narrow(-1, 0, qOut), all.narrow(-1, qOut, kvOut), all.narrow(-1, qOut + kvOut, kvOut));
         }
-        if (q_proj is IGroupedProjection grouped && grouped.TryForwardGroup([q_proj, k_proj, v_proj], x) is [var q, var k, var v])
-            return (q, k, v);                                                                 // in one launch (MeteoRA at decode)
+        if (q_proj.TryForwardGroup([q_proj, k_proj, v_proj], x) is [var q, var k, var v])
+            return (q, k, v);                                                                 // in one launch (one token at decode)
         return (q_proj.forward(x), k_proj.forward(x), v_proj.forward(x));
     }
 

@@ -22,11 +22,8 @@ public sealed class LlamaMlp : nn.Module<Tensor, Tensor>
     {
         using var scope = NewDisposeScope();
         Tensor g, u;                                                        // (B, T, intermediate)
-        if (gate_proj is IGroupedProjection grouped && grouped.TryForwardGroup([gate_proj, up_proj], x) is [var gg, var uu])
-            (g, u) = (gg, uu);                                              // both in one launch (MeteoRA at decode)
-        else if (gate_proj.GetType() == typeof(Linear) && up_proj.GetType() == typeof(Linear)
-                 && DecodeGemv.TryProjectGroup(x, [gate_proj.weight, up_proj.weight]) is [var pg, var pu])
-            (g, u) = (pg, pu);                                              // plain projections, one token: one launch
+        if (gate_proj.TryForwardGroup([gate_proj, up_proj], x) is [var gg, var uu])
+            (g, u) = (gg, uu);                                              // both in one launch (one token at decode)
         else
             (g, u) = (gate_proj.forward(x), up_proj.forward(x));
         PhaseMarks.Mark("gate/up projections");

@@ -27,7 +27,7 @@ namespace Meteora.Moe;
 /// |P x|, with adapters absent here masked out (−∞); everything else (GEMMs, router, strategies) is unchanged.
 /// </para>
 /// </summary>
-public sealed class MeteoraLinear : Linear, IGroupedProjection
+public sealed class MeteoraLinear : Linear
 {
     public readonly Parameter moe_gate;
     private readonly RoutingOptions _routing;
@@ -189,7 +189,7 @@ public sealed class MeteoraLinear : Linear, IGroupedProjection
     internal static long GroupedCalls;
 
     /// <inheritdoc/>
-    Tensor[]? IGroupedProjection.TryForwardGroup(IReadOnlyList<Linear> projections, Tensor x)
+    internal override Tensor[]? TryForwardGroup(IReadOnlyList<Linear> projections, Tensor x)
     {
         if (!GroupedDecode || projections.Count is < 2 or > DecodeGemv.MaxSegments || x.device_type != DeviceType.CUDA
             || x.numel() != x.shape[^1])                                                   // one token

@@ -67,7 +67,7 @@ public class SelectiveMixKernelTests
         // bfloat16, as on CUDA: only the device keeps them apart (float32 would be refused for its dtype already).
         using var a = LayerBenchmark.Build(64, 48, 6, 8, routing, CPU, ScalarType.BFloat16);
         using var b = LayerBenchmark.Build(64, 32, 6, 8, routing, CPU, ScalarType.BFloat16);
-        Assert.Null(((Meteora.Llama.IGroupedProjection)a).TryForwardGroup([a, b], randn(1, 1, 64, ScalarType.BFloat16)));
+        Assert.Null(a.TryForwardGroup([a, b], randn(1, 1, 64, ScalarType.BFloat16)));
     }
 
     [CudaFact]
@@ -124,7 +124,7 @@ public class SelectiveMixKernelTests
         var x = randn(1, 1, 4096, ScalarType.BFloat16, CUDA);
         foreach (var group in new[] { new[] { q, k, v }, new[] { gate, up } })
         {
-            var grouped = ((Meteora.Llama.IGroupedProjection)group[0]).TryForwardGroup(group, x) ?? throw new Xunit.Sdk.XunitException("not grouped on CUDA");
+            var grouped = group[0].TryForwardGroup(group, x) ?? throw new Xunit.Sdk.XunitException("not grouped on CUDA");
             for (int i = 0; i < group.Length; i++)
                 Assert.True(grouped[i].eq(group[i].forward(x)).all().item<bool>(), $"projection {i} of {group.Length}: the same kernels, so the same bits");
         }
