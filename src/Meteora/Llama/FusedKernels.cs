@@ -196,6 +196,9 @@ internal static unsafe class FusedKernels
         return status;
     }
 
+    /// <summary>Kernel <paramref name="name"/> built for the CUDA device <paramref name="t"/> is on, or null.</summary>
+    private static CudaKernel? KernelOn(Tensor t, string name) => Kernels.Get(t.device_index < 0 ? 0 : t.device_index, name, out _);
+
     /// <summary>The kernel <paramref name="name"/> when every tensor qualifies (see the class remarks), else null.</summary>
     private static CudaKernel? For(string name, Tensor first, Tensor? second = null, Tensor? third = null, Tensor? fourth = null)
     {
@@ -206,7 +209,7 @@ internal static unsafe class FusedKernels
             || t.dtype == ScalarType.BFloat16 && t.device_type == DeviceType.CUDA && t.device_index == first.device_index && t.stride(-1) == 1
                && !(grad && t.requires_grad);
         if (!Qualifies(first) || !Qualifies(second) || !Qualifies(third) || !Qualifies(fourth)) return null;
-        return Kernels.Get(first.device_index < 0 ? 0 : first.device_index, name, out _);
+        return KernelOn(first, name);
     }
 
     /// <summary>
@@ -262,7 +265,7 @@ internal static unsafe class FusedKernels
         // Rows of whole 16-byte chunks, aligned: the vector kernel, one chunk or two per thread.
         int chunks = c / 8, threads = Math.Min(1024, (Math.Min(chunks, 1024) + 31) / 32 * 32);
         if (c % 8 == 0 && chunks <= 2 * 1024 && px % 16 == 0 && xs % 8 == 0 && (residual is null || pr % 16 == 0 && rs % 8 == 0)
-            && ps % 16 == 0 && po % 16 == 0 && pw % 16 == 0 && VectorNorm && Kernels.Get(x.device_index < 0 ? 0 : x.device_index, "meteora_rmsnorm8_bf16", out _) is { } vector)
+            && ps % 16 == 0 && po % 16 == 0 && pw % 16 == 0 && VectorNorm && KernelOn(x, "meteora_rmsnorm8_bf16") is { } vector)
             vector.Launch((uint)rows, (uint)threads, args);
         else
             kernel.Launch((uint)rows, NormThreads, args);
@@ -306,7 +309,7 @@ internal static unsafe class FusedKernels
         void** args = stackalloc void*[7];
         args[0] = &pg; args[1] = &gs; args[2] = &pu; args[3] = &us; args[4] = &po;
         if (VectorSilu && cols % 8 == 0 && gs % 8 == 0 && us % 8 == 0 && pg % 16 == 0 && pu % 16 == 0 && po % 16 == 0
-            && Kernels.Get(g.device_index < 0 ? 0 : g.device_index, "meteora_silu_mul8_bf16", out _) is { } vector)
+            && KernelOn(g, "meteora_silu_mul8_bf16") is { } vector)
         {
             long n8 = n / 8;
             int cols8 = cols / 8;
