@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # A kernel switch, off against on, on one GPU with the published CLI carried:   bash bench/probe/switch-ab.sh VAR
-# (e.g. METEORA_GEMV_ONE_WAVE, METEORA_VECTOR_NORM, METEORA_GROUPED_DECODE; VAR=off / VAR=on).
+# (e.g. METEORA_GATE_LOGITS_KERNEL, METEORA_VECTOR_NORM, METEORA_GROUPED_DECODE; VAR=off / VAR=on).
 # 1. greedy tokens (32 per prompt, bfloat16) of the fixture's base and MeteoRA, VAR off and on;
 # 2. decode b1 and b8 of the base and MeteoRA top-2 at LLaMA-3-8B shapes (28 adapters r 8), off and on (and prefill
 #    at the shapes in PREFILL, e.g. PREFILL=1x512,8x512 for a kernel that matters there; default none);

@@ -134,13 +134,6 @@ internal static unsafe class DecodeGemv
             gemv<UNR>(x, in, segs);
         }
 
-        // The same with at most 64 registers (8 blocks of 128 threads per SM; METEORA_GEMV_ONE_WAVE): at the default
-        // kernel's 96–108 registers 4–5 blocks fit per SM, 528–660 on an H200, so a MeteoRA o or down projection (512 base
-        // blocks + 32 of gate and A rows) or q/k/v (864) can run a second wave as long as the first. Not measured yet.
-        extern "C" __global__ void __launch_bounds__(32 * WARPS, 8) meteora_gemv_bf16_w8(const bf16* x, int in, GemvSegments segs)
-        {
-            gemv<1>(x, in, segs);
-        }
         """;
 
     private static readonly CudaKernelCache Kernels = new(Source, "decode GEMV kernel", "cuBLAS GEMM and the shrink kernel", "decode GEMV kernel");
@@ -154,17 +147,11 @@ internal static unsafe class DecodeGemv
         if (device.type != DeviceType.CUDA) return "ATen GEMM (CPU)";
         if (!Enabled) return "cuBLAS GEMM (decode GEMV kernel switched off)";
         Kernel(device, out var status);
-        return $"{status}, {MaxTokens} token{(OneWave ? ", 64-register build" : "")}";
+        return $"{status}, {MaxTokens} token";
     }
 
-    /// <summary>
-    /// Whether to launch the 64-register build of the kernel (<c>METEORA_GEMV_ONE_WAVE=on</c>; default off until measured:
-    /// see the kernel source's note on waves).
-    /// </summary>
-    public static bool OneWave { get; set; } = Environment.GetEnvironmentVariable("METEORA_GEMV_ONE_WAVE") is "on" or "1" or "true";
-
     private static CudaKernel? Kernel(Device device, out string status) =>
-        Kernels.Get(device.index < 0 ? 0 : device.index, OneWave ? "meteora_gemv_bf16_w8" : "meteora_gemv_bf16", out status);
+        Kernels.Get(device.index < 0 ? 0 : device.index, "meteora_gemv_bf16", out status);
 
     /// <summary>
     /// Whether the kernel takes x (N, in) against weight rows <paramref name="w"/> (rows, in): bfloat16 on one CUDA

@@ -64,9 +64,11 @@ internal static class ExactRanking
 
     /// <summary>
     /// The float32 gate's logits (N, L) float32, contiguous, of <paramref name="x2"/> (N, in) in the model dtype:
-    /// what every low-precision model ranks and weighs from while <see cref="Enabled"/>.
+    /// what every low-precision model ranks and weighs from while <see cref="Enabled"/>. On CUDA in bfloat16 one
+    /// kernel (<see cref="GateLogitsKernel"/>); elsewhere, or where it does not apply, x widened to float32 and a GEMM.
     /// </summary>
-    public static Tensor Logits(Tensor x2, Tensor gate) => nn.functional.linear(x2.to(ScalarType.Float32), gate);
+    public static Tensor Logits(Tensor x2, Tensor gate) =>
+        GateLogitsKernel.TryLogits(x2, gate) ?? nn.functional.linear(x2.to(ScalarType.Float32), gate);
 
     /// <summary>
     /// (N,) bool, a diagnostic: the tokens whose k-th and (k+1)-th low-precision logits <paramref name="low"/> (N, L)

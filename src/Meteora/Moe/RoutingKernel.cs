@@ -186,7 +186,7 @@ internal static unsafe class RoutingKernel
         if (device.type != DeviceType.CUDA) return "ATen routing ops (CPU)";
         if (!Enabled) return "ATen routing ops (fused kernel switched off)";
         TryGet(device.index < 0 ? 0 : device.index, out var status);
-        return status;
+        return ExactRanking.Enabled ? $"{status}; float32 gate logits: {GateLogitsKernel.Describe(device)}" : status;
     }
 
     /// <summary>

@@ -11,7 +11,7 @@ public class DecodeGemvTests
     [NvrtcFact]
     public void TheKernelCompilesForHopperAndAmpere()
     {
-        foreach (var cubin in CubinAssert.CompilesForHopperAndAmpere(DecodeGemv.Source, "meteora_gemv_bf16.cu", "meteora_gemv_bf16", "meteora_gemv_bf16_w8"))
+        foreach (var cubin in CubinAssert.CompilesForHopperAndAmpere(DecodeGemv.Source, "meteora_gemv_bf16.cu", "meteora_gemv_bf16"))
             Assert.True(cubin.Length > 1000, $"{cubin.Length}-byte CUBIN");
     }
 
@@ -65,37 +65,30 @@ public class DecodeGemvTests
         using var scope = NewDisposeScope();
         using var noGrad = no_grad();
         manual_seed(2);
-        bool wasOneWave = DecodeGemv.OneWave;
-        try
+        foreach (int inF in new[] { 4096, 14336, 200, 24 })
+        foreach (int rows in new[] { 1000, 7, 28672 })
         {
-            foreach (bool oneWave in new[] { false, true })                                       // both builds of the kernel
-            foreach (int inF in new[] { 4096, 14336, 200, 24 })
-            foreach (int rows in new[] { 1000, 7, 28672 })
-            {
-                DecodeGemv.OneWave = oneWave;
-                var x = randn(1, inF, ScalarType.BFloat16, CUDA);
-                var w = randn(rows, inF, ScalarType.BFloat16, CUDA) * 0.02;
-                var gate = randn(28, inF, ScalarType.Float32, CUDA);
-                var a = (randn(224, inF, ScalarType.BFloat16, CUDA) * 0.02).contiguous();
-                Assert.True(DecodeGemv.Applies(x, w));
-                Assert.False(DecodeGemv.Applies(x, w.narrow(0, 0, 0)));                                // no rows: ATen's linear
-                Assert.Equal(new long[] { 1, 0 }, DecodeGemv.Project(x, w.narrow(0, 0, 0)).shape);
-                Assert.False(DecodeGemv.Applies(randn(2, inF, ScalarType.BFloat16, CUDA), w));   // one token only
-                var (y, h) = DecodeGemv.ApplyWithAdapters(x, w, gate, a);
-                var reference = x.to(ScalarType.Float32).matmul(w.to(ScalarType.Float32).t());            // (1, rows)
-                var diff = (y.to(ScalarType.Float32) - reference).abs();
-                Assert.True(diff.le(reference.abs() * (1.0 / 128) + 1e-3).all().item<bool>(), $"in {inF}, rows {rows}: max |y − x Wᵀ| {diff.max().item<float>()}");
-                var hRef = cat([x.to(ScalarType.Float32).matmul(gate.t()), x.to(ScalarType.Float32).matmul(a.to(ScalarType.Float32).t())], 1);
-                Assert.True((h - hRef).abs().le(hRef.abs() * 1e-4 + 1e-3).all().item<bool>(), $"in {inF}, rows {rows}: h");
-                Assert.True(DecodeGemv.Apply(x, w).eq(y).all().item<bool>(), "the plain launch gives the same base rows");
-                // A row block of a larger buffer (the fused q/k/v) and a group of three: the same rows as alone.
-                var buffer = randn(rows + 16, inF, ScalarType.BFloat16, CUDA);
-                var view = buffer.narrow(0, 8, rows);
-                Assert.True(DecodeGemv.Project(x.view(1, 1, inF), view).view(1, rows).eq(DecodeGemv.Apply(x, view.contiguous())).all().item<bool>(), "a row-block view");
-                var group = DecodeGemv.TryProjectGroup(x, [w, view, w])!;
-                Assert.True(group[0].eq(y).all().item<bool>() && group[2].eq(y).all().item<bool>(), "grouped rows equal the lone launch's");
-            }
+            var x = randn(1, inF, ScalarType.BFloat16, CUDA);
+            var w = randn(rows, inF, ScalarType.BFloat16, CUDA) * 0.02;
+            var gate = randn(28, inF, ScalarType.Float32, CUDA);
+            var a = (randn(224, inF, ScalarType.BFloat16, CUDA) * 0.02).contiguous();
+            Assert.True(DecodeGemv.Applies(x, w));
+            Assert.False(DecodeGemv.Applies(x, w.narrow(0, 0, 0)));                                // no rows: ATen's linear
+            Assert.Equal(new long[] { 1, 0 }, DecodeGemv.Project(x, w.narrow(0, 0, 0)).shape);
+            Assert.False(DecodeGemv.Applies(randn(2, inF, ScalarType.BFloat16, CUDA), w));   // one token only
+            var (y, h) = DecodeGemv.ApplyWithAdapters(x, w, gate, a);
+            var reference = x.to(ScalarType.Float32).matmul(w.to(ScalarType.Float32).t());            // (1, rows)
+            var diff = (y.to(ScalarType.Float32) - reference).abs();
+            Assert.True(diff.le(reference.abs() * (1.0 / 128) + 1e-3).all().item<bool>(), $"in {inF}, rows {rows}: max |y − x Wᵀ| {diff.max().item<float>()}");
+            var hRef = cat([x.to(ScalarType.Float32).matmul(gate.t()), x.to(ScalarType.Float32).matmul(a.to(ScalarType.Float32).t())], 1);
+            Assert.True((h - hRef).abs().le(hRef.abs() * 1e-4 + 1e-3).all().item<bool>(), $"in {inF}, rows {rows}: h");
+            Assert.True(DecodeGemv.Apply(x, w).eq(y).all().item<bool>(), "the plain launch gives the same base rows");
+            // A row block of a larger buffer (the fused q/k/v) and a group of three: the same rows as alone.
+            var buffer = randn(rows + 16, inF, ScalarType.BFloat16, CUDA);
+            var view = buffer.narrow(0, 8, rows);
+            Assert.True(DecodeGemv.Project(x.view(1, 1, inF), view).view(1, rows).eq(DecodeGemv.Apply(x, view.contiguous())).all().item<bool>(), "a row-block view");
+            var group = DecodeGemv.TryProjectGroup(x, [w, view, w])!;
+            Assert.True(group[0].eq(y).all().item<bool>() && group[2].eq(y).all().item<bool>(), "grouped rows equal the lone launch's");
         }
-        finally { DecodeGemv.OneWave = wasOneWave; }
     }
 }
