@@ -33,10 +33,10 @@ def logits(x, G):
 CHECK = '--time-only' not in sys.argv
 torch.manual_seed(0)
 bad = 0
-for inF in (4096, 14336, 1032, 24):
+for inF in (4096, 14336, 1032, 24, 8):
     for L in (28, 5, 40, 256):
         for n in ((2, 33, 512, 4096) if CHECK else ()):
-            x = torch.randn(n, inF, device="cuda").to(torch.bfloat16)
+            x = torch.randn(n, inF + 8, device="cuda").to(torch.bfloat16)[:, :inF]   # rows further apart than in
             G = torch.randn(L, inF, device="cuda") * 0.05
             y = logits(x, G)
             ref = x.double() @ G.double().t()
@@ -50,7 +50,15 @@ for inF in (4096, 14336, 1032, 24):
             if not (ok and same and clean): bad += 1
             print(f"in {inF:5d} L {L:3d} n {n:4d}: within float32's bound {ok}, same bits twice and alone {same}, tickets reset {clean}, "
                   f"top-2 as cuBLAS's float32 {rank:.4f}, max |err| {float((y.double() - ref).abs().max()):.2e} (SGEMM's {sgemm_err:.2e})")
-if CHECK: print("ALL OK" if bad == 0 else f"{bad} CASES FAILED")
+if CHECK:
+    # An infinite gate value stays infinite (not NaN) where x is finite and non-zero.
+    x = torch.randn(4, 2048, device="cuda").to(torch.bfloat16); G = torch.randn(3, 2048, device="cuda") * 0.05
+    G[1, 7] = float("inf")
+    y = logits(x, G)
+    inf_ok = bool(torch.isinf(y[:, 1]).all()) and bool(torch.isfinite(y[:, [0, 2]]).all())
+    print(f"an infinite gate value gives ±inf in its row only: {inf_ok}")
+    if not inf_ok: bad += 1
+    print("ALL OK" if bad == 0 else f"{bad} CASES FAILED")
 
 print(torch.cuda.get_device_name(), "µs per call in a CUDA graph (28 adapters)")
 for n in (512, 4096):

@@ -17,10 +17,12 @@ namespace Meteora.Moe;
 /// </para>
 /// <para>
 /// So the products run on the tensor cores, exactly: each float32 gate value is split into three bfloat16 parts
-/// g = hi + mid + lo with no rounding (truncations whose remainders are exact), x is bfloat16 already, so every
-/// product of x with a part is exact in float32, and three bfloat16 MMAs (m16n8k16, float32 accumulators) per tile add
-/// them up. What remains is float32 addition in another order than cuBLAS's, so a logit can differ from <c>linear</c>'s
-/// in its last float32 bits — the limit <see cref="ExactRanking"/> already states between GEMM implementations.
+/// g = hi + mid + lo with no rounding (truncations whose remainders are exact, for every |g| ≥ 2⁻¹⁰⁹), x is bfloat16
+/// already, so every product of x with a part is exact in float32, and three bfloat16 MMAs (m16n8k16, float32
+/// accumulators) per tile add them up. What remains is float32 addition in another order than cuBLAS's, and the tensor
+/// cores' additions truncate rather than round, so a logit can differ from <c>linear</c>'s in its last float32 bits
+/// (measured: within twice float32's summation bound) — the limit <see cref="ExactRanking"/> already states between GEMM
+/// implementations. An infinite input gives NaN (∞ × a zero part) where <c>linear</c> gives ±∞; routing ranks NaN first.
 /// </para>
 /// <para>
 /// Layout: a block takes 16 tokens (the MMA's rows) × 32 gate rows (four tiles of 8) × a fixed slice of 1024 inputs, a
@@ -52,11 +54,12 @@ internal static unsafe class GateLogitsKernel
         #define SLICE 1024       // inputs per block (WARPS x 256)
         #define AHEAD 4          // k-steps of 16 whose fragments are loaded before any is used
 
-        // g = hi + mid + lo exactly, each a bfloat16 (its top 16 bits): hi truncates g to 8 significant bits, so g - hi
-        // is exact with at most 16 left; mid truncates that to 8, and the rest (at most 8 bits) is exact in bfloat16.
+        // g = hi + mid + lo, each a bfloat16 (its top 16 bits): hi truncates g to 8 significant bits, so g - hi is exact
+        // with at most 16 left; mid truncates that to 8, and the rest (at most 8 bits) is exact in bfloat16. Exact for
+        // every finite |g| >= 2^-109 (checked over all float32 bit patterns); below, the bits lost are under 2^-133.
         __device__ __forceinline__ void split3(float g, unsigned int& hi, unsigned int& mid, unsigned int& lo) {
             unsigned int h = __float_as_uint(g) & 0xffff0000u;
-            float r = g - __uint_as_float(h);
+            float r = (h & 0x7f800000u) == 0x7f800000u ? 0.f : g - __uint_as_float(h);   // ±inf and NaN: all in hi
             unsigned int m = __float_as_uint(r) & 0xffff0000u;
             hi = h >> 16; mid = m >> 16; lo = __float_as_uint(r - __uint_as_float(m)) >> 16;
         }
@@ -182,7 +185,7 @@ internal static unsafe class GateLogitsKernel
         """;
 
     private static readonly CudaKernelCache Kernels = new(Source, "gate logits kernel", "float32 copy and SGEMM", "gate logits kernel");
-    private static readonly Dictionary<int, Tensor> Tickets = [];
+    private static readonly Dictionary<(int Device, IntPtr Stream), Tensor> Tickets = [];
 
     /// <summary>
     /// Whether exact ranking may use the kernel (default true; <c>METEORA_GATE_LOGITS_KERNEL=off</c> keeps
@@ -210,7 +213,7 @@ internal static unsafe class GateLogitsKernel
         if (!Enabled || x2.device.type != DeviceType.CUDA || x2.dtype != ScalarType.BFloat16 || x2.dim() != 2
             || gate.dtype != ScalarType.Float32 || gate.dim() != 2 || !gate.is_contiguous() || gate.shape[1] != x2.shape[1]
             || gate.device_type != x2.device_type || gate.device_index != x2.device_index
-            || x2.shape[0] < 1 || x2.shape[0] > MaxTokens || gate.shape[0] < 1 || gate.shape[0] > MaxAdapters || x2.shape[1] % 8 != 0
+            || x2.shape[0] < 1 || x2.shape[0] > MaxTokens || gate.shape[0] < 1 || gate.shape[0] > MaxAdapters || x2.shape[1] < 8 || x2.shape[1] % 8 != 0
             || !SelectiveMixKernel.Aligned(x2) || !SelectiveMixKernel.Aligned(gate)
             || is_grad_enabled() && (x2.requires_grad || gate.requires_grad))
             return null;
@@ -220,17 +223,26 @@ internal static unsafe class GateLogitsKernel
         int rows = (int)x2.shape[0], inF = (int)x2.shape[1], L = (int)gate.shape[0];
         int slices = (inF + SliceInputs - 1) / SliceInputs;
         int tokenBlocks = (rows + TokensPerBlock - 1) / TokensPerBlock, rowBlocks = (L + RowsPerBlock - 1) / RowsPerBlock;
-        var output = empty(rows, L, ScalarType.Float32, x2.device);                             // (N, L)
-        using var part = slices > 1 ? empty(slices, rows, L, ScalarType.Float32, x2.device) : null;   // (slices, N, L)
         IntPtr tickets = IntPtr.Zero;
         if (slices > 1)
+        {
+            // One zeroed array per device and stream for the largest grid (launches on one stream run in order, and
+            // each leaves it zero again; libtorch's streams are a small pool). Made outside a graph capture only: inside
+            // one its zeroing would run only at replay and its memory would come from the graph's pool, so a first
+            // call there takes the ATen path.
+            var stream = CudaStreams.CurrentHandle(device);
             lock (Tickets)
             {
-                // One zeroed array per device for the largest grid; every launch leaves it zero again.
-                if (!Tickets.TryGetValue(device, out var t))
-                    Tickets[device] = t = zeros(MaxTiles, ScalarType.Int32, x2.device).DetachFromDisposeScope();   // lives with the process
+                if (!Tickets.TryGetValue((device, stream), out var t))
+                {
+                    if (CudaStreams.IsCapturing(stream)) return null;
+                    Tickets[(device, stream)] = t = zeros(MaxTiles, ScalarType.Int32, x2.device).DetachFromDisposeScope();   // lives with the process
+                }
                 tickets = DeviceMemory.Address(t);
             }
+        }
+        var output = empty(rows, L, ScalarType.Float32, x2.device);                             // (N, L)
+        using var part = slices > 1 ? empty(slices, rows, L, ScalarType.Float32, x2.device) : null;   // (slices, N, L)
         IntPtr xp = DeviceMemory.Address(x2), gp = DeviceMemory.Address(gate), op = DeviceMemory.Address(output);
         IntPtr pp = part is null ? IntPtr.Zero : DeviceMemory.Address(part);
         long ldx = x2.stride(0);

@@ -76,6 +76,22 @@ internal static unsafe class CudaStreams
     /// <summary>The raw <c>cudaStream_t</c> of <paramref name="stream"/>.</summary>
     public static IntPtr HandleOf(StreamValue stream) => Require().Handle(&stream);
 
+    private static readonly Lazy<IntPtr> IsCapturingExport = new(() => CudaRuntime.Export("cudaStreamIsCapturing"));
+
+    /// <summary>
+    /// Whether work queued on the raw stream <paramref name="stream"/> is being captured into a CUDA graph now
+    /// (<c>cudaStreamIsCapturing</c>; an invalidated capture counts as capturing). Throws where CUDA's runtime is missing.
+    /// </summary>
+    public static bool IsCapturing(IntPtr stream)
+    {
+        var f = (delegate* unmanaged[Cdecl]<IntPtr, int*, int>)IsCapturingExport.Value;
+        if (f == null) throw new MeteoraException("CUDA runtime: cudaStreamIsCapturing not found");
+        int status;                                             // cudaStreamCaptureStatus: 0 none, 1 active, 2 invalidated
+        int r = f(stream, &status);
+        if (r != 0) throw new MeteoraException($"cudaStreamIsCapturing failed with CUDA error {r}");
+        return status != 0;
+    }
+
     private sealed class Restore(StreamValue before) : IDisposable
     {
         private bool _done;

@@ -21,12 +21,11 @@ internal static unsafe class PhaseMarks
         public delegate* unmanaged[Cdecl]<IntPtr, int> Synchronize;
         public delegate* unmanaged[Cdecl]<float*, IntPtr, IntPtr, int> Elapsed;
         public delegate* unmanaged[Cdecl]<IntPtr, int> Destroy;
-        public delegate* unmanaged[Cdecl]<IntPtr, int*, int> IsCapturing;
     }
 
     private static readonly Lazy<Api?> Bound = new(() =>
     {
-        var p = new[] { "cudaEventCreate", "cudaEventRecordWithFlags", "cudaEventSynchronize", "cudaEventElapsedTime", "cudaEventDestroy", "cudaStreamIsCapturing" }
+        var p = new[] { "cudaEventCreate", "cudaEventRecordWithFlags", "cudaEventSynchronize", "cudaEventElapsedTime", "cudaEventDestroy" }
             .Select(CudaRuntime.Export).ToArray();
         if (p.Any(a => a == IntPtr.Zero)) return null;
         return new Api
@@ -36,7 +35,6 @@ internal static unsafe class PhaseMarks
             Synchronize = (delegate* unmanaged[Cdecl]<IntPtr, int>)p[2],
             Elapsed = (delegate* unmanaged[Cdecl]<float*, IntPtr, IntPtr, int>)p[3],
             Destroy = (delegate* unmanaged[Cdecl]<IntPtr, int>)p[4],
-            IsCapturing = (delegate* unmanaged[Cdecl]<IntPtr, int*, int>)p[5],
         };
     });
 
@@ -57,10 +55,7 @@ internal static unsafe class PhaseMarks
         var ev = _pool[Recorded.Count];
         var api = Bound.Value!;
         var stream = CudaStreams.CurrentHandle(_device);
-        int capture;                                            // cudaStreamCaptureStatus: 0 none, 1 active, 2 invalidated
-        int r = api.IsCapturing(stream, &capture);
-        if (r != 0) throw new MeteoraException($"cudaStreamIsCapturing failed with CUDA error {r}");
-        r = api.RecordWithFlags(ev, stream, capture == 1 ? RecordExternal : 0u);
+        int r = api.RecordWithFlags(ev, stream, CudaStreams.IsCapturing(stream) ? RecordExternal : 0u);
         if (r != 0) throw new MeteoraException($"cudaEventRecordWithFlags failed with CUDA error {r}");
         Recorded.Add((phase, ev));
     }

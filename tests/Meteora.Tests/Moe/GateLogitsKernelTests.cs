@@ -20,6 +20,20 @@ public class GateLogitsKernelTests
     }
 
     [Fact]
+    public void TheHostsTilingIsTheKernels()
+    {
+        // The launch sizes its grid and tickets from the class's constants and the kernel walks its own #defines: a
+        // mismatch would leave tokens or gate rows uncomputed without an error.
+        int Const(string name) => (int)typeof(GateLogitsKernel).GetField(name, System.Reflection.BindingFlags.NonPublic | System.Reflection.BindingFlags.Static)!.GetRawConstantValue()!;
+        int Define(string name) => int.Parse(System.Text.RegularExpressions.Regex.Match(GateLogitsKernel.Source, $@"#define {name} (\d+)").Groups[1].Value);
+        Assert.Equal(Const("Warps"), Define("WARPS"));
+        Assert.Equal(Const("TokensPerBlock"), Define("TPB"));
+        Assert.Equal(Const("RowsPerBlock"), Define("LR"));
+        Assert.Equal(Const("SliceInputs"), Define("SLICE"));
+        Assert.Equal(0, Define("SLICE") % (Define("WARPS") * 16));                         // whole k-steps per warp
+    }
+
+    [Fact]
     public void OnTheCpuExactRankingKeepsTheFloat32Gemm()
     {
         using var scope = NewDisposeScope();
@@ -37,11 +51,11 @@ public class GateLogitsKernelTests
         using var scope = NewDisposeScope();
         using var noGrad = no_grad();
         manual_seed(5);
-        foreach (int inF in new[] { 4096, 14336, 1032, 24 })          // several slices, a partial chunk, one short slice
+        foreach (int inF in new[] { 4096, 14336, 1032, 24, 8 })       // several slices, a partial chunk, short slices
         foreach (int L in new[] { 28, 5, 40, 256 })
         foreach (int n in new[] { 2, 33, 512 })
         {
-            var x = randn(n, inF, ScalarType.BFloat16, CUDA);
+            var x = randn(n, inF + 8, ScalarType.BFloat16, CUDA).narrow(1, 0, inF);      // rows further apart than in
             var gate = randn(L, inF, ScalarType.Float32, CUDA) * 0.05;
             var logits = GateLogitsKernel.TryLogits(x, gate);
             Assert.NotNull(logits);
