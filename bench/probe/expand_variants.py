@@ -3,15 +3,9 @@
 # blocks, and a kernel that only reads and writes y (the floor), each timed in a CUDA graph over B copies that L2
 # cannot hold. Source read from the C# files, so it is the shipped kernel. On a GPU machine with torch and CuPy,
 # from the repository root:   python3 bench/probe/expand_variants.py
-import re, textwrap, sys
 from graph_timing import timed
+from csharp_source import raw
 import cupy as cp, torch
-
-def raw(path, name):
-    text = open(path).read()
-    m = re.search(name + r' = (?:[\w.]+ \+ )?"""\n(.*?)\n(\s*)"""', text, re.S)
-    body, indent = m.group(1), m.group(2)
-    return "\n".join(l[len(indent):] if l.startswith(indent) else l.lstrip() for l in body.split("\n")) + "\n"
 
 src = raw("src/Meteora/Runtime/Bf16Device.cs", "Prelude") + raw("src/Meteora/Moe/RoutingKernel.cs", "Ranking") + raw("src/Meteora/Moe/SelectiveMixKernel.cs", "Source")
 head, expand = src.split('extern "C" __global__ void meteora_expand_bf16(ExpandSegments segs)')

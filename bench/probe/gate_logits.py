@@ -5,13 +5,8 @@
 # and CuPy, from the repository root:   python3 bench/probe/gate_logits.py [--time-only]
 import re, sys
 from graph_timing import timed
+from csharp_source import raw
 import cupy as cp, torch
-
-def raw(path, name):
-    text = open(path).read()
-    m = re.search(name + r' = (?:[\w.]+ \+ )?"""\n(.*?)\n(\s*)"""', text, re.S)
-    body, indent = m.group(1), m.group(2)
-    return "\n".join(l[len(indent):] if l.startswith(indent) else l.lstrip() for l in body.split("\n")) + "\n"
 
 src = raw("src/Meteora/Runtime/Bf16Device.cs", "Prelude") + raw("src/Meteora/Moe/GateLogitsKernel.cs", "Source")
 consts = open("src/Meteora/Moe/GateLogitsKernel.cs").read()

@@ -1,4 +1,4 @@
-# Shared by the kernel probes (gemv_variants.py, expand_variants.py): µs per call of fn(i), `launches` calls captured
+# Shared by the kernel probes (gemv_variants.py, expand_variants.py, gate_logits.py): µs per call of fn(i), `launches` calls captured
 # in one CUDA graph (so launch gaps are those of a replayed decode step, not the host's), replayed after a warm-up.
 import torch
 

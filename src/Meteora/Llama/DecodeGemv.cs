@@ -40,11 +40,11 @@ internal static unsafe class DecodeGemv
 
         // RPW rows of M (16-byte loads, streamed: each weight byte is read once a step) against x, over the inputs
         // [8·k0, 8·k1), into acc. F32: float32 rows (a MeteoRA gate), two loads per 8 inputs; else bfloat16 rows.
-        template <bool F32, int F32UNR>
+        template <bool F32>
         __device__ __forceinline__ void dotRows(const char* M, long long ldBytes, int row0, int rows, const uint4* x8,
                                                 int k0, int k1, int lane, float* acc)
         {
-            enum { V = F32 ? 2 : 1, U = F32 ? F32UNR : UNR };
+            enum { V = F32 ? 2 : 1, U = UNR };
             for (int base = k0; base < k1; base += 32 * U) {
                 uint4 wv[RPW][U][V];
                 #pragma unroll
@@ -88,10 +88,7 @@ internal static unsafe class DecodeGemv
         struct GemvSegment { const void* M; void* out; long long ld; int rows; int kind; int blockStart; };
         struct GemvSegments { GemvSegment s[MAXSEG]; int count; };
 
-        // F32UNR: chunks per pass of float32 rows (UNR for the default kernel; 1 in the 64-register one, where UNR would
-        // double the registers the whole kernel is given).
-        template <int F32UNR>
-        __device__ __forceinline__ void gemv(const bf16* x, int in, const GemvSegments& segs)
+        extern "C" __global__ void __launch_bounds__(32 * WARPS) meteora_gemv_bf16(const bf16* x, int in, GemvSegments segs)
         {
             // The block's segment, read with constant indices (a dynamic index would copy the parameter to local memory).
             const void* M = segs.s[0].M; void* out = segs.s[0].out; long long ld = segs.s[0].ld;
@@ -109,8 +106,8 @@ internal static unsafe class DecodeGemv
             #pragma unroll
             for (int r = 0; r < RPW; r++) acc[r] = 0.f;
             if (row0 < rows) {
-                if (kind & 1) dotRows<true, F32UNR>((const char*)M, ld * 4, row0, rows, (const uint4*)x, k0, k1, lane, acc);
-                else dotRows<false, F32UNR>((const char*)M, ld * 2, row0, rows, (const uint4*)x, k0, k1, lane, acc);
+                if (kind & 1) dotRows<true>((const char*)M, ld * 4, row0, rows, (const uint4*)x, k0, k1, lane, acc);
+                else dotRows<false>((const char*)M, ld * 2, row0, rows, (const uint4*)x, k0, k1, lane, acc);
             }
             #pragma unroll
             for (int r = 0; r < RPW; r++) {
@@ -127,11 +124,6 @@ internal static unsafe class DecodeGemv
                 if (kind & 2) ((float*)out)[row0 + lane] = v;
                 else ((bf16*)out)[row0 + lane] = f2bf(v);
             }
-        }
-
-        extern "C" __global__ void __launch_bounds__(32 * WARPS) meteora_gemv_bf16(const bf16* x, int in, GemvSegments segs)
-        {
-            gemv<UNR>(x, in, segs);
         }
 
         """;

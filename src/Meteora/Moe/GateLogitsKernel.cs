@@ -39,7 +39,7 @@ internal static unsafe class GateLogitsKernel
 {
     private const int Warps = 4, TokensPerBlock = 16, RowsPerBlock = 32, SliceInputs = 1024;
 
-    /// <summary>Largest token count one launch takes (its tickets are allocated once per device for this many).</summary>
+    /// <summary>Largest token count one launch takes (its tickets are allocated once per device and stream for this many).</summary>
     public const int MaxTokens = 65536;
 
     /// <summary>Largest gate (adapter count) the kernel takes, as the routing kernel.</summary>
