@@ -23,6 +23,26 @@ public sealed class TrainingCliOptions
     public Option<bool> Resume { get; } = new("--resume") { Description = "continue from OUT/checkpoint exactly" };
     public Option<int?> StopAfter { get; } = new("--stop-after") { Description = "stop after N steps with a checkpoint, as if interrupted" };
     public Option<bool> KeepBest { get; } = new("--keep-best") { Description = "write the weights of the evaluation (every --eval-every steps) with the lowest held-out loss, not the last step's" };
+    public Option<string> CudaGraph { get; } = CudaGraphOption();
+
+    /// <summary>
+    /// <c>--cuda-graph auto|on|off</c>: each training step captured once as a CUDA graph and replayed
+    /// (<see cref="TrainingOptions.CudaGraphs"/>); shared with <c>bench train-gate</c>.
+    /// </summary>
+    public static Option<string> CudaGraphOption()
+    {
+        var o = new Option<string>("--cuda-graph")
+        {
+            Description = "replay each step as one CUDA graph (batches padded to the longest example): auto (on CUDA where it applies and padding adds at most half the tokens), on, off",
+            DefaultValueFactory = _ => "auto",
+        };
+        o.AcceptOnlyFromAmong("auto", "on", "off");
+        return o;
+    }
+
+    /// <summary>The <c>--cuda-graph</c> value as <see cref="TrainingOptions.CudaGraphs"/>: null for auto.</summary>
+    public static bool? CudaGraphs(string value) => value switch { "on" => true, "off" => false, _ => null };
+
     public Option<bool> LengthBuckets { get; } = new("--length-buckets") { Description = "micro-batches of sequences of similar length (within 2×): less padding when lengths differ a lot" };
 
     public TrainingCliOptions(double lr, double weightDecay, double clip)
@@ -34,11 +54,12 @@ public sealed class TrainingCliOptions
 
     public void AddTo(Command c)
     {
-        foreach (var o in new Option[] { Lr, WeightDecay, Clip, Steps, Epochs, BatchSize, GradAccum, MaxSeqLen, WarmupSteps, WarmupRatio, Seed, EvalEvery, EvalLimit, CheckpointEvery, Resume, StopAfter, LengthBuckets, KeepBest })
+        foreach (var o in new Option[] { Lr, WeightDecay, Clip, Steps, Epochs, BatchSize, GradAccum, MaxSeqLen, WarmupSteps, WarmupRatio, Seed, EvalEvery, EvalLimit, CheckpointEvery, Resume, StopAfter, LengthBuckets, KeepBest, CudaGraph })
             c.Options.Add(o);
     }
 
-    public TrainingOptions Read(ParseResult p, bool? responseOnly) => new()
+    /// <summary>The options as given; <c>--cuda-graph on</c> off a CUDA <paramref name="device"/> is refused here, before anything is read or written.</summary>
+    public TrainingOptions Read(ParseResult p, bool? responseOnly, TorchSharp.torch.Device device) => new()
     {
         LearningRate = p.GetValue(Lr), WeightDecay = p.GetValue(WeightDecay), ClipNorm = p.GetValue(Clip),
         Steps = p.GetValue(Steps), Epochs = p.GetValue(Epochs), BatchSize = p.GetValue(BatchSize),
@@ -47,5 +68,8 @@ public sealed class TrainingCliOptions
         EvalLimit = p.GetValue(EvalLimit), CheckpointEvery = p.GetValue(CheckpointEvery), Resume = p.GetValue(Resume),
         StopAfter = p.GetValue(StopAfter), LengthBuckets = p.GetValue(LengthBuckets), ResponseOnly = responseOnly,
         KeepBest = p.GetValue(KeepBest),
+        CudaGraphs = CudaGraphs(p.GetValue(CudaGraph)!) is true && device.type != TorchSharp.DeviceType.CUDA
+            ? throw new MeteoraException($"--cuda-graph on: not on a CUDA device (--device {device})")
+            : CudaGraphs(p.GetValue(CudaGraph)!),
     };
 }

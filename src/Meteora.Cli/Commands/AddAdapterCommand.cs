@@ -37,7 +37,7 @@ public static class AddAdapterCommand
             var ctx = context(p);
             string folder = p.GetValue(adapter)!;
             string adapterName = p.GetValue(name) ?? Path.GetFileName(Path.GetFullPath(folder).TrimEnd('/'));
-            var options = inContext.Apply(p, train.Read(p, responseOnly: p.GetValue(responseOnly) ? true : null)) with { Balance = p.GetValue(balance) };
+            var options = inContext.Apply(p, train.Read(p, responseOnly: p.GetValue(responseOnly) ? true : null, ctx.Device)) with { Balance = p.GetValue(balance) };
             var add = new AdapterAdditionOptions
             {
                 OldRowsLr = p.GetValue(oldRowsLr), ReplayFraction = p.GetValue(replay), GateLossWeight = p.GetValue(weight),

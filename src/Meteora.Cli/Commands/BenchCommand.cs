@@ -117,9 +117,11 @@ public static class BenchCommand
         var steps = new Option<int>("--steps") { Description = "optimiser steps", DefaultValueFactory = _ => 50 };
         var warmup = new Option<int>("--warmup") { Description = "steps excluded from the throughput", DefaultValueFactory = _ => 5 };
         var json = new Option<string?>("--json") { Description = "also write the result to this JSON file" };
+        var cudaGraph = TrainingCliOptions.CudaGraphOption();
+        var phases = new Option<bool>("--phases") { Description = "then run the steps again, synchronised at every phase boundary (forward, backward, gradients, optimizer), and report where a step's time goes" };
         var cmd = lora
-            ? new Command(what, "LoRA-training throughput and device memory: one random rank-r adapter on every projection of a model with random weights") { config, rank, seqLen, batch, steps, warmup, json }
-            : new Command(what, "Gate-training throughput and device memory on a synthetic MeteoRA model") { config, adapters, rank, seqLen, batch, steps, warmup, json };
+            ? new Command(what, "LoRA-training throughput and device memory: one random rank-r adapter on every projection of a model with random weights") { config, rank, seqLen, batch, steps, warmup, json, phases, cudaGraph }
+            : new Command(what, "Gate-training throughput and device memory on a synthetic MeteoRA model") { config, adapters, rank, seqLen, batch, steps, warmup, json, phases, cudaGraph };
         cmd.SetAction(p =>
         {
             var ctx = context(p);
@@ -137,19 +139,31 @@ public static class BenchCommand
                 ctx.Err.WriteLine($"bench {what}: {name} with {n} rank-{r} adapter(s), {TorchRuntime.Name(ctx.DType)} on {device}, {B} × {T} tokens per step" +
                     (world > 1 ? $" on each of {world} ranks" : "") + $", {S} steps ({W} warm-up)");
             Action<string>? log = lead ? ctx.Err.WriteLine : null;
-            var result = lora ? LoraTrainingBenchmark.Run(cfg, r, T, B, S, W, device, ctx.DType, log, ranks)
-                : GateTrainingBenchmark.Run(cfg, n, r, T, B, S, W, device, ctx.DType, log, ranks);
+            bool timePhases = p.GetValue(phases);
+            bool? graphs = TrainingCliOptions.CudaGraphs(p.GetValue(cudaGraph)!);
+            var result = lora ? LoraTrainingBenchmark.Run(cfg, r, T, B, S, W, device, ctx.DType, log, ranks, timePhases, graphs)
+                : GateTrainingBenchmark.Run(cfg, n, r, T, B, S, W, device, ctx.DType, log, ranks, timePhases, graphs);
             if (!lead) return 0;   // rank 0 reports
             var table = new Table().AddColumns("config", "adapters", "GPUs", "tokens/step", "s/step", "tokens/s", "tokens/s per GPU", "peak device memory", "before model");
             table.AddRow(name, $"{n} × r{r}", world.ToString(), result.TokensPerStep.ToString(), $"{result.SecondsPerStep:F3}", $"{result.TokensPerSecond:F0}", $"{result.TokensPerSecond / world:F0}",
                 result.PeakDeviceBytes is { } pk ? $"{pk / (double)(1L << 30):F2} GiB" : "n/a", result.BaselineDeviceBytes is { } b0 ? $"{b0 / (double)(1L << 30):F2} GiB" : "n/a");
             Render(ctx.Out, table);
+            if (result.Phases is { } stepPhases)
+            {
+                // Issued ≈ done: the host bounds the phase; done ≫ issued: the device does.
+                var pt = new Table().AddColumns("phase (synchronised run)", "issued, ms/step", "done, ms/step");
+                foreach (var ph in stepPhases) pt.AddRow(ph.Name, $"{ph.IssuedSeconds * 1e3:F1}", $"{ph.DoneSeconds * 1e3:F1}");
+                pt.AddRow("step", $"{stepPhases.Sum(x => x.IssuedSeconds) * 1e3:F1}", $"{stepPhases.Sum(x => x.DoneSeconds) * 1e3:F1}");
+                Render(ctx.Out, pt);
+            }
             if (p.GetValue(json) is { } jsonPath)
                 AtomicFile.WriteAllText(jsonPath, JsonSerializer.Serialize(new
                 {
                     bench = what, config = name, device = device.ToString(), dtype = TorchRuntime.Name(ctx.DType), adapters = n, rank = r, seq_len = T, batch = B, world,
                     steps = S, warmup = W, seconds_per_step = result.SecondsPerStep, tokens_per_s = result.TokensPerSecond,
                     peak_device_bytes = result.PeakDeviceBytes, baseline_device_bytes = result.BaselineDeviceBytes,
+                    phases = result.Phases?.Select(x => new { name = x.Name, issued_s = x.IssuedSeconds, done_s = x.DoneSeconds }),
+                    cuda_graph = p.GetValue(cudaGraph), losses = result.Losses,
                 }, new JsonSerializerOptions { WriteIndented = true }));
             return 0;
         });

@@ -31,7 +31,7 @@ public static class MakeBaseCommand
         cmd.SetAction(p =>
         {
             var ctx = context(p);
-            var options = train.Read(p, responseOnly: false);
+            var options = train.Read(p, responseOnly: false, ctx.Device);
             if (ctx.DType == TorchSharp.torch.ScalarType.Float16)
                 throw new MeteoraException("--dtype float16: pretraining in float16 needs loss scaling, which make-base does not do; use bfloat16 (the CUDA default) or float32");
             if (p.GetValue(train.Steps) is null && p.GetResult(train.Epochs) is null or { Implicit: true }) options = options with { Steps = 1500 };

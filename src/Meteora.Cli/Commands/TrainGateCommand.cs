@@ -38,7 +38,7 @@ public static class TrainGateCommand
         {
             var ctx = context(p);
             var adapters = ResolveAdapters(p.GetValue(adaptersDir), p.GetValue(adapter), p.GetValue(order));
-            var options = inContext.Apply(p, train.Read(p, responseOnly: p.GetValue(responseOnly) ? true : null)) with { Balance = p.GetValue(balance) };
+            var options = inContext.Apply(p, train.Read(p, responseOnly: p.GetValue(responseOnly) ? true : null, ctx.Device)) with { Balance = p.GetValue(balance) };
             var gate = new GateTrainingOptions
             {
                 GateLossWeight = p.GetValue(weight), TopK = p.GetValue(topK), Temperature = p.GetValue(temperature),

@@ -35,7 +35,7 @@ public static class TrainLoraCommand
         cmd.SetAction(p =>
         {
             var ctx = context(p);
-            var options = inContext.Apply(p, train.Read(p, responseOnly: p.GetValue(fullLoss) ? false : null)) with
+            var options = inContext.Apply(p, train.Read(p, responseOnly: p.GetValue(fullLoss) ? false : null, ctx.Device)) with
             {
                 Balance = p.GetValue(balance), ReplayRows = p.GetValue(replay), ReplaySeqLen = p.GetValue(replayLen), ReplayWeight = p.GetValue(replayWeight),
             };

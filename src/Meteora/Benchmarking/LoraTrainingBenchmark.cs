@@ -16,7 +16,7 @@ namespace Meteora.Benchmarking;
 public static class LoraTrainingBenchmark
 {
     public static GateTrainingBenchResult Run(LlamaConfig config, int rank, int seqLen, int batch, int steps, int warmupSteps,
-        Device device, ScalarType dtype, Action<string>? log = null, ICommunicator? communicator = null)
+        Device device, ScalarType dtype, Action<string>? log = null, ICommunicator? communicator = null, bool phases = false, bool? cudaGraphs = null)
     {
         long? baseline = device.type == TorchSharp.DeviceType.CUDA ? CudaRuntime.DeviceUsedBytes() : null;
         var lora = new LoraConfig { R = rank, LoraAlpha = 2 * rank, TargetModules = ProjectionSite.AllNames, LoraDropout = 0 };
@@ -25,6 +25,6 @@ public static class LoraTrainingBenchmark
         var objective = new LoraObjective(lm, lora);
         objective.Initialize(seed: 1);
         log?.Invoke($"built the model with one random rank-{rank} adapter on every projection");
-        return TrainingThroughput.Measure(objective, config.VocabSize, 1, seqLen, batch, steps, warmupSteps, device, baseline, communicator);
+        return TrainingThroughput.Measure(objective, config.VocabSize, 1, seqLen, batch, steps, warmupSteps, device, baseline, communicator, phases, cudaGraphs, log);
     }
 }

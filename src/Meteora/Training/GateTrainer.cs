@@ -166,8 +166,8 @@ public static class GateTrainer
                 using var scope = NewDisposeScope();
                 using var batch = TrainingBatch.Collate(chunk, padId, device);
                 var v = MeteoraLoss.Compute(m, batch, lambda);
-                right += v.GateAccuracy * v.Decisions;
-                decisions += v.Decisions;
+                right += v.Correct.item<float>();
+                decisions += (long)v.Decisions.item<float>();
             }
             result[names[group.Key]] = decisions > 0 ? right / decisions : double.NaN;
         }

@@ -20,6 +20,17 @@ public interface ITrainingObjective
     /// </summary>
     (Tensor Loss, IReadOnlyDictionary<string, double> Parts) Loss(TrainingBatch batch, bool training, LossCounts? normalizers = null);
 
+    /// <summary>
+    /// The training loss of one batch as its own mean, and its named parts as scalar device tensors, computed without
+    /// reading anything back to the host and with the same device work whatever the batch holds: a step that can be
+    /// captured in a CUDA graph (<see cref="GraphedTrainingStep"/>). Null: this objective cannot (the loop then never
+    /// captures its steps).
+    /// </summary>
+    (Tensor Loss, IReadOnlyList<(string Name, Tensor Value)> Parts)? LossOnDevice(TrainingBatch batch) => null;
+
+    /// <summary>Whether <see cref="LossOnDevice"/> is implemented (so the loop may capture this objective's steps).</summary>
+    bool HasLossOnDevice => false;
+
     /// <summary>Named trainable tensors, written to a checkpoint's safetensors.</summary>
     IEnumerable<KeyValuePair<string, Tensor>> TrainableState();
 

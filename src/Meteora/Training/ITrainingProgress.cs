@@ -9,6 +9,12 @@ public interface ITrainingProgress
     void Evaluation(int step, IReadOnlyDictionary<string, double> metrics);
     void Message(string text);
     void Stop();
+    /// <summary>
+    /// A phase of the current step has been issued to the device: "forward" (the loss, per micro-batch), "backward"
+    /// (per micro-batch), "gradients" (all-reduce and clipping) and "optimizer" (the update and what follows it).
+    /// The benchmark's clock times them; progress displays ignore them.
+    /// </summary>
+    void Phase(string name) { }
 }
 
 /// <summary>Progress that goes nowhere (library use, tests).</summary>

@@ -5,15 +5,19 @@ using static TorchSharp.torch;
 namespace Meteora.Training;
 
 /// <summary>
-/// The three numbers of a MeteoRA loss (total = lm + λ · gate) and the gate accuracy: the share of (projection,
-/// position) pairs whose top-1 gate logit is the row's task.
+/// The three numbers of a MeteoRA loss (total = lm + λ · gate) and the gate accuracy's two counts, all device tensors
+/// (nothing is read back to the host, so a training step can be captured in a CUDA graph).
 /// </summary>
-/// <param name="GateAccuracy">
-/// correct top-1 decisions over the normaliser's decisions: the batch's own (a share), or the step's (this batch's
-/// part of the step's share, which the step's batches sum to)
+/// <param name="Correct">(scalar, float32) (projection, position) pairs whose top-1 gate logit is the row's task</param>
+/// <param name="Decisions">
+/// (scalar, float32) what <paramref name="Correct"/> is a share of: the batch's own (projection, position) pairs, or
+/// the step's when given its counts (this batch's part of the step's share, which the step's batches sum to)
 /// </param>
-/// <param name="Decisions">the batch's (projection, position) pairs</param>
-public sealed record MeteoraLossValue(Tensor Total, Tensor Lm, Tensor Gate, double GateAccuracy, long Decisions);
+public sealed record MeteoraLossValue(Tensor Total, Tensor Lm, Tensor Gate, Tensor Correct, Tensor Decisions)
+{
+    /// <summary>Correct over decisions: one read back from the device.</summary>
+    public double GateAccuracy() => Correct.item<float>() / Math.Max(Decisions.item<float>(), 1);
+}
 
 /// <summary>
 /// The MeteoRA training objective (DESIGN.md): LM cross-entropy + λ · gate cross-entropy, with the router in its
@@ -45,27 +49,27 @@ public static class MeteoraLoss
         var logits = ForwardRecordingGates(m, batch.Ids, recorder);                     // (B, T, V)
 
         var lm = LanguageModelLoss.CrossEntropy(logits, batch.Labels, batch.LossWeights, normalizers?.LmWeight);
-        var mask = batch.GateMask;                                                       // (B, T)
-        var targets = batch.TokenTasks.masked_select(mask);                               // (M,) task per gated position
-        Tensor sum = zeros(1, ScalarType.Float32, logits.device);
-        Tensor correct = zeros(1, ScalarType.Int64, logits.device);
-        long count = 0, projections = 0;
-        foreach (var (_, gateLogits) in recorder.Logits)                                  // (B, T, L) each
-        {
-            var rows = gateLogits.masked_select(mask.unsqueeze(-1)).view(-1, gateLogits.shape[^1]);   // (M, L)
-            sum = sum + nn.functional.cross_entropy(rows, targets, reduction: nn.Reduction.Sum);
-            using (no_grad()) correct = correct + (rows.argmax(-1) == targets).sum();
-            count += rows.shape[0];
-            projections++;
-        }
+        // Every projection's logits at once, with the mask as weights instead of selecting the gated positions: the
+        // same sums, no shape that depends on the data (masked_select would wait for the device 224 times a step).
+        int projections = recorder.Logits.Count;
+        var gateLogits = stack(recorder.Logits.Select(x => x.Logits).ToList());          // (P, B, T, L) float32
+        var mask = batch.GateMask.to(ScalarType.Float32);                                 // (B, T) 1 = gated
+        var targets = batch.TokenTasks.clamp_min(0);                                      // (B, T); ungated positions weigh 0
+        var picked = gateLogits.log_softmax(-1)
+            .gather(-1, targets.unsqueeze(-1).unsqueeze(0).expand(projections, -1, -1, 1)).squeeze(-1);   // (P, B, T) log p(task)
+        var sum = picked.mul(mask).sum().neg();                                           // Σ cross-entropy over gated pairs
+        Tensor correct;
+        using (no_grad()) correct = gateLogits.argmax(-1).eq(targets).to(ScalarType.Float32).mul_(mask).sum();   // (P, B, T) → scalar
         // (projection, position) pairs the sums are divided by: this batch's, or the step's over all its batches.
-        double decisions = Math.Max(normalizers is { } c ? c.GatedPositions * projections : count, 1);
+        using var p = ((double)projections).ToScalar();
+        var decisions = normalizers is { } c ? full([], c.GatedPositions * projections, ScalarType.Float32, logits.device)
+            : mask.sum().mul(p);
         // Scalars held for the ops' duration (an implicit one can be finalized while the op runs; see RmsNorm).
-        using var n = decisions.ToScalar();
+        using var one = 1.0.ToScalar();
         using var w = gateLossWeight.ToScalar();
-        var gate = sum.div(n).squeeze();
+        var gate = sum.div(decisions.clamp_min(one));
         var total = lm + gate.mul(w);
-        double accuracy = correct.item<long>() / decisions;
-        return new MeteoraLossValue(total.MoveToOuterDisposeScope(), lm.MoveToOuterDisposeScope(), gate.MoveToOuterDisposeScope(), accuracy, count);
+        return new MeteoraLossValue(total.MoveToOuterDisposeScope(), lm.MoveToOuterDisposeScope(), gate.MoveToOuterDisposeScope(),
+            correct.MoveToOuterDisposeScope(), decisions.MoveToOuterDisposeScope());
     }
 }

@@ -73,8 +73,20 @@ public sealed class MeteoraObjective : ITrainingObjective
         var v = MeteoraLoss.Compute(_m, batch, _lambda, normalizers);
         return (v.Total, new Dictionary<string, double>
         {
-            ["loss"] = v.Total.item<float>(), ["lm_loss"] = v.Lm.item<float>(), ["gate_loss"] = v.Gate.item<float>(), ["gate_acc"] = v.GateAccuracy,
+            ["loss"] = v.Total.item<float>(), ["lm_loss"] = v.Lm.item<float>(), ["gate_loss"] = v.Gate.item<float>(), ["gate_acc"] = v.GateAccuracy(),
         });
+    }
+
+    /// <inheritdoc/>
+    public bool HasLossOnDevice => true;
+
+    /// <inheritdoc/>
+    public (Tensor Loss, IReadOnlyList<(string Name, Tensor Value)> Parts)? LossOnDevice(TrainingBatch batch)
+    {
+        _m.Model.train(true);
+        var v = MeteoraLoss.Compute(_m, batch, _lambda);
+        using var one = 1.0.ToScalar();   // held for the op (see RmsNorm)
+        return (v.Total, [("loss", v.Total), ("lm_loss", v.Lm), ("gate_loss", v.Gate), ("gate_acc", v.Correct.div(v.Decisions.clamp_min(one)))]);
     }
 
     public IEnumerable<KeyValuePair<string, Tensor>> TrainableState()

@@ -29,19 +29,26 @@ public sealed class TrainingBatch : IDisposable
         Ids = ids; Labels = labels; Tasks = tasks; TokenTasks = tokenTasks; GateMask = gateMask; LossWeights = lossWeights; LossTokens = lossTokens; Tokens = tokens;
     }
 
-    public static TrainingBatch Collate(IReadOnlyList<EncodedExample> rows, int padId, Device device)
+    /// <summary>
+    /// The rows as (B, T) tensors, right-padded to the longest row. <paramref name="padRows"/> and
+    /// <paramref name="padLength"/> pad further, to a fixed shape (a CUDA-graphed step): padded positions and rows
+    /// count in no loss (labels ignored, gates unmasked, weight 0), and causal attention keeps them out of the real
+    /// positions, so the losses are those of the unpadded batch. <paramref name="weighted"/> makes the LM-loss weights
+    /// even when every row weighs its positions 1 (a graphed step's batches all have the same tensors).
+    /// </summary>
+    public static TrainingBatch Collate(IReadOnlyList<EncodedExample> rows, int padId, Device device, int padRows = 0, int padLength = 0, bool weighted = false)
     {
-        int B = rows.Count, T = rows.Max(r => r.Ids.Length);
+        int B = Math.Max(rows.Count, padRows), T = Math.Max(rows.Max(r => r.Ids.Length), padLength);
         var ids = new long[B * T];
         var labels = new long[B * T];
         var gate = new bool[B * T];
         var tokenTasks = new long[B * T];
-        bool weighted = rows.Any(r => r.LossWeights is not null);
+        weighted |= rows.Any(r => r.LossWeights is not null);
         var weights = weighted ? new float[B * T] : null;
         Array.Fill(ids, padId);
         Array.Fill(labels, IgnoreIndex);
         int lossTokens = 0, tokens = 0;
-        for (int b = 0; b < B; b++)
+        for (int b = 0; b < rows.Count; b++)
         {
             var r = rows[b];
             tokens += r.Ids.Length;
@@ -57,11 +64,21 @@ public sealed class TrainingBatch : IDisposable
         return new TrainingBatch(
             tensor(ids, [B, T], device: device).DetachFromDisposeScope(),
             tensor(labels, [B, T], device: device).DetachFromDisposeScope(),
-            tensor(rows.Select(r => (long)r.Task).ToArray(), [B], device: device).DetachFromDisposeScope(),
+            tensor(rows.Select(r => (long)r.Task).Concat(Enumerable.Repeat(0L, B - rows.Count)).ToArray(), [B], device: device).DetachFromDisposeScope(),
             tensor(tokenTasks, [B, T], device: device).DetachFromDisposeScope(),
             tensor(gate, [B, T], device: device).DetachFromDisposeScope(),
             weights is null ? null : tensor(weights, [B, T], device: device).DetachFromDisposeScope(),
             lossTokens, tokens);
+    }
+
+    /// <summary>Copies <paramref name="other"/>'s tensors into this batch's (same shapes, same weighting): a graphed step's fixed inputs.</summary>
+    internal void CopyFrom(TrainingBatch other)
+    {
+        if (!Ids.shape.SequenceEqual(other.Ids.shape) || (LossWeights is null) != (other.LossWeights is null))
+            throw new ArgumentException($"batch of shape ({string.Join(", ", other.Ids.shape)}) does not fit ({string.Join(", ", Ids.shape)})");
+        using var noGrad = no_grad();
+        Ids.copy_(other.Ids); Labels.copy_(other.Labels); Tasks.copy_(other.Tasks); TokenTasks.copy_(other.TokenTasks); GateMask.copy_(other.GateMask);
+        LossWeights?.copy_(other.LossWeights!);
     }
 
     public void Dispose()

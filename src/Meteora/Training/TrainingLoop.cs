@@ -71,6 +71,45 @@ internal sealed class TrainingLoop
     /// <summary>Rows per optimiser step, over all ranks.</summary>
     private int GlobalBatch => _options.BatchSize * _options.GradAccum;
 
+    private bool _graphFailureTold;
+
+    /// <summary>
+    /// Padding every batch to the graph's shape may add at most this share of tokens (over the data, full batches) for
+    /// <see cref="TrainingOptions.CudaGraphs"/> = null to choose the graph: beyond it the padded GEMMs can cost more than
+    /// the launches they save on a large model.
+    /// </summary>
+    internal const double MaxGraphPadding = 0.5;
+
+    /// <summary>
+    /// The CUDA-graphed step (<see cref="GraphedTrainingStep"/>) when <see cref="TrainingOptions.CudaGraphs"/> asks for it
+    /// or leaves it to us and it applies: batches padded to --batch-size rows of the longest example. Says what it chose.
+    /// </summary>
+    private GraphedTrainingStep? GraphedStep(IReadOnlyList<EncodedExample> train, TorchSharp.Modules.AdamW optimizer, bool replay)
+    {
+        var o = _options;
+        if (o.CudaGraphs == false) return null;
+        string? why = GraphedTrainingStep.Unsupported(_objective, o, _device, _comm is not null, replay)
+            ?? (train is IExampleSource ? "examples generated while training (their lengths are not known ahead)" : null);
+        int length = 0;
+        if (why is null)
+        {
+            length = train.Max(e => e.Ids.Length);
+            double real = train.Sum(e => (double)e.Ids.Length);
+            double padding = (train.Count * (double)length - real) / real;
+            if (o.CudaGraphs is null && padding > MaxGraphPadding)
+                why = $"padding every row to the longest example's {length} tokens would add {padding:P0} tokens (--cuda-graph on to graph anyway)";
+        }
+        if (why is not null)
+        {
+            if (o.CudaGraphs == true) throw new MeteoraException($"--cuda-graph on: {why}");
+            if (_device.type == DeviceType.CUDA) _progress.Message($"CUDA graph: off, {why}");
+            return null;
+        }
+        int rows = Math.Min(o.BatchSize, train.Count);
+        _progress.Message($"CUDA graph: each step replayed as one graph, batches padded to {rows} × {length} tokens");
+        return GraphedTrainingStep.Create(_objective, optimizer, o, _device, _padId, rows, length, train.Any(e => e.LossWeights is not null));
+    }
+
     /// <summary>Rehearsal rows per optimiser step, over all ranks.</summary>
     private int GlobalReplay => _options.ReplayRows * _options.GradAccum;
 
@@ -102,6 +141,8 @@ internal sealed class TrainingLoop
         if (o.ReplayRows > 0 && replay is not { Count: > 0 }) throw new MeteoraException("--replay: this trainer has no rehearsal text to replay");
         if (o.KeepBest && eval is not { Count: > 0 }) throw new MeteoraException("--keep-best: there are no held-out examples to choose by (--eval-fraction)");
         if (o.KeepBest && o.EvalEvery <= 0) throw new MeteoraException("--keep-best: give --eval-every N, the evaluations it chooses among");
+        if (o.CudaGraphs == true && GraphedTrainingStep.Unsupported(_objective, o, _device, _comm is not null, o.ReplayRows > 0) is { } noGraph)
+            throw new MeteoraException($"--cuda-graph on: {noGraph}");
         Directory.CreateDirectory(_outDir);
         // Length buckets need every example's length: not for generated sources (their sequences are all full length).
         var buckets = o.LengthBuckets && train is not IExampleSource ? train.Select(e => DataOrder.LengthBucket(e.Ids.Length)).ToList() : null;
@@ -148,11 +189,11 @@ internal sealed class TrainingLoop
         Task<List<EncodedExample>>? ahead = null;
         try
         {
+        using var graphed = GraphedStep(train, optimizer, replayOrder is not null);
         for (int step = start; step < total; step++)
         {
             double lr = schedule.At(step);
             foreach (var g in optimizer.ParamGroups) g.LearningRate = lr;
-            optimizer.zero_grad();
             var rows = ahead is null ? RankRows(step) : ahead.GetAwaiter().GetResult();
             bool more = step + 1 < total && o.StopAfter != step + 1;
             int next = step + 1;   // captured by value: the loop variable moves on before the task may start
@@ -169,9 +210,18 @@ internal sealed class TrainingLoop
             // as before data parallelism existed, bit for bit) is the same loss.
             bool own = _comm is null && micro.Count == 1;
             LossCounts? taskNorm = own ? null : taskCounts, replayNorm = own ? null : replayCounts;
-            var sums = new Dictionary<string, double>();
+            // A CUDA-graphed step when the batch fits the graph's shape (the graph zeroes, clips and updates itself).
+            var sums = graphed is not null && micro.Count == 1 && graphed.Fits(micro[0]) ? graphed.Step(micro[0], lr) : null;
+            if (sums is null && graphed?.Failure is { } failure && !_graphFailureTold)
+            {
+                _progress.Message($"CUDA graph: the step could not be captured ({failure}); training goes on step by step");
+                _graphFailureTold = true;
+            }
+            bool eager = sums is null;
+            sums ??= new Dictionary<string, double>();
+            if (eager) optimizer.zero_grad();
             int shareStart = DataParallel.Slice(GlobalBatch, _rank, _world).Start;
-            for (int i = 0; i < micro.Count; i++)
+            for (int i = 0; eager && i < micro.Count; i++)
             {
                 // Dropout is seeded by the step and the micro-batch's first row in the global batch: resume is exact, and
                 // ranks whose micro-batches are the single process's draw its masks (seed + step for the first).
@@ -192,8 +242,10 @@ internal sealed class TrainingLoop
                     }
                     parts = new Dictionary<string, double>(parts) { ["replay_loss"] = replayPart };
                 }
+                _progress.Phase("forward");
                 loss.backward();
                 _objective.AfterBackward();
+                _progress.Phase("backward");
                 foreach (var (name, v) in parts) sums[name] = sums.GetValueOrDefault(name) + v;
             }
             if (_comm is not null)
@@ -203,9 +255,15 @@ internal sealed class TrainingLoop
             }
             tokensSeen += stepTokens;
             rankTokensSeen += rankTokens;
-            if (o.ClipNorm > 0) sums["grad_norm"] = nn.utils.clip_grad_norm_(_objective.Parameters, o.ClipNorm);
-            optimizer.step();
-            _objective.AfterOptimizerStep();
+            if (eager)
+            {
+                if (o.ClipNorm > 0) sums["grad_norm"] = nn.utils.clip_grad_norm_(_objective.Parameters, o.ClipNorm);
+                _progress.Phase("gradients");
+                optimizer.step();
+                _objective.AfterOptimizerStep();
+                _progress.Phase("optimizer");
+            }
+            else _progress.Phase("CUDA graph");
             sums["lr"] = lr;
 
             double elapsed = clock.Elapsed.TotalSeconds;

@@ -44,6 +44,13 @@ public sealed record TrainingOptions
     /// </summary>
     public bool LengthBuckets { get; init; }
     public int Seed { get; init; } = 42;
+    /// <summary>
+    /// Each step captured once as a CUDA graph and replayed (<see cref="GraphedTrainingStep"/>): true = always (an error
+    /// where it cannot be), false = never, null = where it applies and padding every batch to the longest example adds
+    /// at most half the tokens. Applies on CUDA to objectives with a device-side loss (gate training), one micro-batch
+    /// per step, one process, no rehearsal rows.
+    /// </summary>
+    public bool? CudaGraphs { get; init; }
     /// <summary>Evaluate every N optimiser steps (0 = only at the end).</summary>
     public int EvalEvery { get; init; } = 0;
     /// <summary>At most this many evaluation examples per evaluation.</summary>

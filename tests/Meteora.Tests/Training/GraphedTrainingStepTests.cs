@@ -1,0 +1,178 @@
+using Meteora.Moe;
+using Meteora.Training;
+using TorchSharp;
+using TorchSharp.Modules;
+using static TorchSharp.torch;
+
+namespace Meteora.Tests.Training;
+
+/// <summary>
+/// The CUDA-graphed training step (<see cref="GraphedTrainingStep"/>): its update and clipping against TorchSharp's
+/// own (on the CPU, where the same functions run eagerly), the padding its fixed shape needs, the device-side gate
+/// loss it captures, and graphed against eager training on a GPU.
+/// </summary>
+public class GraphedTrainingStepTests
+{
+    private static List<Parameter> RandomParameters(int seed)
+    {
+        using var gen = new Generator((ulong)seed);
+        return [new Parameter(randn([5, 12], generator: gen)), new Parameter(randn([3, 7], generator: gen))];
+    }
+
+    [Fact]
+    public void TheUpdateIsTorchSharpsAdamWWithTheStepFactorsOnTheDevice()
+    {
+        var o = new TrainingOptions { LearningRate = 3e-3, WeightDecay = 0.05, Beta1 = 0.8, Beta2 = 0.95, AdamEps = 1e-6 };
+        var reference = RandomParameters(1);
+        var ours = RandomParameters(1);
+        using var refOpt = optim.AdamW(reference, o.LearningRate, o.Beta1, o.Beta2, o.AdamEps, o.WeightDecay);
+        using var ourOpt = optim.AdamW(ours, o.LearningRate, o.Beta1, o.Beta2, o.AdamEps, o.WeightDecay);
+        var states = ourOpt.state_dict().State.Cast<AdamW.State>().ToList();
+        using var gen = new Generator(7);
+        double[] rates = [3e-3, 1e-3, 2e-4, 5e-3];   // a schedule: each step its own rate
+        for (int t = 1; t <= rates.Length; t++)
+        {
+            foreach (var (r, q) in reference.Zip(ours))
+            {
+                using var g = randn(r.shape, generator: gen);
+                r.grad = g.clone();
+                q.grad = g.clone();
+            }
+            foreach (var group in refOpt.ParamGroups) group.LearningRate = rates[t - 1];
+            refOpt.step();
+            using var hyper = tensor(GraphedTrainingStep.Hyper(o, rates[t - 1], t));
+            GraphedTrainingStep.AdamWUpdate(ours, states, hyper, o);
+            foreach (var s in states) s.step = t;
+        }
+        var refStates = refOpt.state_dict().State.Cast<AdamW.State>().ToList();
+        for (int i = 0; i < ours.Count; i++)
+        {
+            // The moments are the same ops on the same values; the parameters differ at most by the rounding of the last step.
+            Assert.True(refStates[i].exp_avg.allclose(states[i].exp_avg, 0, 0), $"first moment {i}");
+            Assert.True(refStates[i].exp_avg_sq.allclose(states[i].exp_avg_sq, 0, 0), $"second moment {i}");
+            TensorAssert.Close(reference[i], ours[i], 1e-6, $"parameter {i}");
+            Assert.Equal(refStates[i].step, states[i].step);
+        }
+        // The updates moved the parameters well beyond that tolerance, so the check is not vacuous.
+        var start = RandomParameters(1);
+        Assert.True((start[0] - ours[0]).abs().max().item<float>() > 1e-3f);
+    }
+
+    [Fact]
+    public void ClippingIsLibtorchsWithTheNormLeftOnTheDevice()
+    {
+        foreach (double max in new[] { 0.3, 1e6 })   // clipped, and left alone
+        {
+            var reference = RandomParameters(2);
+            var ours = RandomParameters(2);
+            using var gen = new Generator(3);
+            foreach (var (r, q) in reference.Zip(ours))
+            {
+                using var g = randn(r.shape, generator: gen).mul_(4);
+                r.grad = g.clone();
+                q.grad = g.clone();
+            }
+            double want = nn.utils.clip_grad_norm_(reference, max);
+            using var norm = GraphedTrainingStep.ClipGradNorm(ours, max);
+            Assert.Equal(want, norm.item<float>(), 4);
+            for (int i = 0; i < ours.Count; i++) TensorAssert.Close(reference[i].grad!, ours[i].grad!, 1e-6, $"gradient {i}, max {max}");
+        }
+    }
+
+    private static List<EncodedExample> TwoRows(int[] ids, bool weighted)
+    {
+        var a = ids;
+        var b = ids[..^3];
+        return [
+            new EncodedExample(a, a.Select((_, t) => t + 1 < a.Length).ToArray(), 0, false) { GateFrom = 2 },
+            new EncodedExample(b, b.Select((_, t) => t + 1 < b.Length).ToArray(), 2, false)
+            {
+                LossWeights = weighted ? b.Select((_, t) => t % 2 == 0 ? 0.5f : 2f).ToArray() : null,
+            },
+        ];
+    }
+
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public void PaddingToTheGraphsShapeLeavesEveryLossUnchanged(bool weighted)
+    {
+        using var m = MeteoraModel.Load(Fixture.Base, Fixture.Meteora, CPU, ScalarType.Float32);
+        m.Configure(topK: 2);
+        var rows = TwoRows(Fixture.PromptIds(0), weighted);
+        using var noGrad = no_grad();
+        using var plain = TrainingBatch.Collate(rows, 0, CPU);
+        using var padded = TrainingBatch.Collate(rows, 0, CPU, padRows: 4, padLength: 16, weighted: true);
+        Assert.Equal(new long[] { 4, 16 }, padded.Ids.shape);
+        var a = MeteoraLoss.Compute(m, plain, 50);
+        var b = MeteoraLoss.Compute(m, padded, 50);
+        foreach (var (x, y, name) in new[] { (a.Lm, b.Lm, "lm"), (a.Gate, b.Gate, "gate"), (a.Total, b.Total, "total") })
+            Assert.True(Math.Abs(x.item<float>() - y.item<float>()) <= 1e-5 * Math.Abs(x.item<float>()), $"{name}: {x.item<float>()} vs {y.item<float>()}");
+        Assert.Equal(a.Decisions.item<float>(), b.Decisions.item<float>());
+        Assert.Equal(a.Correct.item<float>(), b.Correct.item<float>());
+        int gated = (rows[0].Ids.Length - 1 - 2) + (rows[1].Ids.Length - 1);                  // before the last token, from GateFrom on
+        Assert.Equal(gated * m.Projections.Count, (int)a.Decisions.item<float>());          // gated positions × projections
+    }
+
+    [Fact]
+    public void TheGateLossIsTheMeanCrossEntropyOverEveryGatedPositionOfEveryProjection()
+    {
+        using var m = MeteoraModel.Load(Fixture.Base, Fixture.Meteora, CPU, ScalarType.Float32);
+        m.Configure(topK: 2);
+        var rows = TwoRows(Fixture.PromptIds(1), weighted: false);
+        using var noGrad = no_grad();
+        using var batch = TrainingBatch.Collate(rows, 0, CPU);
+        var got = MeteoraLoss.Compute(m, batch, 50);
+        // Reference: each projection's gated rows selected, cross-entropy summed, one mean over all (projection, position) pairs.
+        using var recorder = new RoutingRecorder { RecordLogits = true };
+        MeteoraLoss.ForwardRecordingGates(m, batch.Ids, recorder);
+        var targets = batch.TokenTasks.masked_select(batch.GateMask);
+        double sum = 0, correct = 0, count = 0;
+        foreach (var (_, logits) in recorder.Logits)
+        {
+            var selected = logits.masked_select(batch.GateMask.unsqueeze(-1)).view(-1, logits.shape[^1]);
+            sum += nn.functional.cross_entropy(selected, targets, reduction: nn.Reduction.Sum).item<float>();
+            correct += selected.argmax(-1).eq(targets).sum().item<long>();
+            count += selected.shape[0];
+        }
+        Assert.True(Math.Abs(got.Gate.item<float>() - sum / count) <= 1e-5 * sum / count, $"{got.Gate.item<float>()} vs {sum / count}");
+        Assert.Equal(correct, got.Correct.item<float>());
+        Assert.Equal(count, got.Decisions.item<float>());
+    }
+
+    [Fact]
+    public void CudaGraphOnIsRefusedOffTheGpuBeforeAnythingIsWritten()
+    {
+        using var dir = Fixture.TempDir();
+        string data = FixtureTasks.Write(dir["data"], perTask: 10);
+        var r = CliRunner.Run("train-gate", "--model", Fixture.Base, "--adapters-dir", Path.Combine(Fixture.Root, "adapters"), "--data", data,
+            "--out", dir["m"], "--steps", "2", "--cuda-graph", "on");
+        CliRunner.AssertUserError(r, "--cuda-graph on", "not on a CUDA device (--device cpu)");
+        Assert.False(Directory.Exists(dir["m"]) && Directory.EnumerateFileSystemEntries(dir["m"]).Any(), "nothing is written");
+    }
+
+    /// <summary>
+    /// On a GPU: gate training with every step replayed from one CUDA graph ends with the gates of step-by-step training
+    /// (bfloat16 model, so within bfloat16-sized differences), and the graph was really used.
+    /// </summary>
+    [CudaFact]
+    public void GraphedGateTrainingEndsWithTheGatesOfEagerTraining()
+    {
+        using var dir = Fixture.TempDir();
+        string data = FixtureTasks.Write(dir["data"], perTask: 40);
+        var gates = new Dictionary<string, Dictionary<string, Tensor>>();
+        foreach (bool graph in new[] { false, true })
+        {
+            var progress = new RecordingProgress();
+            var options = new TrainingOptions { Steps = 12, BatchSize = 4, Seed = 1, LearningRate = 1e-2, CudaGraphs = graph };
+            GateTrainer.Train(Fixture.Base, FixtureTasks.Adapters, data, dir[graph ? "g" : "e"], new GateTrainingOptions(), options,
+                new Device(DeviceType.CUDA, 0), ScalarType.BFloat16, progress);
+            if (graph) Assert.Contains(progress.Messages, x => x.StartsWith("CUDA graph: each step replayed"));
+            Assert.DoesNotContain(progress.Messages, x => x.Contains("could not be captured"));
+            gates[graph ? "g" : "e"] = Meteora.IO.SafeTensorsFile.Open(Path.Combine(dir[graph ? "g" : "e"], "gates.safetensors")) is var f
+                ? f.Entries.Keys.ToDictionary(k => k, k => f.Load(k).to(ScalarType.Float32)) : [];
+        }
+        Assert.NotEmpty(gates["e"]);
+        foreach (var (name, eager) in gates["e"]) TensorAssert.RelativeClose(eager, gates["g"][name], 2e-2, name);
+    }
+}
