@@ -52,10 +52,15 @@ public sealed class TrainingCliOptions
         Clip = new("--clip") { Description = "gradient-norm clipping (0: off)", DefaultValueFactory = _ => clip };
     }
 
-    public void AddTo(Command c)
+    private bool _cudaGraphAdded;
+
+    /// <summary>Adds the options to <paramref name="c"/>; <c>--cuda-graph</c> only where <paramref name="cudaGraph"/> (gate training: its loss needs no read-back).</summary>
+    public void AddTo(Command c, bool cudaGraph = false)
     {
-        foreach (var o in new Option[] { Lr, WeightDecay, Clip, Steps, Epochs, BatchSize, GradAccum, MaxSeqLen, WarmupSteps, WarmupRatio, Seed, EvalEvery, EvalLimit, CheckpointEvery, Resume, StopAfter, LengthBuckets, KeepBest, CudaGraph })
+        foreach (var o in new Option[] { Lr, WeightDecay, Clip, Steps, Epochs, BatchSize, GradAccum, MaxSeqLen, WarmupSteps, WarmupRatio, Seed, EvalEvery, EvalLimit, CheckpointEvery, Resume, StopAfter, LengthBuckets, KeepBest })
             c.Options.Add(o);
+        if (cudaGraph) c.Options.Add(CudaGraph);
+        _cudaGraphAdded |= cudaGraph;
     }
 
     /// <summary>The options as given; <c>--cuda-graph on</c> off a CUDA <paramref name="device"/> is refused here, before anything is read or written.</summary>
@@ -68,7 +73,8 @@ public sealed class TrainingCliOptions
         EvalLimit = p.GetValue(EvalLimit), CheckpointEvery = p.GetValue(CheckpointEvery), Resume = p.GetValue(Resume),
         StopAfter = p.GetValue(StopAfter), LengthBuckets = p.GetValue(LengthBuckets), ResponseOnly = responseOnly,
         KeepBest = p.GetValue(KeepBest),
-        CudaGraphs = CudaGraphs(p.GetValue(CudaGraph)!) is true && device.type != TorchSharp.DeviceType.CUDA
+        CudaGraphs = !_cudaGraphAdded ? false
+            : CudaGraphs(p.GetValue(CudaGraph)!) is true && device.type != TorchSharp.DeviceType.CUDA
             ? throw new MeteoraException($"--cuda-graph on: not on a CUDA device (--device {device})")
             : CudaGraphs(p.GetValue(CudaGraph)!),
     };

@@ -30,7 +30,7 @@ public static class AddAdapterCommand
         var inContext = new InContextCliOptions();
         var cmd = new Command("add-adapter", "Grow a trained MeteoRA checkpoint by one adapter without retraining every gate")
             { model, meteora, adapter, name, data, output, oldRowsLr, replay, weight, gateInit, responseOnly, balance, evalFraction, calibrate };
-        train.AddTo(cmd);
+        train.AddTo(cmd, cudaGraph: true);
         inContext.AddTo(cmd);
         cmd.SetAction(p =>
         {

@@ -120,7 +120,7 @@ public static class BenchCommand
         var cudaGraph = TrainingCliOptions.CudaGraphOption();
         var phases = new Option<bool>("--phases") { Description = "then run the steps again, synchronised at every phase boundary (forward, backward, gradients, optimizer), and report where a step's time goes" };
         var cmd = lora
-            ? new Command(what, "LoRA-training throughput and device memory: one random rank-r adapter on every projection of a model with random weights") { config, rank, seqLen, batch, steps, warmup, json, phases, cudaGraph }
+            ? new Command(what, "LoRA-training throughput and device memory: one random rank-r adapter on every projection of a model with random weights") { config, rank, seqLen, batch, steps, warmup, json, phases }
             : new Command(what, "Gate-training throughput and device memory on a synthetic MeteoRA model") { config, adapters, rank, seqLen, batch, steps, warmup, json, phases, cudaGraph };
         cmd.SetAction(p =>
         {
@@ -140,7 +140,7 @@ public static class BenchCommand
                     (world > 1 ? $" on each of {world} ranks" : "") + $", {S} steps ({W} warm-up)");
             Action<string>? log = lead ? ctx.Err.WriteLine : null;
             bool timePhases = p.GetValue(phases);
-            bool? graphs = TrainingCliOptions.CudaGraphs(p.GetValue(cudaGraph)!);
+            bool? graphs = lora ? false : TrainingCliOptions.CudaGraphs(p.GetValue(cudaGraph)!);   // LoRA training's loss reads back: never graphed
             var result = lora ? LoraTrainingBenchmark.Run(cfg, r, T, B, S, W, device, ctx.DType, log, ranks, timePhases, graphs)
                 : GateTrainingBenchmark.Run(cfg, n, r, T, B, S, W, device, ctx.DType, log, ranks, timePhases, graphs);
             if (!lead) return 0;   // rank 0 reports
@@ -163,7 +163,7 @@ public static class BenchCommand
                     steps = S, warmup = W, seconds_per_step = result.SecondsPerStep, tokens_per_s = result.TokensPerSecond,
                     peak_device_bytes = result.PeakDeviceBytes, baseline_device_bytes = result.BaselineDeviceBytes,
                     phases = result.Phases?.Select(x => new { name = x.Name, issued_s = x.IssuedSeconds, done_s = x.DoneSeconds }),
-                    cuda_graph = p.GetValue(cudaGraph), losses = result.Losses,
+                    cuda_graph = lora ? "off" : p.GetValue(cudaGraph), losses = result.Losses,
                 }, new JsonSerializerOptions { WriteIndented = true }));
             return 0;
         });

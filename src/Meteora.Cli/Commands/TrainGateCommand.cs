@@ -31,7 +31,7 @@ public static class TrainGateCommand
         var pack = new Option<int>("--pack") { Description = "examples of different tasks per training sequence, each part's tokens labelled with its own task (1: one example per sequence)", DefaultValueFactory = _ => 1 };
         var cmd = new Command("train-gate", "Train the MeteoRA gates on the union of the tasks' data")
             { model, adaptersDir, adapter, data, output, order, weight, topK, temperature, gateInit, trainAdapters, responseOnly, balance, evalFraction };
-        train.AddTo(cmd);
+        train.AddTo(cmd, cudaGraph: true);
         inContext.AddTo(cmd);
         cmd.Options.Add(pack);
         cmd.SetAction(p =>

@@ -15,6 +15,8 @@ internal static class HeldScalars
 {
     /// <summary>1, the alpha of an unscaled add.</summary>
     public static readonly Scalar One = 1.ToScalar();
+    /// <summary>0, what masked-out terms are filled with.</summary>
+    public static readonly Scalar Zero = 0.ToScalar();
     /// <summary>−∞, what masked-out logits are filled with.</summary>
     public static readonly Scalar NegativeInfinity = double.NegativeInfinity.ToScalar();
 }

@@ -166,8 +166,8 @@ public static class GateTrainer
                 using var scope = NewDisposeScope();
                 using var batch = TrainingBatch.Collate(chunk, padId, device);
                 var v = MeteoraLoss.Compute(m, batch, lambda);
-                right += v.Correct.item<float>();
-                decisions += (long)v.Decisions.item<float>();
+                right += v.Correct.item<double>();
+                decisions += (long)v.Decisions.item<double>();
             }
             result[names[group.Key]] = decisions > 0 ? right / decisions : double.NaN;
         }

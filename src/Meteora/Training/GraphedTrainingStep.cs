@@ -108,7 +108,8 @@ internal sealed class GraphedTrainingStep : IDisposable
             Replays++;
         }
         foreach (var s in states) s.step = t;
-        var values = _parts!.cpu().data<float>().ToArray();
+        using var read = _parts!.cpu();
+        var values = read.data<float>().ToArray();
         var result = new Dictionary<string, double>();
         for (int i = 0; i < _names!.Count; i++) result[_names[i]] = values[i];
         return result;
@@ -157,7 +158,13 @@ internal sealed class GraphedTrainingStep : IDisposable
 
     private bool TryCapture()
     {
-        if (_objective.Parameters.Any(p => p.grad is null))
+        bool missing = false;
+        foreach (var p in _objective.Parameters)
+        {
+            using var g = p.grad;
+            missing |= g is null;
+        }
+        if (missing)
         {
             Failure = "a trainable parameter had no gradient after the first step";
             return false;

@@ -23,8 +23,9 @@ public interface ITrainingObjective
     /// <summary>
     /// The training loss of one batch as its own mean, and its named parts as scalar device tensors, computed without
     /// reading anything back to the host and with the same device work whatever the batch holds: a step that can be
-    /// captured in a CUDA graph (<see cref="GraphedTrainingStep"/>). Null: this objective cannot (the loop then never
-    /// captures its steps).
+    /// captured in a CUDA graph (<see cref="GraphedTrainingStep"/>). The loss must draw no random numbers (dropout): a
+    /// replayed step is not reseeded, so resuming would no longer be exact. Null: this objective cannot (the loop then
+    /// never captures its steps).
     /// </summary>
     (Tensor Loss, IReadOnlyList<(string Name, Tensor Value)> Parts)? LossOnDevice(TrainingBatch batch) => null;
 

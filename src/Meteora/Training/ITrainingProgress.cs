@@ -11,7 +11,8 @@ public interface ITrainingProgress
     void Stop();
     /// <summary>
     /// A phase of the current step has been issued to the device: "forward" (the loss, per micro-batch), "backward"
-    /// (per micro-batch), "gradients" (all-reduce and clipping) and "optimizer" (the update and what follows it).
+    /// (per micro-batch), "gradients" (all-reduce and clipping) and "optimizer" (the update and what follows it); a step
+    /// replayed from a CUDA graph is one phase, "CUDA graph".
     /// The benchmark's clock times them; progress displays ignore them.
     /// </summary>
     void Phase(string name) { }

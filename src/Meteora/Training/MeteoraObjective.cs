@@ -86,7 +86,7 @@ public sealed class MeteoraObjective : ITrainingObjective
         _m.Model.train(true);
         var v = MeteoraLoss.Compute(_m, batch, _lambda);
         using var one = 1.0.ToScalar();   // held for the op (see RmsNorm)
-        return (v.Total, [("loss", v.Total), ("lm_loss", v.Lm), ("gate_loss", v.Gate), ("gate_acc", v.Correct.div(v.Decisions.clamp_min(one)))]);
+        return (v.Total, [("loss", v.Total), ("lm_loss", v.Lm), ("gate_loss", v.Gate), ("gate_acc", v.Correct.div(v.Decisions.clamp_min(one)).to(ScalarType.Float32))]);
     }
 
     public IEnumerable<KeyValuePair<string, Tensor>> TrainableState()

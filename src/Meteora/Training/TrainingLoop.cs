@@ -102,10 +102,10 @@ internal sealed class TrainingLoop
         if (why is not null)
         {
             if (o.CudaGraphs == true) throw new MeteoraException($"--cuda-graph on: {why}");
-            if (_device.type == DeviceType.CUDA) _progress.Message($"CUDA graph: off, {why}");
+            if (_device.type == DeviceType.CUDA && _objective.HasLossOnDevice) _progress.Message($"CUDA graph: off, {why}");
             return null;
         }
-        int rows = Math.Min(o.BatchSize, train.Count);
+        int rows = o.BatchSize;   // every step has --batch-size rows: the data order wraps around a smaller set
         _progress.Message($"CUDA graph: each step replayed as one graph, batches padded to {rows} × {length} tokens");
         return GraphedTrainingStep.Create(_objective, optimizer, o, _device, _padId, rows, length, train.Any(e => e.LossWeights is not null));
     }
@@ -187,9 +187,11 @@ internal sealed class TrainingLoop
         List<EncodedExample> RankRows(int s) => Fetch(train, DataParallel.RowsOf(order.Positions((long)s * GlobalBatch, GlobalBatch), _rank, _world));
         List<EncodedExample> RankReplay(int s) => Fetch(replay!, DataParallel.RowsOf(replayOrder!.Positions((long)s * GlobalReplay, GlobalReplay), _rank, _world));
         Task<List<EncodedExample>>? ahead = null;
+        GraphedTrainingStep? graphed = null;
+        int stepsRun = 0;
         try
         {
-        using var graphed = GraphedStep(train, optimizer, replayOrder is not null);
+        graphed = GraphedStep(train, optimizer, replayOrder is not null);
         for (int step = start; step < total; step++)
         {
             double lr = schedule.At(step);
@@ -264,6 +266,7 @@ internal sealed class TrainingLoop
                 _progress.Phase("optimizer");
             }
             else _progress.Phase("CUDA graph");
+            stepsRun++;
             sums["lr"] = lr;
 
             double elapsed = clock.Elapsed.TotalSeconds;
@@ -302,6 +305,12 @@ internal sealed class TrainingLoop
         }
         finally
         {
+            if (graphed is not null)
+            {
+                // Said at the end too: steps whose batch did not fit the graph's shape ran step by step, silently.
+                _progress.Message($"CUDA graph: {graphed.Replays} of {stepsRun} steps replayed from the graph");
+                graphed.Dispose();
+            }
             // A batch still being built (Ctrl-C, an error) must not outlive the run: it reads the tokenizer the caller disposes.
             try { ahead?.Wait(); } catch (AggregateException) { }
         }
@@ -487,7 +496,9 @@ internal sealed class TrainingLoop
     {
         using var sha = SHA256.Create();
         var sb = new StringBuilder();
-        var o = _options with { Resume = false, StopAfter = null, EvalEvery = 0, CheckpointEvery = 0 };
+        // Graphed and step-by-step steps are the same steps: a run may resume in either mode (and checkpoints from before the
+        // option existed still match).
+        var o = _options with { Resume = false, StopAfter = null, EvalEvery = 0, CheckpointEvery = 0, CudaGraphs = null };
         sb.Append(JsonSerializer.Serialize(o)).Append(total).Append(_objective.Description);
         foreach (var data in replay is null ? [train] : new[] { train, replay })
         {
