@@ -39,6 +39,7 @@ internal sealed class GraphedTrainingStep : IDisposable
     private CudaGraph? _graph;
     private Tensor? _parts;                               // (parts + 1,) float32: the objective's parts, then the gradient norm
     private List<string>? _names;
+    private FlatOptimizerState? _flat;                    // gradients and moments in flat buffers, from the first backward pass on
 
     /// <summary>Why the loop stopped using the graph (a failed capture), or null.</summary>
     public string? Failure { get; private set; }
@@ -131,14 +132,18 @@ internal sealed class GraphedTrainingStep : IDisposable
         var parameters = _objective.Parameters;
         var states = _optimizer.state_dict().State.Cast<AdamW.State>().ToList();
         using var scope = NewDisposeScope();
-        foreach (var p in parameters)
-        {
-            using var g = p.grad;
-            g?.zero_();
-        }
+        if (_flat is not null) _flat.ZeroGrad();
+        else
+            foreach (var p in parameters)
+            {
+                using var g = p.grad;
+                g?.zero_();
+            }
         var (loss, parts) = _objective.LossOnDevice(_batch!)!.Value;
         loss.backward();
         _objective.AfterBackward();
+        // After the first backward pass every gradient exists: from then on they (and the moments) are views of flat buffers.
+        _flat ??= FlatOptimizerState.Adopt(parameters, states);
         Tensor logged;
         using (no_grad())
         {
@@ -146,10 +151,11 @@ internal sealed class GraphedTrainingStep : IDisposable
             _names = parts.Select(x => x.Name).ToList();
             if (_o.ClipNorm > 0)
             {
-                values.Add(ClipGradNorm(parameters, _o.ClipNorm).reshape(1));
+                values.Add((_flat?.ClipGradNorm(_o.ClipNorm) ?? ClipGradNorm(parameters, _o.ClipNorm)).reshape(1));
                 _names.Add("grad_norm");
             }
-            AdamWUpdate(parameters, states, _hyper, _o);
+            if (_flat is not null) _flat.AdamWUpdate(_hyper, _o);
+            else AdamWUpdate(parameters, states, _hyper, _o);
             logged = cat(values);
         }
         _objective.AfterOptimizerStep();
@@ -230,6 +236,7 @@ internal sealed class GraphedTrainingStep : IDisposable
     public void Dispose()
     {
         _graph?.Dispose();
+        _flat?.Dispose();
         _batch?.Dispose();
         _parts?.Dispose();
         _hyper.Dispose();

@@ -58,6 +58,49 @@ public class GraphedTrainingStepTests
     }
 
     [Fact]
+    public void TheFlatUpdateAndClippingAreTorchSharpsAdamWAndLibtorchsClipping()
+    {
+        var o = new TrainingOptions { LearningRate = 3e-3, WeightDecay = 0.05, Beta1 = 0.8, Beta2 = 0.95, AdamEps = 1e-6 };
+        var reference = RandomParameters(4);
+        var ours = RandomParameters(4);
+        using var refOpt = optim.AdamW(reference, o.LearningRate, o.Beta1, o.Beta2, o.AdamEps, o.WeightDecay);
+        using var ourOpt = optim.AdamW(ours, o.LearningRate, o.Beta1, o.Beta2, o.AdamEps, o.WeightDecay);
+        var states = ourOpt.state_dict().State.Cast<AdamW.State>().ToList();
+        foreach (var q in ours) q.grad = zeros_like(q);
+        using var flat = FlatOptimizerState.Adopt(ours, states);
+        Assert.NotNull(flat);
+        using var gen = new Generator(9);
+        double[] rates = [3e-3, 1e-3, 2e-4];
+        for (int t = 1; t <= rates.Length; t++)
+        {
+            flat!.ZeroGrad();
+            foreach (var (r, q) in reference.Zip(ours))
+            {
+                using var g = randn(r.shape, generator: gen).mul_(3);
+                r.grad = g.clone();
+                using var view = q.grad!;
+                view.add_(g);   // as autograd accumulates: into the flat buffer's view
+            }
+            double want = nn.utils.clip_grad_norm_(reference, 0.5);
+            using (var norm = flat.ClipGradNorm(0.5)) Assert.Equal(want, norm.item<float>(), 4);
+            foreach (var group in refOpt.ParamGroups) group.LearningRate = rates[t - 1];
+            refOpt.step();
+            using var hyper = tensor(GraphedTrainingStep.Hyper(o, rates[t - 1], t));
+            flat.AdamWUpdate(hyper, o);
+        }
+        var refStates = refOpt.state_dict().State.Cast<AdamW.State>().ToList();
+        for (int i = 0; i < ours.Count; i++)
+        {
+            // Clipping sums the norm in another order, so the moments agree to float32 rounding rather than bit for bit.
+            TensorAssert.Close(refStates[i].exp_avg, states[i].exp_avg, 1e-6, $"first moment {i}");
+            TensorAssert.Close(refStates[i].exp_avg_sq, states[i].exp_avg_sq, 1e-6, $"second moment {i}");
+            TensorAssert.Close(reference[i], ours[i], 1e-6, $"parameter {i}");
+        }
+        var start = RandomParameters(4);
+        Assert.True((start[1] - ours[1]).abs().max().item<float>() > 1e-3f, "the updates moved the parameters");
+    }
+
+    [Fact]
     public void ClippingIsLibtorchsWithTheNormLeftOnTheDevice()
     {
         foreach (double max in new[] { 0.3, 1e6 })   // clipped, and left alone
