@@ -188,9 +188,17 @@ public sealed class MeteoraLinear : Linear
     /// <summary>How many groups have run together in this process (a diagnostic for `bench model`).</summary>
     internal static long GroupedCalls;
 
+    /// <summary>
+    /// Whether projections of one input (q, k and v; gate and up) compute their float32 gate logits together on the
+    /// training path: x widened to float32 once and one GEMM against their stacked gates, instead of one widening and one
+    /// skinny float32 GEMM (and their backward passes) each (default true; <c>METEORA_GROUPED_TRAINING_LOGITS=off</c>).
+    /// </summary>
+    public static bool GroupedTrainingLogits { get; set; } = Environment.GetEnvironmentVariable("METEORA_GROUPED_TRAINING_LOGITS") is not ("off" or "0" or "false");
+
     /// <inheritdoc/>
     internal override Tensor[]? TryForwardGroup(IReadOnlyList<Linear> projections, Tensor x)
     {
+        if (TryTrainingGroup(projections, x) is { } trained) return trained;
         if (!GroupedDecode || projections.Count is < 2 or > DecodeGemv.MaxSegments || x.device_type != DeviceType.CUDA
             || x.numel() != x.shape[^1])                                                   // one token
             return null;
@@ -324,10 +332,43 @@ public sealed class MeteoraLinear : Linear
         return y.addmm_(z, _bT!);
     }
 
-    /// <summary>Separate float32 gate (differentiable), base GEMM and mixer: training and wide adapters.</summary>
-    private Tensor Unfused(Tensor x2, long[] shape, MixingStrategy strategy)
+    /// <summary>Separate float32 gate (differentiable), base GEMM and mixer: training and wide adapters; <paramref name="groupLogits"/>: this projection's columns of a group's logits.</summary>
+    /// <summary>
+    /// The training path of several projections of one input (<see cref="GroupedTrainingLogits"/>): their float32 gate
+    /// logits from one GEMM over the stacked gates, each projection's routing and mixing as alone. Null when a member
+    /// would not take the training path on its own.
+    /// </summary>
+    private Tensor[]? TryTrainingGroup(IReadOnlyList<Linear> projections, Tensor x)
     {
-        var logits = nn.functional.linear(x2.to(ScalarType.Float32), moe_gate);          // (N, L) float32
+        if (!GroupedTrainingLogits || projections.Count < 2) return null;
+        using var scope = NewDisposeScope();
+        var shape = x.shape;
+        var x2 = x.reshape(-1, shape[^1]);                                               // (N, in)
+        if (x2.stride(1) != 1) x2 = x2.contiguous();
+        var members = new List<MeteoraLinear>();
+        foreach (var p in projections)
+        {
+            if (p is not MeteoraLinear m || !m.TakesUnfusedPath(x2) || m.Site.InFeatures != shape[^1]) return null;
+            members.Add(m);
+        }
+        var gates = cat(members.Select(m => (Tensor)m.moe_gate).ToList());              // (Σ L, in) float32, differentiable
+        var all = nn.functional.linear(x2.to(ScalarType.Float32), gates);                 // (N, Σ L)
+        var outputs = new Tensor[members.Count];
+        long at = 0;
+        for (int i = 0; i < members.Count; i++)
+        {
+            var m = members[i];
+            if (m.Recorder is { RecordInputs: true }) m.Recorder.AddInput(m.Site.Key, x2);
+            var y = m.Unfused(x2, shape, m.Resolve(x2.shape[0]), all.narrow(1, at, m._n));   // (N, out)
+            at += m._n;
+            outputs[i] = y.view([.. shape[..^1], y.shape[^1]]).MoveToOuterDisposeScope();
+        }
+        return outputs;
+    }
+
+    private Tensor Unfused(Tensor x2, long[] shape, MixingStrategy strategy, Tensor? groupLogits = null)
+    {
+        var logits = groupLogits ?? nn.functional.linear(x2.to(ScalarType.Float32), moe_gate);   // (N, L) float32
         var (indices, weights) = Route(logits, shape);
         var y = nn.functional.linear(x2, weight);                                         // (N, out)
         // Adapters may be kept wider than the model (float32 while training them on a bfloat16 base).
