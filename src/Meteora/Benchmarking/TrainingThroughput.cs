@@ -111,6 +111,7 @@ internal static class TrainingThroughput
         public (Tensor Loss, IReadOnlyDictionary<string, double> Parts) Loss(TrainingBatch batch, bool training, LossCounts? normalizers = null) => inner.Loss(batch, training, normalizers);
         public (Tensor Loss, IReadOnlyList<(string Name, Tensor Value)> Parts)? LossOnDevice(TrainingBatch batch) => inner.LossOnDevice(batch);
         public bool HasLossOnDevice => inner.HasLossOnDevice;
+        public (long Parameters, int Projections) GraphSizes => inner.GraphSizes;
         public IEnumerable<KeyValuePair<string, Tensor>> TrainableState() => inner.TrainableState();
         public void LoadTrainableState(IReadOnlyDictionary<string, Tensor> state) => inner.LoadTrainableState(state);
         public void AfterBackward() => inner.AfterBackward();

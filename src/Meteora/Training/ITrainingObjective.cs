@@ -32,6 +32,12 @@ public interface ITrainingObjective
     /// <summary>Whether <see cref="LossOnDevice"/> is implemented (so the loop may capture this objective's steps).</summary>
     bool HasLossOnDevice => false;
 
+    /// <summary>
+    /// The model's parameter count and how many routed projections a step runs (each ≈ 1.5 ms of host time step by
+    /// step): what <c>--cuda-graph auto</c> weighs padding against. (0, 0): unknown.
+    /// </summary>
+    (long Parameters, int Projections) GraphSizes => (0, 0);
+
     /// <summary>Named trainable tensors, written to a checkpoint's safetensors.</summary>
     IEnumerable<KeyValuePair<string, Tensor>> TrainableState();
 

@@ -81,6 +81,9 @@ public sealed class MeteoraObjective : ITrainingObjective
     public bool HasLossOnDevice => true;
 
     /// <inheritdoc/>
+    public (long Parameters, int Projections) GraphSizes => (_m.Model.parameters().Sum(p => p.numel()), _m.Projections.Count);
+
+    /// <inheritdoc/>
     public (Tensor Loss, IReadOnlyList<(string Name, Tensor Value)> Parts)? LossOnDevice(TrainingBatch batch)
     {
         _m.Model.train(true);

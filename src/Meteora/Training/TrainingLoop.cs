@@ -74,11 +74,25 @@ internal sealed class TrainingLoop
     private bool _graphFailureTold;
 
     /// <summary>
-    /// Padding every batch to the graph's shape may add at most this share of tokens (over the data, full batches) for
-    /// <see cref="TrainingOptions.CudaGraphs"/> = null to choose the graph: beyond it the padded GEMMs can cost more than
-    /// the launches they save on a large model.
+    /// <see cref="TrainingOptions.CudaGraphs"/> = null's choice: whether replaying padded steps beats running them one op
+    /// at a time, from two estimates calibrated on one H200 (docs/BENCHMARKS.md, "Gate training as one CUDA graph per
+    /// step"). A step-by-step step costs the longer of its launches — about 1.5 ms of host time per routed projection
+    /// (an 8B model's 224: 336 ms measured 350) — and its GPU work; a graphed step costs the GPU work of the padded batch.
+    /// GPU work is taken as 6 FLOP per parameter and token at 400 TFLOP/s (an 8B step of 2 048 tokens: 246 ms estimated,
+    /// 207 measured). Without the objective's sizes (<see cref="ITrainingObjective.GraphSizes"/>) padding may add at most
+    /// half the tokens. Returns whether to graph and, when not, why.
     /// </summary>
-    internal const double MaxGraphPadding = 0.5;
+    internal static (bool Graph, string? Why) ChooseGraph(long parameters, int projections, int rows, int length, double meanLength)
+    {
+        double padding = length / meanLength - 1;
+        string padded = $"padding every row to the longest example's {length} tokens adds {padding:P0} tokens";
+        if (parameters <= 0 || projections <= 0)
+            return padding <= 0.5 ? (true, null) : (false, padded + " (--cuda-graph on to graph anyway)");
+        double Gpu(double tokens) => 6.0 * parameters * tokens * rows / 4e14;
+        double eager = Math.Max(1.5e-3 * projections, Gpu(meanLength)), graphed = Gpu(length);
+        return graphed <= eager * 1.000001 ? (true, null)
+            : (false, $"{padded}: est. {graphed * 1e3:F0} ms of GPU work a step against {eager * 1e3:F0} ms step by step (--cuda-graph on to graph anyway)");
+    }
 
     /// <summary>
     /// The CUDA-graphed step (<see cref="GraphedTrainingStep"/>) when <see cref="TrainingOptions.CudaGraphs"/> asks for it
@@ -94,10 +108,8 @@ internal sealed class TrainingLoop
         if (why is null)
         {
             length = train.Max(e => e.Ids.Length);
-            double real = train.Sum(e => (double)e.Ids.Length);
-            double padding = (train.Count * (double)length - real) / real;
-            if (o.CudaGraphs is null && padding > MaxGraphPadding)
-                why = $"padding every row to the longest example's {length} tokens would add {padding:P0} tokens (--cuda-graph on to graph anyway)";
+            var (parameters, projections) = _objective.GraphSizes;
+            if (o.CudaGraphs is null) why = ChooseGraph(parameters, projections, o.BatchSize, length, train.Average(e => (double)e.Ids.Length)).Why;
         }
         if (why is not null)
         {

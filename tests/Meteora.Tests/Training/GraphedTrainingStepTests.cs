@@ -200,6 +200,25 @@ public class GraphedTrainingStepTests
         Assert.Equal(own.Correct.item<double>(), share.Correct.item<double>());
     }
 
+    [Theory]
+    // An 8B model with 224 routed projections: launch-bound at 4 × 512, so the graph wins even with twice the tokens;
+    // GPU-bound at 8 rows, where doubling the tokens by padding costs more than the launches saved.
+    [InlineData(8_600_000_000L, 224, 4, 512, 512.0, true)]
+    [InlineData(8_600_000_000L, 224, 4, 512, 256.0, true)]
+    [InlineData(8_600_000_000L, 224, 8, 512, 256.0, false)]
+    [InlineData(8_600_000_000L, 224, 8, 512, 512.0, true)]
+    // A small model is launch-bound whatever the padding (the fixture on the H200: 4.2× faster graphed with 100 % padding).
+    [InlineData(3_000_000L, 14, 8, 91, 45.5, true)]
+    // Sizes unknown: padding may add at most half the tokens.
+    [InlineData(0L, 0, 8, 100, 80.0, true)]
+    [InlineData(0L, 0, 8, 100, 50.0, false)]
+    public void AutoGraphsWhenThePaddedGpuWorkCostsLessThanStepByStep(long parameters, int projections, int rows, int length, double mean, bool graph)
+    {
+        var (chosen, why) = TrainingLoop.ChooseGraph(parameters, projections, rows, length, mean);
+        Assert.Equal(graph, chosen);
+        if (!graph) Assert.Contains("--cuda-graph on to graph anyway", why);
+    }
+
     [Fact]
     public void CudaGraphOnIsRefusedOffTheGpuBeforeAnythingIsWritten()
     {
