@@ -19,15 +19,25 @@ public class GraphedTrainingStepTests
         return [new Parameter(randn([5, 12], generator: gen)), new Parameter(randn([3, 7], generator: gen))];
     }
 
+    private static readonly TrainingOptions Adam = new() { LearningRate = 3e-3, WeightDecay = 0.05, Beta1 = 0.8, Beta2 = 0.95, AdamEps = 1e-6 };
+
+    /// <summary>Two copies of the same random parameters, each with its own TorchSharp AdamW (the caller disposes them).</summary>
+    private static (List<Parameter> Reference, List<Parameter> Ours, AdamW RefOpt, AdamW OurOpt, List<AdamW.State> States) TwinAdamW(int seed)
+    {
+        var reference = RandomParameters(seed);
+        var ours = RandomParameters(seed);
+        var refOpt = optim.AdamW(reference, Adam.LearningRate, Adam.Beta1, Adam.Beta2, Adam.AdamEps, Adam.WeightDecay);
+        var ourOpt = optim.AdamW(ours, Adam.LearningRate, Adam.Beta1, Adam.Beta2, Adam.AdamEps, Adam.WeightDecay);
+        return (reference, ours, refOpt, ourOpt, ourOpt.state_dict().State.Cast<AdamW.State>().ToList());
+    }
+
     [Fact]
     public void TheUpdateIsTorchSharpsAdamWWithTheStepFactorsOnTheDevice()
     {
-        var o = new TrainingOptions { LearningRate = 3e-3, WeightDecay = 0.05, Beta1 = 0.8, Beta2 = 0.95, AdamEps = 1e-6 };
-        var reference = RandomParameters(1);
-        var ours = RandomParameters(1);
-        using var refOpt = optim.AdamW(reference, o.LearningRate, o.Beta1, o.Beta2, o.AdamEps, o.WeightDecay);
-        using var ourOpt = optim.AdamW(ours, o.LearningRate, o.Beta1, o.Beta2, o.AdamEps, o.WeightDecay);
-        var states = ourOpt.state_dict().State.Cast<AdamW.State>().ToList();
+        var o = Adam;
+        var (reference, ours, refOpt, ourOpt, states) = TwinAdamW(1);
+        using var _ = refOpt;
+        using var __ = ourOpt;
         using var gen = new Generator(7);
         double[] rates = [3e-3, 1e-3, 2e-4, 5e-3];   // a schedule: each step its own rate
         for (int t = 1; t <= rates.Length; t++)
@@ -60,12 +70,10 @@ public class GraphedTrainingStepTests
     [Fact]
     public void TheFlatUpdateAndClippingAreTorchSharpsAdamWAndLibtorchsClipping()
     {
-        var o = new TrainingOptions { LearningRate = 3e-3, WeightDecay = 0.05, Beta1 = 0.8, Beta2 = 0.95, AdamEps = 1e-6 };
-        var reference = RandomParameters(4);
-        var ours = RandomParameters(4);
-        using var refOpt = optim.AdamW(reference, o.LearningRate, o.Beta1, o.Beta2, o.AdamEps, o.WeightDecay);
-        using var ourOpt = optim.AdamW(ours, o.LearningRate, o.Beta1, o.Beta2, o.AdamEps, o.WeightDecay);
-        var states = ourOpt.state_dict().State.Cast<AdamW.State>().ToList();
+        var o = Adam;
+        var (reference, ours, refOpt, ourOpt, states) = TwinAdamW(4);
+        using var _ = refOpt;
+        using var __ = ourOpt;
         foreach (var q in ours) q.grad = zeros_like(q);
         using var flat = FlatOptimizerState.Adopt(ours, states);
         Assert.NotNull(flat);
