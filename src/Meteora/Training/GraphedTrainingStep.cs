@@ -14,13 +14,13 @@ namespace Meteora.Training;
 /// A graph replays fixed shapes and addresses, so every batch is padded to one shape (<see cref="TrainingBatch.Collate"/>:
 /// padding counts in no loss), copied into the tensors the capture read, and the step's host values — learning rate,
 /// AdamW's bias corrections — live in a device tensor written before each replay. The update is TorchSharp's AdamW
-/// (decoupled weight decay) on that optimiser's own state tensors, so checkpoints and resuming are unchanged; its
-/// step counters are advanced here. Clipping is <c>clip_grad_norm_</c>'s (total 2-norm, coefficient
+/// (decoupled weight decay) on that optimiser's own state tensors — after the first backward pass views of flat buffers
+/// (<see cref="FlatOptimizerState"/>) — so checkpoints and resuming are unchanged; its step counters are advanced here. Clipping is <c>clip_grad_norm_</c>'s (total 2-norm, coefficient
 /// max / (norm + 1e-6) clamped at 1) with the norm kept on the device. The step's logged parts come back in one read.
 /// </para>
 /// <para>
-/// The loop's first step runs eagerly (it loads kernels, creates cuBLAS handles and the gradients the graph accumulates
-/// into); the capture happens on the next one. A batch that does not fit the captured shape, or a capture that fails
+/// The first graphed step runs eagerly on the capture's side stream (it loads kernels, creates cuBLAS workspaces and the
+/// gradients the graph accumulates into); the capture happens on the next one. A batch that does not fit the captured shape, or a capture that fails
 /// (an objective op that reads back from the device, an unsupported op), leaves that step — or every step — to the
 /// eager loop.
 /// </para>
