@@ -52,30 +52,30 @@ public sealed class TrainingCliOptions
         Clip = new("--clip") { Description = "gradient-norm clipping (0: off)", DefaultValueFactory = _ => clip };
     }
 
-    private bool _cudaGraphAdded;
-
     /// <summary>Adds the options to <paramref name="c"/>; <c>--cuda-graph</c> only where <paramref name="cudaGraph"/> (gate training: its loss needs no read-back).</summary>
     public void AddTo(Command c, bool cudaGraph = false)
     {
         foreach (var o in new Option[] { Lr, WeightDecay, Clip, Steps, Epochs, BatchSize, GradAccum, MaxSeqLen, WarmupSteps, WarmupRatio, Seed, EvalEvery, EvalLimit, CheckpointEvery, Resume, StopAfter, LengthBuckets, KeepBest })
             c.Options.Add(o);
         if (cudaGraph) c.Options.Add(CudaGraph);
-        _cudaGraphAdded |= cudaGraph;
     }
 
     /// <summary>The options as given; <c>--cuda-graph on</c> off a CUDA <paramref name="device"/> is refused here, before anything is read or written.</summary>
-    public TrainingOptions Read(ParseResult p, bool? responseOnly, TorchSharp.torch.Device device) => new()
+    public TrainingOptions Read(ParseResult p, bool? responseOnly, TorchSharp.torch.Device device)
     {
-        LearningRate = p.GetValue(Lr), WeightDecay = p.GetValue(WeightDecay), ClipNorm = p.GetValue(Clip),
-        Steps = p.GetValue(Steps), Epochs = p.GetValue(Epochs), BatchSize = p.GetValue(BatchSize),
-        GradAccum = p.GetValue(GradAccum), MaxSeqLen = p.GetValue(MaxSeqLen), WarmupSteps = p.GetValue(WarmupSteps),
-        WarmupRatio = p.GetValue(WarmupRatio), Seed = p.GetValue(Seed), EvalEvery = p.GetValue(EvalEvery),
-        EvalLimit = p.GetValue(EvalLimit), CheckpointEvery = p.GetValue(CheckpointEvery), Resume = p.GetValue(Resume),
-        StopAfter = p.GetValue(StopAfter), LengthBuckets = p.GetValue(LengthBuckets), ResponseOnly = responseOnly,
-        KeepBest = p.GetValue(KeepBest),
-        CudaGraphs = !_cudaGraphAdded ? false
-            : CudaGraphs(p.GetValue(CudaGraph)!) is true && device.type != TorchSharp.DeviceType.CUDA
-            ? throw new MeteoraException($"--cuda-graph on: not on a CUDA device (--device {device})")
-            : CudaGraphs(p.GetValue(CudaGraph)!),
-    };
+        // A command without --cuda-graph (AddTo's choice) never graphs.
+        bool? graphs = p.CommandResult.Command.Options.Contains(CudaGraph) ? CudaGraphs(p.GetValue(CudaGraph)!) : false;
+        if (graphs == true && device.type != TorchSharp.DeviceType.CUDA)
+            throw new MeteoraException($"--cuda-graph on: not on a CUDA device (--device {device})");
+        return new()
+        {
+            LearningRate = p.GetValue(Lr), WeightDecay = p.GetValue(WeightDecay), ClipNorm = p.GetValue(Clip),
+            Steps = p.GetValue(Steps), Epochs = p.GetValue(Epochs), BatchSize = p.GetValue(BatchSize),
+            GradAccum = p.GetValue(GradAccum), MaxSeqLen = p.GetValue(MaxSeqLen), WarmupSteps = p.GetValue(WarmupSteps),
+            WarmupRatio = p.GetValue(WarmupRatio), Seed = p.GetValue(Seed), EvalEvery = p.GetValue(EvalEvery),
+            EvalLimit = p.GetValue(EvalLimit), CheckpointEvery = p.GetValue(CheckpointEvery), Resume = p.GetValue(Resume),
+            StopAfter = p.GetValue(StopAfter), LengthBuckets = p.GetValue(LengthBuckets), ResponseOnly = responseOnly,
+            KeepBest = p.GetValue(KeepBest), CudaGraphs = graphs,
+        };
+    }
 }

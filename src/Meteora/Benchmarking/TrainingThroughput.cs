@@ -70,8 +70,7 @@ internal static class TrainingThroughput
             Losses.Add(metrics.GetValueOrDefault("loss", double.NaN));
             if (phasesAfter is not null) Phase("rest of step");
             DeviceClock.Synchronize(device);
-            Times.Add(_clock.Elapsed.TotalSeconds);
-            _boundary = _clock.Elapsed.TotalSeconds;
+            Times.Add(_boundary = _clock.Elapsed.TotalSeconds);
             if (device.type == TorchSharp.DeviceType.CUDA && CudaRuntime.DeviceUsedBytes() is { } used)
                 PeakBytes = Math.Max(PeakBytes ?? 0, used);
         }

@@ -86,8 +86,10 @@ internal sealed class FlatOptimizerState : IDisposable
     }
 
     /// <summary>
-    /// TorchSharp's AdamW step over all parameters at once (<see cref="GraphedTrainingStep.AdamWUpdate"/>'s arithmetic,
-    /// element for element), the step's factors read from <paramref name="hyper"/>.
+    /// TorchSharp's <c>AdamW.step</c> (decoupled weight decay, no amsgrad) over all parameters at once, its ops in its
+    /// order, with the step-dependent factors read from <paramref name="hyper"/> (1 − lr·wd, −lr / (1 − β1ᵗ),
+    /// 1 / √(1 − β2ᵗ): <see cref="GraphedTrainingStep.Hyper"/>) instead of host scalars: the same moments, parameters up to
+    /// the rounding of its last multiply-add. The state's step counters are left to the caller.
     /// </summary>
     public void AdamWUpdate(Tensor hyper, TrainingOptions o)
     {

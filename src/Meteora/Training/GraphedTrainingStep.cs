@@ -15,14 +15,15 @@ namespace Meteora.Training;
 /// padding counts in no loss), copied into the tensors the capture read, and the step's host values — learning rate,
 /// AdamW's bias corrections — live in a device tensor written before each replay. The update is TorchSharp's AdamW
 /// (decoupled weight decay) on that optimiser's own state tensors — after the first backward pass views of flat buffers
-/// (<see cref="FlatOptimizerState"/>) — so checkpoints and resuming are unchanged; its step counters are advanced here. Clipping is <c>clip_grad_norm_</c>'s (total 2-norm, coefficient
-/// max / (norm + 1e-6) clamped at 1) with the norm kept on the device. The step's logged parts come back in one read.
+/// (<see cref="FlatOptimizerState"/>) — so checkpoints and resuming are unchanged; its step counters are advanced here.
+/// Clipping is <c>clip_grad_norm_</c>'s (total 2-norm, coefficient max / (norm + 1e-6) clamped at 1) with the norm kept
+/// on the device. The step's logged parts come back in one read.
 /// </para>
 /// <para>
 /// The first graphed step runs eagerly on the capture's side stream (it loads kernels, creates cuBLAS workspaces and the
-/// gradients the graph accumulates into); the capture happens on the next one. A batch that does not fit the captured shape, or a capture that fails
-/// (an objective op that reads back from the device, an unsupported op), leaves that step — or every step — to the
-/// eager loop.
+/// gradients the graph accumulates into); the capture happens on the next one. A batch that does not fit the captured
+/// shape, or a capture that fails (an objective op that reads back from the device, an unsupported op, optimiser state
+/// that cannot move into flat buffers), leaves that step — or every step — to the eager loop.
 /// </para>
 /// </summary>
 internal sealed class GraphedTrainingStep : IDisposable
@@ -47,7 +48,8 @@ internal sealed class GraphedTrainingStep : IDisposable
     /// <summary>Steps replayed so far.</summary>
     public int Replays { get; private set; }
 
-    private GraphedTrainingStep(ITrainingObjective objective, AdamW optimizer, TrainingOptions o, Device device, int padId, int rows, int length, bool weighted)
+    /// <summary>A graphed step for batches of at most <paramref name="rows"/> rows of at most <paramref name="length"/> tokens.</summary>
+    public GraphedTrainingStep(ITrainingObjective objective, AdamW optimizer, TrainingOptions o, Device device, int padId, int rows, int length, bool weighted)
     {
         _objective = objective; _optimizer = optimizer; _o = o; _device = device; _padId = padId; _rows = rows; _length = length; _weighted = weighted;
         _hyper = zeros(3, ScalarType.Float32, device).DetachFromDisposeScope();
@@ -67,13 +69,6 @@ internal sealed class GraphedTrainingStep : IDisposable
         : !objective.HasLossOnDevice ? "this objective reads its loss back to the host"
         : null;
 
-    /// <summary>A graphed step for batches of at most <paramref name="rows"/> rows of at most <paramref name="length"/> tokens.</summary>
-    public static GraphedTrainingStep Create(ITrainingObjective objective, AdamW optimizer, TrainingOptions o, Device device, int padId, int rows, int length, bool weighted) =>
-        new(objective, optimizer, o, device, padId, rows, length, weighted);
-
-    /// <summary>The padded shape every replayed batch has.</summary>
-    public (int Rows, int Length) Shape => (_rows, _length);
-
     /// <summary>Whether <paramref name="rows"/> fit the graph's shape and weighting (and no capture has failed).</summary>
     public bool Fits(IReadOnlyList<EncodedExample> rows) => Failure is null && rows.Count <= _rows && rows.All(r => r.Ids.Length <= _length)
         && (_weighted || rows.All(r => r.LossWeights is null));
@@ -88,8 +83,7 @@ internal sealed class GraphedTrainingStep : IDisposable
     {
         var states = _optimizer.state_dict().State.Cast<AdamW.State>().ToList();
         long t = states[0].step + 1;
-        var o = _o;
-        using (var host = tensor(Hyper(o, lr, t)))
+        using (var host = tensor(Hyper(_o, lr, t)))
             _hyper.copy_(host);
         var batch = TrainingBatch.Collate(rows, _padId, _device, _rows, _length, _weighted);
         if (_batch is null)
@@ -108,7 +102,7 @@ internal sealed class GraphedTrainingStep : IDisposable
             _graph!.Replay();
             Replays++;
         }
-        foreach (var s in states) s.step = t;
+        if (_flat is not null) foreach (var s in states) s.step = t;   // else TorchSharp's own step advanced them (warm-up only)
         using var read = _parts!.cpu();
         var values = read.data<float>().ToArray();
         var result = new Dictionary<string, double>();
@@ -130,20 +124,14 @@ internal sealed class GraphedTrainingStep : IDisposable
     private Tensor Body()
     {
         var parameters = _objective.Parameters;
-        var states = _optimizer.state_dict().State.Cast<AdamW.State>().ToList();
         using var scope = NewDisposeScope();
         if (_flat is not null) _flat.ZeroGrad();
-        else
-            foreach (var p in parameters)
-            {
-                using var g = p.grad;
-                g?.zero_();
-            }
+        else _optimizer.zero_grad();                                                      // the warm-up: no gradients yet
         var (loss, parts) = _objective.LossOnDevice(_batch!)!.Value;
         loss.backward();
         _objective.AfterBackward();
         // After the first backward pass every gradient exists: from then on they (and the moments) are views of flat buffers.
-        _flat ??= FlatOptimizerState.Adopt(parameters, states);
+        _flat ??= FlatOptimizerState.Adopt(parameters, _optimizer.state_dict().State.Cast<AdamW.State>().ToList());
         Tensor logged;
         using (no_grad())
         {
@@ -151,11 +139,13 @@ internal sealed class GraphedTrainingStep : IDisposable
             _names = parts.Select(x => x.Name).ToList();
             if (_o.ClipNorm > 0)
             {
-                values.Add((_flat?.ClipGradNorm(_o.ClipNorm) ?? ClipGradNorm(parameters, _o.ClipNorm)).reshape(1));
+                // Without flat buffers (a warm-up the graph will refuse: TryCapture) the step is the eager loop's own.
+                values.Add(_flat?.ClipGradNorm(_o.ClipNorm).reshape(1)
+                    ?? tensor(new[] { (float)nn.utils.clip_grad_norm_(parameters, _o.ClipNorm) }, device: _device));
                 _names.Add("grad_norm");
             }
             if (_flat is not null) _flat.AdamWUpdate(_hyper, _o);
-            else AdamWUpdate(parameters, states, _hyper, _o);
+            else _optimizer.step();
             logged = cat(values);
         }
         _objective.AfterOptimizerStep();
@@ -164,15 +154,10 @@ internal sealed class GraphedTrainingStep : IDisposable
 
     private bool TryCapture()
     {
-        bool missing = false;
-        foreach (var p in _objective.Parameters)
+        if (_flat is null)
         {
-            using var g = p.grad;
-            missing |= g is null;
-        }
-        if (missing)
-        {
-            Failure = "a trainable parameter had no gradient after the first step";
+            // The graph's update reads the flat buffers; TorchSharp's would freeze this step's learning rate into the graph.
+            Failure = "the optimiser state could not move into flat buffers (a parameter without a gradient after the first step, or not float32)";
             return false;
         }
         _parts?.Dispose();
@@ -187,49 +172,6 @@ internal sealed class GraphedTrainingStep : IDisposable
             Failure = e.Message;
             _graph = null;
             return false;
-        }
-    }
-
-    /// <summary>
-    /// <c>torch.nn.utils.clip_grad_norm_</c> (2-norm) with the total norm left on the device: every gradient scaled by
-    /// min(1, max / (‖g‖ + 1e-6)). Returns the total norm before clipping (scalar).
-    /// </summary>
-    internal static Tensor ClipGradNorm(IReadOnlyList<Parameter> parameters, double maxNorm)
-    {
-        using var scope = NewDisposeScope();
-        using var noGrad = no_grad();
-        var grads = parameters.Select(p => p.grad).Where(g => g is not null).Select(g => g!).ToList();
-        var total = stack(grads.Select(g => g.norm()).ToList()).norm();                    // ‖(‖g₁‖, ‖g₂‖, …)‖
-        using Scalar max = maxNorm, tiny = 1e-6, one = 1.0;                                // held for the ops (see RmsNorm)
-        var coefficient = total.add(tiny).reciprocal().mul(max).clamp_max(one);
-        foreach (var g in grads) g.mul_(coefficient);
-        return total.MoveToOuterDisposeScope();
-    }
-
-    /// <summary>
-    /// TorchSharp's AdamW step (decoupled weight decay, no amsgrad) with the step-dependent factors read from
-    /// <paramref name="hyper"/> (1 − lr·wd, −lr / (1 − β1ᵗ), 1 / √(1 − β2ᵗ)) instead of host scalars; the state's step
-    /// counters are left to the caller. The same values as <c>AdamW.step</c> up to the rounding of its last multiply-add.
-    /// </summary>
-    internal static void AdamWUpdate(IReadOnlyList<Parameter> parameters, IReadOnlyList<AdamW.State> states, Tensor hyper, TrainingOptions o)
-    {
-        using var scope = NewDisposeScope();
-        using var noGrad = no_grad();
-        using Scalar beta1 = o.Beta1, beta2 = o.Beta2, keep1 = 1 - o.Beta1, keep2 = 1 - o.Beta2, eps = o.AdamEps;   // held (see RmsNorm)
-        var decay = hyper[0];
-        var negativeStep = hyper[1];
-        var inverseSqrtBc2 = hyper[2];
-        for (int i = 0; i < parameters.Count; i++)
-        {
-            var p = parameters[i];
-            using var g = p.grad;
-            if (g is null) continue;
-            var s = states[i];
-            p.mul_(decay);
-            s.exp_avg.mul_(beta1).add_(g, keep1);
-            s.exp_avg_sq.mul_(beta2).addcmul_(g, g, keep2);
-            var denominator = s.exp_avg_sq.sqrt().mul_(inverseSqrtBc2).add_(eps);
-            p.add_(s.exp_avg.div(denominator).mul_(negativeStep));
         }
     }
 

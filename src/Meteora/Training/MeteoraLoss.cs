@@ -56,7 +56,6 @@ public static class MeteoraLoss
         // Gated positions with a task index (none is negative today; such a position would count in no term).
         var gated = batch.GateMask.logical_and(batch.TokenTasks.ge(HeldScalars.Zero));       // (B, T)
         var targets = batch.TokenTasks.clamp_min(0);                                      // (B, T); ungated positions are masked out
-        var mask = gated.to(ScalarType.Float64);                                          // (B, T) 1 = gated
         Tensor sum, correct;
         if (projections == 0)
         {
@@ -76,7 +75,7 @@ public static class MeteoraLoss
         // float64 (exact far beyond float32's 2²⁴); the loss divides by them in float32.
         using var p = ((double)projections).ToScalar();
         var decisions = normalizers is { } c ? full([], c.GatedPositions * projections, ScalarType.Float64, logits.device)
-            : mask.sum().mul(p);
+            : gated.sum(ScalarType.Float64).mul(p);
         // Scalars held for the ops' duration (an implicit one can be finalized while the op runs; see RmsNorm).
         using var one = 1.0.ToScalar();
         using var w = gateLossWeight.ToScalar();

@@ -32,7 +32,7 @@ public sealed class TrainingBatch : IDisposable
     /// <summary>
     /// The rows as (B, T) tensors, right-padded to the longest row. <paramref name="padRows"/> and
     /// <paramref name="padLength"/> pad further, to a fixed shape (a CUDA-graphed step): padded positions and rows
-    /// count in no loss (labels ignored, gates unmasked, weight 0), and causal attention keeps them out of the real
+    /// count in no loss (labels ignored, not gated, weight 0), and causal attention keeps them out of the real
     /// positions, so the losses are those of the unpadded batch. <paramref name="weighted"/> makes the LM-loss weights
     /// even when every row weighs its positions 1 (a graphed step's batches all have the same tensors).
     /// </summary>

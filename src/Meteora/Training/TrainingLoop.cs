@@ -71,8 +71,6 @@ internal sealed class TrainingLoop
     /// <summary>Rows per optimiser step, over all ranks.</summary>
     private int GlobalBatch => _options.BatchSize * _options.GradAccum;
 
-    private bool _graphFailureTold;
-
     /// <summary>
     /// <see cref="TrainingOptions.CudaGraphs"/> = null's choice: whether replaying padded steps beats running them one op
     /// at a time, from two estimates calibrated on one H200 (docs/BENCHMARKS.md, "Gate training as one CUDA graph per
@@ -95,14 +93,15 @@ internal sealed class TrainingLoop
     }
 
     /// <summary>
-    /// The CUDA-graphed step (<see cref="GraphedTrainingStep"/>) when <see cref="TrainingOptions.CudaGraphs"/> asks for it
-    /// or leaves it to us and it applies: batches padded to --batch-size rows of the longest example. Says what it chose.
+    /// The padded length of a CUDA-graphed step's rows (<see cref="GraphedTrainingStep"/>: --batch-size rows of the longest
+    /// example) when <see cref="TrainingOptions.CudaGraphs"/> asks for it or leaves it to us and it applies, else null.
+    /// Says what it chose; refuses <c>--cuda-graph on</c> where it cannot apply, before anything is written.
     /// </summary>
-    private GraphedTrainingStep? GraphedStep(IReadOnlyList<EncodedExample> train, TorchSharp.Modules.AdamW optimizer, bool replay)
+    private int? GraphLength(IReadOnlyList<EncodedExample> train)
     {
         var o = _options;
         if (o.CudaGraphs == false) return null;
-        string? why = GraphedTrainingStep.Unsupported(_objective, o, _device, _comm is not null, replay)
+        string? why = GraphedTrainingStep.Unsupported(_objective, o, _device, _comm is not null, o.ReplayRows > 0)
             ?? (train is IExampleSource ? "examples generated while training (their lengths are not known ahead)" : null);
         int length = 0;
         if (why is null)
@@ -117,9 +116,9 @@ internal sealed class TrainingLoop
             if (_device.type == DeviceType.CUDA && _objective.HasLossOnDevice) _progress.Message($"CUDA graph: off, {why}");
             return null;
         }
-        int rows = o.BatchSize;   // every step has --batch-size rows: the data order wraps around a smaller set
-        _progress.Message($"CUDA graph: each step replayed as one graph, batches padded to {rows} × {length} tokens");
-        return GraphedTrainingStep.Create(_objective, optimizer, o, _device, _padId, rows, length, train.Any(e => e.LossWeights is not null));
+        // Every step has --batch-size rows: the data order wraps around a smaller set.
+        _progress.Message($"CUDA graph: each step replayed as one graph, batches padded to {o.BatchSize} × {length} tokens");
+        return length;
     }
 
     /// <summary>Rehearsal rows per optimiser step, over all ranks.</summary>
@@ -153,8 +152,7 @@ internal sealed class TrainingLoop
         if (o.ReplayRows > 0 && replay is not { Count: > 0 }) throw new MeteoraException("--replay: this trainer has no rehearsal text to replay");
         if (o.KeepBest && eval is not { Count: > 0 }) throw new MeteoraException("--keep-best: there are no held-out examples to choose by (--eval-fraction)");
         if (o.KeepBest && o.EvalEvery <= 0) throw new MeteoraException("--keep-best: give --eval-every N, the evaluations it chooses among");
-        if (o.CudaGraphs == true && GraphedTrainingStep.Unsupported(_objective, o, _device, _comm is not null, o.ReplayRows > 0) is { } noGraph)
-            throw new MeteoraException($"--cuda-graph on: {noGraph}");
+        int? graphLength = GraphLength(train);
         Directory.CreateDirectory(_outDir);
         // Length buckets need every example's length: not for generated sources (their sequences are all full length).
         var buckets = o.LengthBuckets && train is not IExampleSource ? train.Select(e => DataOrder.LengthBucket(e.Ids.Length)).ToList() : null;
@@ -203,7 +201,8 @@ internal sealed class TrainingLoop
         int stepsRun = 0;
         try
         {
-        graphed = GraphedStep(train, optimizer, replayOrder is not null);
+        if (graphLength is { } length)
+            graphed = new GraphedTrainingStep(_objective, optimizer, o, _device, _padId, o.BatchSize, length, train.Any(e => e.LossWeights is not null));
         for (int step = start; step < total; step++)
         {
             double lr = schedule.At(step);
@@ -225,12 +224,10 @@ internal sealed class TrainingLoop
             bool own = _comm is null && micro.Count == 1;
             LossCounts? taskNorm = own ? null : taskCounts, replayNorm = own ? null : replayCounts;
             // A CUDA-graphed step when the batch fits the graph's shape (the graph zeroes, clips and updates itself).
-            var sums = graphed is not null && micro.Count == 1 && graphed.Fits(micro[0]) ? graphed.Step(micro[0], lr) : null;
-            if (sums is null && graphed?.Failure is { } failure && !_graphFailureTold)
-            {
-                _progress.Message($"CUDA graph: the step could not be captured ({failure}); training goes on step by step");
-                _graphFailureTold = true;
-            }
+            bool fits = graphed is not null && micro.Count == 1 && graphed.Fits(micro[0]);
+            var sums = fits ? graphed!.Step(micro[0], lr) : null;
+            if (fits && sums is null)   // the capture failed: said once, since nothing fits a failed graph again
+                _progress.Message($"CUDA graph: the step could not be captured ({graphed!.Failure}); training goes on step by step");
             bool eager = sums is null;
             sums ??= new Dictionary<string, double>();
             if (eager) optimizer.zero_grad();

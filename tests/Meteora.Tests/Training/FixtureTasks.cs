@@ -50,5 +50,9 @@ public static class FixtureTasks
         return folder;
     }
 
+    /// <summary><c>train-gate</c> on the fixture's base and adapters with task data <paramref name="data"/>, then <paramref name="more"/> options.</summary>
+    public static string[] TrainGateArgs(string data, params string[] more) =>
+        ["train-gate", "--model", Fixture.Base, "--adapters-dir", Path.Combine(Fixture.Root, "adapters"), "--data", data, .. more];
+
     public static IReadOnlyList<(string Name, string Folder)> Adapters => Names.Select(n => (n, Fixture.Adapter(n))).ToList();
 }

@@ -31,66 +31,52 @@ public class GraphedTrainingStepTests
         return (reference, ours, refOpt, ourOpt, ourOpt.state_dict().State.Cast<AdamW.State>().ToList());
     }
 
-    [Fact]
-    public void TheUpdateIsTorchSharpsAdamWWithTheStepFactorsOnTheDevice()
+    /// <summary>Our parameters' gradients (zero where none yet) and moments moved into flat buffers.</summary>
+    private static FlatOptimizerState Flat(List<Parameter> ours, List<AdamW.State> states)
+    {
+        foreach (var q in ours) q.grad ??= zeros_like(q);
+        var flat = FlatOptimizerState.Adopt(ours, states);
+        Assert.NotNull(flat);
+        return flat!;
+    }
+
+    /// <summary>
+    /// The same random gradient for each reference parameter and, added as autograd accumulates into the zeroed flat
+    /// buffer's views, for ours.
+    /// </summary>
+    private static void SameGradients(List<Parameter> reference, List<Parameter> ours, FlatOptimizerState flat, Generator gen, double scale)
+    {
+        flat.ZeroGrad();
+        foreach (var (r, q) in reference.Zip(ours))
+        {
+            using var g = randn(r.shape, generator: gen).mul_(scale);
+            r.grad = g.clone();
+            using var view = q.grad!;
+            view.add_(g);
+        }
+    }
+
+    [Theory]
+    [InlineData(false, 1, 7, 1.0)]   // the update alone: the same ops on the same values, moments bit for bit
+    [InlineData(true, 4, 9, 3.0)]    // clipped first, which sums the norm in another order: moments to float32 rounding
+    public void TheFlatUpdateIsTorchSharpsAdamWWithTheStepFactorsOnTheDevice(bool clip, int seed, int gradientSeed, double scale)
     {
         var o = Adam;
-        var (reference, ours, refOpt, ourOpt, states) = TwinAdamW(1);
+        var (reference, ours, refOpt, ourOpt, states) = TwinAdamW(seed);
         using var _ = refOpt;
         using var __ = ourOpt;
-        using var gen = new Generator(7);
+        using var flat = Flat(ours, states);
+        using var gen = new Generator((ulong)gradientSeed);
         double[] rates = [3e-3, 1e-3, 2e-4, 5e-3];   // a schedule: each step its own rate
         for (int t = 1; t <= rates.Length; t++)
         {
-            foreach (var (r, q) in reference.Zip(ours))
+            SameGradients(reference, ours, flat, gen, scale);
+            if (clip)
             {
-                using var g = randn(r.shape, generator: gen);
-                r.grad = g.clone();
-                q.grad = g.clone();
+                double want = nn.utils.clip_grad_norm_(reference, 0.5);
+                using var norm = flat.ClipGradNorm(0.5);
+                Assert.Equal(want, norm.item<float>(), 4);
             }
-            foreach (var group in refOpt.ParamGroups) group.LearningRate = rates[t - 1];
-            refOpt.step();
-            using var hyper = tensor(GraphedTrainingStep.Hyper(o, rates[t - 1], t));
-            GraphedTrainingStep.AdamWUpdate(ours, states, hyper, o);
-            foreach (var s in states) s.step = t;
-        }
-        var refStates = refOpt.state_dict().State.Cast<AdamW.State>().ToList();
-        for (int i = 0; i < ours.Count; i++)
-        {
-            // The moments are the same ops on the same values; the parameters differ at most by the rounding of the last step.
-            Assert.True(refStates[i].exp_avg.allclose(states[i].exp_avg, 0, 0), $"first moment {i}");
-            Assert.True(refStates[i].exp_avg_sq.allclose(states[i].exp_avg_sq, 0, 0), $"second moment {i}");
-            TensorAssert.Close(reference[i], ours[i], 1e-6, $"parameter {i}");
-        }
-        // The updates moved the parameters well beyond that tolerance, so the check is not vacuous.
-        var start = RandomParameters(1);
-        Assert.True((start[0] - ours[0]).abs().max().item<float>() > 1e-3f);
-    }
-
-    [Fact]
-    public void TheFlatUpdateAndClippingAreTorchSharpsAdamWAndLibtorchsClipping()
-    {
-        var o = Adam;
-        var (reference, ours, refOpt, ourOpt, states) = TwinAdamW(4);
-        using var _ = refOpt;
-        using var __ = ourOpt;
-        foreach (var q in ours) q.grad = zeros_like(q);
-        using var flat = FlatOptimizerState.Adopt(ours, states);
-        Assert.NotNull(flat);
-        using var gen = new Generator(9);
-        double[] rates = [3e-3, 1e-3, 2e-4];
-        for (int t = 1; t <= rates.Length; t++)
-        {
-            flat!.ZeroGrad();
-            foreach (var (r, q) in reference.Zip(ours))
-            {
-                using var g = randn(r.shape, generator: gen).mul_(3);
-                r.grad = g.clone();
-                using var view = q.grad!;
-                view.add_(g);   // as autograd accumulates: into the flat buffer's view
-            }
-            double want = nn.utils.clip_grad_norm_(reference, 0.5);
-            using (var norm = flat.ClipGradNorm(0.5)) Assert.Equal(want, norm.item<float>(), 4);
             foreach (var group in refOpt.ParamGroups) group.LearningRate = rates[t - 1];
             refOpt.step();
             using var hyper = tensor(GraphedTrainingStep.Hyper(o, rates[t - 1], t));
@@ -99,13 +85,23 @@ public class GraphedTrainingStepTests
         var refStates = refOpt.state_dict().State.Cast<AdamW.State>().ToList();
         for (int i = 0; i < ours.Count; i++)
         {
-            // Clipping sums the norm in another order, so the moments agree to float32 rounding rather than bit for bit.
-            TensorAssert.Close(refStates[i].exp_avg, states[i].exp_avg, 1e-6, $"first moment {i}");
-            TensorAssert.Close(refStates[i].exp_avg_sq, states[i].exp_avg_sq, 1e-6, $"second moment {i}");
+            if (clip)
+            {
+                TensorAssert.Close(refStates[i].exp_avg, states[i].exp_avg, 1e-6, $"first moment {i}");
+                TensorAssert.Close(refStates[i].exp_avg_sq, states[i].exp_avg_sq, 1e-6, $"second moment {i}");
+            }
+            else
+            {
+                Assert.True(refStates[i].exp_avg.allclose(states[i].exp_avg, 0, 0), $"first moment {i}");
+                Assert.True(refStates[i].exp_avg_sq.allclose(states[i].exp_avg_sq, 0, 0), $"second moment {i}");
+            }
+            // The parameters differ at most by the rounding of the last multiply-add.
             TensorAssert.Close(reference[i], ours[i], 1e-6, $"parameter {i}");
         }
-        var start = RandomParameters(4);
-        Assert.True((start[1] - ours[1]).abs().max().item<float>() > 1e-3f, "the updates moved the parameters");
+        // The updates moved the parameters well beyond that tolerance, so the check is not vacuous.
+        var start = RandomParameters(seed);
+        for (int i = 0; i < ours.Count; i++)
+            Assert.True((start[i] - ours[i]).abs().max().item<float>() > 1e-3f, $"the updates moved parameter {i}");
     }
 
     [Fact]
@@ -113,20 +109,25 @@ public class GraphedTrainingStepTests
     {
         foreach (double max in new[] { 0.3, 1e6 })   // clipped, and left alone
         {
-            var reference = RandomParameters(2);
-            var ours = RandomParameters(2);
+            var (reference, ours, refOpt, ourOpt, states) = TwinAdamW(2);
+            using var _ = refOpt;
+            using var __ = ourOpt;
+            using var flat = Flat(ours, states);
             using var gen = new Generator(3);
-            foreach (var (r, q) in reference.Zip(ours))
-            {
-                using var g = randn(r.shape, generator: gen).mul_(4);
-                r.grad = g.clone();
-                q.grad = g.clone();
-            }
+            SameGradients(reference, ours, flat, gen, 4);
             double want = nn.utils.clip_grad_norm_(reference, max);
-            using var norm = GraphedTrainingStep.ClipGradNorm(ours, max);
+            using var norm = flat.ClipGradNorm(max);
             Assert.Equal(want, norm.item<float>(), 4);
             for (int i = 0; i < ours.Count; i++) TensorAssert.Close(reference[i].grad!, ours[i].grad!, 1e-6, $"gradient {i}, max {max}");
         }
+    }
+
+    /// <summary>The fixture's MeteoRA model in float32 on the CPU, routing top-2.</summary>
+    private static MeteoraModel FixtureTop2()
+    {
+        var m = MeteoraModel.Load(Fixture.Base, Fixture.Meteora, CPU, ScalarType.Float32);
+        m.Configure(topK: 2);
+        return m;
     }
 
     private static List<EncodedExample> TwoRows(int[] ids, bool weighted)
@@ -147,8 +148,7 @@ public class GraphedTrainingStepTests
     [InlineData(true)]
     public void PaddingToTheGraphsShapeLeavesEveryLossUnchanged(bool weighted)
     {
-        using var m = MeteoraModel.Load(Fixture.Base, Fixture.Meteora, CPU, ScalarType.Float32);
-        m.Configure(topK: 2);
+        using var m = FixtureTop2();
         var rows = TwoRows(Fixture.PromptIds(0), weighted);
         using var noGrad = no_grad();
         using var plain = TrainingBatch.Collate(rows, 0, CPU);
@@ -167,8 +167,7 @@ public class GraphedTrainingStepTests
     [Fact]
     public void TheGateLossIsTheMeanCrossEntropyOverEveryGatedPositionOfEveryProjection()
     {
-        using var m = MeteoraModel.Load(Fixture.Base, Fixture.Meteora, CPU, ScalarType.Float32);
-        m.Configure(topK: 2);
+        using var m = FixtureTop2();
         var rows = TwoRows(Fixture.PromptIds(1), weighted: false);
         using var noGrad = no_grad();
         using var batch = TrainingBatch.Collate(rows, 0, CPU);
@@ -193,8 +192,7 @@ public class GraphedTrainingStepTests
     [Fact]
     public void WithTheStepsCountsTheGateLossIsTheBatchsShareOfTheStepsMean()
     {
-        using var m = MeteoraModel.Load(Fixture.Base, Fixture.Meteora, CPU, ScalarType.Float32);
-        m.Configure(topK: 2);
+        using var m = FixtureTop2();
         var rows = TwoRows(Fixture.PromptIds(2), weighted: false);
         using var noGrad = no_grad();
         using var batch = TrainingBatch.Collate(rows, 0, CPU);
@@ -232,8 +230,7 @@ public class GraphedTrainingStepTests
     {
         using var dir = Fixture.TempDir();
         string data = FixtureTasks.Write(dir["data"], perTask: 10);
-        var r = CliRunner.Run("train-gate", "--model", Fixture.Base, "--adapters-dir", Path.Combine(Fixture.Root, "adapters"), "--data", data,
-            "--out", dir["m"], "--steps", "2", "--cuda-graph", "on");
+        var r = CliRunner.Run(FixtureTasks.TrainGateArgs(data, "--out", dir["m"], "--steps", "2", "--cuda-graph", "on"));
         CliRunner.AssertUserError(r, "--cuda-graph on", "not on a CUDA device (--device cpu)");
         Assert.False(Directory.Exists(dir["m"]) && Directory.EnumerateFileSystemEntries(dir["m"]).Any(), "nothing is written");
     }

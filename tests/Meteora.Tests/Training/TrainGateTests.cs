@@ -175,12 +175,10 @@ public class TrainGateTests
     {
         using var dir = Fixture.TempDir();
         string data = FixtureTasks.Write(dir["data"], perTask: 10);
-        var r = CliRunner.Run("train-gate", "--model", Fixture.Base, "--adapters-dir", Path.Combine(Fixture.Root, "adapters"), "--data", data,
-            "--out", dir["m"], "--steps", "2", "--batch-size", "4");
+        var r = CliRunner.Run(FixtureTasks.TrainGateArgs(data, "--out", dir["m"], "--steps", "2", "--batch-size", "4"));
         Assert.Equal(0, r.ExitCode);
         Assert.Equal(FixtureTasks.Names, MeteoraCheckpointConfig.Load(dir["m"]).Adapters.Select(a => a.Name).ToArray());
-        var bad = CliRunner.Run("train-gate", "--model", Fixture.Base, "--adapters-dir", Path.Combine(Fixture.Root, "adapters"), "--data", data,
-            "--out", dir["m2"], "--order", "upper,add");
+        var bad = CliRunner.Run(FixtureTasks.TrainGateArgs(data, "--out", dir["m2"], "--order", "upper,add"));
         CliRunner.AssertUserError(bad, "--order", "not listed: [reverse]");
     }
 }
@@ -226,8 +224,7 @@ public class GateEvalCoverageTests
     {
         using var dir = Fixture.TempDir();
         string data = FixtureTasks.Write(dir["data"]);
-        var r = CliRunner.Run("train-gate", "--model", Fixture.Base, "--adapters-dir", Path.Combine(Fixture.Root, "adapters"), "--data", data,
-            "--out", dir["m"], "--steps", "1", "--eval-limit", "0");
+        var r = CliRunner.Run(FixtureTasks.TrainGateArgs(data, "--out", dir["m"], "--steps", "1", "--eval-limit", "0"));
         CliRunner.AssertUserError(r, "--eval-limit", "out of range (1…1048576)");
         Assert.False(Directory.Exists(dir["m"]) && Directory.EnumerateFileSystemEntries(dir["m"]).Any(), "nothing is written");
     }
@@ -255,7 +252,7 @@ public class LmLossDefaultTests
         string data = FixtureTasks.Write(dir["data"], perTask: 20);
         GateTrainer.Train(Fixture.Base, FixtureTasks.Adapters, data, dir["api"], new GateTrainingOptions(),
             new TrainingOptions { Steps = 1, BatchSize = 4 }, CPU, ScalarType.Float32);
-        string[] cli = ["train-gate", "--model", Fixture.Base, "--adapters-dir", Path.Combine(Fixture.Root, "adapters"), "--data", data, "--steps", "1", "--batch-size", "4"];
+        string[] cli = FixtureTasks.TrainGateArgs(data, "--steps", "1", "--batch-size", "4");
         Assert.Equal(0, CliRunner.Run([.. cli, "--out", dir["cli"]]).ExitCode);
         Assert.Equal(0, CliRunner.Run([.. cli, "--out", dir["cli-response"], "--response-only"]).ExitCode);
 
